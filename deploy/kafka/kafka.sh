@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Local single-node Kafka (KRaft) for development and tests, from Maven Central jars.
+#
+#   kafka.sh up      resolve jars (once), format storage (once), start, wait for metadata;
+#                    a no-op when a broker already serves metadata on 127.0.0.1:9092
+#   kafka.sh down    stop the broker that `up` started (by its pid), and only that one
+#   kafka.sh status  say whether a broker answers and whether it is ours
+#
+# State (jars, data, pid, log) lives in git-ignored folders beside this script.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+lib="$here/lib"
+state="${TRIGGERS_KAFKA_STATE_DIR:-$here/.state}"
+pidfile="$state/kafka.pid"
+logfile="$state/kafka.log"
+props="$state/server.properties"
+bootstrap="127.0.0.1:9092"
+java_opts="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+
+log() { printf 'kafka: %s\n' "$*" >&2; }
+
+kjava() {
+  java $java_opts -Dlog4j2.configurationFile="$here/log4j2.xml" -cp "$lib/*" "$@"
+}
+
+resolve_jars() {
+  if [[ -f "$lib/.complete" ]]; then return; fi
+  log "resolving Apache Kafka jars with Maven (first run only)"
+  rm -rf "$lib"
+  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$lib" -DincludeScope=runtime >&2
+  touch "$lib/.complete"
+}
+
+serves_metadata() {
+  # TopicCommand asks the broker for metadata: success means clients can work.
+  kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --list \
+    --command-config <(printf 'request.timeout.ms=3000\ndefault.api.timeout.ms=4000\n') \
+    >/dev/null 2>&1
+}
+
+our_pid() {
+  [[ -f "$pidfile" ]] || return 1
+  local pid
+  pid=$(cat "$pidfile")
+  # Only a live process started with our properties file counts as ours.
+  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$props"; then
+    echo "$pid"
+  else
+    return 1
+  fi
+}
+
+up() {
+  if our_pid >/dev/null; then
+    if serves_metadata; then log "already running (pid $(our_pid))"; return; fi
+  elif serves_metadata; then
+    log "a broker already serves $bootstrap; leaving it alone"; return
+  fi
+  resolve_jars
+  mkdir -p "$state/data"
+  { cat "$here/server.properties"; printf '\nlog.dirs=%s\n' "$state/data"; } >"$props"
+  if [[ ! -f "$state/data/meta.properties" ]]; then
+    local cluster_id
+    cluster_id=$(kjava kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    log "formatting KRaft storage (cluster $cluster_id)"
+    kjava kafka.tools.StorageTool format -t "$cluster_id" -c "$props" >&2
+  fi
+  if ! our_pid >/dev/null; then
+    log "starting broker on $bootstrap (log: $logfile)"
+    # setsid: the broker outlives the shell that started it and ignores its Ctrl-C.
+    setsid nohup java $java_opts -Dlog4j2.configurationFile="$here/log4j2.xml" \
+      -cp "$lib/*" kafka.Kafka "$props" >"$logfile" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+  fi
+  local deadline=$((SECONDS + ${TRIGGERS_KAFKA_START_TIMEOUT:-120}))
+  until serves_metadata; do
+    if ! our_pid >/dev/null; then
+      log "broker exited during start-up; last lines of $logfile:"; tail -n 30 "$logfile" >&2; exit 1
+    fi
+    if ((SECONDS > deadline)); then log "broker did not serve metadata in time"; exit 1; fi
+    sleep 1
+  done
+  log "ready on $bootstrap (pid $(our_pid))"
+}
+
+down() {
+  local pid
+  if ! pid=$(our_pid); then log "no broker of ours is running"; rm -f "$pidfile"; return; fi
+  log "stopping broker (pid $pid)"
+  kill -TERM "$pid"
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; log "stopped"; return; }
+    sleep 0.5
+  done
+  log "broker did not stop in 30 s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
+status() {
+  local pid=""
+  pid=$(our_pid) || true
+  if serves_metadata; then
+    if [[ -n "$pid" ]]; then echo "running (ours, pid $pid) on $bootstrap"; else echo "running (not ours) on $bootstrap"; fi
+  elif [[ -n "$pid" ]]; then
+    echo "starting or unhealthy (ours, pid $pid)"; return 1
+  else
+    echo "not running"; return 3
+  fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Kafka event-trigger processor for AI agents."""

@@ -1,0 +1,295 @@
+"""`triggers`: run the components and manage triggers from the command line."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from processor import topics
+from processor.config import Settings, get_settings
+from processor.definitions import store
+from processor.definitions.loader import load_paths, parse_document
+from processor.definitions.model import TriggerDocument, document_json
+from processor.errors import DefinitionError, TriggersError
+from processor.logs import configure
+
+app = typer.Typer(
+    help="Kafka event-trigger processor: start AI agents from schedules, webhooks and events.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="Manage the product's Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+out = Console()
+err = Console(stderr=True)
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    YAML = "yaml"
+
+
+FilesOption = Annotated[
+    list[Path], typer.Option("--file", "-f", help="Trigger file or directory (repeatable).")
+]
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="Output format.")]
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _print(data: Any, output: Output) -> None:
+    if output is Output.JSON:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+
+
+# -- components ----------------------------------------------------------------------
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker: matchers and the dispatcher (foreground; SIGTERM or Ctrl-C stops)."""
+    from processor.worker.app import run_worker
+
+    settings = _settings()
+    configure(settings.log_level, "worker")
+    run_worker(settings)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address [TRIGGERS_HTTP_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [TRIGGERS_HTTP_PORT].")] = None,
+) -> None:
+    """Run the HTTP service: webhooks, /v1 API, /healthz, /readyz, /metrics."""
+    from processor.http.app import run_server
+
+    settings = _settings()
+    configure(settings.log_level, "serve")
+    run_server(settings, host or settings.http_host, port or settings.http_port)
+
+
+@app.command()
+def runner() -> None:
+    """Run the reference agent runtime (echo, sleep, fail or hang on demand)."""
+    from processor.runner.runtime import run_runner
+
+    settings = _settings()
+    configure(settings.log_level, "runner")
+    run_runner(settings)
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every topic the product needs; existing topics are left as they are."""
+    from processor.kafka.admin import create_topics
+
+    try:
+        outcomes = create_topics(_settings())
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
+    for outcome in outcomes:
+        verb = "created" if outcome.created else "exists "
+        out.print(f"{verb} {outcome.name} ({outcome.partitions} partitions)", highlight=False)
+
+
+# -- events --------------------------------------------------------------------------
+
+
+@app.command()
+def emit(
+    event_type: Annotated[
+        str | None, typer.Argument(help="Event type, e.g. error.database.")
+    ] = None,
+    source: Annotated[str, typer.Option(help="Event source.")] = "cli",
+    data: Annotated[str, typer.Option(help="Event data, JSON.")] = "{}",
+    event_id: Annotated[str | None, typer.Option("--id", help="Event id (default: new).")] = None,
+    workspace: Annotated[str | None, typer.Option(help="workspace_id attribute.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="A whole event as JSON ('-' = stdin).")
+    ] = None,
+    topic: Annotated[str | None, typer.Option(help="Topic (default: events).")] = None,
+) -> None:
+    """Produce one domain event (CloudEvents JSON) and wait for the broker's ack."""
+    from processor.kafka.clients import new_producer
+
+    settings = _settings()
+    if file is not None:
+        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _fail(f"{file}: not valid JSON: {exc}") from None
+    elif event_type:
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise _fail(f"--data: not valid JSON: {exc}") from None
+        event = {
+            "specversion": "1.0",
+            "id": event_id or str(uuid.uuid4()),
+            "type": event_type,
+            "source": source,
+            "data": payload,
+        }
+        if workspace:
+            event["workspace_id"] = workspace
+    else:
+        raise _fail("give an event type, or --file with a whole event")
+    name = topic or topics.topic_name(topics.EVENTS, settings)
+    producer = new_producer(settings)
+    errors: list[str] = []
+    producer.produce(
+        name,
+        value=orjson.dumps(event),
+        on_delivery=lambda error, _msg: errors.append(str(error)) if error else None,
+    )
+    if producer.flush(15) or errors:
+        raise _fail(f"Kafka did not acknowledge the event: {'; '.join(errors) or 'timed out'}")
+    out.print(f"emitted {event.get('type')} id={event.get('id')} to {name}", highlight=False)
+
+
+# -- trigger definitions -------------------------------------------------------------
+
+
+@app.command()
+def validate(files: FilesOption) -> None:
+    """Check trigger files without applying them; exit 1 with every problem found."""
+    try:
+        located = load_paths(files)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            err.print(problem, highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    for item in located:
+        out.print(f"valid   {item.document.name} ({item.source})", highlight=False)
+
+
+@app.command()
+def apply(
+    files: FilesOption,
+    dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
+) -> None:
+    """Create or update the triggers in files; exit 0 only if every document applied."""
+    settings = _settings()
+    try:
+        located = load_paths(files)
+        current = store.read_all(settings)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            err.print(problem, highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
+    changes: dict[str, TriggerDocument | None] = {}
+    report = []
+    for item in located:
+        document = item.document.resolved(settings.default_workspace)
+        previous = current.get(document.trigger_id)
+        if previous == document_json(document):
+            report.append(("unchanged", document))
+            continue
+        report.append(("created" if previous is None else "updated", document))
+        changes[document.trigger_id] = document
+    if changes and not dry_run:
+        try:
+            store.write(settings, changes)
+        except TriggersError as exc:
+            raise _fail(str(exc)) from None
+    suffix = " (dry run)" if dry_run else ""
+    for verb, document in report:
+        out.print(f"{verb:9} {document.name}  id={document.id}{suffix}", highlight=False)
+
+
+def _find(settings: Settings, ref: str) -> tuple[str, dict[str, Any]]:
+    documents = store.read_all(settings)
+    if ref in documents:
+        return ref, documents[ref]
+    by_name = [(tid, doc) for tid, doc in documents.items() if doc.get("name") == ref]
+    if len(by_name) == 1:
+        return by_name[0]
+    if by_name:
+        raise _fail(f"{len(by_name)} triggers are named {ref!r}; use the id")
+    raise _fail(f"no trigger with id or name {ref!r}; `triggers list` shows them")
+
+
+@app.command("list")
+def list_(output: OutputOption = Output.TABLE) -> None:
+    """List every trigger."""
+    try:
+        documents = store.read_all(_settings())
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
+    if output is not Output.TABLE:
+        _print(list(documents.values()), output)
+        return
+    table = Table("ID", "NAME", "TYPE", "ENABLED", "WORKSPACE", "AGENT")
+    for tid, doc in sorted(documents.items(), key=lambda item: item[1].get("name", "")):
+        table.add_row(
+            tid,
+            doc.get("name"),
+            doc.get("type"),
+            str(doc.get("enabled")),
+            doc.get("workspace"),
+            doc.get("agent", {}).get("id"),
+        )
+    out.print(table)
+
+
+@app.command()
+def get(
+    trigger: Annotated[str, typer.Argument(help="Trigger id or name.")],
+    output: OutputOption = Output.YAML,
+) -> None:
+    """Show one trigger's document."""
+    _, document = _find(_settings(), trigger)
+    _print(document, Output.JSON if output is Output.JSON else Output.YAML)
+
+
+@app.command()
+def delete(trigger: Annotated[str, typer.Argument(help="Trigger id or name.")]) -> None:
+    """Delete a trigger."""
+    settings = _settings()
+    trigger_id, document = _find(settings, trigger)
+    store.write(settings, {trigger_id: None})
+    out.print(f"deleted {document.get('name')} id={trigger_id}", highlight=False)
+
+
+def _set_enabled(trigger: str, enabled: bool) -> None:
+    settings = _settings()
+    trigger_id, raw = _find(settings, trigger)
+    document = parse_document({**raw, "enabled": enabled}, f"trigger {trigger_id}")
+    store.write(settings, {trigger_id: document})
+    out.print(
+        f"{'enabled' if enabled else 'disabled'} {document.name} id={trigger_id}", highlight=False
+    )
+
+
+@app.command()
+def enable(trigger: Annotated[str, typer.Argument(help="Trigger id or name.")]) -> None:
+    """Enable a trigger."""
+    _set_enabled(trigger, True)
+
+
+@app.command()
+def disable(trigger: Annotated[str, typer.Argument(help="Trigger id or name.")]) -> None:
+    """Disable a trigger (it stays defined but never fires)."""
+    _set_enabled(trigger, False)

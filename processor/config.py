@@ -1,0 +1,57 @@
+"""Settings for every component, read from `TRIGGERS_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process settings. Each field is the environment variable `TRIGGERS_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIGGERS_", extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        "localhost:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    topic_prefix: str = Field(
+        "", description="Prefix added to every topic name, e.g. `staging.`; empty by default."
+    )
+    topic_partitions: int = Field(
+        6, ge=1, description="Partitions of the keyed topics `triggers topics create` makes."
+    )
+    app_id: str = Field(
+        "triggers", description="Faust application id; also the prefix of consumer group ids."
+    )
+    data_dir: Path = Field(
+        Path(".data"), description="Where workers keep local table state (RocksDB)."
+    )
+    event_topics: list[str] = Field(
+        default_factory=list,
+        description="Extra input topics read as domain events besides `events` (JSON list).",
+    )
+    default_workspace: str = Field(
+        "default", description="Workspace given to trigger documents that name none."
+    )
+    http_host: str = Field("127.0.0.1", description="Address `triggers serve` listens on.")
+    http_port: int = Field(8080, description="Port `triggers serve` listens on.")
+    worker_metrics_port: int = Field(
+        9464, description="Port of the worker's Prometheus `/metrics`; 0 turns it off."
+    )
+    runner_metrics_port: int = Field(
+        0, description="Port of the reference runner's Prometheus `/metrics`; 0 turns it off."
+    )
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='API keys mapped to workspaces, JSON: {"k-alpha": "alpha"}.',
+    )
+    log_level: str = Field("INFO", description="Log level of every component.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return Settings()

@@ -1,0 +1,33 @@
+"""Dead letters: a record the product cannot use is kept, with where it came from and why."""
+
+from __future__ import annotations
+
+import base64
+
+from processor.messages import DeadLetter
+from processor.metrics import DEAD_LETTERS
+from processor.serde import to_json
+
+
+def dead_letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    error: str,
+    component: str,
+) -> tuple[bytes | None, bytes]:
+    """The (key, value) to write to `trigger-dead-letters` for a rejected record."""
+    DEAD_LETTERS.labels(component).inc()
+    letter = DeadLetter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=base64.b64encode(key).decode() if key is not None else None,
+        value=base64.b64encode(value).decode() if value is not None else None,
+        error=error,
+        component=component,
+    )
+    return key, to_json(letter)

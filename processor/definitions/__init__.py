@@ -1,0 +1,1 @@
+"""Trigger definitions: the document model, loading files, and the live registry."""

@@ -1,0 +1,269 @@
+"""The trigger document (DESIGN.md, "Trigger document"): one shape for YAML, CLI and REST.
+
+The seed's YAML is the canonical form (`trigger:` root); the product note's Python field
+names (`schedule_config`, `agent_id`, `input_template`, ...) are accepted as aliases.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+TRIGGER_NAMESPACE = uuid.UUID("0b7d3c2e-5f47-4f7e-8a51-9c3f2d6e1a70")
+SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like `30s`, `5m`, `1.5h`, `2d`, `250ms`."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write a number and a unit: 30s, 5m, 2h, 1d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def trigger_id_for(workspace: str, name: str) -> str:
+    """The id of a document without `id`: stable per workspace and name, so re-applying
+    a file updates the trigger instead of creating a second one."""
+    return str(uuid.uuid5(TRIGGER_NAMESPACE, f"{workspace}/{name}"))
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TriggerType(StrEnum):
+    """Which kind of input makes the trigger fire."""
+
+    SCHEDULE = "schedule"
+    """A cron expression, interval or one-shot time comes due."""
+    WEBHOOK = "webhook"
+    """An HTTP call reaches the gateway."""
+    EVENT = "event"
+    """A domain event on an input topic matches the pattern and condition."""
+
+
+class OverlapPolicy(StrEnum):
+    """What happens to a fire while `max_concurrent` executions already run."""
+
+    SKIP = "skip"
+    """Do not start it; record it as `skipped`. The default."""
+    BUFFER_ONE = "buffer_one"
+    """Keep the newest one waiting and start it when a running one ends."""
+    BUFFER_ALL = "buffer_all"
+    """Keep them all waiting (bounded) and start them in order."""
+    CANCEL_OTHER = "cancel_other"
+    """Cancel the oldest running execution and start this one."""
+    ALLOW_ALL = "allow_all"
+    """Start it anyway: `max_concurrent` is not enforced."""
+
+
+class AgentSpec(_Doc):
+    id: str = Field(min_length=1, description="The agent to run (runtimes route on it).")
+    input: dict[str, Any] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("input", "input_template"),
+        description="Fixed input merged into every run's input.",
+    )
+    input_mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description="Input keys mapped to JSONPath expressions over what caused the fire.",
+    )
+
+
+class ScheduleSpec(_Doc):
+    cron: str | None = Field(
+        None, description="Cron expression: 5 fields, an optional 6th for seconds, or @daily."
+    )
+    every: str | None = Field(None, description="Interval instead of cron, e.g. `15m`.")
+    at: datetime | None = Field(None, description="One-shot fire time instead of cron.")
+    timezone: str = Field("UTC", description="IANA timezone the cron is read in.")
+    start_date: datetime | None = Field(None, description="No fire before this time.")
+    end_date: datetime | None = Field(None, description="No fire after this time.")
+    jitter_seconds: int = Field(
+        0, ge=0, description="Delay each fire by up to this many seconds (same per fire)."
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(
+                f"{value!r} is not a cron expression; write 5 fields "
+                "(minute hour day month weekday), a 6th for seconds, or @hourly/@daily"
+            )
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every_parses(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) <= 0:
+            raise ValueError("the interval must be longer than zero")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_exists(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA timezone; write one like America/New_York or UTC"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ScheduleSpec:
+        given = [name for name in ("cron", "every", "at") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of cron, every, at (got {given or 'none'})")
+        if self.start_date and self.end_date and self.end_date <= self.start_date:
+            raise ValueError("end_date must be after start_date")
+        return self
+
+
+class WebhookAuth(_Doc):
+    type: str = Field(
+        description="hmac, bearer, basic, or a preset: github, stripe, slack, standard-webhooks."
+    )
+    secret: str | None = Field(None, description="A `${ENV_NAME}` reference, never the value.")
+    header: str | None = Field(None, description="Header carrying the signature or token.")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_is_reference(cls, value: str | None) -> str | None:
+        if value is not None and not SECRET_REFERENCE.match(value):
+            raise ValueError(
+                "write secrets as an environment reference like ${SLACK_WEBHOOK_SECRET}; "
+                "the value itself must not be stored in a trigger"
+            )
+        return value
+
+
+class RateLimit(_Doc):
+    requests: int = Field(ge=1, description="Requests allowed per period.")
+    period: str = Field("1m", description="Length of the period, e.g. `1m`.")
+
+
+class WebhookSpec(_Doc):
+    endpoint: str | None = Field(
+        None, description="Custom path, e.g. /webhooks/slack/commands (plus /webhooks/{id})."
+    )
+    method: str = Field("POST", description="HTTP method the endpoint accepts.")
+    authentication: WebhookAuth | None = None
+    rate_limit: RateLimit | None = None
+    ip_whitelist: list[str] | None = Field(None, description="Allowed client CIDRs.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} is not a path; write it starting with /")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _method_upper(cls, value: str) -> str:
+        return value.upper()
+
+
+class EventSpec(_Doc):
+    pattern: str = Field(
+        min_length=1,
+        description="Event type glob (`error.*`) or a regular expression after `re:`.",
+    )
+    source: list[str] = Field(
+        default_factory=list, description="Accepted event sources; empty means any."
+    )
+    condition: dict[str, Any] | list[Any] | None = Field(
+        None, description="Condition on the event, and threshold settings."
+    )
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class TriggerDocument(_Doc):
+    """One trigger. `id` and `workspace` are filled in when it is applied."""
+
+    id: str | None = Field(None, description="Defaults to an id derived from workspace + name.")
+    name: str = Field(min_length=1, description="Human name, unique within the workspace.")
+    description: str | None = None
+    workspace: str | None = Field(
+        None,
+        validation_alias=AliasChoices("workspace", "workspace_id"),
+        description="Workspace that owns the trigger.",
+    )
+    type: TriggerType
+    enabled: bool = True
+    schedule: ScheduleSpec | None = Field(
+        None, validation_alias=AliasChoices("schedule", "schedule_config")
+    )
+    webhook: WebhookSpec | None = Field(
+        None, validation_alias=AliasChoices("webhook", "webhook_config")
+    )
+    event: EventSpec | None = Field(None, validation_alias=AliasChoices("event", "event_config"))
+    agent: AgentSpec
+    max_concurrent: int = Field(1, ge=1, description="Executions allowed to run at once.")
+    overlap: OverlapPolicy = Field(OverlapPolicy.SKIP, description="See OverlapPolicy.")
+    timeout_seconds: int = Field(3600, ge=1, description="Deadline of each execution.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _note_agent_fields(cls, data: Any) -> Any:
+        """Accept the note's flat `agent_id` / `input_template` as the `agent` section."""
+        if isinstance(data, dict) and "agent" not in data and "agent_id" in data:
+            data = dict(data)
+            agent: dict[str, Any] = {"id": data.pop("agent_id")}
+            if "input_template" in data:
+                agent["input"] = data.pop("input_template")
+            data["agent"] = agent
+        return data
+
+    @model_validator(mode="after")
+    def _section_matches_type(self) -> TriggerDocument:
+        for kind in TriggerType:
+            present = getattr(self, kind.value) is not None
+            if kind is self.type and not present:
+                raise ValueError(f"a {kind.value} trigger needs a `{kind.value}:` section")
+            if kind is not self.type and present:
+                raise ValueError(
+                    f"`{kind.value}:` does not belong in a {self.type.value} trigger; "
+                    f"remove it or set type: {kind.value}"
+                )
+        return self
+
+    def resolved(self, default_workspace: str) -> TriggerDocument:
+        """A copy with `workspace` and `id` filled in."""
+        workspace = self.workspace or default_workspace
+        return self.model_copy(
+            update={"workspace": workspace, "id": self.id or trigger_id_for(workspace, self.name)}
+        )
+
+    @property
+    def trigger_id(self) -> str:
+        if self.id is None:
+            raise ValueError("the document has no id yet; call resolved() first")
+        return self.id
+
+
+def document_json(document: TriggerDocument) -> dict[str, Any]:
+    """The stored form of a document (what goes to `trigger-definitions`)."""
+    return document.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,63 @@
+"""The live set of triggers, as every component sees it from `trigger-definitions`.
+
+The topic is compacted and keyed by trigger id; a null value (tombstone) deletes. The
+registry keeps the parsed documents and an index of event patterns, updated one record
+at a time, so a change is visible to the next event.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from processor.definitions.loader import parse_document
+from processor.definitions.model import TriggerDocument, TriggerType
+from processor.errors import DefinitionError
+from processor.matching.patterns import PatternIndex
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._documents: dict[str, TriggerDocument] = {}
+        self.event_patterns = PatternIndex()
+
+    def __len__(self) -> int:
+        return len(self._documents)
+
+    def get(self, trigger_id: str) -> TriggerDocument | None:
+        return self._documents.get(trigger_id)
+
+    def documents(self) -> list[TriggerDocument]:
+        return list(self._documents.values())
+
+    def apply(self, key: bytes | str, value: bytes | None) -> None:
+        """Apply one `trigger-definitions` record; a bad one is logged and ignored
+        (the CLI and API validate before writing, so it can only come from elsewhere)."""
+        trigger_id = key.decode() if isinstance(key, bytes) else key
+        if value is None:
+            self._remove(trigger_id)
+            return
+        try:
+            document = parse_document(orjson.loads(value), f"trigger-definitions[{trigger_id}]")
+        except (orjson.JSONDecodeError, DefinitionError) as exc:
+            log.error("ignoring invalid definition %s: %s", trigger_id, exc)
+            self._remove(trigger_id)
+            return
+        self.put(document.model_copy(update={"id": trigger_id}))
+
+    def put(self, document: TriggerDocument) -> None:
+        trigger_id = document.trigger_id
+        self._remove(trigger_id)
+        self._documents[trigger_id] = document
+        if document.enabled and document.type is TriggerType.EVENT and document.event:
+            try:
+                self.event_patterns.add(trigger_id, document.event.pattern)
+            except ValueError as exc:
+                log.error("trigger %s: %s", trigger_id, exc)
+
+    def _remove(self, trigger_id: str) -> None:
+        self._documents.pop(trigger_id, None)
+        self.event_patterns.remove(trigger_id)

@@ -1,0 +1,55 @@
+"""Reading and writing `trigger-definitions` from the CLI (and later the API).
+
+The topic is compacted and keyed by trigger id, so its current content is "the last
+value per key": reading it to the end gives every live trigger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError
+
+from processor import topics
+from processor.config import Settings
+from processor.definitions.model import TriggerDocument, document_json
+from processor.errors import KafkaUnavailable
+from processor.kafka.admin import wait_for_broker
+from processor.kafka.clients import new_producer
+from processor.kafka.reader import read_to_end
+
+
+def read_all(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every live trigger document, by id, as stored."""
+    wait_for_broker(settings)
+    documents: dict[str, dict[str, Any]] = {}
+    name = topics.topic_name(topics.TRIGGER_DEFINITIONS, settings)
+    for message in read_to_end(settings, name):
+        key = message.key().decode()
+        value = message.value()
+        if value is None:
+            documents.pop(key, None)
+        else:
+            documents[key] = orjson.loads(value)
+    return documents
+
+
+def write(settings: Settings, changes: dict[str, TriggerDocument | None]) -> None:
+    """Write documents (None deletes) and wait until the broker has them all."""
+    name = topics.topic_name(topics.TRIGGER_DEFINITIONS, settings)
+    producer = new_producer(settings)
+    failures: list[str] = []
+
+    def delivered(error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            failures.append(f"{message.key().decode()}: {error}")
+
+    for trigger_id, document in changes.items():
+        value = orjson.dumps(document_json(document)) if document is not None else None
+        producer.produce(name, key=trigger_id.encode(), value=value, on_delivery=delivered)
+    remaining = producer.flush(30)
+    if remaining or failures:
+        raise KafkaUnavailable(
+            f"Kafka did not acknowledge {remaining + len(failures)} write(s): {'; '.join(failures)}"
+        )

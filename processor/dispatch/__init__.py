@@ -1,0 +1,1 @@
+"""Dispatch: fires become executions, commands go to runtimes, results update records."""

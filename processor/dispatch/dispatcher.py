@@ -1,0 +1,289 @@
+"""The dispatcher: a transactional consume-transform-produce loop (confluent-kafka).
+
+Exactly-once, as DESIGN.md decides: one transaction per batch reads `trigger-fires`,
+`agent-run-results` and `dispatch-results`, and writes `agent-runs`, `trigger-executions`,
+the state changelog `dispatch-state` and the input offsets (`send_offsets_to_transaction`
+with the consumer's group metadata: KIP-447 fencing, so a zombie from before a rebalance
+cannot commit). A crash before the commit aborts everything in the batch; the batch is
+read again and, because state came back from `dispatch-state` as of the last commit,
+yields the same commands once.
+
+    fires ──────────────┐                         ┌─► agent-runs          (key execution id)
+    agent-run-results ──┼─► [batch] ─ on_fire ────┼─► trigger-executions  (key execution id)
+    dispatch-results ───┘           on_result ────┼─► dispatch-state      (partition = fire's)
+       ▲  (results re-keyed by trigger id) ◄──────┘─► dispatch-results    (key trigger id)
+
+State lives on the partition number of the trigger's fires, so whoever owns partition p
+of `trigger-fires` restores partition p of `dispatch-state` before it processes anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from pydantic import ValidationError
+
+from processor import topics
+from processor.config import Settings
+from processor.deadletters import dead_letter
+from processor.dispatch.state import DispatchState, UnknownExecution, on_fire, on_result
+from processor.kafka.clients import new_consumer, new_producer
+from processor.kafka.reader import read_to_end
+from processor.messages import ExecutionRecord, Fire, RunResult
+from processor.metrics import (
+    DISPATCHED,
+    DUPLICATE_FIRES,
+    FIRE_TO_COMMAND,
+    TRANSACTION_ABORTS,
+    TRANSITIONS,
+)
+from processor.serde import from_json, to_json
+
+log = logging.getLogger(__name__)
+COMPONENT = "dispatcher"
+BATCH_SIZE = 500
+
+
+def state_key(record: ExecutionRecord) -> bytes:
+    return f"{record.trigger_id}/{record.execution_id}".encode()
+
+
+class Dispatcher:
+    """Runs the loop in its own thread; `start()` and `stop()` are called by the worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        name = lambda spec: topics.topic_name(spec, settings)  # noqa: E731
+        self.fires_topic = name(topics.TRIGGER_FIRES)
+        self.results_topic = name(topics.AGENT_RUN_RESULTS)
+        self.rekeyed_topic = name(topics.DISPATCH_RESULTS)
+        self.state_topic = name(topics.DISPATCH_STATE)
+        self.runs_topic = name(topics.AGENT_RUNS)
+        self.executions_topic = name(topics.TRIGGER_EXECUTIONS)
+        self.dead_letters_topic = name(topics.DEAD_LETTERS)
+        self.group_id = f"{settings.app_id}-dispatcher"
+        self.state = DispatchState()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        self.ready = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 30.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout_seconds)
+
+    def _new_producer(self) -> Producer:
+        transactional_id = f"{self.group_id}-{socket.gethostname()}-{os.getpid()}"
+        producer = new_producer(self.settings, **{"transactional.id": transactional_id})
+        producer.init_transactions(30)
+        return producer
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:
+            log.exception("dispatcher stopped by an unexpected error; the worker exits")
+            os.kill(os.getpid(), 15)
+
+    def _loop(self) -> None:
+        consumer = new_consumer(self.settings, self.group_id)
+        self._consumer = consumer
+        consumer.subscribe(
+            [self.fires_topic, self.results_topic, self.rekeyed_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+        )
+        producer = self._new_producer()
+        log.info("dispatcher started (group %s)", self.group_id)
+        while not self._stopping.is_set():
+            messages = consumer.consume(BATCH_SIZE, timeout=0.2)
+            self.ready.set()
+            messages = [m for m in messages if self._usable(m)]
+            if not messages:
+                continue
+            try:
+                producer.begin_transaction()
+                for message in messages:
+                    self._handle(message, producer)
+                offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+                producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), 30
+                )
+                producer.commit_transaction(30)
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                TRANSACTION_ABORTS.inc()
+                log.warning("dispatcher transaction failed (%s); rewinding", error)
+                if error.fatal():
+                    producer = self._new_producer()
+                else:
+                    try:
+                        producer.abort_transaction(30)
+                    except KafkaException:
+                        producer = self._new_producer()
+                self._rewind(consumer)
+        consumer.close()
+        log.info("dispatcher stopped")
+
+    @staticmethod
+    def _usable(message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("dispatcher consumer: %s", error)
+        return False
+
+    # -- state -------------------------------------------------------------------------
+
+    def _state_partitions(self, partitions: list[TopicPartition]) -> list[int]:
+        return sorted(
+            {
+                tp.partition
+                for tp in partitions
+                if tp.topic in (self.fires_topic, self.rekeyed_topic)
+            }
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._stopping.is_set():
+            return
+        # A stable offset fetch waits for a fenced predecessor's open transaction to end,
+        # so the state read next includes everything that predecessor committed.
+        consumer.committed(partitions, timeout=60)
+        self._restore(self._state_partitions(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.state.drop_trigger_ids()
+
+    def _rewind(self, consumer: Consumer) -> None:
+        """After an abort: back to the last committed offsets and the state they match."""
+        assignment = consumer.assignment()
+        self.state.drop_trigger_ids()
+        self._restore(self._state_partitions(assignment))
+        for tp in consumer.committed(assignment, timeout=60):
+            consumer.seek(
+                TopicPartition(
+                    tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                )
+            )
+
+    def _restore(self, partitions: list[int]) -> None:
+        if not partitions:
+            return
+        restored = 0
+        for message in read_to_end(self.settings, self.state_topic, partitions):
+            self._apply_state(message.key(), message.value())
+            restored += 1
+        log.info("dispatcher restored %d state records from partitions %s", restored, partitions)
+
+    def _apply_state(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        trigger_id, _, execution_id = key.decode().partition("/")
+        if value is None:
+            self.state.executions.get(trigger_id, {}).pop(execution_id, None)
+        else:
+            self.state.put(from_json(ExecutionRecord, value))
+
+    # -- records -----------------------------------------------------------------------
+
+    def _handle(self, message: Message, producer: Producer) -> None:
+        topic = message.topic()
+        try:
+            if topic == self.fires_topic:
+                self._handle_fire(message, producer)
+            elif topic == self.results_topic:
+                self._forward_result(message, producer)
+            else:
+                self._handle_result(message, producer)
+        except (ValidationError, ValueError, UnknownExecution) as exc:
+            reason = _reason(exc)
+            log.warning(
+                "dead letter from %s[%d]@%d: %s",
+                topic,
+                message.partition(),
+                message.offset(),
+                reason,
+            )
+            key, value = dead_letter(
+                topic=topic,
+                partition=message.partition(),
+                offset=message.offset(),
+                key=message.key(),
+                value=message.value(),
+                error=reason,
+                component=COMPONENT,
+            )
+            producer.produce(self.dead_letters_topic, key=key, value=value)
+
+    def _handle_fire(self, message: Message, producer: Producer) -> None:
+        fire = from_json(Fire, _value(message))
+        now = datetime.now(UTC)
+        dispatch = on_fire(self.state, fire, now)
+        if dispatch is None:
+            DUPLICATE_FIRES.inc()
+            return
+        key = fire.execution_id.encode()
+        producer.produce(self.runs_topic, key=key, value=to_json(dispatch.command))
+        self._write_record(dispatch.record, message.partition(), producer)
+        DISPATCHED.inc()
+        FIRE_TO_COMMAND.observe(max(0.0, (now - fire.fired_at).total_seconds()))
+
+    def _forward_result(self, message: Message, producer: Producer) -> None:
+        """Re-key a runtime's result by trigger id, to the partition that owns the state."""
+        result = from_json(RunResult, _value(message))
+        if result.trigger_id is None:
+            raise UnknownExecution(
+                "result has no trigger_id; runtimes must echo trigger_id from the command"
+            )
+        producer.produce(self.rekeyed_topic, key=result.trigger_id.encode(), value=to_json(result))
+
+    def _handle_result(self, message: Message, producer: Producer) -> None:
+        result = from_json(RunResult, _value(message))
+        record = on_result(self.state, result, datetime.now(UTC))
+        if record is not None:
+            self._write_record(record, message.partition(), producer)
+
+    def _write_record(self, record: ExecutionRecord, partition: int, producer: Producer) -> None:
+        value = to_json(record)
+        producer.produce(self.executions_topic, key=record.execution_id.encode(), value=value)
+        producer.produce(self.state_topic, key=state_key(record), value=value, partition=partition)
+        TRANSITIONS.labels(record.status.value).inc()
+
+
+def _value(message: Message) -> bytes:
+    value: Any = message.value()
+    if value is None:
+        raise ValueError("record has no value")
+    return bytes(value)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return (
+            f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']} ({exc.error_count()} errors)"
+        )
+    return str(exc)

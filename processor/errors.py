@@ -1,0 +1,27 @@
+"""The product's exceptions. A user error says where, what, and how to fix it."""
+
+from __future__ import annotations
+
+
+class TriggersError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class DefinitionError(TriggersError):
+    """A trigger document is invalid.
+
+    `problems` holds one line per problem, each naming the file (and line when known),
+    the field path, what is wrong and what would be right.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class BadRecord(TriggersError):
+    """A Kafka record the product cannot use; it becomes a dead letter with this reason."""
+
+
+class KafkaUnavailable(TriggersError):
+    """The broker did not answer in time."""

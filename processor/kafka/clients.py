@@ -1,0 +1,46 @@
+"""confluent-kafka client configurations shared by every component.
+
+Keyed records must land on the same partition whoever writes them (Faust/aiokafka and
+the Java clients hash keys with murmur2), so librdkafka is told to do the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from processor.config import Settings
+
+PARTITIONER = "murmur2_random"
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "partitioner": PARTITIONER,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        **extra,
+    }
+
+
+def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "partition.assignment.strategy": "range",
+        **extra,
+    }
+
+
+def new_producer(settings: Settings, **extra: Any) -> Producer:
+    return Producer(producer_config(settings, **extra))
+
+
+def new_consumer(settings: Settings, group_id: str, **extra: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group_id, **extra))

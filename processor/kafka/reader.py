@@ -1,0 +1,54 @@
+"""Reading partitions from their beginning to their current end (read_committed).
+
+Used to restore state from compacted topics: the dispatcher's changelog, the trigger
+definitions for the CLI and API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from processor.config import Settings
+from processor.errors import KafkaUnavailable
+from processor.kafka.clients import consumer_config
+
+
+def read_to_end(
+    settings: Settings,
+    topic: str,
+    partitions: list[int] | None = None,
+    timeout_seconds: float = 30.0,
+) -> Iterator[Message]:
+    """Yield every committed record of the partitions (all when None), then stop."""
+    reader = Consumer(
+        consumer_config(settings, f"{settings.app_id}-reader", **{"enable.partition.eof": True})
+    )
+    try:
+        if partitions is None:
+            metadata = reader.list_topics(topic, timeout=timeout_seconds).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                raise KafkaUnavailable(
+                    f"topic {topic} does not exist; run `triggers topics create`"
+                )
+            partitions = sorted(metadata.partitions)
+        pending = set()
+        assignment = []
+        for partition in partitions:
+            low, high = reader.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_seconds
+            )
+            if high > low:
+                pending.add(partition)
+                assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
+        reader.assign(assignment)
+        while pending:
+            for message in reader.consume(500, timeout=1.0):
+                error = message.error()
+                if error is None:
+                    yield message
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(message.partition())
+    finally:
+        reader.close()

@@ -1,0 +1,1 @@
+"""Matching: turn events, ticks and webhook deliveries into trigger fires."""

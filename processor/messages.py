@@ -1,0 +1,224 @@
+"""Every message that crosses a Kafka topic, as pydantic models (DESIGN.md, "Messages").
+
+Free-form payloads (`data`, `input`, `output`, `body`) are JSON values. Timestamps are
+timezone-aware and serialized as ISO 8601.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
+
+JsonObject = dict[str, Any]
+
+# Execution ids are uuid5 names in this namespace: the same cause gives the same id.
+EXECUTION_NAMESPACE = uuid.UUID("6f1c9a52-3a0e-4c1b-9d7e-2b8f0e5d4a11")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def execution_id_for(trigger_id: str, cause_kind: str, cause_key: str) -> str:
+    """The deterministic id of the execution that `cause_key` causes for a trigger.
+
+    Reprocessing the same input after a crash yields the same id, so every duplicate
+    downstream is recognisable (and dropped by the dispatcher).
+    """
+    return str(uuid.uuid5(EXECUTION_NAMESPACE, f"{trigger_id}\x1f{cause_kind}\x1f{cause_key}"))
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DomainEvent(BaseModel):
+    """A domain event with CloudEvents 1.0 attributes; extension attributes are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    specversion: str = "1.0"
+    id: str = Field(description="Unique per source; defaults to topic-partition-offset.")
+    type: str = Field(min_length=1, description="What happened, e.g. `error.database`.")
+    source: str = Field("", description="Who emitted it, e.g. `system`.")
+    time: datetime | None = Field(None, description="When it happened (event time).")
+    subject: str | None = None
+    datacontenttype: str | None = None
+    workspace_id: str | None = Field(None, description="Workspace extension attribute.")
+    data: Any = None
+
+
+class CauseKind(StrEnum):
+    """What made a trigger fire."""
+
+    EVENT = "event"
+    """A domain event (or the event that crossed a threshold)."""
+    SCHEDULE = "schedule"
+    """A schedule came due."""
+    WEBHOOK = "webhook"
+    """A webhook delivery arrived."""
+    MANUAL = "manual"
+    """A person or script asked for a run."""
+
+
+class Cause(BaseModel):
+    """What made it fire: `type` plus what identifies the cause (event id, fire time, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: CauseKind
+
+
+class Fire(_Message):
+    """A trigger fired: written by the matchers to `trigger-fires`, keyed by trigger id.
+
+    It carries what the dispatcher needs from the definition at the moment of the fire,
+    so dispatching does not depend on when the dispatcher sees a later edit.
+    """
+
+    execution_id: str
+    trigger_id: str
+    trigger_name: str
+    agent_id: str
+    workspace_id: str
+    timeout_seconds: int = 3600
+    cause: Cause
+    input: JsonObject = Field(default_factory=dict)
+    fired_at: datetime = Field(default_factory=utcnow)
+
+
+class ExecutionCommand(_Message):
+    """Run an agent: written to `agent-runs`, keyed by execution id."""
+
+    execution_id: str
+    trigger_id: str
+    trigger_name: str
+    agent_id: str
+    workspace_id: str
+    input: JsonObject = Field(default_factory=dict)
+    cause: Cause
+    issued_at: datetime
+    deadline: datetime
+    attempt: int = 1
+
+
+class ControlAction(StrEnum):
+    CANCEL = "cancel"
+    """Stop the execution; the runtime answers with a `cancelled` result."""
+
+
+class ControlCommand(_Message):
+    """A control message for a runtime on `agent-run-control`, keyed by execution id."""
+
+    execution_id: str
+    action: ControlAction
+
+
+class RunStatus(StrEnum):
+    """Statuses a runtime reports on `agent-run-results`."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class RunResult(_Message):
+    """A runtime's report on `agent-run-results`, keyed by execution id."""
+
+    execution_id: str
+    trigger_id: str | None = Field(None, description="Echoed from the command when known.")
+    status: RunStatus
+    output: Any = None
+    error: str | None = None
+    at: datetime | None = None
+
+
+class ExecutionStatus(StrEnum):
+    """The life of an execution, as recorded on `trigger-executions`."""
+
+    PENDING = "pending"
+    """Command issued; no runtime has reported yet."""
+    RUNNING = "running"
+    """A runtime reported it started."""
+    COMPLETED = "completed"
+    """Finished with an output."""
+    FAILED = "failed"
+    """Finished with an error."""
+    CANCELLED = "cancelled"
+    """Stopped on request."""
+    TIMED_OUT = "timed_out"
+    """Not finished by its deadline; a cancel was sent to the runtime."""
+    SKIPPED = "skipped"
+    """Never started, by the trigger's overlap or flow-control policy."""
+
+    @property
+    def finished(self) -> bool:
+        return self not in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
+
+
+class ExecutionRecord(_Message):
+    """An execution's latest state on `trigger-executions` (compacted, key execution id).
+
+    Field names follow the product note's `TriggerExecution`, with `execution_id` as
+    the id (`id` is accepted on input and also written, for readers of the note's shape).
+    """
+
+    execution_id: str = Field(validation_alias=AliasChoices("execution_id", "id"))
+    trigger_id: str
+    trigger_name: str = ""
+    agent_id: str
+    workspace_id: str
+    status: ExecutionStatus
+    workflow_id: str | None = None
+    cause: Cause
+    input_data: JsonObject = Field(default_factory=dict)
+    output_data: Any = None
+    error_message: str | None = None
+    triggered_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    updated_at: datetime
+    deadline: datetime | None = None
+    reason: str | None = Field(None, description="Why it was skipped, timed out or cancelled.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def id(self) -> str:
+        return self.execution_id
+
+
+class WebhookDelivery(_Message):
+    """An HTTP call accepted by the gateway, on `webhooks` keyed by trigger id."""
+
+    delivery_id: str
+    trigger_id: str
+    method: str
+    path: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    received_at: datetime
+
+
+class CronTick(_Message):
+    """A scheduler tick on `cron-ticks`: the scheduled time it stands for."""
+
+    tick: datetime
+
+
+class DeadLetter(_Message):
+    """A record the product could not use, with where it came from and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = Field(None, description="Original key, base64.")
+    value: str | None = Field(None, description="Original value, base64.")
+    error: str
+    component: str
+    at: datetime = Field(default_factory=utcnow)

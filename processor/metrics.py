@@ -1,0 +1,40 @@
+"""Prometheus metrics, named once. Every component exposes them on `/metrics`."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("triggers_events_total", "Domain events read by the matcher.", ["outcome"])
+MATCH_VERDICTS = Counter(
+    "triggers_match_verdicts_total",
+    "Candidate triggers evaluated against an event, by verdict.",
+    ["verdict"],
+)
+FIRES = Counter("triggers_fires_total", "Fires written to trigger-fires.", ["cause"])
+DEAD_LETTERS = Counter(
+    "triggers_dead_letters_total", "Records sent to trigger-dead-letters.", ["component"]
+)
+REGISTRY_SIZE = Gauge("triggers_registry_triggers", "Trigger definitions held by this process.")
+EVENT_TO_FIRE = Histogram(
+    "triggers_event_to_fire_seconds",
+    "From the event record's timestamp to its fire being written.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DISPATCHED = Counter("triggers_dispatch_commands_total", "Commands written to agent-runs.")
+DUPLICATE_FIRES = Counter(
+    "triggers_dispatch_duplicate_fires_total", "Fires dropped as already dispatched."
+)
+TRANSITIONS = Counter(
+    "triggers_execution_transitions_total", "Execution records written, by status.", ["status"]
+)
+FIRE_TO_COMMAND = Histogram(
+    "triggers_fire_to_command_seconds",
+    "From a fire being written to its command being committed.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TRANSACTION_ABORTS = Counter(
+    "triggers_dispatch_transaction_aborts_total", "Dispatcher transactions aborted and retried."
+)
+RUNNER_COMMANDS = Counter(
+    "triggers_runner_commands_total", "Commands handled by the reference runner.", ["outcome"]
+)

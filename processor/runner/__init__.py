@@ -1,0 +1,1 @@
+"""The reference agent runtime (`triggers runner`): for demos and tests, not production."""

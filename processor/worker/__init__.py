@@ -1,0 +1,1 @@
+"""The worker process: the Faust application plus the dispatcher."""

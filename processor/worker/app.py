@@ -1,0 +1,149 @@
+"""The Faust application: definitions table, event matcher agent, and the dispatcher.
+
+events (+ extra topics) ──► match_events ──► trigger-fires ──► Dispatcher (thread)
+trigger-definitions ──► DefinitionsTable ──► Registry (pattern index)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from mode import Service
+
+from processor import topics
+from processor.config import Settings
+from processor.deadletters import dead_letter
+from processor.definitions.registry import Registry
+from processor.dispatch.dispatcher import Dispatcher
+from processor.errors import BadRecord
+from processor.matching.decode import decode_event
+from processor.matching.events import match_event
+from processor.messages import utcnow
+from processor.metrics import EVENT_TO_FIRE, EVENTS, FIRES, MATCH_VERDICTS
+from processor.serde import to_json
+
+log = logging.getLogger(__name__)
+COMPONENT = "event-matcher"
+
+
+def _raw_topic(app: faust.App, *names: str) -> Any:
+    return app.topic(
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def _headers(message: Any) -> list[tuple[str, bytes | None]]:
+    headers = message.headers or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+def create_app(settings: Settings, registry: Registry | None = None) -> faust.App:
+    registry = registry if registry is not None else Registry()
+    (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
+    name = lambda spec: topics.topic_name(spec, settings)  # noqa: E731
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        datadir=str(settings.data_dir / settings.app_id),
+        web_enabled=False,
+        producer_acks=-1,
+        topic_replication_factor=1,
+        stream_wait_empty=True,
+    )
+    from processor.worker.definitions_table import definitions_table
+
+    definitions_table(app, name(topics.TRIGGER_DEFINITIONS), registry)
+    events_topic = _raw_topic(app, name(topics.EVENTS), *settings.event_topics)
+    fires_topic = _raw_topic(app, name(topics.TRIGGER_FIRES))
+    dead_letters_topic = _raw_topic(app, name(topics.DEAD_LETTERS))
+
+    @app.agent(events_topic, concurrency=1)
+    async def match_events(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                domain_event = decode_event(
+                    message.value,
+                    _headers(message),
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+                )
+                fired = 0
+                for match in match_event(registry, domain_event):
+                    MATCH_VERDICTS.labels(match.verdict.value).inc()
+                    if match.fire is not None:
+                        await fires_topic.send(
+                            key=match.fire.trigger_id.encode(), value=to_json(match.fire)
+                        )
+                        FIRES.labels("event").inc()
+                        fired += 1
+                        if message.timestamp:
+                            EVENT_TO_FIRE.observe(
+                                max(0.0, utcnow().timestamp() - message.timestamp)
+                            )
+                EVENTS.labels("fired" if fired else "no_fire").inc()
+            except BadRecord as exc:
+                await _dead_letter(dead_letters_topic, message, str(exc))
+            except Exception as exc:
+                log.exception(
+                    "event matcher failed on %s[%d]@%d",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                )
+                await _dead_letter(dead_letters_topic, message, f"internal error: {exc!r}")
+
+    return app
+
+
+async def _dead_letter(topic: Any, message: Any, reason: str) -> None:
+    EVENTS.labels("dead_letter").inc()
+    log.warning(
+        "dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+    )
+    key, value = dead_letter(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        error=reason,
+        component=COMPONENT,
+    )
+    await topic.send(key=key, value=value)
+
+
+class DispatcherService(Service):  # type: ignore[misc]
+    """Owns the dispatcher thread: started and stopped with the Faust worker."""
+
+    def __init__(self, dispatcher: Dispatcher, **kwargs: Any) -> None:
+        self.dispatcher = dispatcher
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        self.dispatcher.start()
+
+    async def on_stop(self) -> None:
+        await asyncio.to_thread(self.dispatcher.stop)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker in the foreground until SIGTERM or Ctrl-C."""
+    from prometheus_client import start_http_server
+
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.http_host)
+    app = create_app(settings)
+    worker = faust.Worker(
+        app,
+        DispatcherService(Dispatcher(settings)),
+        loglevel=settings.log_level.lower().replace("warning", "warn"),
+        quiet=True,
+    )
+    worker.execute_from_commandline()
