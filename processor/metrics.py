@@ -38,3 +38,12 @@ TRANSACTION_ABORTS = Counter(
 RUNNER_COMMANDS = Counter(
     "triggers_runner_commands_total", "Commands handled by the reference runner.", ["outcome"]
 )
+HTTP_REQUESTS = Counter(
+    "triggers_http_requests_total", "HTTP requests served, by route and status.", ["route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "triggers_http_request_seconds",
+    "HTTP request handling time, by route.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

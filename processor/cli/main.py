@@ -29,8 +29,8 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Manage the product's Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class Output(StrEnum):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from processor.config import Settings
 from processor.errors import KafkaUnavailable
 from processor.kafka.admin import wait_for_broker
+from processor.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger(__name__)
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -35,8 +38,30 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def measured(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by its route pattern (not its raw path)."""
+    info = request.match_info.route.resource
+    route = info.canonical if info is not None else "unmatched"
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        HTTP_REQUESTS.labels(route, str(status)).inc()
+        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[measured])
     app[SETTINGS_KEY] = settings
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

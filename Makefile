@@ -1,0 +1,62 @@
+# Entry points. `make run` and `make test` do all set-up on a fresh clone.
+SHELL := bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.8
+UV := .tools/uv/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: help venv kafka-up kafka-down kafka-status topics run test test-unit lint schemas bench chaos clean
+
+help:
+	@echo "make run          broker (unless TRIGGERS_KAFKA_BOOTSTRAP is set), topics, examples, worker + serve + runner"
+	@echo "make test         install everything, then run every test (starts its own broker)"
+	@echo "make test-unit    fast tests without a broker"
+	@echo "make kafka-up     start the local Kafka on 127.0.0.1:9092 (no-op if one answers)"
+	@echo "make kafka-down   stop the broker kafka-up started"
+	@echo "make lint         ruff, formatting and mypy"
+	@echo "make schemas      regenerate schemas/trigger.schema.json from the models"
+
+$(UV):
+	python3 -m venv .tools/uv
+	.tools/uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# The virtual environment, exactly as uv.lock pins it.
+$(BIN)/triggers: $(UV) pyproject.toml uv.lock
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --python python3.11
+	@touch $@
+
+venv: $(BIN)/triggers
+
+kafka-up:
+	deploy/kafka/kafka.sh up
+
+kafka-down:
+	deploy/kafka/kafka.sh down
+
+kafka-status:
+	deploy/kafka/kafka.sh status
+
+topics: venv
+	$(BIN)/triggers topics create
+
+run: venv
+	deploy/run-local.sh
+
+test: venv
+	$(BIN)/pytest
+
+test-unit: venv
+	$(BIN)/pytest tests/unit
+
+lint: venv
+	$(BIN)/ruff check processor tests
+	$(BIN)/ruff format --check processor tests
+	$(BIN)/mypy
+
+schemas: venv
+	$(BIN)/python -m processor.definitions.schema > schemas/trigger.schema.json
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

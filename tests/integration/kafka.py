@@ -1,0 +1,157 @@
+"""Helpers for tests against the real broker: processes, producing, reading topics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from processor import topics
+from processor.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TRIGGERS = str(ROOT / ".venv" / "bin" / "triggers")
+
+
+@dataclass
+class Pipeline:
+    """One isolated deployment: its own topic prefix, app id and processes."""
+
+    bootstrap: str
+    workdir: Path
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}.")
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TRIGGERS_KAFKA_BOOTSTRAP": self.bootstrap,
+            "TRIGGERS_TOPIC_PREFIX": self.prefix,
+            "TRIGGERS_APP_ID": self.prefix.rstrip("."),
+            "TRIGGERS_DATA_DIR": str(self.workdir / "data"),
+            "TRIGGERS_WORKER_METRICS_PORT": "0",
+            "TRIGGERS_LOG_LEVEL": "INFO",
+        }
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(
+            kafka_bootstrap=self.bootstrap,
+            topic_prefix=self.prefix,
+            app_id=self.prefix.rstrip("."),
+        )
+
+    def topic(self, spec: topics.TopicSpec) -> str:
+        return topics.topic_name(spec, self.settings)
+
+    def cli(self, *args: str, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [TRIGGERS, *args], env=self.env, input=stdin.decode() if stdin else None,
+            capture_output=True, text=True, timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"triggers {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def start(self, *args: str, name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [TRIGGERS, *args], env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.processes.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        return process.returncode
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            self.stop(process)
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def produce(self, spec: topics.TopicSpec, value: bytes | None, key: bytes | None = None,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
+        producer = Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random"})
+        producer.produce(self.topic(spec), value=value, key=key, headers=headers)
+        assert producer.flush(15) == 0
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.produce(topics.EVENTS, orjson.dumps(event))
+
+    def wait_ready(self, name: str, marker: str, timeout: float = 90.0) -> None:
+        """Wait until a process's log shows `marker` (e.g. the worker finished start-up)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if marker in self.log(name):
+                return
+            if any(p.poll() is not None for p in self.processes):
+                raise AssertionError(f"a process exited early; {name} log:\n{self.log(name)[-4000:]}")
+            time.sleep(0.3)
+        raise AssertionError(f"{name} not ready in {timeout}s:\n{self.log(name)[-4000:]}")
+
+
+@contextmanager
+def reading(bootstrap: str, topic: str) -> Iterator[Callable[..., list[Any]]]:
+    """A read_committed reader of a topic from its beginning.
+
+    `collect(predicate, timeout)` returns the JSON values read so far once `predicate`
+    holds for them, or raises after `timeout` seconds.
+    """
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"test-{uuid.uuid4().hex}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    })
+    consumer.subscribe([topic])
+    seen: list[Any] = []
+
+    def collect(predicate: Callable[[list[Any]], bool], timeout: float = 60.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in consumer.consume(100, timeout=0.2):
+                if message.error() is None:
+                    value = message.value()
+                    seen.append(orjson.loads(value) if value is not None else None)
+                elif message.error().code() != KafkaError._PARTITION_EOF:
+                    raise AssertionError(str(message.error()))
+            if predicate(seen):
+                return list(seen)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out on {topic}; read {len(seen)} records: {seen[-5:]}")
+
+    try:
+        yield collect
+    finally:
+        consumer.close()
+
+
+def settle(collect: Callable[..., list[Any]], seconds: float) -> list[Any]:
+    """Everything a reader sees in the next `seconds` (to check nothing more arrives)."""
+    end = time.monotonic() + seconds
+    return collect(lambda _: time.monotonic() > end, timeout=seconds + 5)
+
+
+__all__ = ["ROOT", "Pipeline", "reading", "settle"]

@@ -1,0 +1,107 @@
+"""The CLI verbs and the HTTP service against the real broker."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.integration.kafka import ROOT, Pipeline
+
+EXAMPLES = ROOT.parent / "shared" / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_topics_create_is_idempotent(pipeline: Pipeline) -> None:
+    again = pipeline.cli("topics", "create")
+    assert "created" not in again.stdout
+    assert f"exists  {pipeline.prefix}trigger-definitions (1 partitions)" in again.stdout
+
+
+def test_apply_reports_created_then_unchanged_then_updated(pipeline: Pipeline, tmp_path: Path) -> None:
+    first = pipeline.cli("apply", "-f", str(EXAMPLES))
+    assert first.stdout.count("created") == 3
+    second = pipeline.cli("apply", "-f", str(EXAMPLES))
+    assert second.stdout.count("unchanged") == 3
+    edited = tmp_path / "error-handler.yaml"
+    edited.write_text((EXAMPLES / "error-handler.yaml").read_text().replace("enabled: true", "enabled: false"))
+    third = pipeline.cli("apply", "-f", str(edited))
+    assert third.stdout.startswith("updated   Error Handler")
+    listing = pipeline.cli("list", "-o", "json").stdout
+    assert listing.count('"name"') == 3
+    assert pipeline.cli("get", "Error Handler", "-o", "json").stdout.count('"enabled": false') == 1
+
+
+def test_apply_of_an_invalid_file_fails_and_writes_nothing(pipeline: Pipeline, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trigger:\n  name: x\n  type: event\n  event:\n    patern: 'a.*'\n  agent: {id: a}\n")
+    result = pipeline.cli("apply", "-f", str(bad), check=False)
+    assert result.returncode == 1
+    assert f"{bad}:5: trigger.event.patern: unknown field; did you mean `pattern`?" in result.stderr
+    assert pipeline.cli("list", "-o", "json").stdout.strip() == "[]"
+
+
+def test_delete_enable_disable(pipeline: Pipeline) -> None:
+    pipeline.cli("apply", "-f", str(EXAMPLES / "daily-sales-report.yaml"))
+    pipeline.cli("disable", "Daily Sales Report")
+    assert '"enabled": false' in pipeline.cli("get", "Daily Sales Report", "-o", "json").stdout
+    pipeline.cli("enable", "Daily Sales Report")
+    assert '"enabled": true' in pipeline.cli("get", "Daily Sales Report", "-o", "json").stdout
+    pipeline.cli("delete", "Daily Sales Report")
+    missing = pipeline.cli("get", "Daily Sales Report", check=False)
+    assert missing.returncode == 1 and "no trigger with id or name" in missing.stderr
+
+
+def test_serve_answers_health_readiness_and_metrics(pipeline: Pipeline) -> None:
+    port = free_port()
+    pipeline.start("serve", "--port", str(port), name="serve")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            status, body = get(f"http://127.0.0.1:{port}/healthz")
+            break
+        except urllib.error.URLError:
+            assert time.monotonic() < deadline, pipeline.log("serve")
+            time.sleep(0.2)
+    assert (status, body) == (200, '{"status": "ok"}')
+    assert get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+    status, metrics = get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    assert 'triggers_http_requests_total{route="/healthz",status="200"} 1.0' in metrics
+
+
+def test_worker_exposes_prometheus_metrics(pipeline: Pipeline) -> None:
+    port = free_port()
+    pipeline.start("worker", name="worker", extra_env={"TRIGGERS_WORKER_METRICS_PORT": str(port)})
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.emit({"type": "anything", "source": "x"})
+    deadline = time.monotonic() + 30
+    while True:
+        status, metrics = get(f"http://127.0.0.1:{port}/metrics")
+        if 'triggers_events_total{outcome="no_fire"} 1.0' in metrics:
+            break
+        assert time.monotonic() < deadline, metrics[-2000:]
+        time.sleep(0.3)
+    assert status == 200
+
+
+def test_worker_stops_cleanly_on_sigterm(pipeline: Pipeline) -> None:
+    worker = pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "dispatcher restored")
+    assert pipeline.stop(worker) == 0
+    assert "dispatcher stopped" in pipeline.log("worker")
