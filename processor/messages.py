@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, model_validator
 
 JsonObject = dict[str, Any]
 
@@ -185,6 +185,14 @@ class ExecutionRecord(_Message):
     updated_at: datetime
     deadline: datetime | None = None
     reason: str | None = Field(None, description="Why it was skipped, timed out or cancelled.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _note_id(cls, data: Any) -> Any:
+        """`id` is the note's name for `execution_id`; both may be present (we write both)."""
+        if isinstance(data, dict) and "id" in data and "execution_id" in data:
+            data = {k: v for k, v in data.items() if k != "id"}
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property

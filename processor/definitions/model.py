@@ -239,13 +239,15 @@ class TriggerDocument(_Doc):
 
     @model_validator(mode="after")
     def _section_matches_type(self) -> TriggerDocument:
+        article = "an" if self.type is TriggerType.EVENT else "a"
+        if getattr(self, self.type.value) is None:
+            raise ValueError(
+                f"{article} {self.type.value} trigger needs a `{self.type.value}:` section"
+            )
         for kind in TriggerType:
-            present = getattr(self, kind.value) is not None
-            if kind is self.type and not present:
-                raise ValueError(f"a {kind.value} trigger needs a `{kind.value}:` section")
-            if kind is not self.type and present:
+            if kind is not self.type and getattr(self, kind.value) is not None:
                 raise ValueError(
-                    f"`{kind.value}:` does not belong in a {self.type.value} trigger; "
+                    f"`{kind.value}:` does not belong in {article} {self.type.value} trigger; "
                     f"remove it or set type: {kind.value}"
                 )
         return self

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from processor.definitions.loader import load_paths, parse_document
+from processor.definitions.model import (
+    OverlapPolicy,
+    TriggerType,
+    parse_duration,
+    trigger_id_for,
+)
+from processor.definitions.schema import trigger_file_schema
+from processor.errors import DefinitionError
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = ROOT.parent / "shared" / "examples"
+
+
+def problems_of(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(DefinitionError) as caught:
+        load_paths([path])
+    return caught.value.problems
+
+
+def test_the_three_seed_examples_load_unchanged() -> None:
+    located = {item.document.name: item.document for item in load_paths([EXAMPLES])}
+    assert set(located) == {"Daily Sales Report", "Error Handler", "Slack Command Handler"}
+    error_handler = located["Error Handler"]
+    assert error_handler.type is TriggerType.EVENT
+    assert error_handler.event is not None and error_handler.event.source == ["system", "agents"]
+    assert error_handler.max_concurrent == 1 and error_handler.timeout_seconds == 3600
+    assert error_handler.overlap is OverlapPolicy.SKIP
+    slack = located["Slack Command Handler"]
+    assert slack.webhook is not None and slack.webhook.authentication is not None
+    assert slack.webhook.authentication.secret == "${SLACK_WEBHOOK_SECRET}"
+    assert slack.agent.input_mapping["channel"] == "$.body.channel_id"
+    report = located["Daily Sales Report"]
+    assert report.schedule is not None and report.schedule.timezone == "America/New_York"
+
+
+def test_the_notes_python_field_names_are_accepted() -> None:
+    document = parse_document(
+        {
+            "name": "n",
+            "type": "schedule",
+            "schedule_config": {"cron": "*/5 * * * *"},
+            "agent_id": "agent-1",
+            "input_template": {"a": 1},
+            "workspace_id": "ws",
+        },
+        "inline",
+    )
+    assert document.agent.id == "agent-1" and document.agent.input == {"a": 1}
+    assert document.workspace == "ws" and document.schedule is not None
+
+
+def test_id_is_derived_from_workspace_and_name_and_stable() -> None:
+    document = parse_document(
+        {"name": "n", "type": "event", "event": {"pattern": "a"}, "agent": {"id": "x"}}, "inline"
+    )
+    resolved = document.resolved("alpha")
+    assert resolved.id == trigger_id_for("alpha", "n") == document.resolved("alpha").id
+    assert resolved.id != document.resolved("beta").id
+    assert resolved.workspace == "alpha"
+
+
+def test_unknown_keys_name_the_line_and_suggest_the_right_one(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        "trigger:\n  name: x\n  type: event\n  enabeld: true\n"
+        "  event:\n    pattern: 'a.*'\n  agent:\n    id: a\n",
+    )
+    assert problems == [f"{tmp_path}/t.yaml:4: trigger.enabeld: unknown field; did you mean `enabled`?"]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("cron: '61 * * * *'", "is not a cron expression"),
+        ("cron: '0 9 * * *'\n    timezone: Mars/Olympus", "is not an IANA timezone"),
+        ("every: 5 minutes", "is not a duration"),
+        ("cron: '0 9 * * *'\n    every: 5m", "give exactly one of cron, every, at"),
+        ("cron: '0 9 * * *'\n    start_date: 2026-02-01T00:00:00Z\n    end_date: 2026-01-01T00:00:00Z",
+         "end_date must be after start_date"),
+    ],
+)
+def test_schedule_errors_say_what_is_wrong(tmp_path: Path, schedule: str, expected: str) -> None:
+    problems = problems_of(
+        tmp_path, f"trigger:\n  name: x\n  type: schedule\n  schedule:\n    {schedule}\n  agent: {{id: a}}\n"
+    )
+    assert len(problems) == 1 and expected in problems[0]
+    assert problems[0].startswith(f"{tmp_path}/t.yaml:")
+
+
+def test_type_and_section_must_agree(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path, "trigger:\n  name: x\n  type: event\n  schedule: {cron: '* * * * *'}\n  agent: {id: a}\n"
+    )
+    assert problems == [f"{tmp_path}/t.yaml:1: trigger: an event trigger needs a `event:` section"]
+
+
+def test_unknown_type_and_missing_agent_are_errors(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, "trigger:\n  name: x\n  type: telepathy\n")
+    joined = "\n".join(problems)
+    assert "trigger.type: Input should be 'schedule', 'webhook' or 'event'" in joined
+    assert "trigger.agent: Field required" in joined
+
+
+def test_secrets_must_be_environment_references(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        "trigger:\n  name: x\n  type: webhook\n  webhook:\n    authentication:\n"
+        "      type: hmac\n      secret: hunter2\n  agent: {id: a}\n",
+    )
+    assert "write secrets as an environment reference like ${SLACK_WEBHOOK_SECRET}" in problems[0]
+    assert "hunter2" not in problems[0]
+
+
+def test_multi_document_files_and_json_lists(tmp_path: Path) -> None:
+    (tmp_path / "two.yaml").write_text(
+        "name: a\ntype: event\nevent: {pattern: x}\nagent: {id: a}\n---\n"
+        "trigger: {name: b, type: event, event: {pattern: y}, agent: {id: b}}\n"
+    )
+    (tmp_path / "list.json").write_text(
+        '[{"name": "c", "type": "event", "event": {"pattern": "z"}, "agent": {"id": "c"}}]'
+    )
+    assert sorted(item.document.name for item in load_paths([tmp_path])) == ["a", "b", "c"]
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, "trigger:\n  name: [unclosed\n")
+    assert problems[0].startswith(f"{tmp_path}/t.yaml:") and "not valid YAML/JSON" in problems[0]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1.5h", 5400), ("250ms", 0.25), ("2d", 172800)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_checked_in_json_schema_matches_the_models() -> None:
+    import orjson
+
+    checked_in = orjson.loads((ROOT / "schemas" / "trigger.schema.json").read_bytes())
+    assert checked_in == trigger_file_schema(), "run `make schemas` and commit the result"
+
+
+def test_json_schema_accepts_the_examples() -> None:
+    schema = trigger_file_schema()
+    for path in EXAMPLES.glob("*.yaml"):
+        document = yaml.safe_load(path.read_text())
+        assert set(document) <= set(schema["properties"])

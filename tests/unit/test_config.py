@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from processor.config import Settings
+from processor.topics import ALL_TOPICS, TRIGGER_DEFINITIONS, topic_name
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert settings.kafka_bootstrap == "localhost:9092"
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
+
+
+def test_environment_variables_use_one_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIGGERS_KAFKA_BOOTSTRAP", "k1:9092,k2:9092")
+    monkeypatch.setenv("TRIGGERS_API_KEYS", '{"k-alpha": "alpha"}')
+    monkeypatch.setenv("TRIGGERS_TOPIC_PREFIX", "staging.")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "ignored:1")
+    settings = Settings()
+    assert settings.kafka_bootstrap == "k1:9092,k2:9092"
+    assert settings.api_keys == {"k-alpha": "alpha"}
+    assert topic_name(TRIGGER_DEFINITIONS, settings) == "staging.trigger-definitions"
+
+
+def test_topic_names_are_unique_and_include_the_design_contract() -> None:
+    names = [spec.base_name for spec in ALL_TOPICS]
+    assert len(names) == len(set(names))
+    assert {"trigger-definitions", "events", "webhooks", "cron-ticks", "trigger-fires",
+            "agent-runs", "agent-run-control", "agent-run-results", "trigger-executions",
+            "trigger-dead-letters"} <= set(names)

@@ -1,0 +1,104 @@
+"""Every message round-trips through JSON and through Avro (Confluent framing)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from pydantic import BaseModel
+
+from processor.messages import (
+    Cause,
+    CauseKind,
+    ControlAction,
+    ControlCommand,
+    CronTick,
+    DeadLetter,
+    DomainEvent,
+    ExecutionCommand,
+    ExecutionRecord,
+    ExecutionStatus,
+    Fire,
+    RunResult,
+    RunStatus,
+    WebhookDelivery,
+    execution_id_for,
+)
+from processor.serde import SCHEMAS_DIR, avro_schema, from_avro, from_json, to_avro, to_json
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+CAUSE = Cause(type=CauseKind.EVENT, event_id="e-1")
+
+SAMPLES: list[tuple[str, BaseModel]] = [
+    ("domain_event", DomainEvent(id="e-1", type="error.database", source="system", time=NOW,
+                                 workspace_id="default", data={"severity": "high", "n": [1, 2]})),
+    ("webhook_delivery", WebhookDelivery(delivery_id="d-1", trigger_id="t-1", method="POST",
+                                         path="/webhooks/t-1", headers={"x-a": "1"},
+                                         query={"q": "v"}, body={"text": "hi"}, received_at=NOW)),
+    ("cron_tick", CronTick(tick=NOW)),
+    ("fire", Fire(execution_id="x-1", trigger_id="t-1", trigger_name="T", agent_id="a",
+                  workspace_id="default", timeout_seconds=60, cause=CAUSE, input={"k": {"v": 1}},
+                  fired_at=NOW)),
+    ("execution_command", ExecutionCommand(execution_id="x-1", trigger_id="t-1", trigger_name="T",
+                                           agent_id="a", workspace_id="default", input={"k": 1},
+                                           cause=CAUSE, issued_at=NOW, deadline=NOW)),
+    ("control_command", ControlCommand(execution_id="x-1", action=ControlAction.CANCEL)),
+    ("run_result", RunResult(execution_id="x-1", trigger_id="t-1", status=RunStatus.COMPLETED,
+                             output={"ok": True}, at=NOW)),
+    ("execution_record", ExecutionRecord(execution_id="x-1", trigger_id="t-1", trigger_name="T",
+                                         agent_id="a", workspace_id="default",
+                                         status=ExecutionStatus.FAILED, cause=CAUSE,
+                                         input_data={"k": 1}, error_message="boom",
+                                         triggered_at=NOW, updated_at=NOW, completed_at=NOW)),
+    ("dead_letter", DeadLetter(topic="events", partition=1, offset=7, value="e30=",
+                               error="no type", component="event-matcher", at=NOW)),
+]
+
+
+@pytest.mark.parametrize(("schema", "message"), SAMPLES, ids=[s for s, _ in SAMPLES])
+def test_json_round_trip(schema: str, message: BaseModel) -> None:
+    assert from_json(type(message), to_json(message)) == message
+
+
+@pytest.mark.parametrize(("schema", "message"), SAMPLES, ids=[s for s, _ in SAMPLES])
+def test_avro_round_trip_with_confluent_framing(schema: str, message: BaseModel) -> None:
+    framed = to_avro(message, schema, schema_id=42)
+    assert framed[0] == 0 and framed[1:5] == (42).to_bytes(4, "big")
+    schema_id, back = from_avro(type(message), framed, schema)
+    assert schema_id == 42 and back == message
+
+
+@pytest.mark.parametrize(("schema", "message"), SAMPLES, ids=[s for s, _ in SAMPLES])
+def test_avro_schema_covers_every_field_of_the_model(schema: str, message: BaseModel) -> None:
+    avro_fields = {f["name"] for f in orjson.loads((SCHEMAS_DIR / f"{schema}.avsc").read_bytes())["fields"]}
+    model_fields = set(type(message).model_fields) | set(type(message).model_computed_fields)
+    assert model_fields <= avro_fields, model_fields - avro_fields
+
+
+def test_every_avro_schema_parses() -> None:
+    names = sorted(p.stem for p in Path(SCHEMAS_DIR).glob("*.avsc"))
+    assert len(names) == 10
+    for name in names:
+        avro_schema(name)
+
+
+def test_not_confluent_framed_is_rejected() -> None:
+    with pytest.raises(ValueError, match="not Confluent Avro"):
+        from_avro(CronTick, b"\x01\x00", "cron_tick")
+
+
+def test_execution_record_accepts_the_notes_id_and_writes_both() -> None:
+    record = SAMPLES[7][1]
+    data = orjson.loads(to_json(record))
+    assert data["id"] == data["execution_id"] == "x-1"
+    data.pop("execution_id")
+    assert from_json(ExecutionRecord, orjson.dumps(data)).execution_id == "x-1"
+
+
+def test_execution_ids_are_deterministic_per_cause() -> None:
+    assert execution_id_for("t", "event", "e-1") == execution_id_for("t", "event", "e-1")
+    assert execution_id_for("t", "event", "e-1") != execution_id_for("t", "event", "e-2")
+    assert execution_id_for("t", "event", "e-1") != execution_id_for("u", "event", "e-1")
+    assert execution_id_for("t", "event", "e-1") != execution_id_for("t", "webhook", "e-1")
