@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 
+from confluent_kafka import Message
+
 from processor.messages import DeadLetter
 from processor.metrics import DEAD_LETTERS
 from processor.serde import to_json
@@ -31,3 +33,16 @@ def dead_letter(
         component=component,
     )
     return key, to_json(letter)
+
+
+def dead_letter_for(message: Message, error: str, component: str) -> tuple[bytes | None, bytes]:
+    """`dead_letter` for a record read with confluent-kafka."""
+    return dead_letter(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=message.key(),
+        value=message.value(),
+        error=error,
+        component=component,
+    )

@@ -39,7 +39,9 @@ RUNNER_COMMANDS = Counter(
     "triggers_runner_commands_total", "Commands handled by the reference runner.", ["outcome"]
 )
 HTTP_REQUESTS = Counter(
-    "triggers_http_requests_total", "HTTP requests served, by route and status.", ["route", "status"]
+    "triggers_http_requests_total",
+    "HTTP requests served, by route and status.",
+    ["route", "status"],
 )
 HTTP_LATENCY = Histogram(
     "triggers_http_request_seconds",

@@ -32,7 +32,9 @@ def trigger_file_schema() -> dict[str, Any]:
 
 def main() -> None:
     sys.stdout.write(
-        orjson.dumps(trigger_file_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+        orjson.dumps(
+            trigger_file_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        ).decode()
         + "\n"
     )
 

@@ -26,7 +26,7 @@ def read_all(settings: Settings) -> dict[str, dict[str, Any]]:
     documents: dict[str, dict[str, Any]] = {}
     name = topics.topic_name(topics.TRIGGER_DEFINITIONS, settings)
     for message in read_to_end(settings, name):
-        key = message.key().decode()
+        key = (message.key() or b"").decode()
         value = message.value()
         if value is None:
             documents.pop(key, None)

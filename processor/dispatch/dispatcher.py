@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from processor import topics
 from processor.config import Settings
-from processor.deadletters import dead_letter
+from processor.deadletters import dead_letter_for
 from processor.dispatch.state import DispatchState, UnknownExecution, on_fire, on_result
 from processor.kafka.clients import new_consumer, new_producer
 from processor.kafka.reader import read_to_end
@@ -67,14 +67,13 @@ class Dispatcher:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        name = lambda spec: topics.topic_name(spec, settings)  # noqa: E731
-        self.fires_topic = name(topics.TRIGGER_FIRES)
-        self.results_topic = name(topics.AGENT_RUN_RESULTS)
-        self.rekeyed_topic = name(topics.DISPATCH_RESULTS)
-        self.state_topic = name(topics.DISPATCH_STATE)
-        self.runs_topic = name(topics.AGENT_RUNS)
-        self.executions_topic = name(topics.TRIGGER_EXECUTIONS)
-        self.dead_letters_topic = name(topics.DEAD_LETTERS)
+        self.fires_topic = topics.topic_name(topics.TRIGGER_FIRES, settings)
+        self.results_topic = topics.topic_name(topics.AGENT_RUN_RESULTS, settings)
+        self.rekeyed_topic = topics.topic_name(topics.DISPATCH_RESULTS, settings)
+        self.state_topic = topics.topic_name(topics.DISPATCH_STATE, settings)
+        self.runs_topic = topics.topic_name(topics.AGENT_RUNS, settings)
+        self.executions_topic = topics.topic_name(topics.TRIGGER_EXECUTIONS, settings)
+        self.dead_letters_topic = topics.topic_name(topics.DEAD_LETTERS, settings)
         self.group_id = f"{settings.app_id}-dispatcher"
         self.state = DispatchState()
         self._stopping = threading.Event()
@@ -227,15 +226,7 @@ class Dispatcher:
                 message.offset(),
                 reason,
             )
-            key, value = dead_letter(
-                topic=topic,
-                partition=message.partition(),
-                offset=message.offset(),
-                key=message.key(),
-                value=message.value(),
-                error=reason,
-                component=COMPONENT,
-            )
+            key, value = dead_letter_for(message, reason, COMPONENT)
             producer.produce(self.dead_letters_topic, key=key, value=value)
 
     def _handle_fire(self, message: Message, producer: Producer) -> None:
@@ -247,7 +238,7 @@ class Dispatcher:
             return
         key = fire.execution_id.encode()
         producer.produce(self.runs_topic, key=key, value=to_json(dispatch.command))
-        self._write_record(dispatch.record, message.partition(), producer)
+        self._write_record(dispatch.record, message.partition() or 0, producer)
         DISPATCHED.inc()
         FIRE_TO_COMMAND.observe(max(0.0, (now - fire.fired_at).total_seconds()))
 
@@ -264,7 +255,7 @@ class Dispatcher:
         result = from_json(RunResult, _value(message))
         record = on_result(self.state, result, datetime.now(UTC))
         if record is not None:
-            self._write_record(record, message.partition(), producer)
+            self._write_record(record, message.partition() or 0, producer)
 
     def _write_record(self, record: ExecutionRecord, partition: int, producer: Producer) -> None:
         value = to_json(record)

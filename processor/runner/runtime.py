@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from processor import topics
 from processor.config import Settings
-from processor.deadletters import dead_letter
+from processor.deadletters import dead_letter_for
 from processor.kafka.clients import new_consumer, new_producer
 from processor.messages import (
     ControlAction,
@@ -138,15 +138,7 @@ class Runner:
                 message.offset(),
                 exc,
             )
-            key, letter = dead_letter(
-                topic=message.topic(),
-                partition=message.partition(),
-                offset=message.offset(),
-                key=message.key(),
-                value=value,
-                error=str(exc),
-                component=COMPONENT,
-            )
+            key, letter = dead_letter_for(message, str(exc), COMPONENT)
             self.producer.produce(self.dead_letters_topic, key=key, value=letter)
             return
         log.info(

@@ -43,7 +43,10 @@ def _headers(message: Any) -> list[tuple[str, bytes | None]]:
 def create_app(settings: Settings, registry: Registry | None = None) -> faust.App:
     registry = registry if registry is not None else Registry()
     (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
-    name = lambda spec: topics.topic_name(spec, settings)  # noqa: E731
+
+    def name(spec: topics.TopicSpec) -> str:
+        return topics.topic_name(spec, settings)
+
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
@@ -119,7 +122,7 @@ async def _dead_letter(topic: Any, message: Any, reason: str) -> None:
     await topic.send(key=key, value=value)
 
 
-class DispatcherService(Service):  # type: ignore[misc]
+class DispatcherService(Service):
     """Owns the dispatcher thread: started and stopped with the Faust worker."""
 
     def __init__(self, dispatcher: Dispatcher, **kwargs: Any) -> None:

@@ -21,7 +21,7 @@ from processor.definitions.registry import Registry
 from processor.metrics import REGISTRY_SIZE
 
 
-class DefinitionsTable(GlobalTable):  # type: ignore[misc]
+class DefinitionsTable(GlobalTable):
     registry: Registry
 
     def _changelog_topic_name(self) -> str:

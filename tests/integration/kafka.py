@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,19 +55,32 @@ class Pipeline:
     def topic(self, spec: topics.TopicSpec) -> str:
         return topics.topic_name(spec, self.settings)
 
-    def cli(self, *args: str, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, stdin: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [TRIGGERS, *args], env=self.env, input=stdin.decode() if stdin else None,
-            capture_output=True, text=True, timeout=120,
+            [TRIGGERS, *args],
+            env=self.env,
+            input=stdin.decode() if stdin else None,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"triggers {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"triggers {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
-    def start(self, *args: str, name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, name: str, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
-            [TRIGGERS, *args], env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT
+            [TRIGGERS, *args],
+            env={**self.env, **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.processes.append(process)
         return process
@@ -90,8 +102,13 @@ class Pipeline:
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
-    def produce(self, spec: topics.TopicSpec, value: bytes | None, key: bytes | None = None,
-                headers: list[tuple[str, bytes]] | None = None) -> None:
+    def produce(
+        self,
+        spec: topics.TopicSpec,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random"})
         producer.produce(self.topic(spec), value=value, key=key, headers=headers)
         assert producer.flush(15) == 0
@@ -106,7 +123,9 @@ class Pipeline:
             if marker in self.log(name):
                 return
             if any(p.poll() is not None for p in self.processes):
-                raise AssertionError(f"a process exited early; {name} log:\n{self.log(name)[-4000:]}")
+                raise AssertionError(
+                    f"a process exited early; {name} log:\n{self.log(name)[-4000:]}"
+                )
             time.sleep(0.3)
         raise AssertionError(f"{name} not ready in {timeout}s:\n{self.log(name)[-4000:]}")
 
@@ -118,13 +137,15 @@ def reading(bootstrap: str, topic: str) -> Iterator[Callable[..., list[Any]]]:
     `collect(predicate, timeout)` returns the JSON values read so far once `predicate`
     holds for them, or raises after `timeout` seconds.
     """
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"test-{uuid.uuid4().hex}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
     consumer.subscribe([topic])
     seen: list[Any] = []
 

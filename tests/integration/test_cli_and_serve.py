@@ -33,13 +33,17 @@ def test_topics_create_is_idempotent(pipeline: Pipeline) -> None:
     assert f"exists  {pipeline.prefix}trigger-definitions (1 partitions)" in again.stdout
 
 
-def test_apply_reports_created_then_unchanged_then_updated(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_apply_reports_created_then_unchanged_then_updated(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
     first = pipeline.cli("apply", "-f", str(EXAMPLES))
     assert first.stdout.count("created") == 3
     second = pipeline.cli("apply", "-f", str(EXAMPLES))
     assert second.stdout.count("unchanged") == 3
     edited = tmp_path / "error-handler.yaml"
-    edited.write_text((EXAMPLES / "error-handler.yaml").read_text().replace("enabled: true", "enabled: false"))
+    edited.write_text(
+        (EXAMPLES / "error-handler.yaml").read_text().replace("enabled: true", "enabled: false")
+    )
     third = pipeline.cli("apply", "-f", str(edited))
     assert third.stdout.startswith("updated   Error Handler")
     listing = pipeline.cli("list", "-o", "json").stdout
@@ -47,9 +51,13 @@ def test_apply_reports_created_then_unchanged_then_updated(pipeline: Pipeline, t
     assert pipeline.cli("get", "Error Handler", "-o", "json").stdout.count('"enabled": false') == 1
 
 
-def test_apply_of_an_invalid_file_fails_and_writes_nothing(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_apply_of_an_invalid_file_fails_and_writes_nothing(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("trigger:\n  name: x\n  type: event\n  event:\n    patern: 'a.*'\n  agent: {id: a}\n")
+    bad.write_text(
+        "trigger:\n  name: x\n  type: event\n  event:\n    patern: 'a.*'\n  agent: {id: a}\n"
+    )
     result = pipeline.cli("apply", "-f", str(bad), check=False)
     assert result.returncode == 1
     assert f"{bad}:5: trigger.event.patern: unknown field; did you mean `pattern`?" in result.stderr

@@ -38,8 +38,15 @@ def test_matching_event_runs_the_agent_to_completed(pipeline: Pipeline, tmp_path
     trigger_id = applied.stdout.split("id=")[1].split()[0]
     start_worker_and_runner(pipeline)
 
-    pipeline.emit({"specversion": "1.0", "id": "e-1", "type": "deploy.finished",
-                   "source": "ci", "data": {"service": "api"}})
+    pipeline.emit(
+        {
+            "specversion": "1.0",
+            "id": "e-1",
+            "type": "deploy.finished",
+            "source": "ci",
+            "data": {"service": "api"},
+        }
+    )
     pipeline.emit({"type": "deploy.finished", "source": "elsewhere"})  # wrong source
     pipeline.emit({"type": "build.finished", "source": "ci"})  # wrong type
 
@@ -61,8 +68,12 @@ def test_matching_event_runs_the_agent_to_completed(pipeline: Pipeline, tmp_path
     assert command["trigger_name"] == "Deploy watcher"
     assert command["input"]["team"] == "platform"
     assert command["input"]["event"]["data"] == {"service": "api"}
-    assert command["cause"] == {"type": "event", "event_id": "e-1",
-                                "event_type": "deploy.finished", "event_source": "ci"}
+    assert command["cause"] == {
+        "type": "event",
+        "event_id": "e-1",
+        "event_type": "deploy.finished",
+        "event_source": "ci",
+    }
     assert command["deadline"] > command["issued_at"]
 
 

@@ -26,6 +26,15 @@ def test_environment_variables_use_one_prefix(monkeypatch: pytest.MonkeyPatch) -
 def test_topic_names_are_unique_and_include_the_design_contract() -> None:
     names = [spec.base_name for spec in ALL_TOPICS]
     assert len(names) == len(set(names))
-    assert {"trigger-definitions", "events", "webhooks", "cron-ticks", "trigger-fires",
-            "agent-runs", "agent-run-control", "agent-run-results", "trigger-executions",
-            "trigger-dead-letters"} <= set(names)
+    assert {
+        "trigger-definitions",
+        "events",
+        "webhooks",
+        "cron-ticks",
+        "trigger-fires",
+        "agent-runs",
+        "agent-run-control",
+        "agent-run-results",
+        "trigger-executions",
+        "trigger-dead-letters",
+    } <= set(names)

@@ -32,28 +32,99 @@ NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 CAUSE = Cause(type=CauseKind.EVENT, event_id="e-1")
 
 SAMPLES: list[tuple[str, BaseModel]] = [
-    ("domain_event", DomainEvent(id="e-1", type="error.database", source="system", time=NOW,
-                                 workspace_id="default", data={"severity": "high", "n": [1, 2]})),
-    ("webhook_delivery", WebhookDelivery(delivery_id="d-1", trigger_id="t-1", method="POST",
-                                         path="/webhooks/t-1", headers={"x-a": "1"},
-                                         query={"q": "v"}, body={"text": "hi"}, received_at=NOW)),
+    (
+        "domain_event",
+        DomainEvent(
+            id="e-1",
+            type="error.database",
+            source="system",
+            time=NOW,
+            workspace_id="default",
+            data={"severity": "high", "n": [1, 2]},
+        ),
+    ),
+    (
+        "webhook_delivery",
+        WebhookDelivery(
+            delivery_id="d-1",
+            trigger_id="t-1",
+            method="POST",
+            path="/webhooks/t-1",
+            headers={"x-a": "1"},
+            query={"q": "v"},
+            body={"text": "hi"},
+            received_at=NOW,
+        ),
+    ),
     ("cron_tick", CronTick(tick=NOW)),
-    ("fire", Fire(execution_id="x-1", trigger_id="t-1", trigger_name="T", agent_id="a",
-                  workspace_id="default", timeout_seconds=60, cause=CAUSE, input={"k": {"v": 1}},
-                  fired_at=NOW)),
-    ("execution_command", ExecutionCommand(execution_id="x-1", trigger_id="t-1", trigger_name="T",
-                                           agent_id="a", workspace_id="default", input={"k": 1},
-                                           cause=CAUSE, issued_at=NOW, deadline=NOW)),
+    (
+        "fire",
+        Fire(
+            execution_id="x-1",
+            trigger_id="t-1",
+            trigger_name="T",
+            agent_id="a",
+            workspace_id="default",
+            timeout_seconds=60,
+            cause=CAUSE,
+            input={"k": {"v": 1}},
+            fired_at=NOW,
+        ),
+    ),
+    (
+        "execution_command",
+        ExecutionCommand(
+            execution_id="x-1",
+            trigger_id="t-1",
+            trigger_name="T",
+            agent_id="a",
+            workspace_id="default",
+            input={"k": 1},
+            cause=CAUSE,
+            issued_at=NOW,
+            deadline=NOW,
+        ),
+    ),
     ("control_command", ControlCommand(execution_id="x-1", action=ControlAction.CANCEL)),
-    ("run_result", RunResult(execution_id="x-1", trigger_id="t-1", status=RunStatus.COMPLETED,
-                             output={"ok": True}, at=NOW)),
-    ("execution_record", ExecutionRecord(execution_id="x-1", trigger_id="t-1", trigger_name="T",
-                                         agent_id="a", workspace_id="default",
-                                         status=ExecutionStatus.FAILED, cause=CAUSE,
-                                         input_data={"k": 1}, error_message="boom",
-                                         triggered_at=NOW, updated_at=NOW, completed_at=NOW)),
-    ("dead_letter", DeadLetter(topic="events", partition=1, offset=7, value="e30=",
-                               error="no type", component="event-matcher", at=NOW)),
+    (
+        "run_result",
+        RunResult(
+            execution_id="x-1",
+            trigger_id="t-1",
+            status=RunStatus.COMPLETED,
+            output={"ok": True},
+            at=NOW,
+        ),
+    ),
+    (
+        "execution_record",
+        ExecutionRecord(
+            execution_id="x-1",
+            trigger_id="t-1",
+            trigger_name="T",
+            agent_id="a",
+            workspace_id="default",
+            status=ExecutionStatus.FAILED,
+            cause=CAUSE,
+            input_data={"k": 1},
+            error_message="boom",
+            triggered_at=NOW,
+            updated_at=NOW,
+            completed_at=NOW,
+        ),
+    ),
+    (
+        "dead_letter",
+        DeadLetter(
+            topic="events",
+            partition=1,
+            offset=7,
+            value="e30=",
+            error="no type",
+            component="event-matcher",
+            at=NOW,
+        ),
+    ),
 ]
 
 
@@ -72,7 +143,9 @@ def test_avro_round_trip_with_confluent_framing(schema: str, message: BaseModel)
 
 @pytest.mark.parametrize(("schema", "message"), SAMPLES, ids=[s for s, _ in SAMPLES])
 def test_avro_schema_covers_every_field_of_the_model(schema: str, message: BaseModel) -> None:
-    avro_fields = {f["name"] for f in orjson.loads((SCHEMAS_DIR / f"{schema}.avsc").read_bytes())["fields"]}
+    avro_fields = {
+        f["name"] for f in orjson.loads((SCHEMAS_DIR / f"{schema}.avsc").read_bytes())["fields"]
+    }
     model_fields = set(type(message).model_fields) | set(type(message).model_computed_fields)
     assert model_fields <= avro_fields, model_fields - avro_fields
 

@@ -75,7 +75,9 @@ def test_unknown_keys_name_the_line_and_suggest_the_right_one(tmp_path: Path) ->
         "trigger:\n  name: x\n  type: event\n  enabeld: true\n"
         "  event:\n    pattern: 'a.*'\n  agent:\n    id: a\n",
     )
-    assert problems == [f"{tmp_path}/t.yaml:4: trigger.enabeld: unknown field; did you mean `enabled`?"]
+    assert problems == [
+        f"{tmp_path}/t.yaml:4: trigger.enabeld: unknown field; did you mean `enabled`?"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -85,13 +87,17 @@ def test_unknown_keys_name_the_line_and_suggest_the_right_one(tmp_path: Path) ->
         ("cron: '0 9 * * *'\n    timezone: Mars/Olympus", "is not an IANA timezone"),
         ("every: 5 minutes", "is not a duration"),
         ("cron: '0 9 * * *'\n    every: 5m", "give exactly one of cron, every, at"),
-        ("cron: '0 9 * * *'\n    start_date: 2026-02-01T00:00:00Z\n    end_date: 2026-01-01T00:00:00Z",
-         "end_date must be after start_date"),
+        (
+            "cron: '0 9 * * *'\n    start_date: 2026-02-01T00:00:00Z\n"
+            "    end_date: 2026-01-01T00:00:00Z",
+            "end_date must be after start_date",
+        ),
     ],
 )
 def test_schedule_errors_say_what_is_wrong(tmp_path: Path, schedule: str, expected: str) -> None:
     problems = problems_of(
-        tmp_path, f"trigger:\n  name: x\n  type: schedule\n  schedule:\n    {schedule}\n  agent: {{id: a}}\n"
+        tmp_path,
+        f"trigger:\n  name: x\n  type: schedule\n  schedule:\n    {schedule}\n  agent: {{id: a}}\n",
     )
     assert len(problems) == 1 and expected in problems[0]
     assert problems[0].startswith(f"{tmp_path}/t.yaml:")
@@ -99,7 +105,8 @@ def test_schedule_errors_say_what_is_wrong(tmp_path: Path, schedule: str, expect
 
 def test_type_and_section_must_agree(tmp_path: Path) -> None:
     problems = problems_of(
-        tmp_path, "trigger:\n  name: x\n  type: event\n  schedule: {cron: '* * * * *'}\n  agent: {id: a}\n"
+        tmp_path,
+        "trigger:\n  name: x\n  type: event\n  schedule: {cron: '* * * * *'}\n  agent: {id: a}\n",
     )
     assert problems == [f"{tmp_path}/t.yaml:1: trigger: an event trigger needs a `event:` section"]
 
@@ -137,7 +144,9 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     assert problems[0].startswith(f"{tmp_path}/t.yaml:") and "not valid YAML/JSON" in problems[0]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1.5h", 5400), ("250ms", 0.25), ("2d", 172800)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1.5h", 5400), ("250ms", 0.25), ("2d", 172800)]
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -154,3 +163,10 @@ def test_json_schema_accepts_the_examples() -> None:
     for path in EXAMPLES.glob("*.yaml"):
         document = yaml.safe_load(path.read_text())
         assert set(document) <= set(schema["properties"])
+
+
+def test_shipped_examples_are_the_seed_examples_unchanged() -> None:
+    if not EXAMPLES.is_dir():
+        pytest.skip("../shared/examples is not beside this checkout")
+    for seed in EXAMPLES.glob("*.yaml"):
+        assert (ROOT / "examples" / seed.name).read_text() == seed.read_text()

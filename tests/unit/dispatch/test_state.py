@@ -11,9 +11,17 @@ NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
 
 def fire(execution_id: str = "x-1") -> Fire:
-    return Fire(execution_id=execution_id, trigger_id="t-1", trigger_name="T", agent_id="a",
-                workspace_id="default", timeout_seconds=60, cause=Cause(type=CauseKind.MANUAL),
-                input={"k": 1}, fired_at=NOW)
+    return Fire(
+        execution_id=execution_id,
+        trigger_id="t-1",
+        trigger_name="T",
+        agent_id="a",
+        workspace_id="default",
+        timeout_seconds=60,
+        cause=Cause(type=CauseKind.MANUAL),
+        input={"k": 1},
+        fired_at=NOW,
+    )
 
 
 def result(status: RunStatus, execution_id: str = "x-1", **fields: object) -> RunResult:
@@ -34,7 +42,11 @@ def test_pending_running_completed() -> None:
     state = DispatchState()
     on_fire(state, fire(), NOW)
     running = on_result(state, result(RunStatus.RUNNING, at=NOW), NOW)
-    assert running is not None and running.status is ExecutionStatus.RUNNING and running.started_at == NOW
+    assert (
+        running is not None
+        and running.status is ExecutionStatus.RUNNING
+        and running.started_at == NOW
+    )
     later = NOW + timedelta(seconds=5)
     done = on_result(state, result(RunStatus.COMPLETED, output={"ok": 1}, at=later), later)
     assert done is not None and done.status is ExecutionStatus.COMPLETED
@@ -45,7 +57,9 @@ def test_completed_before_running_finishes_and_late_running_is_ignored() -> None
     state = DispatchState()
     on_fire(state, fire(), NOW)
     done = on_result(state, result(RunStatus.FAILED, error="boom", at=NOW), NOW)
-    assert done is not None and done.status is ExecutionStatus.FAILED and done.error_message == "boom"
+    assert (
+        done is not None and done.status is ExecutionStatus.FAILED and done.error_message == "boom"
+    )
     assert done.started_at == NOW
     assert on_result(state, result(RunStatus.RUNNING), NOW) is None
     assert on_result(state, result(RunStatus.COMPLETED), NOW) is None

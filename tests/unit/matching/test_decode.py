@@ -13,10 +13,20 @@ WHERE = {"topic": "events", "partition": 3, "offset": 42, "timestamp_ms": 1_764_
 
 def test_structured_cloudevent() -> None:
     event = decode_event(
-        orjson.dumps({"specversion": "1.0", "id": "e-1", "type": "error.database", "source": "system",
-                      "time": "2026-11-25T10:00:00Z", "workspace_id": "default",
-                      "data": {"severity": "high"}, "traceparent": "00-abc"}),
-        [], **WHERE,
+        orjson.dumps(
+            {
+                "specversion": "1.0",
+                "id": "e-1",
+                "type": "error.database",
+                "source": "system",
+                "time": "2026-11-25T10:00:00Z",
+                "workspace_id": "default",
+                "data": {"severity": "high"},
+                "traceparent": "00-abc",
+            }
+        ),
+        [],
+        **WHERE,
     )
     assert (event.id, event.type, event.source) == ("e-1", "error.database", "system")
     assert event.time == datetime(2026, 11, 25, 10, tzinfo=UTC)
@@ -25,10 +35,20 @@ def test_structured_cloudevent() -> None:
 
 
 def test_binary_mode_takes_attributes_from_ce_headers() -> None:
-    headers = [("ce_specversion", b"1.0"), ("ce_id", b"b-1"), ("ce_type", b"order.created"),
-               ("ce_source", b"shop"), ("content-type", b"application/json")]
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"b-1"),
+        ("ce_type", b"order.created"),
+        ("ce_source", b"shop"),
+        ("content-type", b"application/json"),
+    ]
     event = decode_event(b'{"total": 12}', headers, **WHERE)
-    assert (event.id, event.type, event.source, event.data) == ("b-1", "order.created", "shop", {"total": 12})
+    assert (event.id, event.type, event.source, event.data) == (
+        "b-1",
+        "order.created",
+        "shop",
+        {"total": 12},
+    )
 
 
 def test_minimal_form_gets_id_and_time_from_the_record() -> None:

@@ -14,7 +14,12 @@ def registry_with(*documents: dict) -> Registry:
 
 
 def trigger(name: str, pattern: str, **event: object) -> dict:
-    return {"name": name, "type": "event", "event": {"pattern": pattern, **event}, "agent": {"id": "a", "input": {"k": 1}}}
+    return {
+        "name": name,
+        "type": "event",
+        "event": {"pattern": pattern, **event},
+        "agent": {"id": "a", "input": {"k": 1}},
+    }
 
 
 def test_matching_trigger_fires_with_its_input_and_the_event() -> None:

@@ -56,7 +56,9 @@ types = st.text(st.sampled_from(["a", "b", "."]), max_size=7)
 
 
 @given(st.lists(patterns, min_size=1, max_size=12), st.lists(types, min_size=1, max_size=8))
-def test_index_agrees_with_checking_every_pattern(pattern_list: list[str], type_list: list[str]) -> None:
+def test_index_agrees_with_checking_every_pattern(
+    pattern_list: list[str], type_list: list[str]
+) -> None:
     index = PatternIndex()
     for i, pattern in enumerate(pattern_list):
         index.add(f"t{i}", pattern)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make run`: everything for a local try in one terminal. Ctrl-C stops it all.
+#
+# Starts Kafka (unless TRIGGERS_KAFKA_BOOTSTRAP names a broker), creates the topics,
+# applies the three example triggers, then runs the worker, the HTTP service and the
+# reference runner with their logs interleaved and prefixed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+triggers=.venv/bin/triggers
+examples=${TRIGGERS_EXAMPLES_DIR:-examples}
+
+if [[ -z "${TRIGGERS_KAFKA_BOOTSTRAP:-}" ]]; then
+  deploy/kafka/kafka.sh up
+  export TRIGGERS_KAFKA_BOOTSTRAP=127.0.0.1:9092
+fi
+"$triggers" topics create
+if [[ -d "$examples" ]]; then
+  "$triggers" apply -f "$examples"
+else
+  echo "run: no examples at $examples (set TRIGGERS_EXAMPLES_DIR); skipping" >&2
+fi
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo "run: stopping..." >&2
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  echo "run: stopped (the broker keeps running; \`make kafka-down\` stops it)" >&2
+}
+trap stop INT TERM EXIT
+
+prefixed() {
+  local name=$1; shift
+  # Each component in its own process group, so Ctrl-C reaches it only through stop().
+  setsid "$triggers" "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  pids+=($!)
+}
+prefixed worker worker
+prefixed serve serve
+prefixed runner runner
+echo "run: worker, serve (http://${TRIGGERS_HTTP_HOST:-127.0.0.1}:${TRIGGERS_HTTP_PORT:-8080}) and runner started; Ctrl-C stops them" >&2
+wait -n "${pids[@]}" || true
