@@ -38,3 +38,11 @@ def test_topic_names_are_unique_and_include_the_design_contract() -> None:
         "trigger-executions",
         "trigger-dead-letters",
     } <= set(names)
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"TRIGGERS_{n.upper()}" not in readme]
+    assert missing == []
