@@ -17,6 +17,7 @@ from rich.table import Table
 from processor import topics
 from processor.config import Settings, get_settings
 from processor.definitions import store
+from processor.definitions.endpoints import endpoint_problems
 from processor.definitions.loader import load_paths, parse_document
 from processor.definitions.model import TriggerDocument, document_json
 from processor.errors import DefinitionError, TriggersError
@@ -176,9 +177,15 @@ def validate(files: FilesOption) -> None:
     try:
         located = load_paths(files)
     except DefinitionError as exc:
-        for problem in exc.problems:
-            err.print(problem, highlight=False, markup=False)
+        _print_problems(exc.problems)
         raise typer.Exit(1) from None
+    documents = [
+        (item.document.resolved(_settings().default_workspace), item.source) for item in located
+    ]
+    problems = endpoint_problems(documents, [])
+    if problems:
+        _print_problems(problems)
+        raise typer.Exit(1)
     for item in located:
         out.print(f"valid   {item.document.name} ({item.source})", highlight=False)
 
@@ -187,6 +194,10 @@ def validate(files: FilesOption) -> None:
 def apply(
     files: FilesOption,
     dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(help="Also delete triggers of the same workspaces that the files omit."),
+    ] = False,
 ) -> None:
     """Create or update the triggers in files; exit 0 only if every document applied."""
     settings = _settings()
@@ -194,29 +205,61 @@ def apply(
         located = load_paths(files)
         current = store.read_all(settings)
     except DefinitionError as exc:
-        for problem in exc.problems:
-            err.print(problem, highlight=False, markup=False)
+        _print_problems(exc.problems)
         raise typer.Exit(1) from None
     except TriggersError as exc:
         raise _fail(str(exc)) from None
+    documents = [
+        (item.document.resolved(settings.default_workspace), item.source) for item in located
+    ]
+    problems = endpoint_problems(documents, _parsed(current).values())
+    if problems:
+        _print_problems(problems)
+        raise typer.Exit(1)
     changes: dict[str, TriggerDocument | None] = {}
     report = []
-    for item in located:
-        document = item.document.resolved(settings.default_workspace)
+    for document, _ in documents:
         previous = current.get(document.trigger_id)
         if previous == document_json(document):
-            report.append(("unchanged", document))
+            report.append(("unchanged", document.name, document.trigger_id))
             continue
-        report.append(("created" if previous is None else "updated", document))
+        report.append(
+            ("created" if previous is None else "updated", document.name, document.trigger_id)
+        )
         changes[document.trigger_id] = document
+    if prune:
+        workspaces = {document.workspace for document, _ in documents}
+        applied = {document.trigger_id for document, _ in documents}
+        for trigger_id, raw in current.items():
+            if raw.get("workspace") in workspaces and trigger_id not in applied:
+                changes[trigger_id] = None
+                report.append(("deleted", str(raw.get("name")), trigger_id))
     if changes and not dry_run:
         try:
             store.write(settings, changes)
         except TriggersError as exc:
             raise _fail(str(exc)) from None
     suffix = " (dry run)" if dry_run else ""
-    for verb, document in report:
-        out.print(f"{verb:9} {document.name}  id={document.id}{suffix}", highlight=False)
+    for verb, name, trigger_id in report:
+        out.print(f"{verb:9} {name}  id={trigger_id}{suffix}", highlight=False)
+
+
+def _print_problems(problems: list[str]) -> None:
+    for problem in problems:
+        err.print(problem, highlight=False, markup=False)
+
+
+def _parsed(documents: dict[str, dict[str, Any]]) -> dict[str, TriggerDocument]:
+    """Stored documents as models (an unreadable one is skipped: it cannot clash)."""
+    parsed = {}
+    for trigger_id, raw in documents.items():
+        try:
+            parsed[trigger_id] = parse_document(raw, trigger_id).model_copy(
+                update={"id": trigger_id}
+            )
+        except DefinitionError:
+            continue
+    return parsed
 
 
 def _find(settings: Settings, ref: str) -> tuple[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import jsonpath
 from croniter import croniter
 from pydantic import (
     AliasChoices,
@@ -22,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from processor.matching.patterns import compile_pattern
 
 TRIGGER_NAMESPACE = uuid.UUID("0b7d3c2e-5f47-4f7e-8a51-9c3f2d6e1a70")
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -84,6 +87,19 @@ class AgentSpec(_Doc):
         default_factory=dict,
         description="Input keys mapped to JSONPath expressions over what caused the fire.",
     )
+
+    @field_validator("input_mapping")
+    @classmethod
+    def _paths_parse(cls, mapping: dict[str, str]) -> dict[str, str]:
+        for key, path in mapping.items():
+            try:
+                jsonpath.compile(path)
+            except jsonpath.JSONPathError as exc:
+                first_line = str(exc).splitlines()[0]
+                raise ValueError(
+                    f"{key}: {path!r} is not a JSONPath ({first_line}); write one like $.body.text"
+                ) from None
+        return mapping
 
 
 class ScheduleSpec(_Doc):
@@ -193,6 +209,12 @@ class EventSpec(_Doc):
     condition: dict[str, Any] | list[Any] | None = Field(
         None, description="Condition on the event, and threshold settings."
     )
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        compile_pattern(value)
+        return value
 
     @field_validator("source", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
-"""Reading and writing `trigger-definitions` from the CLI (and later the API).
+"""Reading and writing `trigger-definitions` (CLI and API).
 
 The topic is compacted and keyed by trigger id, so its current content is "the last
-value per key": reading it to the end gives every live trigger.
+value per key": reading it to the end gives every live trigger. A write returns only
+once the broker acknowledged it (acks=all).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Producer
 
 from processor import topics
 from processor.config import Settings
@@ -35,21 +36,33 @@ def read_all(settings: Settings) -> dict[str, dict[str, Any]]:
     return documents
 
 
+class DefinitionWriter:
+    """Writes documents (None deletes); one producer for the life of the writer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = topics.topic_name(topics.TRIGGER_DEFINITIONS, settings)
+        self.producer: Producer = new_producer(settings, **{"message.timeout.ms": 10_000})
+
+    def write(self, changes: dict[str, TriggerDocument | None]) -> None:
+        """Write and wait until the broker has every change; KafkaUnavailable otherwise."""
+        failures: list[str] = []
+
+        def delivered(error: KafkaError | None, message: Any) -> None:
+            if error is not None:
+                failures.append(f"{message.key().decode()}: {error.str()}")
+
+        for trigger_id, document in changes.items():
+            value = orjson.dumps(document_json(document)) if document is not None else None
+            self.producer.produce(
+                self.topic, key=trigger_id.encode(), value=value, on_delivery=delivered
+            )
+        remaining = self.producer.flush(15)
+        if remaining or failures:
+            raise KafkaUnavailable(
+                f"Kafka did not acknowledge {remaining + len(failures)} write(s)"
+                + (f": {'; '.join(failures)}" if failures else "")
+            )
+
+
 def write(settings: Settings, changes: dict[str, TriggerDocument | None]) -> None:
-    """Write documents (None deletes) and wait until the broker has them all."""
-    name = topics.topic_name(topics.TRIGGER_DEFINITIONS, settings)
-    producer = new_producer(settings)
-    failures: list[str] = []
-
-    def delivered(error: KafkaError | None, message: Any) -> None:
-        if error is not None:
-            failures.append(f"{message.key().decode()}: {error}")
-
-    for trigger_id, document in changes.items():
-        value = orjson.dumps(document_json(document)) if document is not None else None
-        producer.produce(name, key=trigger_id.encode(), value=value, on_delivery=delivered)
-    remaining = producer.flush(30)
-    if remaining or failures:
-        raise KafkaUnavailable(
-            f"Kafka did not acknowledge {remaining + len(failures)} write(s): {'; '.join(failures)}"
-        )
+    DefinitionWriter(settings).write(changes)

@@ -1,75 +1,96 @@
-"""The aiohttp application. For now: `/healthz`, `/readyz` and `/metrics`."""
+"""The HTTP service (`triggers serve`): `/v1` API, health, readiness and metrics.
+
+One stateless process; run as many replicas as needed. Trigger definitions come from a
+live view of `trigger-definitions`; writes go to Kafka and answer only once acknowledged.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
-from aiohttp import web
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processor.config import Settings
+from processor.definitions.store import DefinitionWriter
+from processor.definitions.view import DefinitionsView
 from processor.errors import KafkaUnavailable
+from processor.http.triggers_api import router as triggers_router
 from processor.kafka.admin import wait_for_broker
 from processor.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger(__name__)
-SETTINGS_KEY = web.AppKey("settings", Settings)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """The process is up (liveness)."""
-    return web.json_response({"status": "ok"})
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        view = DefinitionsView(settings)
+        app.state.view = view
+        app.state.writer = DefinitionWriter(settings)
+        view.start()
+        yield
+        view.stop()
 
+    app = FastAPI(
+        title="kafka-agent-triggers",
+        version="0.1.0",
+        description="Webhook gateway and API of the Kafka event-trigger processor.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        separate_input_output_schemas=False,
+    )
+    app.state.settings = settings
+    app.include_router(triggers_router)
 
-async def readyz(request: web.Request) -> web.Response:
-    """The process can do its work: Kafka answers (readiness)."""
-    settings = request.app[SETTINGS_KEY]
-    try:
-        await asyncio.to_thread(wait_for_broker, settings, 3.0)
-    except KafkaUnavailable as exc:
-        return web.json_response({"status": "unavailable", "reason": str(exc)}, status=503)
-    return web.json_response({"status": "ready"})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def measured(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request by its route pattern (not its raw path)."""
-    info = request.match_info.route.resource
-    route = info.canonical if info is not None else "unmatched"
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        HTTP_REQUESTS.labels(route, str(status)).inc()
+    @app.middleware("http")
+    async def measured(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Count and time every request by its route template (not its raw path)."""
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        HTTP_REQUESTS.labels(route, str(response.status_code)).inc()
         HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+        return response
 
+    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024, middlewares=[measured])
-    app[SETTINGS_KEY] = settings
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    @app.get("/readyz", tags=["operations"], summary="Readiness: Kafka answers, view loaded")
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            await asyncio.to_thread(wait_for_broker, settings, 3.0)
+        except KafkaUnavailable as exc:
+            return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
+        if not request.app.state.view.ready.is_set():
+            return JSONResponse({"status": "loading definitions"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     return app
 
 
 def run_server(settings: Settings, host: str, port: int) -> None:
     """Serve in the foreground until SIGTERM or Ctrl-C."""
     log.info("serving on http://%s:%d", host, port)
-    web.run_app(create_app(settings), host=host, port=port, print=None, access_log=None)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        log_config=None,
+    )

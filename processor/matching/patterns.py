@@ -20,16 +20,19 @@ from collections.abc import Callable
 import re2
 
 REGEX_PREFIX = "re:"
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # we report the error ourselves, with the trigger's location
 
 
 def compile_pattern(pattern: str) -> Callable[[str], bool]:
     """A predicate for one pattern; raises ValueError for a regex RE2 cannot run."""
     if pattern.startswith(REGEX_PREFIX):
         try:
-            compiled = re2.compile(pattern[len(REGEX_PREFIX) :])
+            compiled = re2.compile(pattern[len(REGEX_PREFIX) :], _RE2_OPTIONS)
         except re2.error as exc:
+            reason = exc.args[0].decode() if isinstance(exc.args[0], bytes) else exc.args[0]
             raise ValueError(
-                f"regular expression {pattern[len(REGEX_PREFIX) :]!r} cannot run on RE2: {exc} "
+                f"regular expression {pattern[len(REGEX_PREFIX) :]!r} cannot run on RE2: {reason} "
                 "(backreferences and lookaround are not supported)"
             ) from None
         return lambda value: compiled.fullmatch(value) is not None

@@ -24,6 +24,8 @@ from processor.matching.events import match_event
 from processor.messages import utcnow
 from processor.metrics import EVENT_TO_FIRE, EVENTS, FIRES, MATCH_VERDICTS
 from processor.serde import to_json
+from processor.worker.definitions_table import caught_up, definitions_table
+from processor.worker.transport import App
 
 log = logging.getLogger(__name__)
 COMPONENT = "event-matcher"
@@ -47,7 +49,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
     def name(spec: topics.TopicSpec) -> str:
         return topics.topic_name(spec, settings)
 
-    app = faust.App(
+    app = App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         store="memory://",
@@ -57,15 +59,14 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
         topic_replication_factor=1,
         stream_wait_empty=True,
     )
-    from processor.worker.definitions_table import definitions_table
-
-    definitions_table(app, name(topics.TRIGGER_DEFINITIONS), registry)
+    definitions = definitions_table(app, name(topics.TRIGGER_DEFINITIONS), registry)
     events_topic = _raw_topic(app, name(topics.EVENTS), *settings.event_topics)
     fires_topic = _raw_topic(app, name(topics.TRIGGER_FIRES))
     dead_letters_topic = _raw_topic(app, name(topics.DEAD_LETTERS))
 
     @app.agent(events_topic, concurrency=1)
     async def match_events(stream: Any) -> None:
+        await caught_up(definitions, settings)
         async for event in stream.events():
             message = event.message
             try:

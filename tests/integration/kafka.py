@@ -176,3 +176,30 @@ def settle(collect: Callable[..., list[Any]], seconds: float) -> list[Any]:
 
 
 __all__ = ["ROOT", "Pipeline", "reading", "settle"]
+
+
+API_KEYS = '{"k-alpha": "alpha", "k-beta": "beta"}'
+
+
+def start_serve(pipeline: Pipeline, name: str = "serve") -> str:
+    """Start `triggers serve` on a free port with two workspaces' keys; its base URL."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pipeline.start(
+        "serve", "--port", str(port), name=name, extra_env={"TRIGGERS_API_KEYS": API_KEYS}
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                return base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"serve not ready:\n{pipeline.log(name)[-3000:]}")

@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import orjson
+
 from tests.integration.kafka import ROOT, Pipeline
 
 EXAMPLES = ROOT.parent / "shared" / "examples"
@@ -86,8 +88,10 @@ def test_serve_answers_health_readiness_and_metrics(pipeline: Pipeline) -> None:
         except urllib.error.URLError:
             assert time.monotonic() < deadline, pipeline.log("serve")
             time.sleep(0.2)
-    assert (status, body) == (200, '{"status": "ok"}')
-    assert get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+    assert (status, orjson.loads(body)) == (200, {"status": "ok"})
+    while get(f"http://127.0.0.1:{port}/readyz")[0] != 200:  # 503 until definitions are loaded
+        assert time.monotonic() < deadline, pipeline.log("serve")
+        time.sleep(0.2)
     status, metrics = get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     assert 'triggers_http_requests_total{route="/healthz",status="200"} 1.0' in metrics

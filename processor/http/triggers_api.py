@@ -1,0 +1,276 @@
+"""`/v1/triggers`: the same trigger document as the YAML files, scoped to a workspace.
+
+A key sees and changes only its own workspace's triggers; another workspace's trigger
+answers 404, exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from processor.definitions.endpoints import endpoint_problems
+from processor.definitions.loader import parse_document
+from processor.definitions.model import TriggerDocument, document_json
+from processor.definitions.store import DefinitionWriter
+from processor.definitions.view import DefinitionsView
+from processor.errors import DefinitionError, KafkaUnavailable
+from processor.http.auth import request_workspace
+
+router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
+Workspace = Annotated[str, Depends(request_workspace)]
+DOCUMENT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/TriggerDocument"}}
+        },
+    }
+}
+MERGE_PATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/merge-patch+json": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+class TriggerPage(BaseModel):
+    items: list[TriggerDocument] = Field(description="Triggers, ordered by name then id.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+def _view(request: Request) -> DefinitionsView:
+    view: DefinitionsView = request.app.state.view
+    if not view.ready.is_set():
+        raise HTTPException(503, "still loading trigger definitions", headers={"Retry-After": "1"})
+    return view
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
+
+
+def _validated(raw: Any, workspace: str, trigger_id: str | None = None) -> TriggerDocument:
+    if not isinstance(raw, dict):
+        raise HTTPException(
+            422, {"problems": ["the body must be a JSON object (a trigger document)"]}
+        )
+    if isinstance(raw.get("trigger"), dict) and len(raw) == 1:
+        raw = raw["trigger"]
+    claimed = raw.get("workspace", raw.get("workspace_id"))
+    if claimed is not None and claimed != workspace:
+        raise HTTPException(
+            403, f"this API key belongs to workspace {workspace!r}, not {claimed!r}"
+        )
+    if trigger_id is not None and raw.get("id") not in (None, trigger_id):
+        raise HTTPException(
+            422, {"problems": [f"id: {raw['id']!r} does not match the URL's {trigger_id!r}"]}
+        )
+    try:
+        document = parse_document(raw, "body")
+    except DefinitionError as exc:
+        raise HTTPException(422, {"problems": exc.problems}) from None
+    if trigger_id is not None:
+        document = document.model_copy(update={"id": trigger_id})
+    return document.resolved(workspace)
+
+
+def _owned(view: DefinitionsView, trigger_id: str, workspace: str) -> TriggerDocument:
+    document = view.get(trigger_id)
+    if document is None or document.workspace != workspace:
+        raise HTTPException(404, f"no trigger {trigger_id} in workspace {workspace!r}")
+    return document
+
+
+async def _save(request: Request, view: DefinitionsView, document: TriggerDocument) -> None:
+    problems = endpoint_problems([(document, "body")], view.documents())
+    if problems:
+        raise HTTPException(409, {"problems": problems})
+    await _write(request, view, document.trigger_id, document)
+
+
+async def _write(
+    request: Request, view: DefinitionsView, trigger_id: str, document: TriggerDocument | None
+) -> None:
+    writer: DefinitionWriter = request.app.state.writer
+    try:
+        await asyncio.to_thread(writer.write, {trigger_id: document})
+    except KafkaUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    view.apply_local(trigger_id, document)
+
+
+def _out(document: TriggerDocument) -> dict[str, Any]:
+    return document_json(document)
+
+
+def _cursor_of(document: TriggerDocument) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([document.name, document.trigger_id])).decode()
+
+
+def _parse_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        name, trigger_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(name), str(trigger_id)
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
+        raise HTTPException(400, "cursor is not one this API returned") from None
+
+
+@router.get("", response_model=TriggerPage, summary="List triggers")
+def list_triggers(
+    request: Request,
+    workspace: Workspace,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[str | None, Query(description="From the previous page.")] = None,
+    type: Annotated[str | None, Query(description="Only this trigger type.")] = None,
+    enabled: Annotated[bool | None, Query(description="Only enabled or disabled ones.")] = None,
+) -> dict[str, Any]:
+    view = _view(request)
+    documents = sorted(
+        (
+            d
+            for d in view.documents()
+            if d.workspace == workspace
+            and (type is None or d.type.value == type)
+            and (enabled is None or d.enabled == enabled)
+        ),
+        key=lambda d: (d.name, d.trigger_id),
+    )
+    if cursor is not None:
+        after = _parse_cursor(cursor)
+        documents = [d for d in documents if (d.name, d.trigger_id) > after]
+    page = documents[:limit]
+    more = len(documents) > limit
+    return {"items": [_out(d) for d in page], "next_cursor": _cursor_of(page[-1]) if more else None}
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a trigger",
+    openapi_extra=DOCUMENT_BODY,
+    response_model=TriggerDocument,
+    response_model_exclude_none=True,
+    responses={409: {"description": "Id or endpoint in use"}},
+)
+async def create_trigger(request: Request, workspace: Workspace) -> dict[str, Any]:
+    view = _view(request)
+    document = _validated(await _json_body(request), workspace)
+    if view.get(document.trigger_id) is not None:
+        raise HTTPException(409, f"trigger {document.trigger_id} exists; PUT replaces it")
+    await _save(request, view, document)
+    return _out(document)
+
+
+@router.get(
+    "/{trigger_id}",
+    response_model=TriggerDocument,
+    response_model_exclude_none=True,
+    summary="Get a trigger",
+)
+def get_trigger(request: Request, trigger_id: str, workspace: Workspace) -> dict[str, Any]:
+    return _out(_owned(_view(request), trigger_id, workspace))
+
+
+@router.put(
+    "/{trigger_id}",
+    response_model=TriggerDocument,
+    response_model_exclude_none=True,
+    summary="Create or replace a trigger",
+    openapi_extra=DOCUMENT_BODY,
+)
+async def replace_trigger(
+    request: Request, response: Response, trigger_id: str, workspace: Workspace
+) -> dict[str, Any]:
+    view = _view(request)
+    existing = view.get(trigger_id)
+    if existing is not None and existing.workspace != workspace:
+        raise HTTPException(409, f"trigger id {trigger_id} is in use")
+    document = _validated(await _json_body(request), workspace, trigger_id)
+    await _save(request, view, document)
+    response.status_code = 200 if existing is not None else 201
+    return _out(document)
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
+
+
+@router.patch(
+    "/{trigger_id}",
+    response_model=TriggerDocument,
+    response_model_exclude_none=True,
+    summary="Change part of a trigger",
+    openapi_extra=MERGE_PATCH_BODY,
+)
+async def patch_trigger(request: Request, trigger_id: str, workspace: Workspace) -> dict[str, Any]:
+    view = _view(request)
+    current = _owned(view, trigger_id, workspace)
+    patch = await _json_body(request)
+    if not isinstance(patch, dict):
+        raise HTTPException(422, {"problems": ["a merge patch must be a JSON object"]})
+    document = _validated(_merge_patch(_out(current), patch), workspace, trigger_id)
+    await _save(request, view, document)
+    return _out(document)
+
+
+@router.delete("/{trigger_id}", status_code=204, summary="Delete a trigger")
+async def delete_trigger(request: Request, trigger_id: str, workspace: Workspace) -> Response:
+    view = _view(request)
+    _owned(view, trigger_id, workspace)
+    await _write(request, view, trigger_id, None)
+    return Response(status_code=204)
+
+
+async def _set_enabled(
+    request: Request, trigger_id: str, workspace: str, enabled: bool
+) -> dict[str, Any]:
+    view = _view(request)
+    document = _owned(view, trigger_id, workspace).model_copy(update={"enabled": enabled})
+    await _save(request, view, document)
+    return _out(document)
+
+
+@router.post(
+    "/{trigger_id}/enable",
+    response_model=TriggerDocument,
+    response_model_exclude_none=True,
+    summary="Enable a trigger",
+)
+async def enable_trigger(request: Request, trigger_id: str, workspace: Workspace) -> dict[str, Any]:
+    return await _set_enabled(request, trigger_id, workspace, True)
+
+
+@router.post(
+    "/{trigger_id}/disable",
+    response_model=TriggerDocument,
+    response_model_exclude_none=True,
+    summary="Disable a trigger",
+)
+async def disable_trigger(
+    request: Request, trigger_id: str, workspace: Workspace
+) -> dict[str, Any]:
+    return await _set_enabled(request, trigger_id, workspace, False)
