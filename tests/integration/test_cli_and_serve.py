@@ -117,3 +117,37 @@ def test_worker_stops_cleanly_on_sigterm(pipeline: Pipeline) -> None:
     pipeline.wait_ready("worker", "dispatcher restored")
     assert pipeline.stop(worker) == 0
     assert "dispatcher stopped" in pipeline.log("worker")
+
+
+def test_apply_dry_run_writes_nothing_and_prune_deletes_what_files_omit(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    dry = pipeline.cli("apply", "-f", str(EXAMPLES), "--dry-run")
+    assert dry.stdout.count("created") == 3 and "(dry run)" in dry.stdout
+    assert pipeline.cli("list", "-o", "json").stdout.strip() == "[]"
+    pipeline.cli("apply", "-f", str(EXAMPLES))
+    only_one = tmp_path / "only"
+    only_one.mkdir()
+    (only_one / "report.yaml").write_text((EXAMPLES / "daily-sales-report.yaml").read_text())
+    pruned = pipeline.cli("apply", "-f", str(only_one), "--prune")
+    lines = sorted(line.split()[0] for line in pruned.stdout.splitlines())
+    assert lines == ["deleted", "deleted", "unchanged"]
+    assert "Error Handler" in pruned.stdout and "Slack Command Handler" in pruned.stdout
+    remaining = pipeline.cli("list", "-o", "json").stdout
+    assert "Daily Sales Report" in remaining and "Error Handler" not in remaining
+
+
+def test_apply_refuses_an_endpoint_another_trigger_uses(pipeline: Pipeline, tmp_path: Path) -> None:
+    pipeline.cli("apply", "-f", str(EXAMPLES / "slack-command-handler.yaml"))
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(
+        (EXAMPLES / "slack-command-handler.yaml")
+        .read_text()
+        .replace("Slack Command Handler", "Copy")
+    )
+    result = pipeline.cli("apply", "-f", str(copy), check=False)
+    assert result.returncode == 1
+    assert (
+        "POST /webhooks/slack/commands is already used by trigger 'Slack Command Handler'"
+        in result.stderr
+    )

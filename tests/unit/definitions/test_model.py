@@ -170,3 +170,59 @@ def test_shipped_examples_are_the_seed_examples_unchanged() -> None:
         pytest.skip("../shared/examples is not beside this checkout")
     for seed in EXAMPLES.glob("*.yaml"):
         assert (ROOT / "examples" / seed.name).read_text() == seed.read_text()
+
+
+def test_regex_patterns_re2_cannot_run_are_definition_errors(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        "trigger:\n  name: x\n  type: event\n  event:\n    pattern: 're:(a)\\1'\n  agent: {id: a}\n",
+    )
+    assert problems == [
+        f"{tmp_path}/t.yaml:5: trigger.event.pattern: regular expression '(a)\\\\1' cannot run on RE2: "
+        "invalid escape sequence: \\1 (backreferences and lookaround are not supported)"
+    ]
+
+
+def test_jsonpath_that_does_not_parse_is_a_definition_error(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        "trigger:\n  name: x\n  type: event\n  event: {pattern: a}\n  agent:\n    id: a\n"
+        "    input_mapping:\n      text: '$.body['\n",
+    )
+    assert len(problems) == 1
+    assert "trigger.agent.input_mapping: text: '$.body[' is not a JSONPath" in problems[0]
+    assert "write one like $.body.text" in problems[0]
+
+
+def test_webhook_endpoints_cannot_clash_or_use_reserved_paths() -> None:
+    from processor.definitions.endpoints import endpoint_problems
+
+    def hook(name: str, endpoint: str, method: str = "POST") -> object:
+        return parse_document(
+            {
+                "name": name,
+                "type": "webhook",
+                "webhook": {"endpoint": endpoint, "method": method},
+                "agent": {"id": "a"},
+            },
+            "t",
+        ).resolved("default")
+
+    existing = [hook("slack", "/webhooks/slack/commands")]
+    assert (
+        endpoint_problems([(hook("slack", "/webhooks/slack/commands"), "f.yaml")], existing) == []
+    )
+    clash = endpoint_problems([(hook("other", "/webhooks/slack/commands/"), "f.yaml")], existing)
+    assert clash == [
+        f"f.yaml: webhook.endpoint: POST /webhooks/slack/commands is already used by trigger 'slack' "
+        f"(id {existing[0].id}); choose another path or method"
+    ]
+    assert (
+        endpoint_problems([(hook("get", "/webhooks/slack/commands", "GET"), "f")], existing) == []
+    )
+    within_batch = endpoint_problems([(hook("a", "/x"), "1"), (hook("b", "/x"), "2")], [])
+    assert len(within_batch) == 1 and within_batch[0].startswith("2: webhook.endpoint: POST /x")
+    reserved = endpoint_problems([(hook("r", "/v1/triggers"), "f")], [])
+    assert reserved == [
+        "f: webhook.endpoint: /v1/triggers is reserved by the service; choose another path"
+    ]
