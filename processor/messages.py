@@ -91,6 +91,21 @@ class Fire(_Message):
     fired_at: datetime = Field(default_factory=utcnow)
 
 
+class WindowMatch(_Message):
+    """An event that passed a threshold trigger's condition, on `trigger-matches`,
+    keyed by `trigger_id` + group so one window evaluator owns each (trigger, group)."""
+
+    trigger_id: str
+    group: str = ""
+    event_key: str = Field(description="source + id: what dedupes the event in its window.")
+    time: float = Field(description="Event time, seconds since the epoch.")
+    value: float | None = Field(None, description="The aggregated field's value, if any.")
+    event: JsonObject = Field(default_factory=dict, description="Bounded summary of the event.")
+
+    def key(self) -> bytes:
+        return f"{self.trigger_id}\x1f{self.group}".encode()
+
+
 class ExecutionCommand(_Message):
     """Run an agent: written to `agent-runs`, keyed by execution id."""
 

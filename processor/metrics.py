@@ -7,8 +7,13 @@ from prometheus_client import Counter, Gauge, Histogram
 EVENTS = Counter("triggers_events_total", "Domain events read by the matcher.", ["outcome"])
 MATCH_VERDICTS = Counter(
     "triggers_match_verdicts_total",
-    "Candidate triggers evaluated against an event, by verdict.",
-    ["verdict"],
+    "Candidate triggers evaluated against an event, by trigger and verdict.",
+    ["trigger_id", "verdict"],
+)
+WINDOW_OUTCOMES = Counter(
+    "triggers_window_outcomes_total",
+    "Events seen by the window evaluator, by outcome (counted, fired, duplicate, late, ...).",
+    ["outcome"],
 )
 FIRES = Counter("triggers_fires_total", "Fires written to trigger-fires.", ["cause"])
 DEAD_LETTERS = Counter(

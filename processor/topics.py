@@ -24,6 +24,8 @@ TRIGGER_DEFINITIONS = TopicSpec("trigger-definitions", compacted=True, keyed=Fal
 EVENTS = TopicSpec("events")
 WEBHOOKS = TopicSpec("webhooks")
 CRON_TICKS = TopicSpec("cron-ticks", keyed=False)
+TRIGGER_MATCHES = TopicSpec("trigger-matches")
+"""Internal: events that passed a threshold trigger's condition, keyed by trigger + group."""
 TRIGGER_FIRES = TopicSpec("trigger-fires")
 AGENT_RUNS = TopicSpec("agent-runs")
 AGENT_RUN_CONTROL = TopicSpec("agent-run-control")
@@ -40,6 +42,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     EVENTS,
     WEBHOOKS,
     CRON_TICKS,
+    TRIGGER_MATCHES,
     TRIGGER_FIRES,
     AGENT_RUNS,
     AGENT_RUN_CONTROL,

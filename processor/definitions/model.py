@@ -24,20 +24,12 @@ from pydantic import (
     model_validator,
 )
 
+from processor.durations import parse_duration
 from processor.matching.patterns import compile_pattern
 
 TRIGGER_NAMESPACE = uuid.UUID("0b7d3c2e-5f47-4f7e-8a51-9c3f2d6e1a70")
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration like `30s`, `5m`, `1.5h`, `2d`, `250ms`."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a duration; write a number and a unit: 30s, 5m, 2h, 1d")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+__all__ = ["parse_duration"]
 
 
 def trigger_id_for(workspace: str, name: str) -> str:
@@ -214,6 +206,17 @@ class EventSpec(_Doc):
     @classmethod
     def _pattern_compiles(cls, value: str) -> str:
         compile_pattern(value)
+        return value
+
+    @field_validator("condition")
+    @classmethod
+    def _condition_parses(cls, value: Any) -> Any:
+        from processor.matching.conditions import ConditionError, parse_condition
+
+        try:
+            parse_condition(value, "")
+        except ConditionError as exc:
+            raise ValueError(str(exc).lstrip(": ")) from None
         return value
 
     @field_validator("source", mode="before")

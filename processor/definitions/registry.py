@@ -14,6 +14,7 @@ import orjson
 from processor.definitions.loader import parse_document
 from processor.definitions.model import TriggerDocument, TriggerType
 from processor.errors import DefinitionError
+from processor.matching.conditions import Condition, ConditionError, parse_condition
 from processor.matching.patterns import PatternIndex
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 class Registry:
     def __init__(self) -> None:
         self._documents: dict[str, TriggerDocument] = {}
+        self._conditions: dict[str, Condition] = {}
         self.event_patterns = PatternIndex()
 
     def __len__(self) -> int:
@@ -29,6 +31,10 @@ class Registry:
 
     def get(self, trigger_id: str) -> TriggerDocument | None:
         return self._documents.get(trigger_id)
+
+    def condition(self, trigger_id: str) -> Condition:
+        """The parsed condition of an event trigger (parsed once, when it is applied)."""
+        return self._conditions.get(trigger_id) or Condition()
 
     def documents(self) -> list[TriggerDocument]:
         return list(self._documents.values())
@@ -54,10 +60,13 @@ class Registry:
         self._documents[trigger_id] = document
         if document.enabled and document.type is TriggerType.EVENT and document.event:
             try:
+                self._conditions[trigger_id] = parse_condition(document.event.condition, "")
                 self.event_patterns.add(trigger_id, document.event.pattern)
-            except ValueError as exc:
+            except (ValueError, ConditionError) as exc:
                 log.error("trigger %s: %s", trigger_id, exc)
+                self._conditions.pop(trigger_id, None)
 
     def _remove(self, trigger_id: str) -> None:
         self._documents.pop(trigger_id, None)
+        self._conditions.pop(trigger_id, None)
         self.event_patterns.remove(trigger_id)

@@ -34,6 +34,9 @@ def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "partition.assignment.strategy": "range",
+        # A killed process's partitions move to the others after this long.
+        "session.timeout.ms": 15_000,
+        "heartbeat.interval.ms": 3_000,
         **extra,
     }
 

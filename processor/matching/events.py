@@ -1,23 +1,36 @@
-"""The event matcher: which triggers does a domain event fire? (Stateless hot path.)"""
+"""The event matcher: which triggers does a domain event fire? (Stateless hot path.)
+
+For each candidate trigger (found through the pattern index) the verdict is one of
+`Verdict`. A trigger without a threshold fires at once; one with a threshold forwards
+the event to the window evaluator as a `WindowMatch`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
+
+import orjson
 
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
-from processor.messages import Cause, CauseKind, DomainEvent, Fire, execution_id_for
+from processor.matching.conditions import MISSING, Outcome
+from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch, execution_id_for
+
+MAX_SUMMARY_DATA_BYTES = 4096
 
 
 class Verdict(StrEnum):
     """Why a candidate trigger did or did not fire on an event."""
 
     FIRED = "fired"
+    """Pattern, source and condition matched; no threshold: fired."""
+    WINDOWED = "windowed"
+    """Matched; counted in the trigger's window (it fires when the threshold is reached)."""
     SOURCE_MISMATCH = "source_mismatch"
     WORKSPACE_MISMATCH = "workspace_mismatch"
-    CONDITION_UNSUPPORTED = "condition_unsupported"
-    """The trigger has a condition this version cannot evaluate yet; it never fires."""
+    CONDITION_FAILED = "condition_failed"
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,8 @@ class Match:
     trigger: TriggerDocument
     verdict: Verdict
     fire: Fire | None = None
+    window: WindowMatch | None = None
+    trace: list[Outcome] = field(default_factory=list)
 
 
 def event_cause_key(event: DomainEvent) -> str:
@@ -32,38 +47,81 @@ def event_cause_key(event: DomainEvent) -> str:
     return f"{event.source}\x1f{event.id}"
 
 
-def fire_for_event(trigger: TriggerDocument, event: DomainEvent) -> Fire:
+def event_summary(event: DomainEvent) -> dict[str, Any]:
+    """What a fire's input says about an event: attributes, and data unless it is large."""
+    summary = event.model_dump(mode="json", exclude_none=True)
+    if len(orjson.dumps(summary.get("data"))) > MAX_SUMMARY_DATA_BYTES:
+        summary.pop("data")
+        summary["data_truncated"] = True
+    return summary
+
+
+def fire_for(
+    trigger: TriggerDocument, cause_key: str, cause: Cause, input_: dict[str, Any]
+) -> Fire:
     trigger_id = trigger.trigger_id
     return Fire(
-        execution_id=execution_id_for(trigger_id, CauseKind.EVENT, event_cause_key(event)),
+        execution_id=execution_id_for(trigger_id, CauseKind.EVENT, cause_key),
         trigger_id=trigger_id,
         trigger_name=trigger.name,
         agent_id=trigger.agent.id,
         workspace_id=trigger.workspace or "default",
         timeout_seconds=trigger.timeout_seconds,
-        cause=Cause(
-            type=CauseKind.EVENT,
-            event_id=event.id,
-            event_type=event.type,
-            event_source=event.source,
-        ),
-        input={**trigger.agent.input, "event": event.model_dump(mode="json", exclude_none=True)},
+        cause=cause,
+        input={**trigger.agent.input, **input_},
     )
 
 
-def match_event(registry: Registry, event: DomainEvent) -> list[Match]:
-    """Every candidate trigger (by pattern) with its verdict, fires included."""
+def event_cause(event: DomainEvent) -> Cause:
+    return Cause(
+        type=CauseKind.EVENT, event_id=event.id, event_type=event.type, event_source=event.source
+    )
+
+
+def match_event(registry: Registry, event: DomainEvent, explain: bool = False) -> list[Match]:
+    """Every candidate trigger (by pattern) with its verdict; `explain` records each test."""
     matches = []
+    as_dict: dict[str, Any] | None = None
     for trigger_id in sorted(registry.event_patterns.candidates(event.type)):
         trigger = registry.get(trigger_id)
         if trigger is None or trigger.event is None:
             continue
         if trigger.event.source and event.source not in trigger.event.source:
             matches.append(Match(trigger, Verdict.SOURCE_MISMATCH))
-        elif event.workspace_id and trigger.workspace and event.workspace_id != trigger.workspace:
+            continue
+        if event.workspace_id and trigger.workspace and event.workspace_id != trigger.workspace:
             matches.append(Match(trigger, Verdict.WORKSPACE_MISMATCH))
-        elif trigger.event.condition:
-            matches.append(Match(trigger, Verdict.CONDITION_UNSUPPORTED))
+            continue
+        condition = registry.condition(trigger_id)
+        if as_dict is None:
+            as_dict = event.model_dump(mode="json")
+        trace: list[Outcome] = []
+        if explain:
+            passed = condition.predicate.evaluate(as_dict, trace)
         else:
-            matches.append(Match(trigger, Verdict.FIRED, fire_for_event(trigger, event)))
+            passed = condition.matches(as_dict)
+        if not passed:
+            matches.append(Match(trigger, Verdict.CONDITION_FAILED, trace=trace))
+            continue
+        threshold = condition.threshold
+        if threshold is None:
+            fire = fire_for(
+                trigger, event_cause_key(event), event_cause(event), {"event": event_summary(event)}
+            )
+            matches.append(Match(trigger, Verdict.FIRED, fire=fire, trace=trace))
+            continue
+        value = None
+        if threshold.aggregate is not None:
+            raw = threshold.aggregate.read(as_dict)
+            if raw is not MISSING and isinstance(raw, int | float) and not isinstance(raw, bool):
+                value = float(raw)
+        window = WindowMatch(
+            trigger_id=trigger_id,
+            group=threshold.group_of(as_dict),
+            event_key=event_cause_key(event),
+            time=event.time.timestamp() if event.time else 0.0,
+            value=value,
+            event=event_summary(event),
+        )
+        matches.append(Match(trigger, Verdict.WINDOWED, window=window, trace=trace))
     return matches

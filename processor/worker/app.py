@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 from mode import Service
+from pydantic import ValidationError
 
 from processor import topics
 from processor.config import Settings
@@ -21,14 +22,18 @@ from processor.dispatch.dispatcher import Dispatcher
 from processor.errors import BadRecord
 from processor.matching.decode import decode_event
 from processor.matching.events import match_event
-from processor.messages import utcnow
-from processor.metrics import EVENT_TO_FIRE, EVENTS, FIRES, MATCH_VERDICTS
-from processor.serde import to_json
+from processor.matching.thresholds import evaluate
+from processor.matching.windows import empty_state
+from processor.messages import Fire, WindowMatch, utcnow
+from processor.metrics import EVENT_TO_FIRE, EVENTS, FIRES, MATCH_VERDICTS, WINDOW_OUTCOMES
+from processor.serde import from_json, to_json
 from processor.worker.definitions_table import caught_up, definitions_table
 from processor.worker.transport import App
 
 log = logging.getLogger(__name__)
 COMPONENT = "event-matcher"
+WINDOW_COMPONENT = "window-evaluator"
+SESSION_TIMEOUT_SECONDS = 15.0
 
 
 def _raw_topic(app: faust.App, *names: str) -> Any:
@@ -52,15 +57,25 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
     app = App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
-        store="memory://",
+        store="memory://",  # the definitions table; the window table is on RocksDB
         datadir=str(settings.data_dir / settings.app_id),
         web_enabled=False,
         producer_acks=-1,
         topic_replication_factor=1,
         stream_wait_empty=True,
+        # A killed worker's partitions move to the others after this long (Faust: 60 s).
+        broker_session_timeout=SESSION_TIMEOUT_SECONDS,
+        broker_heartbeat_interval=3.0,
     )
     definitions = definitions_table(app, name(topics.TRIGGER_DEFINITIONS), registry)
     events_topic = _raw_topic(app, name(topics.EVENTS), *settings.event_topics)
+    matches_topic = _raw_topic(app, name(topics.TRIGGER_MATCHES))
+    windows = app.Table(
+        "trigger-windows",
+        default=None,
+        partitions=settings.topic_partitions,
+        store="rocksdb://",
+    )
     fires_topic = _raw_topic(app, name(topics.TRIGGER_FIRES))
     dead_letters_topic = _raw_topic(app, name(topics.DEAD_LETTERS))
 
@@ -80,12 +95,13 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
                 )
                 fired = 0
                 for match in match_event(registry, domain_event):
-                    MATCH_VERDICTS.labels(match.verdict.value).inc()
-                    if match.fire is not None:
-                        await fires_topic.send(
-                            key=match.fire.trigger_id.encode(), value=to_json(match.fire)
+                    MATCH_VERDICTS.labels(match.trigger.trigger_id, match.verdict.value).inc()
+                    if match.window is not None:
+                        await matches_topic.send(
+                            key=match.window.key(), value=to_json(match.window)
                         )
-                        FIRES.labels("event").inc()
+                    if match.fire is not None:
+                        await _send_fire(fires_topic, match.fire)
                         fired += 1
                         if message.timestamp:
                             EVENT_TO_FIRE.observe(
@@ -103,11 +119,46 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
                 )
                 await _dead_letter(dead_letters_topic, message, f"internal error: {exc!r}")
 
+    @app.agent(matches_topic, concurrency=1)
+    async def evaluate_windows(stream: Any) -> None:
+        await caught_up(definitions, settings)
+        async for event in stream.events():
+            message = event.message
+            try:
+                match = from_json(WindowMatch, message.value)
+                key = message.key.decode()
+                state = windows.get(key) or empty_state()
+                evaluation = evaluate(registry, state, match)
+                if evaluation.decision is None:
+                    continue
+                WINDOW_OUTCOMES.labels(evaluation.decision.outcome.value).inc()
+                windows[key] = state
+                if evaluation.fire is not None:
+                    await _send_fire(fires_topic, evaluation.fire)
+            except (ValidationError, ValueError, AttributeError) as exc:
+                await _dead_letter(dead_letters_topic, message, str(exc), WINDOW_COMPONENT)
+            except Exception as exc:
+                log.exception(
+                    "window evaluator failed on %s[%d]@%d",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                )
+                await _dead_letter(
+                    dead_letters_topic, message, f"internal error: {exc!r}", WINDOW_COMPONENT
+                )
+
     return app
 
 
-async def _dead_letter(topic: Any, message: Any, reason: str) -> None:
-    EVENTS.labels("dead_letter").inc()
+async def _send_fire(topic: Any, fire: Fire) -> None:
+    await topic.send(key=fire.trigger_id.encode(), value=to_json(fire))
+    FIRES.labels("event").inc()
+
+
+async def _dead_letter(topic: Any, message: Any, reason: str, component: str = COMPONENT) -> None:
+    if component == COMPONENT:
+        EVENTS.labels("dead_letter").inc()
     log.warning(
         "dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
     )
@@ -118,7 +169,7 @@ async def _dead_letter(topic: Any, message: Any, reason: str) -> None:
         key=message.key,
         value=message.value,
         error=reason,
-        component=COMPONENT,
+        component=component,
     )
     await topic.send(key=key, value=value)
 

@@ -93,10 +93,12 @@ class Pipeline:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+        if process in self.processes:
+            self.processes.remove(process)
         return process.returncode
 
     def stop_all(self) -> None:
-        for process in reversed(self.processes):
+        for process in reversed(list(self.processes)):
             self.stop(process)
 
     def log(self, name: str) -> str:

@@ -49,10 +49,60 @@ def test_other_workspaces_events_do_not_fire() -> None:
     assert match.verdict is Verdict.WORKSPACE_MISMATCH
 
 
-def test_condition_not_yet_supported_never_fires() -> None:
-    registry = registry_with(trigger("t", "error.*", condition={"severity": ">= high"}))
-    [match] = match_event(registry, DomainEvent(id="e", type="error.db"))
-    assert match.verdict is Verdict.CONDITION_UNSUPPORTED and match.fire is None
+def test_condition_decides_and_thresholds_forward_to_the_window() -> None:
+    registry = registry_with(
+        trigger("plain", "error.*", condition={"severity": ">= high"}),
+        trigger(
+            "counted",
+            "error.*",
+            condition={
+                "severity": ">= high",
+                "count_threshold": 5,
+                "window": "5m",
+                "group_by": "data.host",
+            },
+        ),
+    )
+    high = DomainEvent(
+        id="e", type="error.db", source="s", data={"severity": "critical", "host": "h1"}
+    )
+    verdicts = {m.trigger.name: m for m in match_event(registry, high)}
+    assert verdicts["plain"].verdict is Verdict.FIRED
+    windowed = verdicts["counted"]
+    assert windowed.verdict is Verdict.WINDOWED and windowed.fire is None
+    assert windowed.window is not None and windowed.window.group == "h1"
+    assert windowed.window.event_key == "s\x1fe"
+    low = DomainEvent(id="f", type="error.db", data={"severity": "low"})
+    assert {m.verdict for m in match_event(registry, low)} == {Verdict.CONDITION_FAILED}
+    explained = match_event(registry, low, explain=True)[0]
+    assert [(o.path, o.matched) for o in explained.trace] == [("severity", False)]
+
+
+def test_threshold_fire_has_a_deterministic_id_and_carries_the_window() -> None:
+    from processor.matching.thresholds import evaluate
+    from processor.matching.windows import Outcome, empty_state
+
+    registry = registry_with(
+        trigger("counted", "error.*", condition={"count_threshold": 2, "window": "1m"})
+    )
+    state = empty_state()
+    first, second = (
+        match_event(
+            registry, DomainEvent(id=i, type="error.db", source="s", time=f"2026-01-01T00:00:0{n}Z")
+        )[0].window
+        for n, i in enumerate(["a", "b"])
+    )
+    assert first is not None and second is not None
+    assert evaluate(registry, state, first).fire is None
+    fired = evaluate(registry, state, second)
+    assert fired.fire is not None and fired.decision is not None
+    window = fired.fire.input["window"]
+    assert window["count"] == 2 and window["window_end"] == "2026-01-01T00:00:01+00:00"
+    assert [s["id"] for s in window["sample"]] == ["a", "b"]
+    assert fired.fire.input["event"]["id"] == "b" and fired.fire.input["k"] == 1
+    replay = evaluate(registry, state, second)
+    assert replay.decision is not None and replay.decision.outcome is Outcome.REPLAYED_FIRE
+    assert replay.fire is not None and replay.fire.execution_id == fired.fire.execution_id
 
 
 def test_invalid_stored_definition_is_ignored_not_raised() -> None:

@@ -1,0 +1,95 @@
+"""The seed's Error Handler on the real broker: 5 errors >= high from system/agents in 5m."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+
+from processor import topics
+from tests.integration.kafka import ROOT, Pipeline, reading, settle
+
+ERROR_HANDLER = ROOT / "examples" / "error-handler.yaml"
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def error(
+    event_id: str,
+    at: datetime,
+    severity: str = "high",
+    source: str = "system",
+    type_: str = "error.database",
+) -> dict:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": type_,
+        "source": source,
+        "time": at.isoformat(),
+        "data": {"severity": severity},
+    }
+
+
+def start_worker(pipeline: Pipeline, name: str = "worker") -> None:
+    pipeline.start("worker", name=name)
+    pipeline.wait_ready(name, "[^Worker]: Ready")
+
+
+def test_fifth_high_error_within_the_window_fires_once_and_noise_is_ignored(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.cli("apply", "-f", str(ERROR_HANDLER))
+    start_worker(pipeline)
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
+        pipeline.emit(error("low", T0, severity="low"))
+        pipeline.emit(error("other-source", T0, source="billing"))
+        pipeline.emit(error("other-type", T0, type_="warning.disk"))
+        pipeline.emit(error("unknown-rank", T0, severity="spicy"))
+        pipeline.emit({"type": "error.database", "source": "system", "id": "no-data"})
+        for i in range(4):
+            pipeline.emit(
+                error(f"e{i}", T0 + timedelta(seconds=10 * i), source=["system", "agents"][i % 2])
+            )
+        pipeline.emit(
+            error("e1", T0 + timedelta(seconds=10), source="agents")
+        )  # a duplicate does not count
+        assert settle(runs, 4) == []
+
+        pipeline.emit(error("e4", T0 + timedelta(seconds=40), severity="critical"))
+        runs(lambda cs: len(cs) >= 1, timeout=60)
+        [command] = settle(runs, 3)
+    assert command["agent_id"] == "error-analyzer" and command["trigger_name"] == "Error Handler"
+    assert command["input"]["include_context"] is True
+    window = command["input"]["window"]
+    assert window["count"] == 5
+    assert {s["id"] for s in window["sample"]} == {"e0", "e1", "e2", "e3", "e4"}
+    assert window["window_end"] == (T0 + timedelta(seconds=40)).isoformat()
+    assert command["cause"]["event_id"] == "e4"
+
+
+def test_errors_spread_wider_than_the_window_never_fire(pipeline: Pipeline) -> None:
+    pipeline.cli("apply", "-f", str(ERROR_HANDLER))
+    start_worker(pipeline)
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
+        for i in range(8):
+            pipeline.emit(error(f"s{i}", T0 + timedelta(minutes=6 * i)))
+        assert settle(runs, 5) == []
+
+
+def test_a_worker_killed_mid_window_keeps_its_count(pipeline: Pipeline) -> None:
+    pipeline.cli("apply", "-f", str(ERROR_HANDLER))
+    start_worker(pipeline)
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
+        for i in range(3):
+            pipeline.emit(error(f"k{i}", T0 + timedelta(seconds=i)))
+        time.sleep(5)  # let the window evaluator count them (and maybe commit, maybe not)
+        worker = pipeline.processes[-1]
+        pipeline.stop(worker, signal.SIGKILL)
+        start_worker(pipeline, name="worker-2")
+        pipeline.emit(error("k3", T0 + timedelta(seconds=3)))
+        assert settle(runs, 4) == []
+        pipeline.emit(error("k4", T0 + timedelta(seconds=4)))
+        runs(lambda cs: len(cs) >= 1, timeout=60)
+        [command] = settle(runs, 3)
+    assert command["input"]["window"]["count"] == 5
+    assert command["cause"]["event_id"] == "k4"
