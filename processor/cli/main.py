@@ -20,6 +20,7 @@ from processor.definitions import store
 from processor.definitions.endpoints import endpoint_problems
 from processor.definitions.loader import load_paths, parse_document
 from processor.definitions.model import TriggerDocument, document_json
+from processor.definitions.registry import Registry
 from processor.errors import DefinitionError, TriggersError
 from processor.logs import configure
 
@@ -166,6 +167,76 @@ def emit(
     if producer.flush(15) or errors:
         raise _fail(f"Kafka did not acknowledge the event: {'; '.join(errors) or 'timed out'}")
     out.print(f"emitted {event.get('type')} id={event.get('id')} to {name}", highlight=False)
+
+
+@app.command()
+def explain(
+    file: Annotated[Path, typer.Option("--file", "-f", help="The event as JSON ('-' = stdin).")],
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """Show, for each candidate trigger, why this event did or did not fire it."""
+    from processor.matching.decode import decode_event
+    from processor.matching.explain import explain as explain_event
+    from processor.matching.explain import windows_changelog
+
+    settings = _settings()
+    raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    try:
+        event = decode_event(raw, [], topic="explain", partition=0, offset=0, timestamp_ms=None)
+    except TriggersError as exc:
+        raise _fail(f"{file}: {exc}") from None
+    try:
+        registry = Registry()
+        for trigger_id, document in _parsed(store.read_all(settings)).items():
+            registry.put(document.model_copy(update={"id": trigger_id}))
+        states = _window_states(settings, windows_changelog(settings.app_id))
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
+    report = explain_event(registry, event, lambda t, g: states.get(f"{t}\x1f{g}"))
+    if output is not Output.TABLE:
+        _print([r.as_json() for r in report], output)
+        return
+    if not report:
+        out.print(f"no trigger's pattern matches type {event.type!r}", highlight=False)
+    for item in report:
+        out.print(f"[bold]{item.name}[/bold] ({item.trigger_id}): {item.verdict.value}")
+        out.print(f"  pattern {item.pattern!r} matches {event.type!r}", highlight=False)
+        out.print(
+            f"  source {event.source!r}: {'ok' if item.source_ok else 'not accepted'}",
+            highlight=False,
+        )
+        for test in item.tests:
+            mark = "ok  " if test["matched"] else "FAIL"
+            out.print(
+                f"  {mark} {test['field']} {test['test']} (actual: {test['actual']!r})",
+                highlight=False,
+                markup=False,
+            )
+        if item.window is not None:
+            w = item.window
+            out.print(
+                f"  window: {w['count']} of {w['count_threshold']} in {w['window_seconds']:g}s"
+                f" (group {w['group']!r}; the count is before this event)",
+                highlight=False,
+            )
+
+
+def _window_states(settings: Settings, topic: str) -> dict[str, Any]:
+    """Current window states by key, from the window table's changelog (if it exists)."""
+    from processor.kafka.reader import read_to_end
+
+    states: dict[str, Any] = {}
+    try:
+        for message in read_to_end(settings, topic):
+            key = orjson.loads(message.key() or b'""')
+            value = message.value()
+            if value is None:
+                states.pop(key, None)
+            else:
+                states[key] = orjson.loads(value)
+    except TriggersError:
+        return {}
+    return states
 
 
 # -- trigger definitions -------------------------------------------------------------

@@ -6,6 +6,8 @@ import signal
 import time
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from processor import topics
 from tests.integration.kafka import ROOT, Pipeline, reading, settle
 

@@ -107,3 +107,37 @@ def test_replayed_event_dispatches_once_and_bad_records_are_dead_lettered(
         commands = settle(runs, 3)
     causes = sorted(c["cause"]["event_id"] for c in commands)
     assert causes == ["other", "same-id"]
+
+
+def test_binary_mode_cloudevents_on_an_extra_input_topic_fire(pipeline: Pipeline, tmp_path) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    extra = f"{pipeline.prefix}more-events"
+    admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
+    admin.create_topics([NewTopic(extra, num_partitions=2, replication_factor=1)])[extra].result()
+    trigger_file = tmp_path / "deploy.yaml"
+    trigger_file.write_text(ECHO_TRIGGER)
+    pipeline.cli("apply", "-f", str(trigger_file))
+    pipeline.start("worker", name="worker", extra_env={"TRIGGERS_EVENT_TOPICS": f'["{extra}"]'})
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap})
+    producer.produce(
+        extra,
+        value=b'{"service": "web"}',
+        headers=[
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"bin-1"),
+            ("ce_type", b"deploy.done"),
+            ("ce_source", b"ci"),
+            ("content-type", b"application/json"),
+        ],
+    )
+    assert producer.flush(10) == 0
+
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
+        [command] = runs(lambda cs: len(cs) >= 1, timeout=60)
+    assert command["cause"]["event_id"] == "bin-1"
+    assert command["input"]["event"]["data"] == {"service": "web"}

@@ -1,0 +1,85 @@
+"""`triggers explain`: why an event did or did not fire each trigger.
+
+The same matcher the workers run, with every test recorded, plus the current count of
+threshold windows (read from the window table's changelog, so no worker is asked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from processor.definitions.registry import Registry
+from processor.matching.events import Verdict, match_event
+from processor.matching.windows import empty_state, window_count
+from processor.messages import DomainEvent
+
+WINDOWS_TABLE = "trigger-windows"
+
+
+def windows_changelog(app_id: str) -> str:
+    """The Kafka topic Faust keeps the window table's changes in."""
+    return f"{app_id}-{WINDOWS_TABLE}-changelog"
+
+
+@dataclass
+class TriggerExplanation:
+    trigger_id: str
+    name: str
+    verdict: Verdict
+    pattern: str
+    source_ok: bool
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    window: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "trigger_id": self.trigger_id,
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "pattern": self.pattern,
+            "source_ok": self.source_ok,
+            "tests": self.tests,
+            "window": self.window,
+        }
+
+
+def explain(
+    registry: Registry,
+    event: DomainEvent,
+    window_state: Callable[[str, str], dict[str, Any] | None] = lambda trigger, group: None,
+) -> list[TriggerExplanation]:
+    """One explanation per candidate trigger (those whose pattern matches the type)."""
+    explanations = []
+    for match in match_event(registry, event, explain=True):
+        trigger = match.trigger
+        assert trigger.event is not None
+        tests = [
+            {"field": o.path, "test": o.test, "actual": o.actual, "matched": o.matched}
+            for o in match.trace
+        ]
+        threshold = registry.condition(trigger.trigger_id).threshold
+        window = None
+        if threshold is not None:
+            group = threshold.group_of(event.model_dump(mode="json"))
+            state = window_state(trigger.trigger_id, group) or empty_state()
+            window = {
+                "group": group,
+                "count": window_count(state, threshold),
+                "count_threshold": threshold.count,
+                "window_seconds": threshold.window_seconds,
+                "with_this_event": match.verdict is Verdict.WINDOWED,
+            }
+        explanations.append(
+            TriggerExplanation(
+                trigger_id=trigger.trigger_id,
+                name=trigger.name,
+                verdict=match.verdict,
+                pattern=trigger.event.pattern,
+                source_ok=match.verdict is not Verdict.SOURCE_MISMATCH,
+                tests=tests,
+                window=window,
+            )
+        )
+    return explanations
