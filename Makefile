@@ -17,6 +17,7 @@ help:
 	@echo "make kafka-down   stop the broker kafka-up started"
 	@echo "make lint         ruff, formatting and mypy"
 	@echo "make schemas      regenerate schemas/trigger.schema.json from the models"
+	@echo "make bench        benchmarks (results in bench/results/)"
 
 $(UV):
 	python3 -m venv .tools/uv
@@ -57,6 +58,9 @@ lint: venv
 
 schemas: venv
 	$(BIN)/python -m processor.definitions.schema > schemas/trigger.schema.json
+
+bench: venv
+	$(BIN)/python bench/matching.py
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -6,9 +6,10 @@ Three kinds of pattern, three structures:
   first `*`); an event type of length L looks up its L+1 prefixes, then checks only the
   globs in those groups;
 - `re:` regular expressions: run on RE2 (linear time, so no pattern can hang a worker),
-  checked one by one; they are the fallback, and expected to be few.
-Cost per event grows with the length of the type and the number of regexes, not with
-the number of triggers.
+  all compiled into one RE2 set that finds every matching regex in a single pass over
+  the type (rebuilt, when regexes changed, at the next lookup).
+Cost per event grows with the length of the type and the number of triggers that
+truly match it, not with the number of triggers (bench/matching.py shows it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import re2
 
@@ -52,7 +54,9 @@ class PatternIndex:
     def __init__(self) -> None:
         self._exact: dict[str, set[str]] = defaultdict(set)
         self._globs: dict[str, dict[str, Callable[[str], bool]]] = defaultdict(dict)
-        self._regexes: dict[str, Callable[[str], bool]] = {}
+        self._regexes: dict[str, str] = {}
+        self._regex_set: Any = None
+        self._regex_ids: list[str] = []
         self._where: dict[str, tuple[str, str]] = {}
 
     def __len__(self) -> int:
@@ -61,7 +65,9 @@ class PatternIndex:
     def add(self, trigger_id: str, pattern: str) -> None:
         self.remove(trigger_id)
         if pattern.startswith(REGEX_PREFIX):
-            self._regexes[trigger_id] = compile_pattern(pattern)
+            compile_pattern(pattern)  # raises ValueError for what RE2 cannot run
+            self._regexes[trigger_id] = pattern[len(REGEX_PREFIX) :]
+            self._regex_set = None
             self._where[trigger_id] = ("regex", "")
         elif "*" in pattern:
             prefix = pattern[: pattern.index("*")]
@@ -83,6 +89,7 @@ class PatternIndex:
                 del self._globs[key]
         elif kind == "regex":
             self._regexes.pop(trigger_id, None)
+            self._regex_set = None
 
     def candidates(self, event_type: str) -> set[str]:
         found = set(self._exact.get(event_type, ()))
@@ -91,5 +98,18 @@ class PatternIndex:
                 group = self._globs.get(event_type[:end])
                 if group:
                     found.update(tid for tid, match in group.items() if match(event_type))
-        found.update(tid for tid, match in self._regexes.items() if match(event_type))
+        if self._regexes:
+            if self._regex_set is None:
+                self._compile_regexes()
+            for index in self._regex_set.Match(event_type) or ():
+                found.add(self._regex_ids[index])
         return found
+
+    def _compile_regexes(self) -> None:
+        regex_set = re2.Set.FullMatchSet(_RE2_OPTIONS)
+        self._regex_ids = []
+        for trigger_id, regex in self._regexes.items():
+            regex_set.Add(regex)
+            self._regex_ids.append(trigger_id)
+        regex_set.Compile()
+        self._regex_set = regex_set

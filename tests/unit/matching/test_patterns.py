@@ -51,7 +51,9 @@ def test_index_add_replace_remove() -> None:
 
 
 alphabet = st.sampled_from(["a", "b", ".", "*"])
-patterns = st.text(alphabet, min_size=1, max_size=6)
+globs = st.text(alphabet, min_size=1, max_size=6)
+regexes = st.sampled_from(["re:a+", "re:(a|b)\\..*", "re:.*b", "re:a\\.b", "re:[ab]{2,3}"])
+patterns = st.one_of(globs, globs, regexes)
 types = st.text(st.sampled_from(["a", "b", "."]), max_size=7)
 
 
@@ -62,6 +64,9 @@ def test_index_agrees_with_checking_every_pattern(
     index = PatternIndex()
     for i, pattern in enumerate(pattern_list):
         index.add(f"t{i}", pattern)
+    index.remove("t0")  # removals (and the regex set's rebuild) keep it exact
+    pattern_list[0] = "\x00never"
+    index.add("t0", pattern_list[0])
     for event_type in type_list:
         expected = {f"t{i}" for i, p in enumerate(pattern_list) if compile_pattern(p)(event_type)}
         assert index.candidates(event_type) == expected
