@@ -52,8 +52,8 @@ test-unit: venv
 	$(BIN)/pytest tests/unit
 
 lint: venv
-	$(BIN)/ruff check processor tests
-	$(BIN)/ruff format --check processor tests
+	$(BIN)/ruff check processor tests bench
+	$(BIN)/ruff format --check processor tests bench
 	$(BIN)/mypy
 
 schemas: venv

@@ -57,6 +57,12 @@ def test_fifth_high_error_within_the_window_fires_once_and_noise_is_ignored(
         )  # a duplicate does not count
         assert settle(runs, 4) == []
 
+        probe = orjson.dumps(error("probe", T0, severity="low"))
+        explained = pipeline.cli("explain", "-f", "-", stdin=probe)
+        assert "condition_failed" in explained.stdout
+        assert "FAIL severity >= 'high' (actual: 'low')" in explained.stdout
+        assert "window: 4 of 5 in 300s" in explained.stdout
+
         pipeline.emit(error("e4", T0 + timedelta(seconds=40), severity="critical"))
         runs(lambda cs: len(cs) >= 1, timeout=60)
         [command] = settle(runs, 3)
