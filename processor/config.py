@@ -48,6 +48,16 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='API keys mapped to workspaces, JSON: {"k-alpha": "alpha"}.',
     )
+    webhook_max_body_bytes: int = Field(
+        1024 * 1024, ge=1, description="Largest webhook body accepted; larger ones get 413."
+    )
+    webhook_ack_timeout_seconds: float = Field(
+        5.0, gt=0, description="How long the gateway waits for Kafka's ack before a 503."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Proxies (CIDRs, JSON list) whose X-Forwarded-For the gateway believes.",
+    )
     log_level: str = Field("INFO", description="Log level of every component.")
 
 

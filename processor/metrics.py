@@ -54,3 +54,23 @@ HTTP_LATENCY = Histogram(
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+WEBHOOK_REQUESTS = Counter(
+    "triggers_webhook_requests_total",
+    "Webhook calls, by trigger and status.",
+    ["trigger_id", "status"],
+)
+WEBHOOK_AUTH_FAILURES = Counter(
+    "triggers_webhook_auth_failures_total",
+    "Webhook calls refused as unauthentic, by reason.",
+    ["reason"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "triggers_webhook_seconds",
+    "From receiving a webhook call to answering it (including Kafka's ack).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+WEBHOOK_MAPPING_MISSES = Counter(
+    "triggers_webhook_mapping_misses_total",
+    "input_mapping paths that found nothing in a delivery (mapped to null), by trigger.",
+    ["trigger_id"],
+)

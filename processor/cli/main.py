@@ -19,7 +19,7 @@ from processor.config import Settings, get_settings
 from processor.definitions import store
 from processor.definitions.endpoints import endpoint_problems
 from processor.definitions.loader import load_paths, parse_document
-from processor.definitions.model import TriggerDocument, document_json
+from processor.definitions.model import TriggerDocument, document_json, warnings_for
 from processor.definitions.registry import Registry
 from processor.errors import DefinitionError, TriggersError
 from processor.logs import configure
@@ -259,6 +259,7 @@ def validate(files: FilesOption) -> None:
         raise typer.Exit(1)
     for item in located:
         out.print(f"valid   {item.document.name} ({item.source})", highlight=False)
+        _print_warnings(item.source, item.document)
 
 
 @app.command()
@@ -289,7 +290,8 @@ def apply(
         raise typer.Exit(1)
     changes: dict[str, TriggerDocument | None] = {}
     report = []
-    for document, _ in documents:
+    for document, source in documents:
+        _print_warnings(source, document)
         previous = current.get(document.trigger_id)
         if previous == document_json(document):
             report.append(("unchanged", document.name, document.trigger_id))
@@ -313,6 +315,11 @@ def apply(
     suffix = " (dry run)" if dry_run else ""
     for verb, name, trigger_id in report:
         out.print(f"{verb:9} {name}  id={trigger_id}{suffix}", highlight=False)
+
+
+def _print_warnings(source: str, document: TriggerDocument) -> None:
+    for warning in warnings_for(document):
+        err.print(f"warning: {source}: {warning}", highlight=False, markup=False)
 
 
 def _print_problems(problems: list[str]) -> None:

@@ -6,11 +6,12 @@ names (`schedule_config`, `agent_id`, `input_template`, ...) are accepted as ali
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonpath
@@ -26,6 +27,7 @@ from pydantic import (
 
 from processor.durations import parse_duration
 from processor.matching.patterns import compile_pattern
+from processor.webhooks.signatures import SLACK_HEADER, AuthType
 
 TRIGGER_NAMESPACE = uuid.UUID("0b7d3c2e-5f47-4f7e-8a51-9c3f2d6e1a70")
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -146,26 +148,80 @@ class ScheduleSpec(_Doc):
 
 
 class WebhookAuth(_Doc):
-    type: str = Field(
-        description="hmac, bearer, basic, or a preset: github, stripe, slack, standard-webhooks."
+    """How the gateway checks a call. Presets fill in their provider's scheme; every
+    field below overrides it, so any HMAC provider can be described here."""
+
+    type: AuthType = Field(
+        description="hmac, bearer, basic, github, stripe, slack, standard-webhooks."
     )
     secret: str | None = Field(None, description="A `${ENV_NAME}` reference, never the value.")
+    secrets: list[str] = Field(
+        default_factory=list, description="Several `${ENV}` references, for rotation."
+    )
     header: str | None = Field(None, description="Header carrying the signature or token.")
+    algorithm: Literal["sha256", "sha1", "sha512"] | None = Field(None, description="HMAC hash.")
+    encoding: Literal["hex", "base64"] | None = Field(None, description="Signature encoding.")
+    prefix: str | None = Field(None, description="Text before the signature, e.g. `sha256=`.")
+    secret_encoding: Literal["utf8", "base64", "hex", "whsec"] | None = Field(
+        None, description="How the secret is written (whsec: Standard Webhooks' `whsec_...`)."
+    )
+    message: str | None = Field(
+        None, description="What is signed: `{body}`, `{timestamp}`, `{id}` placeholders."
+    )
+    timestamp_header: str | None = Field(None, description="Header with the signing time.")
+    id_header: str | None = Field(None, description="Header with the delivery id (replays).")
+    tolerance_seconds: int | None = Field(
+        None, ge=1, description="Accepted clock difference for timestamped schemes (300)."
+    )
+    username: str | None = Field(None, description="User name for `basic`.")
 
     @field_validator("secret")
     @classmethod
     def _secret_is_reference(cls, value: str | None) -> str | None:
-        if value is not None and not SECRET_REFERENCE.match(value):
-            raise ValueError(
-                "write secrets as an environment reference like ${SLACK_WEBHOOK_SECRET}; "
-                "the value itself must not be stored in a trigger"
-            )
-        return value
+        return _secret_reference(value) if value is not None else None
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets_are_references(cls, values: list[str]) -> list[str]:
+        return [_secret_reference(v) for v in values]
+
+    @field_validator("header", "timestamp_header", "id_header")
+    @classmethod
+    def _lower_header(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+    @model_validator(mode="after")
+    def _complete(self) -> WebhookAuth:
+        if not self.secret and not self.secrets:
+            raise ValueError("give `secret` (or `secrets` for rotation) as ${ENV_NAME}")
+        if self.type is AuthType.HMAC and not self.header:
+            raise ValueError("hmac needs the `header` that carries the signature")
+        return self
+
+    @property
+    def secret_references(self) -> list[str]:
+        return [*([self.secret] if self.secret else []), *self.secrets]
+
+
+def _secret_reference(value: str) -> str:
+    if not SECRET_REFERENCE.match(value):
+        raise ValueError(
+            "write secrets as an environment reference like ${SLACK_WEBHOOK_SECRET}; "
+            "the value itself must not be stored in a trigger"
+        )
+    return value
 
 
 class RateLimit(_Doc):
     requests: int = Field(ge=1, description="Requests allowed per period.")
     period: str = Field("1m", description="Length of the period, e.g. `1m`.")
+
+    @field_validator("period")
+    @classmethod
+    def _period_parses(cls, value: str) -> str:
+        if parse_duration(value) < 1:
+            raise ValueError("the period must be at least 1s")
+        return value
 
 
 class WebhookSpec(_Doc):
@@ -176,6 +232,18 @@ class WebhookSpec(_Doc):
     authentication: WebhookAuth | None = None
     rate_limit: RateLimit | None = None
     ip_whitelist: list[str] | None = Field(None, description="Allowed client CIDRs.")
+
+    @field_validator("ip_whitelist")
+    @classmethod
+    def _cidrs_parse(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or []:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an IP address or CIDR like 10.0.0.0/8"
+                ) from None
+        return values
 
     @field_validator("endpoint")
     @classmethod
@@ -294,3 +362,15 @@ class TriggerDocument(_Doc):
 def document_json(document: TriggerDocument) -> dict[str, Any]:
     """The stored form of a document (what goes to `trigger-definitions`)."""
     return document.model_dump(mode="json", exclude_none=True)
+
+
+def warnings_for(document: TriggerDocument) -> list[str]:
+    """Things that are valid but probably not what the author meant."""
+    auth = document.webhook.authentication if document.webhook else None
+    if auth is not None and auth.type is AuthType.HMAC and auth.header == SLACK_HEADER:
+        return [
+            "webhook.authentication: plain `hmac` with Slack's X-Slack-Signature header; Slack "
+            "signs `v0:{timestamp}:{body}`, so calls are accepted if they match either that or "
+            "the raw-body HMAC. Prefer `type: slack`, which also rejects replays older than 5m."
+        ]
+    return []

@@ -11,6 +11,7 @@ import logging
 
 import orjson
 
+from processor.definitions.endpoints import endpoint_of
 from processor.definitions.loader import parse_document
 from processor.definitions.model import TriggerDocument, TriggerType
 from processor.errors import DefinitionError
@@ -25,6 +26,7 @@ class Registry:
         self._documents: dict[str, TriggerDocument] = {}
         self._conditions: dict[str, Condition] = {}
         self.event_patterns = PatternIndex()
+        self._endpoints: dict[str, dict[str, str]] = {}  # path -> method -> trigger id
 
     def __len__(self) -> int:
         return len(self._documents)
@@ -35,6 +37,17 @@ class Registry:
     def condition(self, trigger_id: str) -> Condition:
         """The parsed condition of an event trigger (parsed once, when it is applied)."""
         return self._conditions.get(trigger_id) or Condition()
+
+    def webhook_route(self, path: str) -> dict[str, str]:
+        """Enabled webhook triggers answering at `path`, by method: the custom endpoint,
+        or `/webhooks/{trigger_id}`."""
+        path = path.rstrip("/") or "/"
+        found = dict(self._endpoints.get(path, {}))
+        if not found and path.startswith("/webhooks/") and path.count("/") == 2:
+            document = self._documents.get(path.removeprefix("/webhooks/"))
+            if document is not None and document.enabled and document.webhook is not None:
+                found[document.webhook.method] = document.trigger_id
+        return found
 
     def documents(self) -> list[TriggerDocument]:
         return list(self._documents.values())
@@ -58,6 +71,10 @@ class Registry:
         trigger_id = document.trigger_id
         self._remove(trigger_id)
         self._documents[trigger_id] = document
+        endpoint = endpoint_of(document)
+        if document.enabled and document.type is TriggerType.WEBHOOK and endpoint is not None:
+            method, path = endpoint
+            self._endpoints.setdefault(path, {})[method] = trigger_id
         if document.enabled and document.type is TriggerType.EVENT and document.event:
             try:
                 self._conditions[trigger_id] = parse_condition(document.event.condition, "")
@@ -67,6 +84,14 @@ class Registry:
                 self._conditions.pop(trigger_id, None)
 
     def _remove(self, trigger_id: str) -> None:
-        self._documents.pop(trigger_id, None)
+        previous = self._documents.pop(trigger_id, None)
+        endpoint = endpoint_of(previous) if previous is not None else None
+        if (
+            endpoint is not None
+            and self._endpoints.get(endpoint[1], {}).get(endpoint[0]) == trigger_id
+        ):
+            del self._endpoints[endpoint[1]][endpoint[0]]
+            if not self._endpoints[endpoint[1]]:
+                del self._endpoints[endpoint[1]]
         self._conditions.pop(trigger_id, None)
         self.event_patterns.remove(trigger_id)

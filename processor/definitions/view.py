@@ -45,6 +45,10 @@ class DefinitionsView:
         with self._lock:
             return self.registry.get(trigger_id)
 
+    def route(self, path: str) -> dict[str, str]:
+        with self._lock:
+            return self.registry.webhook_route(path)
+
     def documents(self) -> list[TriggerDocument]:
         with self._lock:
             return self.registry.documents()

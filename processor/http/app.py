@@ -23,7 +23,9 @@ from processor.definitions.view import DefinitionsView
 from processor.errors import KafkaUnavailable
 from processor.http.triggers_api import router as triggers_router
 from processor.kafka.admin import wait_for_broker
+from processor.kafka.async_producer import AsyncProducer
 from processor.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from processor.webhooks.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,14 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         view = DefinitionsView(settings)
+        producer = AsyncProducer(settings, settings.webhook_ack_timeout_seconds)
         app.state.view = view
         app.state.writer = DefinitionWriter(settings)
+        app.state.gateway = Gateway(settings, view, producer)
         view.start()
         yield
         view.stop()
+        producer.close()
 
     app = FastAPI(
         title="kafka-agent-triggers",
@@ -79,6 +84,37 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/webhooks/{trigger_id}",
+        tags=["webhooks"],
+        summary="Deliver a webhook to a trigger",
+        status_code=202,
+        responses={
+            202: {"description": 'In Kafka; `{"execution_id": ...}`'},
+            401: {"description": "Bad or missing signature"},
+            403: {"description": "Caller's IP is not allowed"},
+            404: {"description": "Unknown or disabled trigger"},
+            405: {"description": "Wrong method"},
+            413: {"description": "Body too large"},
+            415: {"description": "Unsupported content type"},
+            429: {"description": "Rate limit reached (see Retry-After)"},
+            503: {"description": "Kafka unavailable (see Retry-After)"},
+        },
+    )
+    async def webhook(request: Request, trigger_id: str) -> Response:
+        gateway: Gateway = request.app.state.gateway
+        return await gateway.handle(request)
+
+    @app.api_route(
+        "/{path:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
+    async def custom_endpoint(request: Request, path: str) -> Response:
+        """Every trigger's custom `endpoint` (and other methods on /webhooks/{id})."""
+        gateway: Gateway = request.app.state.gateway
+        return await gateway.handle(request)
 
     return app
 

@@ -24,15 +24,24 @@ from processor.matching.decode import decode_event
 from processor.matching.events import match_event
 from processor.matching.thresholds import evaluate
 from processor.matching.windows import empty_state
-from processor.messages import Fire, WindowMatch, utcnow
-from processor.metrics import EVENT_TO_FIRE, EVENTS, FIRES, MATCH_VERDICTS, WINDOW_OUTCOMES
+from processor.messages import Fire, WebhookDelivery, WindowMatch, utcnow
+from processor.metrics import (
+    EVENT_TO_FIRE,
+    EVENTS,
+    FIRES,
+    MATCH_VERDICTS,
+    WEBHOOK_MAPPING_MISSES,
+    WINDOW_OUTCOMES,
+)
 from processor.serde import from_json, to_json
+from processor.webhooks.mapping import fire_for_delivery
 from processor.worker.definitions_table import caught_up, definitions_table
 from processor.worker.transport import App
 
 log = logging.getLogger(__name__)
 COMPONENT = "event-matcher"
 WINDOW_COMPONENT = "window-evaluator"
+WEBHOOK_COMPONENT = "webhook-mapper"
 SESSION_TIMEOUT_SECONDS = 15.0
 
 
@@ -70,6 +79,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
     definitions = definitions_table(app, name(topics.TRIGGER_DEFINITIONS), registry)
     events_topic = _raw_topic(app, name(topics.EVENTS), *settings.event_topics)
     matches_topic = _raw_topic(app, name(topics.TRIGGER_MATCHES))
+    webhooks_topic = _raw_topic(app, name(topics.WEBHOOKS))
     windows = app.Table(
         "trigger-windows",
         default=None,
@@ -148,12 +158,38 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
                     dead_letters_topic, message, f"internal error: {exc!r}", WINDOW_COMPONENT
                 )
 
+    @app.agent(webhooks_topic, concurrency=1)
+    async def map_webhooks(stream: Any) -> None:
+        await caught_up(definitions, settings)
+        async for event in stream.events():
+            message = event.message
+            try:
+                delivery = from_json(WebhookDelivery, message.value)
+                trigger = registry.get(delivery.trigger_id)
+                if trigger is None or not trigger.enabled or trigger.webhook is None:
+                    log.info(
+                        "delivery %s for trigger %s: trigger gone or disabled; not fired",
+                        delivery.delivery_id,
+                        delivery.trigger_id,
+                    )
+                    continue
+                fire, missing = fire_for_delivery(trigger, delivery)
+                if missing:
+                    WEBHOOK_MAPPING_MISSES.labels(trigger.trigger_id).inc(len(missing))
+                await topic_send_fire(fires_topic, fire, "webhook")
+            except (ValidationError, ValueError) as exc:
+                await _dead_letter(dead_letters_topic, message, str(exc), WEBHOOK_COMPONENT)
+
     return app
 
 
-async def _send_fire(topic: Any, fire: Fire) -> None:
+async def topic_send_fire(topic: Any, fire: Fire, cause: str) -> None:
     await topic.send(key=fire.trigger_id.encode(), value=to_json(fire))
-    FIRES.labels("event").inc()
+    FIRES.labels(cause).inc()
+
+
+async def _send_fire(topic: Any, fire: Fire) -> None:
+    await topic_send_fire(topic, fire, "event")
 
 
 async def _dead_letter(topic: Any, message: Any, reason: str, component: str = COMPONENT) -> None:

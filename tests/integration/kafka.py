@@ -183,7 +183,9 @@ __all__ = ["ROOT", "Pipeline", "reading", "settle"]
 API_KEYS = '{"k-alpha": "alpha", "k-beta": "beta"}'
 
 
-def start_serve(pipeline: Pipeline, name: str = "serve") -> str:
+def start_serve(
+    pipeline: Pipeline, name: str = "serve", extra_env: dict[str, str] | None = None
+) -> str:
     """Start `triggers serve` on a free port with two workspaces' keys; its base URL."""
     import socket
 
@@ -193,7 +195,11 @@ def start_serve(pipeline: Pipeline, name: str = "serve") -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     pipeline.start(
-        "serve", "--port", str(port), name=name, extra_env={"TRIGGERS_API_KEYS": API_KEYS}
+        "serve",
+        "--port",
+        str(port),
+        name=name,
+        extra_env={"TRIGGERS_API_KEYS": API_KEYS, **(extra_env or {})},
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -1,0 +1,1 @@
+"""Webhooks: the gateway that accepts calls and the mapper that turns them into fires."""

@@ -1,0 +1,196 @@
+"""The webhook gateway on the real broker."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from processor import topics
+from tests.integration.conftest import KAFKA_SH
+from tests.integration.kafka import ROOT, Pipeline, reading, settle, start_serve
+
+SLACK_TRIGGER = ROOT / "examples" / "slack-command-handler.yaml"
+SLACK_SECRET = "slack-signing-secret-for-tests"
+
+
+def slack_signed(body: bytes, secret: str = SLACK_SECRET) -> dict[str, str]:
+    timestamp = str(int(time.time()))
+    digest = hmac.new(
+        secret.encode(), f"v0:{timestamp}:".encode() + body, hashlib.sha256
+    ).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": f"v0={digest}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def test_slack_signed_command_becomes_an_agent_run_with_mapped_input(pipeline: Pipeline) -> None:
+    pipeline.cli("apply", "-f", str(SLACK_TRIGGER))
+    base = start_serve(pipeline, extra_env={"SLACK_WEBHOOK_SECRET": SLACK_SECRET})
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    body = urlencode(
+        {
+            "token": "x",
+            "team_id": "T1",
+            "channel_id": "C42",
+            "user_id": "U7",
+            "command": "/ask",
+            "text": "why is the build red?",
+        }
+    ).encode()
+    headers = slack_signed(body)
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
+        first = httpx.post(
+            f"{base}/webhooks/slack/commands", content=body, headers=headers, timeout=20
+        )
+        assert first.status_code == 202, first.text
+        execution_id = first.json()["execution_id"]
+        retried = httpx.post(
+            f"{base}/webhooks/slack/commands", content=body, headers=headers, timeout=20
+        )
+        assert retried.status_code == 202 and retried.json()["execution_id"] == execution_id
+        runs(lambda cs: len(cs) >= 1, timeout=60)
+        [command] = settle(runs, 3)
+    assert command["execution_id"] == execution_id
+    assert command["agent_id"] == "slack-bot"
+    assert command["input"] == {"text": "why is the build red?", "user_id": "U7", "channel": "C42"}
+    assert (
+        command["cause"]["type"] == "webhook"
+        and command["cause"]["path"] == "/webhooks/slack/commands"
+    )
+
+    with reading(pipeline.bootstrap, pipeline.topic(topics.WEBHOOKS)) as deliveries:
+        stored = deliveries(lambda ds: len(ds) >= 2, timeout=30)
+    assert all("x-slack-signature" in d["headers"] and SLACK_SECRET not in str(d) for d in stored)
+
+
+def test_refusals_have_the_right_status_and_are_counted(pipeline: Pipeline, tmp_path: Path) -> None:
+    (tmp_path / "hooks.yaml").write_text("""
+trigger:
+  id: gh
+  name: GitHub pushes
+  type: webhook
+  webhook:
+    endpoint: /hooks/github
+    authentication: {type: github, secret: "${GH_SECRET}"}
+    ip_whitelist: ["127.0.0.0/8"]
+    rate_limit: {requests: 6, period: 1m}
+  agent: {id: a, input_mapping: {ref: "$.body.ref", missing: "$.body.nope"}}
+---
+trigger:
+  id: office
+  name: Office only
+  type: webhook
+  webhook: {ip_whitelist: ["10.0.0.0/8"]}
+  agent: {id: a}
+---
+trigger:
+  id: disabled-hook
+  name: Disabled
+  type: webhook
+  enabled: false
+  webhook: {}
+  agent: {id: a}
+""")
+    pipeline.cli("apply", "-f", str(tmp_path / "hooks.yaml"))
+    base = start_serve(
+        pipeline, extra_env={"GH_SECRET": "gh-secret", "TRIGGERS_WEBHOOK_MAX_BODY_BYTES": "1000"}
+    )
+
+    def github(body: bytes, **headers: str) -> httpx.Response:
+        digest = hmac.new(b"gh-secret", body, hashlib.sha256).hexdigest()
+        sent = {
+            "X-Hub-Signature-256": f"sha256={digest}",
+            "X-GitHub-Delivery": "d-1",
+            "Content-Type": "application/json",
+            **headers,
+        }
+        return httpx.post(f"{base}/hooks/github", content=body, headers=sent, timeout=20)
+
+    assert httpx.post(f"{base}/webhooks/nope", json={}).status_code == 404
+    assert httpx.post(f"{base}/webhooks/disabled-hook", json={}).status_code == 404
+    wrong_method = httpx.get(f"{base}/hooks/github")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert httpx.post(f"{base}/webhooks/office", json={}).status_code == 403
+    unsigned = httpx.post(f"{base}/hooks/github", json={"ref": "main"})
+    assert unsigned.status_code == 401 and unsigned.json() == {
+        "error": "missing x-hub-signature-256 header"
+    }
+    assert github(b'{"ref": "main"}', **{"X-Hub-Signature-256": "sha256=00"}).status_code == 401
+    assert github(b"{nope").status_code == 400
+    assert github(b"\x00\x01", **{"Content-Type": "application/octet-stream"}).status_code == 415
+    assert github(b'{"pad": "' + b"x" * 2000 + b'"}').status_code == 413
+    accepted = github(b'{"ref": "main"}')
+    assert accepted.status_code == 202
+    limited = github(b'{"ref": "main"}')
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+
+    metrics = httpx.get(f"{base}/metrics").text
+    assert (
+        'triggers_webhook_auth_failures_total{reason="missing x-hub-signature-256 header"} 1.0'
+        in metrics
+    )
+    assert 'triggers_webhook_requests_total{status="202",trigger_id="gh"} 1.0' in metrics
+    assert 'triggers_webhook_requests_total{status="429",trigger_id="gh"} 1.0' in metrics
+
+
+@pytest.fixture
+def our_broker(kafka_bootstrap: str) -> str:
+    status = subprocess.run([str(KAFKA_SH), "status"], capture_output=True, text=True)
+    if "ours" not in status.stdout:
+        pytest.skip("the broker was not started by this checkout; not stopping someone else's")
+    return kafka_bootstrap
+
+
+def test_gateway_answers_503_while_the_broker_is_down_and_202_after(
+    pipeline: Pipeline, our_broker: str
+) -> None:
+    pipeline.cli("apply", "-f", str(SLACK_TRIGGER))
+    base = start_serve(
+        pipeline,
+        extra_env={
+            "SLACK_WEBHOOK_SECRET": SLACK_SECRET,
+            "TRIGGERS_WEBHOOK_ACK_TIMEOUT_SECONDS": "2",
+        },
+    )
+    body = urlencode({"channel_id": "C1", "user_id": "U1", "text": "down?"}).encode()
+    accepted: list[str] = []
+    subprocess.run([str(KAFKA_SH), "down"], check=True, timeout=120)
+    try:
+        refused = httpx.post(
+            f"{base}/webhooks/slack/commands", content=body, headers=slack_signed(body), timeout=30
+        )
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+    finally:
+        subprocess.run([str(KAFKA_SH), "up"], check=True, timeout=300)
+    deadline = time.monotonic() + 90
+    attempt = 0
+    while not accepted:
+        attempt += 1
+        text = f"retry {attempt}"
+        retry = urlencode({"channel_id": "C1", "user_id": "U1", "text": text}).encode()
+        answer = httpx.post(
+            f"{base}/webhooks/slack/commands",
+            content=retry,
+            headers=slack_signed(retry),
+            timeout=30,
+        )
+        if answer.status_code == 202:
+            accepted.append(text)
+        else:
+            assert answer.status_code == 503 and time.monotonic() < deadline, answer.text
+            time.sleep(1)
+    with reading(pipeline.bootstrap, pipeline.topic(topics.WEBHOOKS)) as deliveries:
+        deliveries(lambda ds: len(ds) >= 1, timeout=30)
+        stored = settle(deliveries, 3)
+    # Only what was answered 2xx is in Kafka: none of the calls answered 503.
+    assert [d["body"]["text"] for d in stored] == accepted
