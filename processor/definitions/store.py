@@ -43,13 +43,17 @@ class DefinitionWriter:
         self.topic = topics.topic_name(topics.TRIGGER_DEFINITIONS, settings)
         self.producer: Producer = new_producer(settings, **{"message.timeout.ms": 10_000})
 
-    def write(self, changes: dict[str, TriggerDocument | None]) -> None:
-        """Write and wait until the broker has every change; KafkaUnavailable otherwise."""
+    def write(self, changes: dict[str, TriggerDocument | None]) -> dict[str, int]:
+        """Write and wait until the broker has every change; KafkaUnavailable otherwise.
+        Returns the offset each change got."""
         failures: list[str] = []
+        offsets: dict[str, int] = {}
 
         def delivered(error: KafkaError | None, message: Any) -> None:
             if error is not None:
                 failures.append(f"{message.key().decode()}: {error.str()}")
+            else:
+                offsets[message.key().decode()] = message.offset()
 
         for trigger_id, document in changes.items():
             value = orjson.dumps(document_json(document)) if document is not None else None
@@ -62,6 +66,7 @@ class DefinitionWriter:
                 f"Kafka did not acknowledge {remaining + len(failures)} write(s)"
                 + (f": {'; '.join(failures)}" if failures else "")
             )
+        return offsets
 
 
 def write(settings: Settings, changes: dict[str, TriggerDocument | None]) -> None:

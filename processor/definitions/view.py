@@ -29,6 +29,8 @@ class DefinitionsView:
         self.registry = Registry()
         self.ready = threading.Event()
         self._lock = threading.Lock()
+        # Offsets of our own writes already shown; older records for the key are stale.
+        self._shown: dict[str, int] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="definitions-view", daemon=True)
 
@@ -55,9 +57,11 @@ class DefinitionsView:
 
     # -- writes ------------------------------------------------------------------------
 
-    def apply_local(self, trigger_id: str, document: TriggerDocument | None) -> None:
-        """Show our own acknowledged write at once (the follower will read it again)."""
+    def apply_local(self, trigger_id: str, document: TriggerDocument | None, offset: int) -> None:
+        """Show our own acknowledged write at once. The follower reads it again later,
+        and skips the records of that trigger that are older than it meanwhile."""
         with self._lock:
+            self._shown[trigger_id] = max(offset, self._shown.get(trigger_id, -1))
             if document is None:
                 self.registry.apply(trigger_id, None)
             else:
@@ -87,8 +91,13 @@ class DefinitionsView:
                         else:
                             log.warning("definitions view: %s", error)
                         continue
+                    key = (message.key() or b"").decode()
                     with self._lock:
-                        self.registry.apply(message.key() or b"", message.value())
+                        shown = self._shown.get(key)
+                        if shown is not None and (message.offset() or 0) < shown:
+                            continue
+                        self._shown.pop(key, None)
+                        self.registry.apply(key, message.value())
         except Exception:
             log.exception("definitions view stopped following %s", self.topic)
             raise

@@ -108,10 +108,10 @@ async def _write(
 ) -> None:
     writer: DefinitionWriter = request.app.state.writer
     try:
-        await asyncio.to_thread(writer.write, {trigger_id: document})
+        offsets = await asyncio.to_thread(writer.write, {trigger_id: document})
     except KafkaUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
-    view.apply_local(trigger_id, document)
+    view.apply_local(trigger_id, document, offsets[trigger_id])
 
 
 def _out(document: TriggerDocument) -> dict[str, Any]:
