@@ -74,3 +74,13 @@ WEBHOOK_MAPPING_MISSES = Counter(
     "input_mapping paths that found nothing in a delivery (mapped to null), by trigger.",
     ["trigger_id"],
 )
+SCHEDULE_LATENESS = Histogram(
+    "triggers_schedule_lateness_seconds",
+    "From a schedule's (jittered) fire time to its fire being written.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+)
+SCHEDULER_TICK = Histogram(
+    "triggers_scheduler_tick_seconds",
+    "Time to handle one scheduler tick (grows with the fires due).",
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
+)

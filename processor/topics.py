@@ -23,7 +23,7 @@ class TopicSpec:
 TRIGGER_DEFINITIONS = TopicSpec("trigger-definitions", compacted=True, keyed=False)
 EVENTS = TopicSpec("events")
 WEBHOOKS = TopicSpec("webhooks")
-CRON_TICKS = TopicSpec("cron-ticks", keyed=False)
+CRON_TICKS = TopicSpec("cron-ticks", keyed=False, config={"retention.ms": str(DAY_MS)})
 TRIGGER_MATCHES = TopicSpec("trigger-matches")
 """Internal: events that passed a threshold trigger's condition, keyed by trigger + group."""
 TRIGGER_FIRES = TopicSpec("trigger-fires")

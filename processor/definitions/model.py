@@ -70,6 +70,17 @@ class OverlapPolicy(StrEnum):
     """Start it anyway: `max_concurrent` is not enforced."""
 
 
+class CatchUp(StrEnum):
+    """What a schedule does about fires missed while no worker ran (beyond `grace`)."""
+
+    SKIP = "skip"
+    """Drop them; continue with the next scheduled time."""
+    LATEST = "latest"
+    """Make only the most recent missed fire, if within `catch_up_window`. The default."""
+    ALL = "all"
+    """Make every missed fire within `catch_up_window`, at most `max_catch_up` (the newest)."""
+
+
 class AgentSpec(_Doc):
     id: str = Field(min_length=1, description="The agent to run (runtimes route on it).")
     input: dict[str, Any] = Field(
@@ -108,14 +119,28 @@ class ScheduleSpec(_Doc):
     jitter_seconds: int = Field(
         0, ge=0, description="Delay each fire by up to this many seconds (same per fire)."
     )
+    grace_seconds: int = Field(
+        60, ge=0, description="A fire this late or less is always made (covers failover)."
+    )
+    catch_up: CatchUp = Field(CatchUp.LATEST, description="Policy for older missed fires.")
+    catch_up_window: str = Field("1h", description="How far back catch-up looks.")
+    max_catch_up: int = Field(10, ge=1, description="Most fires `catch_up: all` makes at once.")
+
+    @field_validator("catch_up_window")
+    @classmethod
+    def _window_parses(cls, value: str) -> str:
+        parse_duration(value)
+        return value
 
     @field_validator("cron")
     @classmethod
     def _cron_parses(cls, value: str | None) -> str | None:
-        if value is not None and not croniter.is_valid(value):
+        if value is not None and not croniter.is_valid(
+            value, second_at_beginning=len(value.split()) == 6
+        ):
             raise ValueError(
                 f"{value!r} is not a cron expression; write 5 fields "
-                "(minute hour day month weekday), a 6th for seconds, or @hourly/@daily"
+                "(minute hour day month weekday), 6 with seconds first, or @hourly/@daily"
             )
         return value
 

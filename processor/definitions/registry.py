@@ -27,6 +27,8 @@ class Registry:
         self._conditions: dict[str, Condition] = {}
         self.event_patterns = PatternIndex()
         self._endpoints: dict[str, dict[str, str]] = {}  # path -> method -> trigger id
+        self.version = 0
+        """Changes with every applied record, so readers can tell when to re-sync."""
 
     def __len__(self) -> int:
         return len(self._documents)
@@ -68,6 +70,7 @@ class Registry:
         self.put(document.model_copy(update={"id": trigger_id}))
 
     def put(self, document: TriggerDocument) -> None:
+        self.version += 1
         trigger_id = document.trigger_id
         self._remove(trigger_id)
         self._documents[trigger_id] = document
@@ -84,6 +87,7 @@ class Registry:
                 self._conditions.pop(trigger_id, None)
 
     def _remove(self, trigger_id: str) -> None:
+        self.version += 1
         previous = self._documents.pop(trigger_id, None)
         endpoint = endpoint_of(previous) if previous is not None else None
         if (

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -22,14 +25,17 @@ from processor.dispatch.dispatcher import Dispatcher
 from processor.errors import BadRecord
 from processor.matching.decode import decode_event
 from processor.matching.events import match_event
+from processor.matching.scheduler import Scheduler
 from processor.matching.thresholds import evaluate
 from processor.matching.windows import empty_state
-from processor.messages import Fire, WebhookDelivery, WindowMatch, utcnow
+from processor.messages import CronTick, Fire, WebhookDelivery, WindowMatch, utcnow
 from processor.metrics import (
     EVENT_TO_FIRE,
     EVENTS,
     FIRES,
     MATCH_VERDICTS,
+    SCHEDULE_LATENESS,
+    SCHEDULER_TICK,
     WEBHOOK_MAPPING_MISSES,
     WINDOW_OUTCOMES,
 )
@@ -42,6 +48,8 @@ log = logging.getLogger(__name__)
 COMPONENT = "event-matcher"
 WINDOW_COMPONENT = "window-evaluator"
 WEBHOOK_COMPONENT = "webhook-mapper"
+SCHEDULER_COMPONENT = "scheduler"
+TICK_SECONDS = 1.0
 SESSION_TIMEOUT_SECONDS = 15.0
 
 
@@ -80,6 +88,9 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
     events_topic = _raw_topic(app, name(topics.EVENTS), *settings.event_topics)
     matches_topic = _raw_topic(app, name(topics.TRIGGER_MATCHES))
     webhooks_topic = _raw_topic(app, name(topics.WEBHOOKS))
+    ticks_topic = _raw_topic(app, name(topics.CRON_TICKS))
+    scheduler_state = app.Table("scheduler-state", default=None, partitions=1)
+    scheduler = Scheduler(registry)
     windows = app.Table(
         "trigger-windows",
         default=None,
@@ -179,6 +190,35 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
                 await topic_send_fire(fires_topic, fire, "webhook")
             except (ValidationError, ValueError) as exc:
                 await _dead_letter(dead_letters_topic, message, str(exc), WEBHOOK_COMPONENT)
+
+    @app.timer(TICK_SECONDS, on_leader=True)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        """Only the leader ticks; each tick carries the second it stands for."""
+        second = datetime.fromtimestamp(math.floor(time.time()), UTC)
+        await ticks_topic.send(key=b"tick", value=to_json(CronTick(tick=second)))
+
+    @app.agent(ticks_topic, concurrency=1)
+    async def schedule_fires(stream: Any) -> None:
+        await caught_up(definitions, settings)
+        async for event in stream.events():
+            message = event.message
+            try:
+                tick_at = from_json(CronTick, message.value).tick.timestamp()
+            except (ValidationError, ValueError) as exc:
+                await _dead_letter(dead_letters_topic, message, str(exc), SCHEDULER_COMPONENT)
+                continue
+            previous = scheduler_state.get("last_tick")
+            if previous is None:
+                previous = tick_at - 1  # first start ever: nothing to catch up on
+            if tick_at <= previous:
+                continue  # a tick from before a leader change, already handled
+            started = time.perf_counter()
+            now = time.time()
+            for fire, fire_time in scheduler.on_tick(previous, tick_at, now):
+                await topic_send_fire(fires_topic, fire, "schedule")
+                SCHEDULE_LATENESS.observe(max(0.0, now - fire_time))
+            scheduler_state["last_tick"] = tick_at
+            SCHEDULER_TICK.observe(time.perf_counter() - started)
 
     return app
 

@@ -1,0 +1,69 @@
+"""The scheduler's reaction to one tick, given the registry (no Kafka here).
+
+It keeps the due-index in step with the registry (re-synced only when the registry
+changed) and turns due scheduled times into fires whose execution ids come from the
+trigger and the scheduled time: a second scheduler, or a replayed tick, makes the
+same ids, which the dispatcher drops.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from processor.definitions.model import TriggerDocument
+from processor.definitions.registry import Registry
+from processor.matching.schedules import DueIndex, Schedule, schedule_of
+from processor.messages import Cause, CauseKind, Fire, execution_id_for
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def schedule_fire(trigger: TriggerDocument, scheduled: float, now: float) -> Fire:
+    return Fire(
+        execution_id=execution_id_for(trigger.trigger_id, CauseKind.SCHEDULE, iso(scheduled)),
+        trigger_id=trigger.trigger_id,
+        trigger_name=trigger.name,
+        agent_id=trigger.agent.id,
+        workspace_id=trigger.workspace or "default",
+        timeout_seconds=trigger.timeout_seconds,
+        cause=Cause(type=CauseKind.SCHEDULE, scheduled_time=iso(scheduled)),
+        input={**trigger.agent.input, "scheduled_time": iso(scheduled), "actual_time": iso(now)},
+    )
+
+
+class Scheduler:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.index = DueIndex()
+        self._synced_version = -1
+        self._known: dict[str, TriggerDocument] = {}
+
+    def _sync(self, handled_until: float) -> None:
+        if self.registry.version == self._synced_version:
+            return
+        current = {}
+        for document in self.registry.documents():
+            if schedule_of(document) is not None:
+                current[document.trigger_id] = document
+        for trigger_id in self._known.keys() - current.keys():
+            self.index.remove(trigger_id)
+        for trigger_id, document in current.items():
+            if self._known.get(trigger_id) is not document:
+                assert document.schedule is not None
+                self.index.put(Schedule(trigger_id, document.schedule), handled_until)
+        self._known = current
+        self._synced_version = self.registry.version
+
+    def on_tick(self, previous_tick: float, tick: float, now: float) -> list[tuple[Fire, float]]:
+        """Fires due at this tick, each with its (jittered) fire time."""
+        self._sync(previous_tick)
+        fires = []
+        for schedule, scheduled_times in self.index.pop_due(previous_tick, tick):
+            trigger = self._known[schedule.trigger_id]
+            for scheduled in scheduled_times:
+                fires.append(
+                    (schedule_fire(trigger, scheduled, now), scheduled + schedule.jitter(scheduled))
+                )
+        return fires
