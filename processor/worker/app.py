@@ -91,6 +91,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
     ticks_topic = _raw_topic(app, name(topics.CRON_TICKS))
     scheduler_state = app.Table("scheduler-state", default=None, partitions=1)
     scheduler = Scheduler(registry)
+    ticking: list[bool] = []
     windows = app.Table(
         "trigger-windows",
         default=None,
@@ -194,6 +195,9 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
     @app.timer(TICK_SECONDS, on_leader=True)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         """Only the leader ticks; each tick carries the second it stands for."""
+        if not ticking:
+            log.info("this worker is the leader: ticking %s", name(topics.CRON_TICKS))
+            ticking.append(True)
         second = datetime.fromtimestamp(math.floor(time.time()), UTC)
         await ticks_topic.send(key=b"tick", value=to_json(CronTick(tick=second)))
 

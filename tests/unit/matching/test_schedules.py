@@ -11,7 +11,11 @@ from processor.matching.schedules import DueIndex, Schedule, due_fires
 
 
 def at(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() if "+" not in text else datetime.fromisoformat(text).timestamp()
+    return (
+        datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+        if "+" not in text
+        else datetime.fromisoformat(text).timestamp()
+    )
 
 
 def iso(t: float) -> str:
@@ -35,9 +39,16 @@ def fires_from(s: Schedule, start: str, n: int) -> list[str]:
 def test_daily_sales_report_is_nine_new_york_time_across_both_dst_changes() -> None:
     s = schedule(cron="0 9 * * *", timezone="America/New_York")
     assert fires_from(s, "2026-03-06T12:00:00", 4) == [
-        "2026-03-06T14:00:00Z", "2026-03-07T14:00:00Z", "2026-03-08T13:00:00Z", "2026-03-09T13:00:00Z"]
+        "2026-03-06T14:00:00Z",
+        "2026-03-07T14:00:00Z",
+        "2026-03-08T13:00:00Z",
+        "2026-03-09T13:00:00Z",
+    ]
     assert fires_from(s, "2026-10-31T00:00:00", 3) == [
-        "2026-10-31T13:00:00Z", "2026-11-01T14:00:00Z", "2026-11-02T14:00:00Z"]
+        "2026-10-31T13:00:00Z",
+        "2026-11-01T14:00:00Z",
+        "2026-11-02T14:00:00Z",
+    ]
 
 
 def test_a_0230_job_on_spring_forward_day_fires_once_when_the_clock_jumps() -> None:
@@ -60,20 +71,32 @@ def test_a_0130_job_on_fall_back_day_fires_once_at_the_first_occurrence() -> Non
 
 def test_seconds_field_macros_intervals_and_one_shot() -> None:
     assert fires_from(schedule(cron="*/20 * * * * *"), "2026-01-01T00:00:00", 3) == [
-        "2026-01-01T00:00:20Z", "2026-01-01T00:00:40Z", "2026-01-01T00:01:00Z"]
-    assert fires_from(schedule(cron="@hourly", timezone="Asia/Kolkata"), "2026-01-01T00:00:00", 2) == [
-        "2026-01-01T00:30:00Z", "2026-01-01T01:30:00Z"]  # UTC+05:30
+        "2026-01-01T00:00:20Z",
+        "2026-01-01T00:00:40Z",
+        "2026-01-01T00:01:00Z",
+    ]
+    assert fires_from(
+        schedule(cron="@hourly", timezone="Asia/Kolkata"), "2026-01-01T00:00:00", 2
+    ) == ["2026-01-01T00:30:00Z", "2026-01-01T01:30:00Z"]  # UTC+05:30
     every = schedule(every="15m", start_date="2026-01-01T00:05:00Z")
-    assert fires_from(every, "2025-12-31T00:00:00", 2) == ["2026-01-01T00:05:00Z", "2026-01-01T00:20:00Z"]
+    assert fires_from(every, "2025-12-31T00:00:00", 2) == [
+        "2026-01-01T00:05:00Z",
+        "2026-01-01T00:20:00Z",
+    ]
     once = schedule(at="2026-05-01T12:00:00Z")
     assert fires_from(once, "2026-01-01T00:00:00", 1) == ["2026-05-01T12:00:00Z"]
     assert once.next_after(at("2026-05-01T12:00:00")) is None
 
 
 def test_start_and_end_dates_bound_the_fires() -> None:
-    s = schedule(cron="0 0 * * *", start_date="2026-02-01T00:00:00Z", end_date="2026-02-03T00:00:00Z")
+    s = schedule(
+        cron="0 0 * * *", start_date="2026-02-01T00:00:00Z", end_date="2026-02-03T00:00:00Z"
+    )
     assert fires_from(s, "2026-01-01T00:00:00", 3) == [
-        "2026-02-01T00:00:00Z", "2026-02-02T00:00:00Z", "2026-02-03T00:00:00Z"]
+        "2026-02-01T00:00:00Z",
+        "2026-02-02T00:00:00Z",
+        "2026-02-03T00:00:00Z",
+    ]
     assert s.next_after(at("2026-02-03T00:00:00")) is None
 
 
@@ -115,8 +138,12 @@ def test_due_index_pops_only_what_is_due_and_follows_changes() -> None:
     for i in range(1000):
         index.put(Schedule(f"t{i}", ScheduleSpec(cron=f"{i % 60} * * * *")), start)
     due = index.pop_due(start, start + 60)
-    assert sorted(s.trigger_id for s, _ in due) == sorted(f"t{i}" for i in range(1000) if i % 60 == 1)
+    assert sorted(s.trigger_id for s, _ in due) == sorted(
+        f"t{i}" for i in range(1000) if i % 60 == 1
+    )
     index.remove("t2")
     index.put(Schedule("t3", ScheduleSpec(cron="59 * * * *")), start + 60)
     due = index.pop_due(start + 60, start + 240)
-    assert sorted(s.trigger_id for s, _ in due) == sorted(f"t{i}" for i in range(1000) if i % 60 in (2, 3, 4) and i not in (2, 3))
+    assert sorted(s.trigger_id for s, _ in due) == sorted(
+        f"t{i}" for i in range(1000) if i % 60 in (2, 3, 4) and i not in (2, 3)
+    )
