@@ -61,6 +61,7 @@ schemas: venv
 
 bench: venv
 	$(BIN)/python bench/matching.py
+	$(BIN)/python bench/scheduler.py
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
