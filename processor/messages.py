@@ -97,6 +97,7 @@ class WindowMatch(_Message):
 
     trigger_id: str
     group: str = ""
+    role: str = Field("event", description="event, or first / second of a sequence pattern.")
     event_key: str = Field(description="source + id: what dedupes the event in its window.")
     time: float = Field(description="Event time, seconds since the epoch.")
     value: float | None = Field(None, description="The aggregated field's value, if any.")

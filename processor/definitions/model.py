@@ -283,6 +283,49 @@ class WebhookSpec(_Doc):
         return value.upper()
 
 
+class FollowUp(_Doc):
+    """The B of "A then B" / "A not followed by B": matched to an A by a shared key."""
+
+    pattern: str = Field(min_length=1, description="B's event type glob, or `re:` regex.")
+    within: str = Field(description="How long after A, e.g. `30m`.")
+    key: str = Field(description="Field both events carry, e.g. `data.order_id`.")
+    source: list[str] = Field(default_factory=list, description="B's accepted sources.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        compile_pattern(value)
+        return value
+
+    @field_validator("within")
+    @classmethod
+    def _within_parses(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("`within` must be longer than zero")
+        return value
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class Debounce(_Doc):
+    """Fire once the key has been quiet for `quiet`, with every event of the burst."""
+
+    quiet: str = Field(description="Fire after this long without a new event, e.g. `30s`.")
+    max_wait: str | None = Field(None, description="Fire at the latest this long after the first.")
+    key: str | None = Field(None, description="One burst per value of this field (default: one).")
+    max_events: int = Field(100, ge=1, le=1000, description="Events handed to the agent, at most.")
+
+    @field_validator("quiet", "max_wait")
+    @classmethod
+    def _durations_parse(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) <= 0:
+            raise ValueError("the duration must be longer than zero")
+        return value
+
+
 class EventSpec(_Doc):
     pattern: str = Field(
         min_length=1,
@@ -294,6 +337,21 @@ class EventSpec(_Doc):
     condition: dict[str, Any] | list[Any] | None = Field(
         None, description="Condition on the event, and threshold settings."
     )
+    followed_by: FollowUp | None = Field(None, description='"A then B within T".')
+    not_followed_by: FollowUp | None = Field(None, description='"A not followed by B within T".')
+    debounce: Debounce | None = Field(None, description="Fire once a burst has gone quiet.")
+
+    @model_validator(mode="after")
+    def _one_stateful_pattern(self) -> EventSpec:
+        given = [n for n in ("followed_by", "not_followed_by", "debounce") if getattr(self, n)]
+        threshold = isinstance(self.condition, dict) and any(
+            k in self.condition for k in ("count_threshold", "window", "aggregate")
+        )
+        if len(given) + threshold > 1:
+            raise ValueError(
+                f"use one of a threshold, followed_by, not_followed_by, debounce (got {given})"
+            )
+        return self
 
     @field_validator("pattern")
     @classmethod

@@ -19,6 +19,8 @@ from processor.matching.conditions import Condition, ConditionError, parse_condi
 from processor.matching.patterns import PatternIndex
 
 log = logging.getLogger(__name__)
+SECOND_ROLE = "\x1fsecond"
+"""Index entries of a sequence's B pattern are the trigger id plus this suffix."""
 
 
 class Registry:
@@ -82,6 +84,9 @@ class Registry:
             try:
                 self._conditions[trigger_id] = parse_condition(document.event.condition, "")
                 self.event_patterns.add(trigger_id, document.event.pattern)
+                follow = document.event.followed_by or document.event.not_followed_by
+                if follow is not None:
+                    self.event_patterns.add(trigger_id + SECOND_ROLE, follow.pattern)
             except (ValueError, ConditionError) as exc:
                 log.error("trigger %s: %s", trigger_id, exc)
                 self._conditions.pop(trigger_id, None)
@@ -99,3 +104,4 @@ class Registry:
                 del self._endpoints[endpoint[1]]
         self._conditions.pop(trigger_id, None)
         self.event_patterns.remove(trigger_id)
+        self.event_patterns.remove(trigger_id + SECOND_ROLE)

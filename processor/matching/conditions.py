@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import jsonpath
@@ -80,6 +81,7 @@ class ConditionError(ValueError):
 # -- field access ----------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def field_reader(path: str) -> Callable[[Mapping[str, Any]], Any]:
     """A function reading `path` from an event (as a dict); MISSING when absent."""
     if path.startswith("$"):

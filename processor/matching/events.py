@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from processor.definitions.model import TriggerDocument
-from processor.definitions.registry import Registry
-from processor.matching.conditions import MISSING, Outcome
+from processor.definitions.registry import SECOND_ROLE, Registry
+from processor.matching.conditions import MISSING, Outcome, field_reader
 from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch, execution_id_for
 
 MAX_SUMMARY_DATA_BYTES = 4096
@@ -27,10 +27,13 @@ class Verdict(StrEnum):
     FIRED = "fired"
     """Pattern, source and condition matched; no threshold: fired."""
     WINDOWED = "windowed"
-    """Matched; counted in the trigger's window (it fires when the threshold is reached)."""
+    """Matched; handed to the stateful evaluator (threshold window, sequence, absence or
+    debounce), which fires when its pattern completes."""
     SOURCE_MISMATCH = "source_mismatch"
     WORKSPACE_MISMATCH = "workspace_mismatch"
     CONDITION_FAILED = "condition_failed"
+    KEY_MISSING = "key_missing"
+    """A sequence, absence or debounce trigger's `key` field is not in the event."""
 
 
 @dataclass(frozen=True)
@@ -78,23 +81,51 @@ def event_cause(event: DomainEvent) -> Cause:
     )
 
 
+def _keyed(
+    trigger_id: str, path: str | None, role: str, event: DomainEvent, as_dict: dict[str, Any]
+) -> WindowMatch | None:
+    group = ""
+    if path is not None:
+        value = field_reader(path)(as_dict)
+        if value is MISSING or value is None:
+            return None
+        group = str(value)
+    return WindowMatch(
+        trigger_id=trigger_id,
+        group=group,
+        role=role,
+        event_key=event_cause_key(event),
+        time=event.time.timestamp() if event.time else 0.0,
+        event=event_summary(event),
+    )
+
+
 def match_event(registry: Registry, event: DomainEvent, explain: bool = False) -> list[Match]:
     """Every candidate trigger (by pattern) with its verdict; `explain` records each test."""
     matches = []
-    as_dict: dict[str, Any] | None = None
-    for trigger_id in sorted(registry.event_patterns.candidates(event.type)):
+    as_dict: dict[str, Any] = event.model_dump(mode="json")
+    for entry in sorted(registry.event_patterns.candidates(event.type)):
+        trigger_id = entry.removesuffix(SECOND_ROLE)
         trigger = registry.get(trigger_id)
         if trigger is None or trigger.event is None:
             continue
-        if trigger.event.source and event.source not in trigger.event.source:
+        spec = trigger.event
+        follow = spec.followed_by or spec.not_followed_by
+        if entry.endswith(SECOND_ROLE):
+            if follow is None or (follow.source and event.source not in follow.source):
+                matches.append(Match(trigger, Verdict.SOURCE_MISMATCH))
+                continue
+            second = _keyed(trigger_id, follow.key, "second", event, as_dict)
+            verdict = Verdict.WINDOWED if second else Verdict.KEY_MISSING
+            matches.append(Match(trigger, verdict, window=second))
+            continue
+        if spec.source and event.source not in spec.source:
             matches.append(Match(trigger, Verdict.SOURCE_MISMATCH))
             continue
         if event.workspace_id and trigger.workspace and event.workspace_id != trigger.workspace:
             matches.append(Match(trigger, Verdict.WORKSPACE_MISMATCH))
             continue
         condition = registry.condition(trigger_id)
-        if as_dict is None:
-            as_dict = event.model_dump(mode="json")
         trace: list[Outcome] = []
         if explain:
             passed = condition.predicate.evaluate(as_dict, trace)
@@ -102,6 +133,12 @@ def match_event(registry: Registry, event: DomainEvent, explain: bool = False) -
             passed = condition.matches(as_dict)
         if not passed:
             matches.append(Match(trigger, Verdict.CONDITION_FAILED, trace=trace))
+            continue
+        if follow is not None or spec.debounce is not None:
+            path = follow.key if follow is not None else spec.debounce.key  # type: ignore[union-attr]
+            keyed = _keyed(trigger_id, path, "first" if follow else "event", event, as_dict)
+            verdict = Verdict.WINDOWED if keyed else Verdict.KEY_MISSING
+            matches.append(Match(trigger, verdict, window=keyed, trace=trace))
             continue
         threshold = condition.threshold
         if threshold is None:

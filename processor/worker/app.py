@@ -26,8 +26,7 @@ from processor.errors import BadRecord
 from processor.matching.decode import decode_event
 from processor.matching.events import match_event
 from processor.matching.scheduler import Scheduler
-from processor.matching.thresholds import evaluate
-from processor.matching.windows import empty_state
+from processor.matching.stateful import evaluate, new_state, on_tick
 from processor.messages import CronTick, Fire, WebhookDelivery, WindowMatch, utcnow
 from processor.metrics import (
     EVENT_TO_FIRE,
@@ -49,6 +48,8 @@ COMPONENT = "event-matcher"
 WINDOW_COMPONENT = "window-evaluator"
 WEBHOOK_COMPONENT = "webhook-mapper"
 SCHEDULER_COMPONENT = "scheduler"
+TICK_KEY = b"\x00tick"
+DUE_PREFIX = "\x00due\x1f"
 TICK_SECONDS = 1.0
 SESSION_TIMEOUT_SECONDS = 15.0
 
@@ -141,22 +142,36 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
                 )
                 await _dead_letter(dead_letters_topic, message, f"internal error: {exc!r}")
 
+    @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
+    async def tick_stateful_partitions() -> None:
+        """Absence and debounce fire when time passes: a tick into every owned partition."""
+        for tp in app.consumer.assignment():
+            if tp.topic == matches_topic.get_topic_name():
+                await matches_topic.send(key=TICK_KEY, value=b"{}", partition=tp.partition)
+
     @app.agent(matches_topic, concurrency=1)
     async def evaluate_windows(stream: Any) -> None:
         await caught_up(definitions, settings)
         async for event in stream.events():
             message = event.message
             try:
+                if message.key == TICK_KEY:
+                    await _expire(message.partition, time.time())
+                    continue
                 match = from_json(WindowMatch, message.value)
                 key = message.key.decode()
-                state = windows.get(key) or empty_state()
-                evaluation = evaluate(registry, state, match)
-                if evaluation.decision is None:
+                trigger = registry.get(match.trigger_id)
+                if trigger is None:
                     continue
-                WINDOW_OUTCOMES.labels(evaluation.decision.outcome.value).inc()
+                state = windows.get(key) or new_state(trigger)
+                evaluation = evaluate(registry, state, match, time.time())
+                if evaluation.outcome is None:
+                    continue
+                WINDOW_OUTCOMES.labels(evaluation.outcome).inc()
                 windows[key] = state
-                if evaluation.fire is not None:
-                    await _send_fire(fires_topic, evaluation.fire)
+                _set_deadline(message.partition, key, evaluation.deadline)
+                for fire in evaluation.fires:
+                    await _send_fire(fires_topic, fire)
             except (ValidationError, ValueError, AttributeError) as exc:
                 await _dead_letter(dead_letters_topic, message, str(exc), WINDOW_COMPONENT)
             except Exception as exc:
@@ -169,6 +184,35 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
                 await _dead_letter(
                     dead_letters_topic, message, f"internal error: {exc!r}", WINDOW_COMPONENT
                 )
+
+    def _set_deadline(partition: int, key: str, deadline: float | None) -> None:
+        """Per partition, the keys that have something to do at a time (absence, debounce)."""
+        due_key = f"{DUE_PREFIX}{partition}"
+        due = dict(windows.get(due_key) or {})
+        if deadline is None and key not in due:
+            return
+        if deadline is None:
+            del due[key]
+        else:
+            due[key] = deadline
+        windows[due_key] = due
+
+    async def _expire(partition: int, now: float) -> None:
+        due = dict(windows.get(f"{DUE_PREFIX}{partition}") or {})
+        for key, deadline in due.items():
+            if deadline > now:
+                continue
+            trigger_id, _, group = key.partition("\x1f")
+            state = windows.get(key)
+            if state is None:
+                _set_deadline(partition, key, None)
+                continue
+            evaluation = on_tick(registry, trigger_id, group, state, now)
+            windows[key] = state
+            _set_deadline(partition, key, evaluation.deadline)
+            for fire in evaluation.fires:
+                WINDOW_OUTCOMES.labels("fired").inc()
+                await _send_fire(fires_topic, fire)
 
     @app.agent(webhooks_topic, concurrency=1)
     async def map_webhooks(stream: Any) -> None:

@@ -24,6 +24,7 @@ from processor.messages import (
     RunResult,
     RunStatus,
     WebhookDelivery,
+    WindowMatch,
     execution_id_for,
 )
 from processor.serde import SCHEMAS_DIR, avro_schema, from_avro, from_json, to_avro, to_json
@@ -114,6 +115,18 @@ SAMPLES: list[tuple[str, BaseModel]] = [
         ),
     ),
     (
+        "window_match",
+        WindowMatch(
+            trigger_id="t-1",
+            group="h1",
+            role="first",
+            event_key="s\x1fe-1",
+            time=1.5,
+            value=2.0,
+            event={"id": "e-1"},
+        ),
+    ),
+    (
         "dead_letter",
         DeadLetter(
             topic="events",
@@ -152,7 +165,7 @@ def test_avro_schema_covers_every_field_of_the_model(schema: str, message: BaseM
 
 def test_every_avro_schema_parses() -> None:
     names = sorted(p.stem for p in Path(SCHEMAS_DIR).glob("*.avsc"))
-    assert len(names) == 10
+    assert len(names) == 11
     for name in names:
         avro_schema(name)
 
@@ -163,7 +176,7 @@ def test_not_confluent_framed_is_rejected() -> None:
 
 
 def test_execution_record_accepts_the_notes_id_and_writes_both() -> None:
-    record = SAMPLES[7][1]
+    record = next(m for _, m in SAMPLES if isinstance(m, ExecutionRecord))
     data = orjson.loads(to_json(record))
     assert data["id"] == data["execution_id"] == "x-1"
     data.pop("execution_id")

@@ -79,7 +79,7 @@ def test_condition_decides_and_thresholds_forward_to_the_window() -> None:
 
 
 def test_threshold_fire_has_a_deterministic_id_and_carries_the_window() -> None:
-    from processor.matching.thresholds import evaluate
+    from processor.matching.stateful import evaluate
     from processor.matching.windows import Outcome, empty_state
 
     registry = registry_with(
@@ -93,16 +93,16 @@ def test_threshold_fire_has_a_deterministic_id_and_carries_the_window() -> None:
         for n, i in enumerate(["a", "b"])
     )
     assert first is not None and second is not None
-    assert evaluate(registry, state, first).fire is None
-    fired = evaluate(registry, state, second)
-    assert fired.fire is not None and fired.decision is not None
-    window = fired.fire.input["window"]
+    assert evaluate(registry, state, first, 0).fires == []
+    fired = evaluate(registry, state, second, 0)
+    [fire] = fired.fires
+    window = fire.input["window"]
     assert window["count"] == 2 and window["window_end"] == "2026-01-01T00:00:01+00:00"
     assert [s["id"] for s in window["sample"]] == ["a", "b"]
-    assert fired.fire.input["event"]["id"] == "b" and fired.fire.input["k"] == 1
-    replay = evaluate(registry, state, second)
-    assert replay.decision is not None and replay.decision.outcome is Outcome.REPLAYED_FIRE
-    assert replay.fire is not None and replay.fire.execution_id == fired.fire.execution_id
+    assert fire.input["event"]["id"] == "b" and fire.input["k"] == 1
+    replay = evaluate(registry, state, second, 0)
+    assert replay.outcome == Outcome.REPLAYED_FIRE.value
+    assert [f.execution_id for f in replay.fires] == [fire.execution_id]
 
 
 def test_invalid_stored_definition_is_ignored_not_raised() -> None:

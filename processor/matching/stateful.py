@@ -1,0 +1,193 @@
+"""The stateful evaluator's decision for one match or tick (no Kafka here).
+
+One evaluator per (trigger, key) handles thresholds (windows.py) and sequence,
+absence and debounce patterns (sequences.py). The caller loads the key's state from its
+table, calls `evaluate` (an event) or `on_tick` (time passing), and stores the state
+back, with the returned deadline: when `on_tick` next has something to do for the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from processor.definitions.model import TriggerDocument
+from processor.definitions.registry import Registry
+from processor.durations import parse_duration
+from processor.matching import sequences, windows
+from processor.matching.events import fire_for
+from processor.messages import Cause, CauseKind, Fire, WindowMatch
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    outcome: str | None
+    """For metrics; None when the trigger is gone, disabled or changed kind."""
+    fires: list[Fire] = field(default_factory=list)
+    deadline: float | None = None
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def new_state(trigger: TriggerDocument) -> dict[str, Any]:
+    event = trigger.event
+    if event is not None and (event.followed_by or event.not_followed_by or event.debounce):
+        return sequences.empty_state()
+    return windows.empty_state()
+
+
+def _pattern_fire(
+    trigger: TriggerDocument,
+    kind: str,
+    group: str,
+    fire: sequences.PatternFire,
+    event: dict[str, Any],
+) -> Fire:
+    cause = Cause(
+        type=CauseKind.EVENT,
+        event_id=event.get("id"),
+        event_type=event.get("type"),
+        event_source=event.get("source"),
+        pattern=kind,
+        key=group,
+    )
+    return fire_for(
+        trigger,
+        f"{kind}\x1f{group}\x1f{fire.cause_key}",
+        cause,
+        {"event": event, kind: {"key": group, **fire.details}},
+    )
+
+
+def evaluate(
+    registry: Registry, state: dict[str, Any], match: WindowMatch, now: float
+) -> Evaluation:
+    trigger = registry.get(match.trigger_id)
+    if trigger is None or not trigger.enabled or trigger.event is None:
+        return Evaluation(None)
+    event = trigger.event
+    _reshape(trigger, state)
+    if event.followed_by is not None:
+        within = parse_duration(event.followed_by.within)
+        if match.role == "first":
+            sequences.on_first(state, match.event_key, match.time, match.event)
+            return Evaluation("first")
+        found = sequences.on_second_followed(
+            state, within, match.event_key, match.time, match.event
+        )
+        if found is None:
+            return Evaluation("unmatched")
+        return Evaluation(
+            "fired", [_pattern_fire(trigger, "followed_by", match.group, found, match.event)]
+        )
+    if event.not_followed_by is not None:
+        within = parse_duration(event.not_followed_by.within)
+        if match.role == "first":
+            sequences.on_first(state, match.event_key, match.time, match.event)
+        else:
+            sequences.on_second_absence(state, within, match.event_key, match.time)
+        return Evaluation(match.role, deadline=sequences.absence_deadline(state, within))
+    if event.debounce is not None:
+        quiet, max_wait = _debounce_times(trigger)
+        sequences.on_debounced_event(
+            state, match.event_key, match.event, now, event.debounce.max_events
+        )
+        return Evaluation("debounced", deadline=sequences.debounce_deadline(state, quiet, max_wait))
+    return _threshold(registry, trigger, state, match)
+
+
+def on_tick(
+    registry: Registry, trigger_id: str, group: str, state: dict[str, Any], now: float
+) -> Evaluation:
+    """Time passed: absence deadlines and quiet debounces fire."""
+    trigger = registry.get(trigger_id)
+    if trigger is None or not trigger.enabled or trigger.event is None:
+        return Evaluation(None)
+    event = trigger.event
+    _reshape(trigger, state)
+    if event.not_followed_by is not None:
+        within = parse_duration(event.not_followed_by.within)
+        fires = [
+            _pattern_fire(trigger, "not_followed_by", group, fire, fire.details["first"])
+            for fire in sequences.on_tick_absence(state, within, now)
+        ]
+        return Evaluation(
+            "fired" if fires else "waiting", fires, sequences.absence_deadline(state, within)
+        )
+    if event.debounce is not None:
+        quiet, max_wait = _debounce_times(trigger)
+        fire = sequences.on_tick_debounce(state, quiet, max_wait, now)
+        fires = (
+            []
+            if fire is None
+            else [_pattern_fire(trigger, "debounce", group, fire, fire.details["events"][-1])]
+        )
+        return Evaluation(
+            "fired" if fires else "waiting",
+            fires,
+            sequences.debounce_deadline(state, quiet, max_wait),
+        )
+    return Evaluation(None)
+
+
+def _reshape(trigger: TriggerDocument, state: dict[str, Any]) -> None:
+    """A trigger edited into another kind starts from a fresh state for that kind."""
+    fresh = new_state(trigger)
+    if set(fresh) - set(state):
+        state.clear()
+        state.update(fresh)
+
+
+def _debounce_times(trigger: TriggerDocument) -> tuple[float, float | None]:
+    assert trigger.event is not None and trigger.event.debounce is not None
+    spec = trigger.event.debounce
+    return parse_duration(spec.quiet), parse_duration(spec.max_wait) if spec.max_wait else None
+
+
+def _threshold(
+    registry: Registry, trigger: TriggerDocument, state: dict[str, Any], match: WindowMatch
+) -> Evaluation:
+    threshold = registry.condition(match.trigger_id).threshold
+    if threshold is None:
+        return Evaluation(None)
+    decision = windows.observe(
+        state, threshold, windows.WindowEvent(match.time, match.event_key, match.value, match.event)
+    )
+    if decision.fire is None or decision.outcome not in (
+        windows.Outcome.FIRED,
+        windows.Outcome.REPLAYED_FIRE,
+    ):
+        return Evaluation(decision.outcome.value)
+    window = decision.fire
+    crossing = next((s for s in window.sample if s.get("id") == match.event.get("id")), match.event)
+    cause = Cause(
+        type=CauseKind.EVENT,
+        event_id=crossing.get("id"),
+        event_type=crossing.get("type"),
+        event_source=crossing.get("source"),
+        group=match.group,
+        count=window.count,
+    )
+    details = {
+        "count": window.count,
+        "window_start": _iso(window.window_start),
+        "window_end": _iso(window.window_end),
+        "group": match.group,
+        "group_by": list(threshold.group_by),
+        "aggregate": window.aggregate,
+        "sample": window.sample,
+    }
+    # The id comes from the event that crossed the threshold, so a replay re-creates it.
+    fire = fire_for(
+        trigger,
+        f"window\x1f{match.group}\x1f{window.crossing_id}",
+        cause,
+        {
+            "event": match.event if window.crossing_id == match.event_key else crossing,
+            "window": details,
+        },
+    )
+    return Evaluation(decision.outcome.value, [fire])

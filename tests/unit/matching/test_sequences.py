@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+from processor.definitions.loader import parse_document
+from processor.definitions.registry import Registry
+from processor.matching.events import Verdict, match_event
+from processor.matching.stateful import evaluate, new_state, on_tick
+from processor.messages import DomainEvent
+
+
+def registry_with(event: dict) -> Registry:
+    registry = Registry()
+    registry.put(
+        parse_document(
+            {"name": "p", "type": "event", "event": event, "agent": {"id": "a"}}, "t"
+        ).resolved("default")
+    )
+    return registry
+
+
+def order(type_: str, order_id: str | None, at: float, event_id: str) -> DomainEvent:
+    data = {"order_id": order_id} if order_id else {}
+    return DomainEvent(id=event_id, type=type_, source="shop", time=at, data=data)
+
+
+def run(registry: Registry, events: list[DomainEvent], states: dict, now: float) -> list:
+    fires = []
+    for event in events:
+        for match in match_event(registry, event):
+            if match.window is None:
+                continue
+            key = f"{match.window.trigger_id}\x1f{match.window.group}"
+            trigger = registry.get(match.window.trigger_id)
+            state = states.setdefault(key, new_state(trigger))
+            fires += evaluate(registry, state, match.window, now).fires
+    return fires
+
+
+FOLLOWED = {
+    "pattern": "order.created",
+    "followed_by": {"pattern": "order.paid", "within": "30m", "key": "order_id"},
+}
+ABSENT = {
+    "pattern": "order.created",
+    "not_followed_by": {"pattern": "order.paid", "within": "30m", "key": "order_id"},
+}
+
+
+def test_a_then_b_within_t_fires_once_per_a_and_only_for_the_same_key() -> None:
+    registry, states = registry_with(FOLLOWED), {}
+    fires = run(
+        registry,
+        [
+            order("order.created", "o1", 0, "c1"),
+            order("order.paid", "o2", 10, "p0"),
+            order("order.paid", "o1", 60, "p1"),
+        ],
+        states,
+        100,
+    )
+    assert len(fires) == 1
+    details = fires[0].input["followed_by"]
+    assert (
+        details["key"] == "o1" and details["first"]["id"] == "c1" and details["then"]["id"] == "p1"
+    )
+    assert details["seconds_between"] == 60
+    assert run(registry, [order("order.paid", "o1", 61, "p2")], states, 100) == []  # A was used
+    again = run(registry, [order("order.paid", "o1", 60, "p1")], states, 100)  # replay of B
+    assert [f.execution_id for f in again] == [fires[0].execution_id]
+
+
+def test_b_too_late_does_not_pair() -> None:
+    registry = registry_with(FOLLOWED)
+    assert (
+        run(
+            registry,
+            [order("order.created", "o1", 0, "c1"), order("order.paid", "o1", 1801, "p1")],
+            {},
+            0,
+        )
+        == []
+    )
+
+
+def test_a_not_followed_by_b_fires_when_time_runs_out_and_not_when_b_came() -> None:
+    registry, states = registry_with(ABSENT), {}
+    run(
+        registry,
+        [
+            order("order.created", "paid", 0, "c1"),
+            order("order.created", "unpaid", 0, "c2"),
+            order("order.paid", "paid", 100, "p1"),
+        ],
+        states,
+        100,
+    )
+    trigger_id = registry.documents()[0].trigger_id
+    before = on_tick(registry, trigger_id, "unpaid", states[f"{trigger_id}\x1funpaid"], 1799)
+    assert before.fires == [] and before.deadline == 1800
+    [fire] = on_tick(registry, trigger_id, "unpaid", states[f"{trigger_id}\x1funpaid"], 1800).fires
+    assert fire.input["not_followed_by"]["first"]["id"] == "c2"
+    assert on_tick(registry, trigger_id, "paid", states[f"{trigger_id}\x1fpaid"], 5000).fires == []
+
+
+def test_missing_key_is_a_verdict_not_an_error() -> None:
+    registry = registry_with(ABSENT)
+    [match] = match_event(registry, order("order.created", None, 0, "c1"))
+    assert match.verdict is Verdict.KEY_MISSING
+
+
+def test_debounce_fires_after_quiet_with_the_burst_and_at_max_wait() -> None:
+    registry = registry_with(
+        {
+            "pattern": "file.*",
+            "debounce": {"quiet": "10s", "max_wait": "60s", "key": "user", "max_events": 3},
+        }
+    )
+    trigger_id = registry.documents()[0].trigger_id
+    states: dict = {}
+    for i, now in enumerate([0, 5, 8, 9]):
+        event = DomainEvent(id=f"e{i}", type="file.saved", source="ed", data={"user": "ann"})
+        run(registry, [event], states, now)
+    state = states[f"{trigger_id}\x1fann"]
+    assert on_tick(registry, trigger_id, "ann", state, 18).fires == []
+    [fire] = on_tick(registry, trigger_id, "ann", state, 19).fires
+    burst = fire.input["debounce"]
+    assert (
+        [e["id"] for e in burst["events"]] == ["e0", "e1", "e2"]
+        and burst["count"] == 4
+        and burst["dropped"] == 1
+    )
+    for now in range(100, 170, 5):  # never quiet for 10s: max_wait fires it
+        run(
+            registry,
+            [DomainEvent(id=f"x{now}", type="file.saved", source="ed", data={"user": "ann"})],
+            states,
+            now,
+        )
+    assert len(on_tick(registry, trigger_id, "ann", state, 160).fires) == 1
+
+
+def test_sequence_and_threshold_cannot_be_combined() -> None:
+    import pytest
+
+    from processor.errors import DefinitionError
+
+    with pytest.raises(DefinitionError, match="use one of a threshold, followed_by"):
+        parse_document(
+            {
+                "name": "x",
+                "type": "event",
+                "agent": {"id": "a"},
+                "event": {**ABSENT, "condition": {"count_threshold": 2, "window": "1m"}},
+            },
+            "t",
+        )
