@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
@@ -65,4 +66,18 @@ def create_topics(settings: Settings, timeout_seconds: float = 30.0) -> list[Top
             created = False
         partitions = next(t.num_partitions for t in wanted if t.topic == name)
         outcomes.append(TopicOutcome(name, partitions, created))
+    _wait_until_visible(admin, [t.topic for t in wanted], timeout_seconds)
     return sorted(outcomes, key=lambda o: o.name)
+
+
+def _wait_until_visible(admin: AdminClient, names: list[str], timeout_seconds: float) -> None:
+    """Creation is acknowledged by the controller before every broker's metadata has the
+    topic; return only once clients can use it."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        topics = admin.list_topics(timeout=timeout_seconds).topics
+        if all(name in topics and topics[name].error is None for name in names):
+            return
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(f"created topics did not appear in metadata: {names}")
+        time.sleep(0.1)
