@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, model_validator
 
+from processor.definitions.model import OverlapPolicy
+
 JsonObject = dict[str, Any]
 
 # Execution ids are uuid5 names in this namespace: the same cause gives the same id.
@@ -86,6 +88,8 @@ class Fire(_Message):
     agent_id: str
     workspace_id: str
     timeout_seconds: int = 3600
+    max_concurrent: int = 1
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
     cause: Cause
     input: JsonObject = Field(default_factory=dict)
     fired_at: datetime = Field(default_factory=utcnow)
@@ -200,7 +204,13 @@ class ExecutionRecord(_Message):
     completed_at: datetime | None = None
     updated_at: datetime
     deadline: datetime | None = None
+    issued_at: datetime | None = Field(
+        None, description="When the command went out; unset while buffered."
+    )
     reason: str | None = Field(None, description="Why it was skipped, timed out or cancelled.")
+    timeout_seconds: int = 3600
+    max_concurrent: int = 1
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
 
     @model_validator(mode="before")
     @classmethod

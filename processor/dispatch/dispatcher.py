@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +41,14 @@ from pydantic import ValidationError
 from processor import topics
 from processor.config import Settings
 from processor.deadletters import dead_letter_for
-from processor.dispatch.state import DispatchState, UnknownExecution, on_fire, on_result
+from processor.dispatch.state import (
+    DispatchState,
+    Effects,
+    UnknownExecution,
+    expire,
+    on_fire,
+    on_result,
+)
 from processor.kafka.clients import new_consumer, new_producer
 from processor.kafka.reader import read_to_end
 from processor.messages import ExecutionRecord, Fire, RunResult
@@ -56,6 +64,7 @@ from processor.serde import from_json, to_json
 log = logging.getLogger(__name__)
 COMPONENT = "dispatcher"
 BATCH_SIZE = 500
+EXPIRY_INTERVAL_SECONDS = 1.0
 
 
 def state_key(record: ExecutionRecord) -> bytes:
@@ -76,6 +85,9 @@ class Dispatcher:
         self.dead_letters_topic = topics.topic_name(topics.DEAD_LETTERS, settings)
         self.group_id = f"{settings.app_id}-dispatcher"
         self.state = DispatchState()
+        self.partitions: dict[str, int] = {}
+        """The partition that owns each trigger's state (that of its fires)."""
+        self.control_topic = topics.topic_name(topics.AGENT_RUN_CONTROL, settings)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
@@ -115,20 +127,26 @@ class Dispatcher:
         )
         producer = self._new_producer()
         log.info("dispatcher started (group %s)", self.group_id)
+        last_expiry = time.monotonic()
         while not self._stopping.is_set():
             messages = consumer.consume(BATCH_SIZE, timeout=0.2)
             self.ready.set()
             messages = [m for m in messages if self._usable(m)]
-            if not messages:
+            expiring = time.monotonic() - last_expiry >= EXPIRY_INTERVAL_SECONDS
+            if not messages and not expiring:
                 continue
             try:
                 producer.begin_transaction()
                 for message in messages:
                     self._handle(message, producer)
+                if expiring:
+                    last_expiry = time.monotonic()
+                    self._write(expire(self.state, datetime.now(UTC)), None, producer)
                 offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-                producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), 30
-                )
+                if offsets:
+                    producer.send_offsets_to_transaction(
+                        offsets, consumer.consumer_group_metadata(), 30
+                    )
                 producer.commit_transaction(30)
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
@@ -193,7 +211,10 @@ class Dispatcher:
             return
         restored = 0
         for message in read_to_end(self.settings, self.state_topic, partitions):
-            self._apply_state(message.key(), message.value())
+            key = message.key()
+            self._apply_state(key, message.value())
+            if key:
+                self.partitions[key.decode().partition("/")[0]] = message.partition() or 0
             restored += 1
         log.info("dispatcher restored %d state records from partitions %s", restored, partitions)
 
@@ -202,7 +223,7 @@ class Dispatcher:
             return
         trigger_id, _, execution_id = key.decode().partition("/")
         if value is None:
-            self.state.executions.get(trigger_id, {}).pop(execution_id, None)
+            self.state.forget(trigger_id, execution_id)
         else:
             self.state.put(from_json(ExecutionRecord, value))
 
@@ -232,15 +253,14 @@ class Dispatcher:
     def _handle_fire(self, message: Message, producer: Producer) -> None:
         fire = from_json(Fire, _value(message))
         now = datetime.now(UTC)
-        dispatch = on_fire(self.state, fire, now)
-        if dispatch is None:
+        self.partitions[fire.trigger_id] = message.partition() or 0
+        effects = on_fire(self.state, fire, now)
+        if effects is None:
             DUPLICATE_FIRES.inc()
             return
-        key = fire.execution_id.encode()
-        producer.produce(self.runs_topic, key=key, value=to_json(dispatch.command))
-        self._write_record(dispatch.record, message.partition() or 0, producer)
-        DISPATCHED.inc()
-        FIRE_TO_COMMAND.observe(max(0.0, (now - fire.fired_at).total_seconds()))
+        self._write(effects, message.partition() or 0, producer)
+        if effects.commands:
+            FIRE_TO_COMMAND.observe(max(0.0, (now - fire.fired_at).total_seconds()))
 
     def _forward_result(self, message: Message, producer: Producer) -> None:
         """Re-key a runtime's result by trigger id, to the partition that owns the state."""
@@ -253,15 +273,40 @@ class Dispatcher:
 
     def _handle_result(self, message: Message, producer: Producer) -> None:
         result = from_json(RunResult, _value(message))
-        record = on_result(self.state, result, datetime.now(UTC))
-        if record is not None:
-            self._write_record(record, message.partition() or 0, producer)
+        effects = on_result(self.state, result, datetime.now(UTC))
+        self._write(effects, message.partition() or 0, producer)
 
-    def _write_record(self, record: ExecutionRecord, partition: int, producer: Producer) -> None:
-        value = to_json(record)
-        producer.produce(self.executions_topic, key=record.execution_id.encode(), value=value)
-        producer.produce(self.state_topic, key=state_key(record), value=value, partition=partition)
-        TRANSITIONS.labels(record.status.value).inc()
+    def _write(self, effects: Effects, partition: int | None, producer: Producer) -> None:
+        """Publish a decision's effects inside the open transaction."""
+        for command in effects.commands:
+            producer.produce(
+                self.runs_topic, key=command.execution_id.encode(), value=to_json(command)
+            )
+            DISPATCHED.inc()
+        for control in effects.controls:
+            producer.produce(
+                self.control_topic, key=control.execution_id.encode(), value=to_json(control)
+            )
+        for record in effects.records:
+            value = to_json(record)
+            producer.produce(self.executions_topic, key=record.execution_id.encode(), value=value)
+            producer.produce(
+                self.state_topic,
+                key=state_key(record),
+                value=value,
+                partition=self._partition(record.trigger_id, partition),
+            )
+            TRANSITIONS.labels(record.status.value).inc()
+        for trigger_id, execution_id in effects.forgotten:
+            producer.produce(
+                self.state_topic,
+                key=f"{trigger_id}/{execution_id}".encode(),
+                value=None,
+                partition=self._partition(trigger_id, partition),
+            )
+
+    def _partition(self, trigger_id: str, given: int | None) -> int:
+        return given if given is not None else self.partitions.get(trigger_id, 0)
 
 
 def _value(message: Message) -> bytes:

@@ -16,7 +16,8 @@ import orjson
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import SECOND_ROLE, Registry
 from processor.matching.conditions import MISSING, Outcome, field_reader
-from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch, execution_id_for
+from processor.matching.fires import new_fire
+from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch
 
 MAX_SUMMARY_DATA_BYTES = 4096
 
@@ -62,17 +63,7 @@ def event_summary(event: DomainEvent) -> dict[str, Any]:
 def fire_for(
     trigger: TriggerDocument, cause_key: str, cause: Cause, input_: dict[str, Any]
 ) -> Fire:
-    trigger_id = trigger.trigger_id
-    return Fire(
-        execution_id=execution_id_for(trigger_id, CauseKind.EVENT, cause_key),
-        trigger_id=trigger_id,
-        trigger_name=trigger.name,
-        agent_id=trigger.agent.id,
-        workspace_id=trigger.workspace or "default",
-        timeout_seconds=trigger.timeout_seconds,
-        cause=cause,
-        input={**trigger.agent.input, **input_},
-    )
+    return new_fire(trigger, CauseKind.EVENT, cause_key, cause, input_)
 
 
 def event_cause(event: DomainEvent) -> Cause:

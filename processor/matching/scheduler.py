@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
+from processor.matching.fires import new_fire
 from processor.matching.schedules import DueIndex, Schedule, schedule_of
-from processor.messages import Cause, CauseKind, Fire, execution_id_for
+from processor.messages import Cause, CauseKind, Fire
 
 
 def iso(t: float) -> str:
@@ -21,15 +22,12 @@ def iso(t: float) -> str:
 
 
 def schedule_fire(trigger: TriggerDocument, scheduled: float, now: float) -> Fire:
-    return Fire(
-        execution_id=execution_id_for(trigger.trigger_id, CauseKind.SCHEDULE, iso(scheduled)),
-        trigger_id=trigger.trigger_id,
-        trigger_name=trigger.name,
-        agent_id=trigger.agent.id,
-        workspace_id=trigger.workspace or "default",
-        timeout_seconds=trigger.timeout_seconds,
-        cause=Cause(type=CauseKind.SCHEDULE, scheduled_time=iso(scheduled)),
-        input={**trigger.agent.input, "scheduled_time": iso(scheduled), "actual_time": iso(now)},
+    return new_fire(
+        trigger,
+        CauseKind.SCHEDULE,
+        iso(scheduled),
+        Cause(type=CauseKind.SCHEDULE, scheduled_time=iso(scheduled)),
+        {"scheduled_time": iso(scheduled), "actual_time": iso(now)},
     )
 
 

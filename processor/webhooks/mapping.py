@@ -12,7 +12,8 @@ from typing import Any
 import jsonpath
 
 from processor.definitions.model import TriggerDocument
-from processor.messages import Cause, CauseKind, Fire, WebhookDelivery, execution_id_for
+from processor.matching.fires import new_fire
+from processor.messages import Cause, CauseKind, Fire, WebhookDelivery
 
 
 def mapping_root(delivery: WebhookDelivery) -> dict[str, Any]:
@@ -47,21 +48,12 @@ def map_input(
 def fire_for_delivery(
     trigger: TriggerDocument, delivery: WebhookDelivery
 ) -> tuple[Fire, list[str]]:
-    input_, missing = map_input(trigger, delivery)
-    fire = Fire(
-        execution_id=execution_id_for(trigger.trigger_id, CauseKind.WEBHOOK, delivery.delivery_id),
-        trigger_id=trigger.trigger_id,
-        trigger_name=trigger.name,
-        agent_id=trigger.agent.id,
-        workspace_id=trigger.workspace or "default",
-        timeout_seconds=trigger.timeout_seconds,
-        cause=Cause(
-            type=CauseKind.WEBHOOK,
-            delivery_id=delivery.delivery_id,
-            method=delivery.method,
-            path=delivery.path,
-            received_at=delivery.received_at.isoformat(),
-        ),
-        input=input_,
+    mapped, missing = map_input(trigger, delivery)
+    cause = Cause(
+        type=CauseKind.WEBHOOK,
+        delivery_id=delivery.delivery_id,
+        method=delivery.method,
+        path=delivery.path,
+        received_at=delivery.received_at.isoformat(),
     )
-    return fire, missing
+    return new_fire(trigger, CauseKind.WEBHOOK, delivery.delivery_id, cause, mapped), missing
