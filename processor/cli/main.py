@@ -221,6 +221,75 @@ def explain(
             )
 
 
+@app.command()
+def executions(
+    trigger: Annotated[
+        str | None, typer.Argument(help="Trigger id or name (default: all).")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep printing changes.")] = False,
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """Show execution records (newest first), from trigger-executions."""
+    from processor.kafka.follower import Follower
+    from processor.kafka.reader import read_to_end
+    from processor.messages import ExecutionRecord
+    from processor.serde import from_json
+
+    settings = _settings()
+    trigger_id = _find(settings, trigger)[0] if trigger else None
+    name = topics.topic_name(topics.TRIGGER_EXECUTIONS, settings)
+
+    def wanted(record: ExecutionRecord) -> bool:
+        return (trigger_id is None or record.trigger_id == trigger_id) and (
+            status is None or record.status.value == status
+        )
+
+    def line(record: ExecutionRecord) -> str:
+        when = record.triggered_at.isoformat(timespec="seconds")
+        extra = record.error_message or record.reason or ""
+        status_ = record.status.value
+        return f"{when}  {status_:9}  {record.execution_id}  {record.trigger_name}  {extra}"
+
+    latest: dict[str, ExecutionRecord] = {}
+    try:
+        for message in read_to_end(settings, name):
+            if message.value() is not None:
+                record = from_json(ExecutionRecord, message.value() or b"")
+                latest[record.execution_id] = record
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
+    shown = sorted(
+        (r for r in latest.values() if wanted(r)), key=lambda r: r.triggered_at, reverse=True
+    )
+    if output is not Output.TABLE:
+        _print([r.model_dump(mode="json", exclude_none=True) for r in shown], output)
+    else:
+        for record in shown:
+            out.print(line(record), highlight=False, markup=False)
+    if not follow:
+        return
+    import threading
+
+    caught_up = threading.Event()
+
+    def printed(message: Any) -> None:
+        if message.value() is None:
+            return
+        record = from_json(ExecutionRecord, message.value())
+        if caught_up.is_set() and wanted(record):
+            out.print(line(record), highlight=False, markup=False)
+
+    follower = Follower(settings, name, printed)
+    follower.start()
+    follower.ready.wait()
+    caught_up.set()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        follower.stop()
+
+
 def _window_states(settings: Settings, topic: str) -> dict[str, Any]:
     """Current window states by key, from the window table's changelog (if it exists)."""
     from processor.kafka.reader import read_to_end

@@ -7,39 +7,33 @@ read reached the end, so the service never answers from a half-loaded view.
 
 from __future__ import annotations
 
-import logging
 import threading
-import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message
 
 from processor import topics
 from processor.config import Settings
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
-from processor.kafka.clients import consumer_config
-
-log = logging.getLogger(__name__)
+from processor.kafka.follower import Follower
 
 
 class DefinitionsView:
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.topic = topics.topic_name(topics.TRIGGER_DEFINITIONS, settings)
         self.registry = Registry()
-        self.ready = threading.Event()
         self._lock = threading.Lock()
         # Offsets of our own writes already shown; older records for the key are stale.
         self._shown: dict[str, int] = {}
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._follow, name="definitions-view", daemon=True)
+        self._follower = Follower(
+            settings, topics.topic_name(topics.TRIGGER_DEFINITIONS, settings), self._apply
+        )
+        self.ready = self._follower.ready
 
     def start(self) -> None:
-        self._thread.start()
+        self._follower.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(10)
+        self._follower.stop()
 
     # -- reads (any thread) ------------------------------------------------------------
 
@@ -67,39 +61,11 @@ class DefinitionsView:
             else:
                 self.registry.put(document)
 
-    def _follow(self) -> None:
-        consumer = Consumer(
-            consumer_config(
-                self.settings,
-                f"{self.settings.app_id}-view-{uuid.uuid4().hex[:8]}",
-                **{"enable.partition.eof": True},
-            )
-        )
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=30).topics[self.topic]
-            partitions = sorted(metadata.partitions)
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-            at_end: set[int] = set()
-            while not self._stopping.is_set():
-                for message in consumer.consume(500, timeout=0.2):
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            at_end.add(message.partition() or 0)
-                            if at_end >= set(partitions):
-                                self.ready.set()
-                        else:
-                            log.warning("definitions view: %s", error)
-                        continue
-                    key = (message.key() or b"").decode()
-                    with self._lock:
-                        shown = self._shown.get(key)
-                        if shown is not None and (message.offset() or 0) < shown:
-                            continue
-                        self._shown.pop(key, None)
-                        self.registry.apply(key, message.value())
-        except Exception:
-            log.exception("definitions view stopped following %s", self.topic)
-            raise
-        finally:
-            consumer.close()
+    def _apply(self, message: Message) -> None:
+        key = (message.key() or b"").decode()
+        with self._lock:
+            shown = self._shown.get(key)
+            if shown is not None and (message.offset() or 0) < shown:
+                return
+            self._shown.pop(key, None)
+            self.registry.apply(key, message.value())

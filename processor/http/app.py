@@ -20,7 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from processor.config import Settings
 from processor.definitions.store import DefinitionWriter
 from processor.definitions.view import DefinitionsView
+from processor.dispatch.history import ExecutionsView
 from processor.errors import KafkaUnavailable
+from processor.http.executions_api import router as executions_router
 from processor.http.triggers_api import router as triggers_router
 from processor.kafka.admin import wait_for_broker
 from processor.kafka.async_producer import AsyncProducer
@@ -34,12 +36,16 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         view = DefinitionsView(settings)
+        executions = ExecutionsView(settings)
         producer = AsyncProducer(settings, settings.webhook_ack_timeout_seconds)
         app.state.view = view
+        app.state.executions = executions
         app.state.writer = DefinitionWriter(settings)
         app.state.gateway = Gateway(settings, view, producer)
         view.start()
+        executions.start()
         yield
+        executions.stop()
         view.stop()
         producer.close()
 
@@ -54,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(triggers_router)
+    app.include_router(executions_router)
 
     @app.middleware("http")
     async def measured(

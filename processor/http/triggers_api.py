@@ -49,7 +49,7 @@ class TriggerPage(BaseModel):
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
 
 
-def _view(request: Request) -> DefinitionsView:
+def definitions_view(request: Request) -> DefinitionsView:
     view: DefinitionsView = request.app.state.view
     if not view.ready.is_set():
         raise HTTPException(503, "still loading trigger definitions", headers={"Retry-After": "1"})
@@ -89,7 +89,7 @@ def _validated(raw: Any, workspace: str, trigger_id: str | None = None) -> Trigg
     return document.resolved(workspace)
 
 
-def _owned(view: DefinitionsView, trigger_id: str, workspace: str) -> TriggerDocument:
+def owned_trigger(view: DefinitionsView, trigger_id: str, workspace: str) -> TriggerDocument:
     document = view.get(trigger_id)
     if document is None or document.workspace != workspace:
         raise HTTPException(404, f"no trigger {trigger_id} in workspace {workspace!r}")
@@ -139,7 +139,7 @@ def list_triggers(
     type: Annotated[str | None, Query(description="Only this trigger type.")] = None,
     enabled: Annotated[bool | None, Query(description="Only enabled or disabled ones.")] = None,
 ) -> dict[str, Any]:
-    view = _view(request)
+    view = definitions_view(request)
     documents = sorted(
         (
             d
@@ -168,7 +168,7 @@ def list_triggers(
     responses={409: {"description": "Id or endpoint in use"}},
 )
 async def create_trigger(request: Request, workspace: Workspace) -> dict[str, Any]:
-    view = _view(request)
+    view = definitions_view(request)
     document = _validated(await _json_body(request), workspace)
     if view.get(document.trigger_id) is not None:
         raise HTTPException(409, f"trigger {document.trigger_id} exists; PUT replaces it")
@@ -183,7 +183,7 @@ async def create_trigger(request: Request, workspace: Workspace) -> dict[str, An
     summary="Get a trigger",
 )
 def get_trigger(request: Request, trigger_id: str, workspace: Workspace) -> dict[str, Any]:
-    return _out(_owned(_view(request), trigger_id, workspace))
+    return _out(owned_trigger(definitions_view(request), trigger_id, workspace))
 
 
 @router.put(
@@ -196,7 +196,7 @@ def get_trigger(request: Request, trigger_id: str, workspace: Workspace) -> dict
 async def replace_trigger(
     request: Request, response: Response, trigger_id: str, workspace: Workspace
 ) -> dict[str, Any]:
-    view = _view(request)
+    view = definitions_view(request)
     existing = view.get(trigger_id)
     if existing is not None and existing.workspace != workspace:
         raise HTTPException(409, f"trigger id {trigger_id} is in use")
@@ -227,8 +227,8 @@ def _merge_patch(target: Any, patch: Any) -> Any:
     openapi_extra=MERGE_PATCH_BODY,
 )
 async def patch_trigger(request: Request, trigger_id: str, workspace: Workspace) -> dict[str, Any]:
-    view = _view(request)
-    current = _owned(view, trigger_id, workspace)
+    view = definitions_view(request)
+    current = owned_trigger(view, trigger_id, workspace)
     patch = await _json_body(request)
     if not isinstance(patch, dict):
         raise HTTPException(422, {"problems": ["a merge patch must be a JSON object"]})
@@ -239,8 +239,8 @@ async def patch_trigger(request: Request, trigger_id: str, workspace: Workspace)
 
 @router.delete("/{trigger_id}", status_code=204, summary="Delete a trigger")
 async def delete_trigger(request: Request, trigger_id: str, workspace: Workspace) -> Response:
-    view = _view(request)
-    _owned(view, trigger_id, workspace)
+    view = definitions_view(request)
+    owned_trigger(view, trigger_id, workspace)
     await _write(request, view, trigger_id, None)
     return Response(status_code=204)
 
@@ -248,8 +248,8 @@ async def delete_trigger(request: Request, trigger_id: str, workspace: Workspace
 async def _set_enabled(
     request: Request, trigger_id: str, workspace: str, enabled: bool
 ) -> dict[str, Any]:
-    view = _view(request)
-    document = _owned(view, trigger_id, workspace).model_copy(update={"enabled": enabled})
+    view = definitions_view(request)
+    document = owned_trigger(view, trigger_id, workspace).model_copy(update={"enabled": enabled})
     await _save(request, view, document)
     return _out(document)
 

@@ -1,0 +1,84 @@
+"""Execution history for the API: a live view of the compacted `trigger-executions`.
+
+Retention: per trigger, the newest MAX_PER_TRIGGER executions and none older than
+MAX_AGE are served; the topic itself is compacted (one record per execution).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Message
+from pydantic import ValidationError
+
+from processor import topics
+from processor.config import Settings
+from processor.kafka.follower import Follower
+from processor.messages import ExecutionRecord, ExecutionStatus
+from processor.serde import from_json
+
+MAX_PER_TRIGGER = 1000
+MAX_AGE = timedelta(days=30)
+
+
+class ExecutionsView:
+    def __init__(self, settings: Settings) -> None:
+        self._by_trigger: dict[str, dict[str, ExecutionRecord]] = {}
+        self._lock = threading.Lock()
+        self._follower = Follower(
+            settings, topics.topic_name(topics.TRIGGER_EXECUTIONS, settings), self._apply
+        )
+        self.ready = self._follower.ready
+
+    def start(self) -> None:
+        self._follower.start()
+
+    def stop(self) -> None:
+        self._follower.stop()
+
+    def _apply(self, message: Message) -> None:
+        value = message.value()
+        if value is None:
+            return
+        try:
+            record = from_json(ExecutionRecord, value)
+        except ValidationError:
+            return
+        with self._lock:
+            executions = self._by_trigger.setdefault(record.trigger_id, {})
+            executions[record.execution_id] = record
+            if len(executions) > MAX_PER_TRIGGER * 1.1:
+                keep = sorted(executions.values(), key=_newest_first)[:MAX_PER_TRIGGER]
+                self._by_trigger[record.trigger_id] = {r.execution_id: r for r in keep}
+
+    def get(self, trigger_id: str, execution_id: str) -> ExecutionRecord | None:
+        with self._lock:
+            return self._by_trigger.get(trigger_id, {}).get(execution_id)
+
+    def list(
+        self,
+        trigger_id: str,
+        status: ExecutionStatus | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[ExecutionRecord]:
+        """Newest first, within the retention."""
+        oldest = datetime.now(UTC) - MAX_AGE
+        with self._lock:
+            records = list(self._by_trigger.get(trigger_id, {}).values())
+        return sorted(
+            (
+                r
+                for r in records
+                if r.triggered_at >= oldest
+                and (status is None or r.status is status)
+                and (since is None or r.triggered_at >= since)
+                and (until is None or r.triggered_at < until)
+            ),
+            key=_newest_first,
+        )[:MAX_PER_TRIGGER]
+
+
+def _newest_first(record: ExecutionRecord) -> tuple[float, str]:
+    return (-record.triggered_at.timestamp(), record.execution_id)

@@ -1,0 +1,81 @@
+"""`/v1/triggers/{id}/executions`: a trigger's execution history, workspace-scoped."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from processor.dispatch.history import ExecutionsView
+from processor.http.auth import request_workspace
+from processor.http.triggers_api import definitions_view, owned_trigger
+from processor.messages import ExecutionRecord, ExecutionStatus
+
+router = APIRouter(prefix="/v1/triggers/{trigger_id}/executions", tags=["executions"])
+Workspace = Annotated[str, Depends(request_workspace)]
+
+
+class ExecutionPage(BaseModel):
+    items: list[ExecutionRecord] = Field(description="Newest first.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+def _history(request: Request) -> ExecutionsView:
+    view: ExecutionsView = request.app.state.executions
+    if not view.ready.is_set():
+        raise HTTPException(503, "still loading executions", headers={"Retry-After": "1"})
+    return view
+
+
+def _cursor(record: ExecutionRecord) -> str:
+    return base64.urlsafe_b64encode(
+        orjson.dumps([record.triggered_at.timestamp(), record.execution_id])
+    ).decode()
+
+
+@router.get("", response_model=ExecutionPage, summary="List executions")
+def list_executions(
+    request: Request,
+    trigger_id: str,
+    workspace: Workspace,
+    status: Annotated[ExecutionStatus | None, Query(description="Only this status.")] = None,
+    since: Annotated[datetime | None, Query(description="Triggered at or after.")] = None,
+    until: Annotated[datetime | None, Query(description="Triggered before.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="From the previous page.")] = None,
+) -> dict[str, Any]:
+    owned_trigger(definitions_view(request), trigger_id, workspace)
+    records = _history(request).list(trigger_id, status, since, until)
+    if cursor is not None:
+        try:
+            at, execution_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+            after = (-float(at), str(execution_id))
+        except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
+            raise HTTPException(400, "cursor is not one this API returned") from None
+        records = [r for r in records if (-r.triggered_at.timestamp(), r.execution_id) > after]
+    page = records[:limit]
+    return {
+        "items": [r.model_dump(mode="json", exclude_none=True) for r in page],
+        "next_cursor": _cursor(page[-1]) if len(records) > limit else None,
+    }
+
+
+@router.get(
+    "/{execution_id}",
+    response_model=ExecutionRecord,
+    response_model_exclude_none=True,
+    summary="Get an execution",
+)
+def get_execution(
+    request: Request, trigger_id: str, execution_id: str, workspace: Workspace
+) -> dict[str, Any]:
+    owned_trigger(definitions_view(request), trigger_id, workspace)
+    record = _history(request).get(trigger_id, execution_id)
+    if record is None:
+        raise HTTPException(404, f"no execution {execution_id} of trigger {trigger_id}")
+    return record.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,129 @@
+"""Execution life on the real broker: overlap, timeout, cancel at the runtime."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from processor import topics
+from tests.integration.kafka import Pipeline, reading, start_serve
+
+ALPHA = {"Authorization": "Bearer k-alpha"}
+BETA = {"Authorization": "Bearer k-beta"}
+
+TRIGGER = """
+trigger:
+  id: slow-job
+  name: Slow job
+  type: event
+  event: {pattern: job.requested}
+  max_concurrent: 1
+  overlap: buffer_one
+  timeout_seconds: 4
+  agent:
+    id: worker-agent
+    input: {runner: {action: hang}}
+"""
+
+
+def test_timeout_cancels_at_the_runtime_and_the_buffered_fire_runs(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    (tmp_path / "t.yaml").write_text(TRIGGER)
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    pipeline.start("worker", name="worker")
+    pipeline.start("runner", name="runner")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.wait_ready("runner", "runner consuming")
+    for job in ("j1", "j2", "j3"):  # one key: one partition, so they arrive in this order
+        pipeline.produce(
+            topics.EVENTS,
+            orjson.dumps({"type": "job.requested", "source": "api", "id": job}),
+            key=b"jobs",
+        )
+
+    def final(records: list[dict]) -> dict[str, str]:
+        latest: dict[str, str] = {}
+        for r in records:
+            latest[r["cause"]["event_id"]] = r["status"]
+        return latest
+
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
+        records = executions(lambda rs: final(rs).get("j3") == "timed_out", timeout=90)
+    latest = final(records)
+    # j1 ran (hung) and timed out; j2 waited, then was replaced by j3 (buffer_one);
+    # j3 ran once j1's slot was freed, and timed out in turn.
+    assert latest == {"j1": "timed_out", "j2": "skipped", "j3": "timed_out"}
+    j1 = [r for r in records if r["cause"]["event_id"] == "j1"]
+    assert [r["status"] for r in j1] == ["pending", "running", "timed_out"]
+    assert "timeout_seconds" in j1[-1]["reason"]
+    j2 = [r for r in records if r["cause"]["event_id"] == "j2"][-1]
+    assert "replaced by newer fire" in j2["reason"]
+
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUN_CONTROL)) as controls:
+        cancels = controls(lambda cs: len(cs) >= 2, timeout=30)
+    assert {c["action"] for c in cancels} == {"cancel"}
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUN_RESULTS)) as results:
+        reported = results(lambda rs: sum(r["status"] == "cancelled" for r in rs) >= 2, timeout=30)
+    assert (
+        sum(r["status"] == "cancelled" for r in reported) == 2
+    )  # the runner honoured both cancels
+
+    listing = pipeline.cli("executions", "slow-job").stdout.splitlines()
+    assert [line.split()[1] for line in listing] == ["timed_out", "skipped", "timed_out"]
+    assert "timed_out" not in pipeline.cli("executions", "slow-job", "--status", "skipped").stdout
+
+
+def test_history_api_is_newest_first_filtered_paginated_and_workspace_scoped(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    (tmp_path / "t.yaml").write_text(
+        "trigger: {id: echo, name: Echo, workspace: alpha, type: event, overlap: allow_all,"
+        " event: {pattern: ping}, agent: {id: e}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    base = start_serve(pipeline)
+    pipeline.start("worker", name="worker")
+    pipeline.start("runner", name="runner")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    for i in range(3):
+        pipeline.emit(
+            {"type": "ping", "source": "t", "id": f"p{i}", "time": f"2026-11-25T10:00:0{i}Z"}
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        page = httpx.get(
+            f"{base}/v1/triggers/echo/executions", params={"status": "completed"}, headers=ALPHA
+        ).json()
+        if len(page["items"]) == 3:
+            break
+        assert time.monotonic() < deadline, page
+        time.sleep(0.5)
+    assert [r["cause"]["event_id"] for r in page["items"]] == ["p2", "p1", "p0"]
+    first = httpx.get(
+        f"{base}/v1/triggers/echo/executions", params={"limit": 2}, headers=ALPHA
+    ).json()
+    rest = httpx.get(
+        f"{base}/v1/triggers/echo/executions",
+        params={"limit": 2, "cursor": first["next_cursor"]},
+        headers=ALPHA,
+    ).json()
+    assert [r["cause"]["event_id"] for r in first["items"] + rest["items"]] == ["p2", "p1", "p0"]
+    assert rest["next_cursor"] is None
+    one = page["items"][0]
+    got = httpx.get(f"{base}/v1/triggers/echo/executions/{one['execution_id']}", headers=ALPHA)
+    assert got.status_code == 200 and got.json()["output_data"]["echo"]["event"]["id"] == "p2"
+    assert httpx.get(f"{base}/v1/triggers/echo/executions", headers=BETA).status_code == 404
+    assert (
+        httpx.get(
+            f"{base}/v1/triggers/echo/executions/{one['execution_id']}", headers=BETA
+        ).status_code
+        == 404
+    )
+    running = httpx.get(
+        f"{base}/v1/triggers/echo/executions", params={"status": "running"}, headers=ALPHA
+    )
+    assert running.json()["items"] == []
