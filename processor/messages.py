@@ -138,6 +138,14 @@ class ControlCommand(_Message):
     action: ControlAction
 
 
+class CancelRequest(_Message):
+    """Cancel asked for over the API; sent to the dispatcher keyed by trigger id."""
+
+    execution_id: str
+    trigger_id: str
+    requested_at: datetime = Field(default_factory=utcnow)
+
+
 class RunStatus(StrEnum):
     """Statuses a runtime reports on `agent-run-results`."""
 

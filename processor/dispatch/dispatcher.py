@@ -46,12 +46,13 @@ from processor.dispatch.state import (
     Effects,
     UnknownExecution,
     expire,
+    on_cancel,
     on_fire,
     on_result,
 )
 from processor.kafka.clients import new_consumer, new_producer
 from processor.kafka.reader import read_to_end
-from processor.messages import ExecutionRecord, Fire, RunResult
+from processor.messages import CancelRequest, ExecutionRecord, Fire, RunResult
 from processor.metrics import (
     DISPATCHED,
     DUPLICATE_FIRES,
@@ -64,6 +65,8 @@ from processor.serde import from_json, to_json
 log = logging.getLogger(__name__)
 COMPONENT = "dispatcher"
 BATCH_SIZE = 500
+CANCEL_HEADER = "triggers-cancel"
+"""Marks a cancel request among the re-keyed results on `dispatch-results`."""
 EXPIRY_INTERVAL_SECONDS = 1.0
 
 
@@ -272,6 +275,13 @@ class Dispatcher:
         producer.produce(self.rekeyed_topic, key=result.trigger_id.encode(), value=to_json(result))
 
     def _handle_result(self, message: Message, producer: Producer) -> None:
+        if (CANCEL_HEADER, b"1") in (message.headers() or []):
+            request = from_json(CancelRequest, _value(message))
+            cancel = on_cancel(
+                self.state, request.trigger_id, request.execution_id, datetime.now(UTC)
+            )
+            self._write(cancel, message.partition() or 0, producer)
+            return
         result = from_json(RunResult, _value(message))
         effects = on_result(self.state, result, datetime.now(UTC))
         self._write(effects, message.partition() or 0, producer)

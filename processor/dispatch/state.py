@@ -307,3 +307,30 @@ def expire(state: DispatchState, now: datetime) -> Effects:
                 state.forget(trigger_id, record.execution_id)
                 effects.forgotten.append((trigger_id, record.execution_id))
     return effects
+
+
+def on_cancel(state: DispatchState, trigger_id: str, execution_id: str, now: datetime) -> Effects:
+    """A cancel asked for over the API: at once if it has not started (buffered, or
+    issued but not reported running); otherwise ask the runtime, which confirms."""
+    current = state.get(trigger_id, execution_id)
+    if current is None:
+        raise UnknownExecution(f"no execution {execution_id} of trigger {trigger_id}")
+    effects = Effects()
+    if current.status.finished:
+        return effects
+    if current.status is ExecutionStatus.RUNNING:
+        effects.controls.append(
+            ControlCommand(execution_id=execution_id, action=ControlAction.CANCEL)
+        )
+        return effects
+    _finish(
+        state,
+        effects,
+        current,
+        ExecutionStatus.CANCELLED,
+        now,
+        "cancelled on request",
+        cancel_runtime=current.issued_at is not None,
+    )
+    _release(state, effects, trigger_id, now)
+    return effects

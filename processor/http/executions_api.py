@@ -11,10 +11,15 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from processor import topics
+from processor.dispatch.dispatcher import CANCEL_HEADER
 from processor.dispatch.history import ExecutionsView
+from processor.errors import KafkaUnavailable
 from processor.http.auth import request_workspace
 from processor.http.triggers_api import definitions_view, owned_trigger
-from processor.messages import ExecutionRecord, ExecutionStatus
+from processor.kafka.async_producer import AsyncProducer
+from processor.messages import CancelRequest, ExecutionRecord, ExecutionStatus
+from processor.serde import to_json
 
 router = APIRouter(prefix="/v1/triggers/{trigger_id}/executions", tags=["executions"])
 Workspace = Annotated[str, Depends(request_workspace)]
@@ -79,3 +84,32 @@ def get_execution(
     if record is None:
         raise HTTPException(404, f"no execution {execution_id} of trigger {trigger_id}")
     return record.model_dump(mode="json", exclude_none=True)
+
+
+@router.post(
+    "/{execution_id}/cancel",
+    status_code=202,
+    summary="Cancel an execution",
+    responses={409: {"description": "Already finished"}},
+)
+async def cancel_execution(
+    request: Request, trigger_id: str, execution_id: str, workspace: Workspace
+) -> dict[str, Any]:
+    owned_trigger(definitions_view(request), trigger_id, workspace)
+    record = _history(request).get(trigger_id, execution_id)
+    if record is None:
+        raise HTTPException(404, f"no execution {execution_id} of trigger {trigger_id}")
+    if record.status.finished:
+        raise HTTPException(
+            409, f"execution {execution_id} already finished ({record.status.value})"
+        )
+    producer: AsyncProducer = request.app.state.gateway.producer
+    cancel = CancelRequest(execution_id=execution_id, trigger_id=trigger_id)
+    topic = topics.topic_name(topics.DISPATCH_RESULTS, request.app.state.settings)
+    try:
+        await producer.send(
+            topic, trigger_id.encode(), to_json(cancel), headers=[(CANCEL_HEADER, b"1")]
+        )
+    except KafkaUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    return {"execution_id": execution_id, "cancel": "requested"}

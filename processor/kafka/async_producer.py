@@ -28,7 +28,13 @@ class AsyncProducer:
         while not self._stopping.is_set():
             self._producer.poll(0.05)
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[None] = loop.create_future()
 
@@ -44,7 +50,9 @@ class AsyncProducer:
             loop.call_soon_threadsafe(settle)
 
         try:
-            self._producer.produce(topic, key=key, value=value, on_delivery=delivered)
+            self._producer.produce(
+                topic, key=key, value=value, headers=headers, on_delivery=delivered
+            )
         except BufferError:
             raise KafkaUnavailable("the producer queue is full") from None
         try:

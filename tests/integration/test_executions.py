@@ -127,3 +127,41 @@ def test_history_api_is_newest_first_filtered_paginated_and_workspace_scoped(
         f"{base}/v1/triggers/echo/executions", params={"status": "running"}, headers=ALPHA
     )
     assert running.json()["items"] == []
+
+
+def test_cancel_over_the_api_stops_a_running_execution_and_finished_ones_answer_409(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    (tmp_path / "t.yaml").write_text(
+        "trigger: {id: hang, name: Hang, workspace: alpha, type: event, event: {pattern: stuck},"
+        " agent: {id: h, input: {runner: {action: hang}}}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    base = start_serve(pipeline)
+    pipeline.start("worker", name="worker")
+    pipeline.start("runner", name="runner")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.emit({"type": "stuck", "source": "t", "id": "s1"})
+
+    def execution(status: str) -> dict:
+        deadline = time.monotonic() + 60
+        while True:
+            items = httpx.get(
+                f"{base}/v1/triggers/hang/executions", params={"status": status}, headers=ALPHA
+            ).json()["items"]
+            if items:
+                return items[0]
+            assert time.monotonic() < deadline, f"no {status} execution"
+            time.sleep(0.3)
+
+    running = execution("running")
+    url = f"{base}/v1/triggers/hang/executions/{running['execution_id']}/cancel"
+    assert httpx.post(url, headers=BETA).status_code == 404
+    answer = httpx.post(url, headers=ALPHA)
+    assert answer.status_code == 202 and answer.json() == {
+        "execution_id": running["execution_id"],
+        "cancel": "requested",
+    }
+    cancelled = execution("cancelled")
+    assert cancelled["execution_id"] == running["execution_id"]
+    assert httpx.post(url, headers=ALPHA).status_code == 409

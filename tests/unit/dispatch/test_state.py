@@ -163,3 +163,28 @@ def test_finished_executions_are_forgotten_after_the_dedupe_horizon() -> None:
     assert not expire(state, NOW + DEDUPE_HORIZON - timedelta(seconds=1)).forgotten
     assert expire(state, NOW + DEDUPE_HORIZON).forgotten == [("t-1", "a")]
     assert state.get("t-1", "a") is None
+
+
+def test_cancel_a_buffered_or_unstarted_execution_at_once_and_a_running_one_at_the_runtime() -> (
+    None
+):
+    from processor.dispatch.state import on_cancel
+
+    state = DispatchState()
+    on_fire(state, fire("a", OverlapPolicy.BUFFER_ALL), NOW)
+    on_fire(state, fire("b", OverlapPolicy.BUFFER_ALL), NOW)
+    waiting = on_cancel(state, "t-1", "b", NOW)
+    assert waiting.controls == [] and statuses(state)["b"] == "cancelled"
+    on_result(state, result(RunStatus.RUNNING, "a"), NOW)
+    running = on_cancel(state, "t-1", "a", NOW)
+    assert [c.execution_id for c in running.controls] == ["a"] and statuses(state)["a"] == "running"
+    on_result(state, result(RunStatus.CANCELLED, "a"), NOW)
+    assert statuses(state)["a"] == "cancelled"
+    assert not on_cancel(state, "t-1", "a", NOW)
+    on_fire(state, fire("c"), NOW)
+    unstarted = on_cancel(state, "t-1", "c", NOW)
+    assert [c.execution_id for c in unstarted.controls] == ["c"] and statuses(state)[
+        "c"
+    ] == "cancelled"
+    with pytest.raises(UnknownExecution):
+        on_cancel(state, "t-1", "nope", NOW)
