@@ -13,6 +13,7 @@ ECHO_TRIGGER = """
 trigger:
   name: Deploy watcher
   type: event
+  overlap: allow_all
   event:
     pattern: "deploy.*"
     source: [ci]

@@ -20,6 +20,7 @@ def event_trigger(name: str, pattern: str = "deploy.*", **extra: object) -> dict
         "type": "event",
         "event": {"pattern": pattern},
         "agent": {"id": "echo"},
+        "overlap": "allow_all",  # no runtime finishes these runs
         **extra,
     }
 
