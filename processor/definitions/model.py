@@ -11,14 +11,16 @@ import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonpath
 from croniter import croniter
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -283,19 +285,28 @@ class WebhookSpec(_Doc):
         return value.upper()
 
 
+def _compiles(pattern: str) -> str:
+    compile_pattern(pattern)  # ValueError for a regex RE2 cannot run
+    return pattern
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+EventPattern = Annotated[str, AfterValidator(_compiles)]
+"""An event type glob, or a regular expression after `re:` (checked to run on RE2)."""
+Sources = Annotated[list[str], BeforeValidator(_as_list)]
+"""Accepted event sources; a single string is a list of one."""
+
+
 class FollowUp(_Doc):
     """The B of "A then B" / "A not followed by B": matched to an A by a shared key."""
 
-    pattern: str = Field(min_length=1, description="B's event type glob, or `re:` regex.")
+    pattern: EventPattern = Field(min_length=1, description="B's event type glob, or `re:` regex.")
     within: str = Field(description="How long after A, e.g. `30m`.")
     key: str = Field(description="Field both events carry, e.g. `data.order_id`.")
-    source: list[str] = Field(default_factory=list, description="B's accepted sources.")
-
-    @field_validator("pattern")
-    @classmethod
-    def _pattern_compiles(cls, value: str) -> str:
-        compile_pattern(value)
-        return value
+    source: Sources = Field(default_factory=list, description="B's accepted sources.")
 
     @field_validator("within")
     @classmethod
@@ -303,11 +314,6 @@ class FollowUp(_Doc):
         if parse_duration(value) <= 0:
             raise ValueError("`within` must be longer than zero")
         return value
-
-    @field_validator("source", mode="before")
-    @classmethod
-    def _source_list(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class Debounce(_Doc):
@@ -327,11 +333,11 @@ class Debounce(_Doc):
 
 
 class EventSpec(_Doc):
-    pattern: str = Field(
+    pattern: EventPattern = Field(
         min_length=1,
         description="Event type glob (`error.*`) or a regular expression after `re:`.",
     )
-    source: list[str] = Field(
+    source: Sources = Field(
         default_factory=list, description="Accepted event sources; empty means any."
     )
     condition: dict[str, Any] | list[Any] | None = Field(
@@ -353,12 +359,6 @@ class EventSpec(_Doc):
             )
         return self
 
-    @field_validator("pattern")
-    @classmethod
-    def _pattern_compiles(cls, value: str) -> str:
-        compile_pattern(value)
-        return value
-
     @field_validator("condition")
     @classmethod
     def _condition_parses(cls, value: Any) -> Any:
@@ -369,11 +369,6 @@ class EventSpec(_Doc):
         except ConditionError as exc:
             raise ValueError(str(exc).lstrip(": ")) from None
         return value
-
-    @field_validator("source", mode="before")
-    @classmethod
-    def _source_list(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class TriggerDocument(_Doc):

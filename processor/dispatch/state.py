@@ -25,6 +25,7 @@ Dedupe horizon: a finished execution is remembered for DEDUPE_HORIZON (7 days, p
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -53,42 +54,74 @@ _RESULT_STATUS = {
 
 @dataclass
 class DispatchState:
-    """Executions per trigger id, each by execution id."""
+    """Executions per trigger id, each by execution id.
+
+    Two indexes keep the periodic work small: the open (not finished) executions per
+    trigger, and the finished ones in a heap by time, so timeouts touch only open
+    executions and forgetting touches only what it forgets.
+    """
 
     executions: dict[str, dict[str, ExecutionRecord]] = field(default_factory=dict)
+    _open: dict[str, dict[str, None]] = field(default_factory=dict)  # insertion-ordered
+    _finished: list[tuple[float, str, str]] = field(default_factory=list)
 
     def get(self, trigger_id: str, execution_id: str) -> ExecutionRecord | None:
         return self.executions.get(trigger_id, {}).get(execution_id)
 
     def put(self, record: ExecutionRecord) -> None:
         self.executions.setdefault(record.trigger_id, {})[record.execution_id] = record
+        open_ids = self._open.setdefault(record.trigger_id, {})
+        if record.status.finished:
+            open_ids.pop(record.execution_id, None)
+            heapq.heappush(
+                self._finished,
+                (record.updated_at.timestamp(), record.trigger_id, record.execution_id),
+            )
+        else:
+            open_ids.setdefault(record.execution_id, None)
 
     def forget(self, trigger_id: str, execution_id: str) -> None:
         self.executions.get(trigger_id, {}).pop(execution_id, None)
+        self._open.get(trigger_id, {}).pop(execution_id, None)
 
     def drop_trigger_ids(self) -> None:
         """Forget everything, e.g. on partition revocation (restored on assignment)."""
         self.executions.clear()
+        self._open.clear()
+        self._finished.clear()
+
+    def open(self) -> list[ExecutionRecord]:
+        return [self.executions[t][e] for t, ids in self._open.items() for e in ids]
+
+    def finished_before(self, cutoff: datetime) -> list[ExecutionRecord]:
+        """Pop finished executions last updated before `cutoff` (oldest first)."""
+        found = []
+        while self._finished and self._finished[0][0] < cutoff.timestamp():
+            at, trigger_id, execution_id = heapq.heappop(self._finished)
+            record = self.get(trigger_id, execution_id)
+            if (
+                record is not None
+                and record.status.finished
+                and record.updated_at.timestamp() == at
+            ):
+                found.append(record)
+        return found
+
+    def _open_of(self, trigger_id: str) -> list[ExecutionRecord]:
+        executions = self.executions.get(trigger_id, {})
+        return [executions[e] for e in self._open.get(trigger_id, ())]
 
     def active(self, trigger_id: str) -> list[ExecutionRecord]:
         """Issued and not finished, oldest first."""
         return sorted(
-            (
-                r
-                for r in self.executions.get(trigger_id, {}).values()
-                if not r.status.finished and r.issued_at is not None
-            ),
+            (r for r in self._open_of(trigger_id) if r.issued_at is not None),
             key=lambda r: r.issued_at or r.triggered_at,
         )
 
     def buffered(self, trigger_id: str) -> list[ExecutionRecord]:
         """Waiting for a slot, oldest first."""
         return sorted(
-            (
-                r
-                for r in self.executions.get(trigger_id, {}).values()
-                if r.status is ExecutionStatus.PENDING and r.issued_at is None
-            ),
+            (r for r in self._open_of(trigger_id) if r.issued_at is None),
             key=lambda r: r.triggered_at,
         )
 
@@ -190,16 +223,8 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
         return effects
     full = f"max_concurrent ({fire.max_concurrent}) executions are running"
     if fire.overlap is OverlapPolicy.SKIP:
-        _record(
-            state,
-            effects,
-            record.model_copy(
-                update={
-                    "status": ExecutionStatus.SKIPPED,
-                    "completed_at": now,
-                    "reason": f"{full} (overlap: skip)",
-                }
-            ),
+        _finish(
+            state, effects, record, ExecutionStatus.SKIPPED, now, f"{full} (overlap: skip)", False
         )
     elif fire.overlap is OverlapPolicy.CANCEL_OTHER:
         _finish(
@@ -216,32 +241,11 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
         waiting = state.buffered(fire.trigger_id)
         if fire.overlap is OverlapPolicy.BUFFER_ONE:
             for older in waiting:
-                _record(
-                    state,
-                    effects,
-                    older.model_copy(
-                        update={
-                            "status": ExecutionStatus.SKIPPED,
-                            "updated_at": now,
-                            "completed_at": now,
-                            "reason": f"replaced by newer fire {fire.execution_id} "
-                            "(overlap: buffer_one)",
-                        }
-                    ),
-                )
+                reason = f"replaced by newer fire {fire.execution_id} (overlap: buffer_one)"
+                _finish(state, effects, older, ExecutionStatus.SKIPPED, now, reason, False)
         elif len(waiting) >= BUFFER_LIMIT:
-            _record(
-                state,
-                effects,
-                record.model_copy(
-                    update={
-                        "status": ExecutionStatus.SKIPPED,
-                        "completed_at": now,
-                        "reason": f"{full} and {BUFFER_LIMIT} fires already wait "
-                        "(overlap: buffer_all)",
-                    }
-                ),
-            )
+            reason = f"{full} and {BUFFER_LIMIT} fires already wait (overlap: buffer_all)"
+            _finish(state, effects, record, ExecutionStatus.SKIPPED, now, reason, False)
             return effects
         _record(
             state,
@@ -286,26 +290,14 @@ def expire(state: DispatchState, now: datetime) -> Effects:
     """Executions past their deadline time out (and are cancelled at the runtime);
     finished ones older than the dedupe horizon are forgotten."""
     effects = Effects()
-    for trigger_id, executions in list(state.executions.items()):
-        for record in list(executions.values()):
-            if (
-                not record.status.finished
-                and record.deadline is not None
-                and record.deadline <= now
-            ):
-                _finish(
-                    state,
-                    effects,
-                    record,
-                    ExecutionStatus.TIMED_OUT,
-                    now,
-                    f"no result within {record.timeout_seconds} s (timeout_seconds)",
-                    True,
-                )
-                _release(state, effects, trigger_id, now)
-            elif record.status.finished and record.updated_at <= now - DEDUPE_HORIZON:
-                state.forget(trigger_id, record.execution_id)
-                effects.forgotten.append((trigger_id, record.execution_id))
+    for record in state.open():
+        if record.deadline is not None and record.deadline <= now:
+            reason = f"no result within {record.timeout_seconds} s (timeout_seconds)"
+            _finish(state, effects, record, ExecutionStatus.TIMED_OUT, now, reason, True)
+            _release(state, effects, record.trigger_id, now)
+    for record in state.finished_before(now - DEDUPE_HORIZON + timedelta(microseconds=1)):
+        state.forget(record.trigger_id, record.execution_id)
+        effects.forgotten.append((record.trigger_id, record.execution_id))
     return effects
 
 

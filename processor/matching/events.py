@@ -72,30 +72,52 @@ def event_cause(event: DomainEvent) -> Cause:
     )
 
 
-def _keyed(
-    trigger_id: str, path: str | None, role: str, event: DomainEvent, as_dict: dict[str, Any]
-) -> WindowMatch | None:
-    group = ""
-    if path is not None:
-        value = field_reader(path)(as_dict)
-        if value is MISSING or value is None:
-            return None
-        group = str(value)
-    return WindowMatch(
-        trigger_id=trigger_id,
-        group=group,
-        role=role,
-        event_key=event_cause_key(event),
-        time=event.time.timestamp() if event.time else 0.0,
-        event=event_summary(event),
-    )
+class _Event:
+    """One event as the matcher needs it: its dict and summary, each built at most once."""
+
+    def __init__(self, event: DomainEvent) -> None:
+        self.event = event
+        self.as_dict: dict[str, Any] = event.model_dump(mode="json")
+        self._summary: dict[str, Any] | None = None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        if self._summary is None:
+            self._summary = event_summary(self.event)
+        return self._summary
+
+    def window_match(
+        self, trigger_id: str, group: str, role: str = "event", value: float | None = None
+    ) -> WindowMatch:
+        return WindowMatch(
+            trigger_id=trigger_id,
+            group=group,
+            role=role,
+            event_key=event_cause_key(self.event),
+            time=self.event.time.timestamp() if self.event.time else 0.0,
+            value=value,
+            event=self.summary,
+        )
+
+    def keyed(self, trigger_id: str, path: str | None, role: str) -> WindowMatch | None:
+        """A match keyed by `path`'s value; None when the event lacks it."""
+        group = ""
+        if path is not None:
+            value = field_reader(path)(self.as_dict)
+            if value is MISSING or value is None:
+                return None
+            group = str(value)
+        return self.window_match(trigger_id, group, role)
 
 
 def match_event(registry: Registry, event: DomainEvent, explain: bool = False) -> list[Match]:
     """Every candidate trigger (by pattern) with its verdict; `explain` records each test."""
+    candidates = registry.event_patterns.candidates(event.type)
+    if not candidates:
+        return []
+    seen = _Event(event)
     matches = []
-    as_dict: dict[str, Any] = event.model_dump(mode="json")
-    for entry in sorted(registry.event_patterns.candidates(event.type)):
+    for entry in sorted(candidates):
         trigger_id = entry.removesuffix(SECOND_ROLE)
         trigger = registry.get(trigger_id)
         if trigger is None or trigger.event is None:
@@ -106,7 +128,7 @@ def match_event(registry: Registry, event: DomainEvent, explain: bool = False) -
             if follow is None or (follow.source and event.source not in follow.source):
                 matches.append(Match(trigger, Verdict.SOURCE_MISMATCH))
                 continue
-            second = _keyed(trigger_id, follow.key, "second", event, as_dict)
+            second = seen.keyed(trigger_id, follow.key, "second")
             verdict = Verdict.WINDOWED if second else Verdict.KEY_MISSING
             matches.append(Match(trigger, verdict, window=second))
             continue
@@ -119,37 +141,30 @@ def match_event(registry: Registry, event: DomainEvent, explain: bool = False) -
         condition = registry.condition(trigger_id)
         trace: list[Outcome] = []
         if explain:
-            passed = condition.predicate.evaluate(as_dict, trace)
+            passed = condition.predicate.evaluate(seen.as_dict, trace)
         else:
-            passed = condition.matches(as_dict)
+            passed = condition.matches(seen.as_dict)
         if not passed:
             matches.append(Match(trigger, Verdict.CONDITION_FAILED, trace=trace))
             continue
         if follow is not None or spec.debounce is not None:
             path = follow.key if follow is not None else spec.debounce.key  # type: ignore[union-attr]
-            keyed = _keyed(trigger_id, path, "first" if follow else "event", event, as_dict)
+            keyed = seen.keyed(trigger_id, path, "first" if follow else "event")
             verdict = Verdict.WINDOWED if keyed else Verdict.KEY_MISSING
             matches.append(Match(trigger, verdict, window=keyed, trace=trace))
             continue
         threshold = condition.threshold
         if threshold is None:
             fire = fire_for(
-                trigger, event_cause_key(event), event_cause(event), {"event": event_summary(event)}
+                trigger, event_cause_key(event), event_cause(event), {"event": seen.summary}
             )
             matches.append(Match(trigger, Verdict.FIRED, fire=fire, trace=trace))
             continue
         value = None
         if threshold.aggregate is not None:
-            raw = threshold.aggregate.read(as_dict)
+            raw = threshold.aggregate.read(seen.as_dict)
             if raw is not MISSING and isinstance(raw, int | float) and not isinstance(raw, bool):
                 value = float(raw)
-        window = WindowMatch(
-            trigger_id=trigger_id,
-            group=threshold.group_of(as_dict),
-            event_key=event_cause_key(event),
-            time=event.time.timestamp() if event.time else 0.0,
-            value=value,
-            event=event_summary(event),
-        )
+        window = seen.window_match(trigger_id, threshold.group_of(seen.as_dict), value=value)
         matches.append(Match(trigger, Verdict.WINDOWED, window=window, trace=trace))
     return matches

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,45 +103,58 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
     fires_topic = _raw_topic(app, name(topics.TRIGGER_FIRES))
     dead_letters_topic = _raw_topic(app, name(topics.DEAD_LETTERS))
 
-    @app.agent(events_topic, concurrency=1)
-    async def match_events(stream: Any) -> None:
+    async def each_record(
+        stream: Any, component: str, handle: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        """Run `handle` on every record: a record it cannot use becomes a dead letter with
+        the reason, and a bug is logged and dead-lettered too. The stream never stops."""
         await caught_up(definitions, settings)
         async for event in stream.events():
             message = event.message
             try:
-                domain_event = decode_event(
-                    message.value,
-                    _headers(message),
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-                )
-                fired = 0
-                for match in match_event(registry, domain_event):
-                    MATCH_VERDICTS.labels(match.trigger.trigger_id, match.verdict.value).inc()
-                    if match.window is not None:
-                        await matches_topic.send(
-                            key=match.window.key(), value=to_json(match.window)
-                        )
-                    if match.fire is not None:
-                        await _send_fire(fires_topic, match.fire)
-                        fired += 1
-                        if message.timestamp:
-                            EVENT_TO_FIRE.observe(
-                                max(0.0, utcnow().timestamp() - message.timestamp)
-                            )
-                EVENTS.labels("fired" if fired else "no_fire").inc()
-            except BadRecord as exc:
-                await _dead_letter(dead_letters_topic, message, str(exc))
+                await handle(message)
+            except (BadRecord, ValidationError, ValueError) as exc:
+                await _dead_letter(dead_letters_topic, message, str(exc), component)
             except Exception as exc:
                 log.exception(
-                    "event matcher failed on %s[%d]@%d",
+                    "%s failed on %s[%d]@%d",
+                    component,
                     message.topic,
                     message.partition,
                     message.offset,
                 )
-                await _dead_letter(dead_letters_topic, message, f"internal error: {exc!r}")
+                await _dead_letter(
+                    dead_letters_topic, message, f"internal error: {exc!r}", component
+                )
+
+    async def send_fire(fire: Fire) -> None:
+        await fires_topic.send(key=fire.trigger_id.encode(), value=to_json(fire))
+        FIRES.labels(fire.cause.type.value).inc()
+
+    async def match_one(message: Any) -> None:
+        domain_event = decode_event(
+            message.value,
+            _headers(message),
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+        )
+        fired = 0
+        for match in match_event(registry, domain_event):
+            MATCH_VERDICTS.labels(match.trigger.trigger_id, match.verdict.value).inc()
+            if match.window is not None:
+                await matches_topic.send(key=match.window.key(), value=to_json(match.window))
+            if match.fire is not None:
+                await send_fire(match.fire)
+                fired += 1
+                if message.timestamp:
+                    EVENT_TO_FIRE.observe(max(0.0, utcnow().timestamp() - message.timestamp))
+        EVENTS.labels("fired" if fired else "no_fire").inc()
+
+    @app.agent(events_topic, concurrency=1)
+    async def match_events(stream: Any) -> None:
+        await each_record(stream, COMPONENT, match_one)
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def tick_stateful_partitions() -> None:
@@ -149,41 +163,28 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
             if tp.topic == matches_topic.get_topic_name():
                 await matches_topic.send(key=TICK_KEY, value=b"{}", partition=tp.partition)
 
+    async def evaluate_one(message: Any) -> None:
+        if message.key == TICK_KEY:
+            await _expire(message.partition, time.time())
+            return
+        match = from_json(WindowMatch, message.value)
+        key = message.key.decode()
+        trigger = registry.get(match.trigger_id)
+        if trigger is None:
+            return
+        state = windows.get(key) or new_state(trigger)
+        evaluation = evaluate(registry, state, match, time.time())
+        if evaluation.outcome is None:
+            return
+        WINDOW_OUTCOMES.labels(evaluation.outcome).inc()
+        windows[key] = state
+        _set_deadline(message.partition, key, evaluation.deadline)
+        for fire in evaluation.fires:
+            await send_fire(fire)
+
     @app.agent(matches_topic, concurrency=1)
     async def evaluate_windows(stream: Any) -> None:
-        await caught_up(definitions, settings)
-        async for event in stream.events():
-            message = event.message
-            try:
-                if message.key == TICK_KEY:
-                    await _expire(message.partition, time.time())
-                    continue
-                match = from_json(WindowMatch, message.value)
-                key = message.key.decode()
-                trigger = registry.get(match.trigger_id)
-                if trigger is None:
-                    continue
-                state = windows.get(key) or new_state(trigger)
-                evaluation = evaluate(registry, state, match, time.time())
-                if evaluation.outcome is None:
-                    continue
-                WINDOW_OUTCOMES.labels(evaluation.outcome).inc()
-                windows[key] = state
-                _set_deadline(message.partition, key, evaluation.deadline)
-                for fire in evaluation.fires:
-                    await _send_fire(fires_topic, fire)
-            except (ValidationError, ValueError, AttributeError) as exc:
-                await _dead_letter(dead_letters_topic, message, str(exc), WINDOW_COMPONENT)
-            except Exception as exc:
-                log.exception(
-                    "window evaluator failed on %s[%d]@%d",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                )
-                await _dead_letter(
-                    dead_letters_topic, message, f"internal error: {exc!r}", WINDOW_COMPONENT
-                )
+        await each_record(stream, WINDOW_COMPONENT, evaluate_one)
 
     def _set_deadline(partition: int, key: str, deadline: float | None) -> None:
         """Per partition, the keys that have something to do at a time (absence, debounce)."""
@@ -212,29 +213,26 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
             _set_deadline(partition, key, evaluation.deadline)
             for fire in evaluation.fires:
                 WINDOW_OUTCOMES.labels("fired").inc()
-                await _send_fire(fires_topic, fire)
+                await send_fire(fire)
+
+    async def map_one(message: Any) -> None:
+        delivery = from_json(WebhookDelivery, message.value)
+        trigger = registry.get(delivery.trigger_id)
+        if trigger is None or not trigger.enabled or trigger.webhook is None:
+            log.info(
+                "delivery %s for trigger %s: trigger gone or disabled; not fired",
+                delivery.delivery_id,
+                delivery.trigger_id,
+            )
+            return
+        fire, missing = fire_for_delivery(trigger, delivery)
+        if missing:
+            WEBHOOK_MAPPING_MISSES.labels(trigger.trigger_id).inc(len(missing))
+        await send_fire(fire)
 
     @app.agent(webhooks_topic, concurrency=1)
     async def map_webhooks(stream: Any) -> None:
-        await caught_up(definitions, settings)
-        async for event in stream.events():
-            message = event.message
-            try:
-                delivery = from_json(WebhookDelivery, message.value)
-                trigger = registry.get(delivery.trigger_id)
-                if trigger is None or not trigger.enabled or trigger.webhook is None:
-                    log.info(
-                        "delivery %s for trigger %s: trigger gone or disabled; not fired",
-                        delivery.delivery_id,
-                        delivery.trigger_id,
-                    )
-                    continue
-                fire, missing = fire_for_delivery(trigger, delivery)
-                if missing:
-                    WEBHOOK_MAPPING_MISSES.labels(trigger.trigger_id).inc(len(missing))
-                await topic_send_fire(fires_topic, fire, "webhook")
-            except (ValidationError, ValueError) as exc:
-                await _dead_letter(dead_letters_topic, message, str(exc), WEBHOOK_COMPONENT)
+        await each_record(stream, WEBHOOK_COMPONENT, map_one)
 
     @app.timer(TICK_SECONDS, on_leader=True)  # type: ignore[untyped-decorator]
     async def tick() -> None:
@@ -245,42 +243,29 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
         second = datetime.fromtimestamp(math.floor(time.time()), UTC)
         await ticks_topic.send(key=b"tick", value=to_json(CronTick(tick=second)))
 
+    async def schedule_one(message: Any) -> None:
+        tick_at = from_json(CronTick, message.value).tick.timestamp()
+        previous = scheduler_state.get("last_tick")
+        if previous is None:
+            previous = tick_at - 1  # first start ever: nothing to catch up on
+        if tick_at <= previous:
+            return  # a tick from before a leader change, already handled
+        started = time.perf_counter()
+        now = time.time()
+        for fire, fire_time in scheduler.on_tick(previous, tick_at, now):
+            await send_fire(fire)
+            SCHEDULE_LATENESS.observe(max(0.0, now - fire_time))
+        scheduler_state["last_tick"] = tick_at
+        SCHEDULER_TICK.observe(time.perf_counter() - started)
+
     @app.agent(ticks_topic, concurrency=1)
     async def schedule_fires(stream: Any) -> None:
-        await caught_up(definitions, settings)
-        async for event in stream.events():
-            message = event.message
-            try:
-                tick_at = from_json(CronTick, message.value).tick.timestamp()
-            except (ValidationError, ValueError) as exc:
-                await _dead_letter(dead_letters_topic, message, str(exc), SCHEDULER_COMPONENT)
-                continue
-            previous = scheduler_state.get("last_tick")
-            if previous is None:
-                previous = tick_at - 1  # first start ever: nothing to catch up on
-            if tick_at <= previous:
-                continue  # a tick from before a leader change, already handled
-            started = time.perf_counter()
-            now = time.time()
-            for fire, fire_time in scheduler.on_tick(previous, tick_at, now):
-                await topic_send_fire(fires_topic, fire, "schedule")
-                SCHEDULE_LATENESS.observe(max(0.0, now - fire_time))
-            scheduler_state["last_tick"] = tick_at
-            SCHEDULER_TICK.observe(time.perf_counter() - started)
+        await each_record(stream, SCHEDULER_COMPONENT, schedule_one)
 
     return app
 
 
-async def topic_send_fire(topic: Any, fire: Fire, cause: str) -> None:
-    await topic.send(key=fire.trigger_id.encode(), value=to_json(fire))
-    FIRES.labels(cause).inc()
-
-
-async def _send_fire(topic: Any, fire: Fire) -> None:
-    await topic_send_fire(topic, fire, "event")
-
-
-async def _dead_letter(topic: Any, message: Any, reason: str, component: str = COMPONENT) -> None:
+async def _dead_letter(topic: Any, message: Any, reason: str, component: str) -> None:
     if component == COMPONENT:
         EVENTS.labels("dead_letter").inc()
     log.warning(
