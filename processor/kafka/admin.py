@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -66,18 +67,29 @@ def create_topics(settings: Settings, timeout_seconds: float = 30.0) -> list[Top
             created = False
         partitions = next(t.num_partitions for t in wanted if t.topic == name)
         outcomes.append(TopicOutcome(name, partitions, created))
-    _wait_until_visible(admin, [t.topic for t in wanted], timeout_seconds)
+    _wait_until_visible(admin, {t.topic: t.num_partitions for t in wanted}, timeout_seconds)
     return sorted(outcomes, key=lambda o: o.name)
 
 
-def _wait_until_visible(admin: AdminClient, names: list[str], timeout_seconds: float) -> None:
-    """Creation is acknowledged by the controller before every broker's metadata has the
-    topic; return only once clients can use it."""
+def _wait_until_visible(
+    admin: AdminClient, partitions: dict[str, int], timeout_seconds: float
+) -> None:
+    """Creation is acknowledged before metadata shows every partition with a leader; a
+    producer that sees fewer partitions hashes keys to the wrong ones. Return only once
+    every created topic has all its partitions led."""
     deadline = time.monotonic() + timeout_seconds
     while True:
         topics = admin.list_topics(timeout=timeout_seconds).topics
-        if all(name in topics and topics[name].error is None for name in names):
+        if all(_all_led(topics.get(name), count) for name, count in partitions.items()):
             return
         if time.monotonic() > deadline:
-            raise KafkaUnavailable(f"created topics did not appear in metadata: {names}")
+            raise KafkaUnavailable(
+                f"created topics did not get all partitions led: {list(partitions)}"
+            )
         time.sleep(0.1)
+
+
+def _all_led(topic: Any, count: int) -> bool:
+    if topic is None or topic.error is not None or len(topic.partitions) != count:
+        return False
+    return all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
