@@ -89,10 +89,9 @@ def test_history_api_is_newest_first_filtered_paginated_and_workspace_scoped(
     pipeline.start("worker", name="worker")
     pipeline.start("runner", name="runner")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
-    for i in range(3):
-        pipeline.emit(
-            {"type": "ping", "source": "t", "id": f"p{i}", "time": f"2026-11-25T10:00:0{i}Z"}
-        )
+    for i in range(3):  # one key, one partition: Kafka keeps their order
+        ping = {"type": "ping", "source": "t", "id": f"p{i}", "time": f"2026-11-25T10:00:0{i}Z"}
+        pipeline.produce(topics.EVENTS, orjson.dumps(ping), key=b"pings")
     deadline = time.monotonic() + 60
     while True:
         page = httpx.get(

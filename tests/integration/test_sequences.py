@@ -6,6 +6,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+
 from processor import topics
 from tests.integration.kafka import Pipeline, reading, settle
 
@@ -55,11 +57,20 @@ def test_sequence_absence_and_debounce(pipeline: Pipeline, tmp_path: Path) -> No
     pipeline.start("worker", name="worker")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
     with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
-        pipeline.emit(event("order.created", "c1", order_id="o1"))
-        pipeline.emit(event("order.created", "c2", order_id="o2"))
-        pipeline.emit(event("order.paid", "p1", order_id="o1"))
+        pipeline.produce(
+            topics.EVENTS, orjson.dumps(event("order.created", "c1", order_id="o1")), key=b"o1"
+        )
+        pipeline.produce(
+            topics.EVENTS, orjson.dumps(event("order.created", "c2", order_id="o2")), key=b"o2"
+        )
+        pipeline.produce(
+            topics.EVENTS, orjson.dumps(event("order.paid", "p1", order_id="o1")), key=b"o1"
+        )
         for i in range(3):
-            pipeline.emit(event("file.saved", f"s{i}", user="ann"))
+            # Keyed by user: Kafka orders events per key, and the burst keeps that order.
+            pipeline.produce(
+                topics.EVENTS, orjson.dumps(event("file.saved", f"s{i}", user="ann")), key=b"ann"
+            )
             time.sleep(0.3)
         runs(lambda cs: len(cs) >= 3, timeout=60)
         commands = settle(runs, 5)
