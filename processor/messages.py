@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from processor.definitions.model import OverlapPolicy
+from processor.definitions.model import CircuitBreakerSpec, OverlapPolicy, ThrottleSpec
 
 JsonObject = dict[str, Any]
 
@@ -90,6 +90,9 @@ class Fire(_Message):
     timeout_seconds: int = 3600
     max_concurrent: int = 1
     overlap: OverlapPolicy = OverlapPolicy.SKIP
+    throttle: ThrottleSpec | None = None
+    throttle_key: str | None = Field(None, description="The value of `throttle.key`, if any.")
+    circuit_breaker: CircuitBreakerSpec | None = None
     cause: Cause
     input: JsonObject = Field(default_factory=dict)
     fired_at: datetime = Field(default_factory=utcnow)
@@ -219,6 +222,9 @@ class ExecutionRecord(_Message):
     timeout_seconds: int = 3600
     max_concurrent: int = 1
     overlap: OverlapPolicy = OverlapPolicy.SKIP
+    throttle: ThrottleSpec | None = None
+    throttle_key: str | None = None
+    circuit_breaker: CircuitBreakerSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

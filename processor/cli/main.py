@@ -232,7 +232,6 @@ def executions(
 ) -> None:
     """Show execution records (newest first), from trigger-executions."""
     from processor.kafka.follower import Follower
-    from processor.kafka.reader import read_to_end
     from processor.messages import ExecutionRecord
     from processor.serde import from_json
 
@@ -251,14 +250,7 @@ def executions(
         status_ = record.status.value
         return f"{when}  {status_:9}  {record.execution_id}  {record.trigger_name}  {extra}"
 
-    latest: dict[str, ExecutionRecord] = {}
-    try:
-        for message in read_to_end(settings, name):
-            if message.value() is not None:
-                record = from_json(ExecutionRecord, message.value() or b"")
-                latest[record.execution_id] = record
-    except TriggersError as exc:
-        raise _fail(str(exc)) from None
+    latest, _ = _read_executions(settings)
     shown = sorted(
         (r for r in latest.values() if wanted(r)), key=lambda r: r.triggered_at, reverse=True
     )
@@ -288,6 +280,62 @@ def executions(
         threading.Event().wait()
     except KeyboardInterrupt:
         follower.stop()
+
+
+def _read_executions(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every execution's latest record by execution id, and each trigger's current run
+    of failures (counted in topic order, as the dispatcher and the API count it)."""
+    from processor.dispatch.state import Failures
+    from processor.kafka.reader import read_to_end
+    from processor.messages import ExecutionRecord
+    from processor.serde import from_json
+
+    latest: dict[str, ExecutionRecord] = {}
+    failures: dict[str, Failures] = {}
+    try:
+        for message in read_to_end(
+            settings, topics.topic_name(topics.TRIGGER_EXECUTIONS, settings)
+        ):
+            if message.value() is None:
+                continue
+            record = from_json(ExecutionRecord, message.value() or b"")
+            previous = latest.get(record.execution_id)
+            if record.status.finished and (previous is None or not previous.status.finished):
+                failures.setdefault(record.trigger_id, Failures()).count(record)
+            latest[record.execution_id] = record
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
+    return latest, failures
+
+
+@app.command()
+def status(
+    trigger: Annotated[str, typer.Argument(help="Trigger id or name.")],
+    output: OutputOption = Output.YAML,
+) -> None:
+    """Show whether a trigger is enabled, disabled or paused by its circuit breaker
+    (and why), its last fire, runs in the last hour and, for schedules, the next fire."""
+    from datetime import UTC, datetime
+
+    from processor.dispatch.state import Failures
+    from processor.dispatch.status import trigger_status
+
+    settings = _settings()
+    trigger_id, raw = _find(settings, trigger)
+    document = TriggerDocument.model_validate(raw)
+    latest, failures = _read_executions(settings)
+    history = sorted(
+        (r for r in latest.values() if r.trigger_id == trigger_id),
+        key=lambda r: r.triggered_at,
+        reverse=True,
+    )
+    found = trigger_status(
+        document, failures.get(trigger_id, Failures()), history, datetime.now(UTC)
+    )
+    _print(
+        found.model_dump(mode="json", exclude_none=True),
+        Output.JSON if output is Output.JSON else Output.YAML,
+    )
 
 
 def _window_states(settings: Settings, topic: str) -> dict[str, Any]:

@@ -72,6 +72,72 @@ class OverlapPolicy(StrEnum):
     """Start it anyway: `max_concurrent` is not enforced."""
 
 
+class ThrottleExcess(StrEnum):
+    """What happens to a fire over its trigger's `throttle`."""
+
+    DROP = "drop"
+    """Do not run it; record it as `skipped` with the reason. The default."""
+    QUEUE = "queue"
+    """Keep it waiting (bounded, like `buffer_all`) and run it when the period allows."""
+
+
+class ThrottleSpec(_Doc):
+    """At most `limit` runs start in any sliding `period`, per trigger or per `key`."""
+
+    limit: int = Field(ge=1, description="Most runs started within one `period`.")
+    period: str = Field(description="The sliding window, e.g. `1m` or `1h`.")
+    key: str | None = Field(
+        None,
+        description="JSONPath into the run's input; each value found is throttled on its "
+        "own (a run whose input has no value shares the empty key).",
+    )
+    excess: ThrottleExcess = Field(ThrottleExcess.DROP, description="See ThrottleExcess.")
+
+    @field_validator("period")
+    @classmethod
+    def _period_parses(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("the period must be longer than zero")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                jsonpath.compile(value)
+            except jsonpath.JSONPathError as exc:
+                first_line = str(exc).splitlines()[0]
+                raise ValueError(
+                    f"{value!r} is not a JSONPath ({first_line}); write one like $.customer_id"
+                ) from None
+        return value
+
+    @property
+    def period_seconds(self) -> float:
+        return parse_duration(self.period)
+
+
+class CircuitBreakerSpec(_Doc):
+    """Pause a trigger after `failures` consecutive failed or timed-out runs."""
+
+    failures: int = Field(ge=1, description="Consecutive failed or timed-out runs that open it.")
+    cooldown: str = Field(
+        "5m", description="How long it stays open; then one trial run decides (half-open)."
+    )
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown_parses(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("the cooldown must be longer than zero")
+        return value
+
+    @property
+    def cooldown_seconds(self) -> float:
+        return parse_duration(self.cooldown)
+
+
 class CatchUp(StrEnum):
     """What a schedule does about fires missed while no worker ran (beyond `grace`)."""
 
@@ -395,6 +461,10 @@ class TriggerDocument(_Doc):
     max_concurrent: int = Field(1, ge=1, description="Executions allowed to run at once.")
     overlap: OverlapPolicy = Field(OverlapPolicy.SKIP, description="See OverlapPolicy.")
     timeout_seconds: int = Field(3600, ge=1, description="Deadline of each execution.")
+    throttle: ThrottleSpec | None = Field(None, description="Rate limit on runs; see ThrottleSpec.")
+    circuit_breaker: CircuitBreakerSpec | None = Field(
+        None, description="Pause after consecutive failures; see CircuitBreakerSpec."
+    )
 
     @model_validator(mode="before")
     @classmethod

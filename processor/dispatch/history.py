@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from processor import topics
 from processor.config import Settings
+from processor.dispatch.state import Failures
 from processor.kafka.follower import Follower
 from processor.messages import ExecutionRecord, ExecutionStatus
 from processor.serde import from_json
@@ -25,6 +26,7 @@ MAX_AGE = timedelta(days=30)
 class ExecutionsView:
     def __init__(self, settings: Settings) -> None:
         self._by_trigger: dict[str, dict[str, ExecutionRecord]] = {}
+        self._failures: dict[str, Failures] = {}
         self._lock = threading.Lock()
         self._follower = Follower(
             settings, topics.topic_name(topics.TRIGGER_EXECUTIONS, settings), self._apply
@@ -47,10 +49,19 @@ class ExecutionsView:
             return
         with self._lock:
             executions = self._by_trigger.setdefault(record.trigger_id, {})
+            previous = executions.get(record.execution_id)
+            if record.status.finished and (previous is None or not previous.status.finished):
+                self._failures.setdefault(record.trigger_id, Failures()).count(record)
             executions[record.execution_id] = record
             if len(executions) > MAX_PER_TRIGGER * 1.1:
                 keep = sorted(executions.values(), key=_newest_first)[:MAX_PER_TRIGGER]
                 self._by_trigger[record.trigger_id] = {r.execution_id: r for r in keep}
+
+    def failures(self, trigger_id: str) -> Failures:
+        """The trigger's current run of failures, counted as the dispatcher counts it."""
+        with self._lock:
+            found = self._failures.get(trigger_id, Failures())
+            return Failures(found.consecutive, found.last_at)
 
     def get(self, trigger_id: str, execution_id: str) -> ExecutionRecord | None:
         with self._lock:

@@ -19,17 +19,37 @@ finds them all taken, the trigger's `overlap` policy decides: skip it, buffer it
 order), cancel the oldest running one (`cancel_other`), or start it anyway
 (`allow_all`). A buffered fire is issued as soon as a slot frees.
 
+Before the overlap policy, two more gates (every fire they stop is recorded `skipped`
+with the reason):
+
+- the circuit breaker (`circuit_breaker`): after `failures` consecutive failed or
+  timed-out runs the trigger is paused for `cooldown`; then one trial run goes through
+  (half-open): a success closes the breaker, a failure opens it for another cooldown.
+- the throttle (`throttle`): at most `limit` runs start in any sliding `period`, per
+  trigger or per value of `throttle.key`. Excess fires are skipped (`excess: drop`) or
+  wait among the buffered fires (`excess: queue`, bounded by BUFFER_LIMIT) until the
+  period allows them.
+
+Both are derived from the executions themselves (start times, finishing order), so they
+come back with the state after a restart and need no store of their own.
+
 Dedupe horizon: a finished execution is remembered for DEDUPE_HORIZON (7 days, past the
 ~3-day retry horizon of webhook senders) and then forgotten.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from processor.definitions.model import OverlapPolicy
+from processor.definitions.model import (
+    CircuitBreakerSpec,
+    OverlapPolicy,
+    ThrottleExcess,
+    ThrottleSpec,
+)
 from processor.messages import (
     ControlAction,
     ControlCommand,
@@ -64,11 +84,20 @@ class DispatchState:
     executions: dict[str, dict[str, ExecutionRecord]] = field(default_factory=dict)
     _open: dict[str, dict[str, None]] = field(default_factory=dict)  # insertion-ordered
     _finished: list[tuple[float, str, str]] = field(default_factory=list)
+    _starts: dict[tuple[str, str | None], list[float]] = field(default_factory=dict)
+    """Issue times (sorted) per throttle bucket: trigger id and throttle key."""
+    breakers: dict[str, Failures] = field(default_factory=dict)
 
     def get(self, trigger_id: str, execution_id: str) -> ExecutionRecord | None:
         return self.executions.get(trigger_id, {}).get(execution_id)
 
     def put(self, record: ExecutionRecord) -> None:
+        previous = self.get(record.trigger_id, record.execution_id)
+        if record.issued_at is not None and (previous is None or previous.issued_at is None):
+            starts = self._starts.setdefault((record.trigger_id, record.throttle_key), [])
+            bisect.insort(starts, record.issued_at.timestamp())
+        if record.status.finished and (previous is None or not previous.status.finished):
+            self.breakers.setdefault(record.trigger_id, Failures()).count(record)
         self.executions.setdefault(record.trigger_id, {})[record.execution_id] = record
         open_ids = self._open.setdefault(record.trigger_id, {})
         if record.status.finished:
@@ -89,6 +118,17 @@ class DispatchState:
         self.executions.clear()
         self._open.clear()
         self._finished.clear()
+        self._starts.clear()
+        self.breakers.clear()
+
+    def started_after(self, trigger_id: str, key: str | None, since: float) -> list[float]:
+        """Issue times of the bucket's executions after `since` (older ones are dropped
+        from the index: the period only slides forward)."""
+        starts = self._starts.get((trigger_id, key))
+        if not starts:
+            return []
+        del starts[: bisect.bisect_right(starts, since)]
+        return starts
 
     def open(self) -> list[ExecutionRecord]:
         return [self.executions[t][e] for t, ids in self._open.items() for e in ids]
@@ -124,6 +164,69 @@ class DispatchState:
             (r for r in self._open_of(trigger_id) if r.issued_at is None),
             key=lambda r: r.triggered_at,
         )
+
+
+@dataclass
+class Failures:
+    """A trigger's run of consecutive failed or timed-out executions (in finishing
+    order); a completed one ends it, cancelled and skipped ones leave it as it is."""
+
+    consecutive: int = 0
+    last_at: datetime | None = None
+
+    def count(self, record: ExecutionRecord) -> None:
+        if record.status in (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT):
+            self.consecutive += 1
+            self.last_at = record.completed_at or record.updated_at
+        elif record.status is ExecutionStatus.COMPLETED:
+            self.consecutive = 0
+            self.last_at = None
+
+    def open_until(self, spec: CircuitBreakerSpec) -> datetime | None:
+        """End of the cooldown if the breaker has opened (it may have passed: then the
+        breaker is half-open), else None."""
+        if self.consecutive < spec.failures or self.last_at is None:
+            return None
+        return self.last_at + timedelta(seconds=spec.cooldown_seconds)
+
+
+def breaker_reason(
+    state: DispatchState, trigger_id: str, spec: CircuitBreakerSpec | None, now: datetime
+) -> str | None:
+    """Why the circuit breaker stops a fire now, or None when it lets it through."""
+    if spec is None:
+        return None
+    failures = state.breakers.get(trigger_id)
+    until = failures.open_until(spec) if failures is not None else None
+    if failures is None or until is None:
+        return None
+    opened = (
+        f"circuit breaker open after {failures.consecutive} consecutive failed or timed-out runs"
+    )
+    if now < until:
+        return f"{opened}; paused until {until.astimezone(UTC).isoformat()}"
+    if state.active(trigger_id):
+        return f"{opened}; a trial run is in progress (half-open)"
+    return None
+
+
+def throttled_until(
+    state: DispatchState, trigger_id: str, spec: ThrottleSpec, key: str | None, now: datetime
+) -> datetime | None:
+    """When the throttle next lets a run of this bucket start, or None if it may now."""
+    period = spec.period_seconds
+    starts = state.started_after(trigger_id, key, now.timestamp() - period)
+    if len(starts) < spec.limit:
+        return None
+    return datetime.fromtimestamp(starts[len(starts) - spec.limit] + period, UTC)
+
+
+def _throttle_text(spec: ThrottleSpec, key: str | None, until: datetime) -> str:
+    bucket = f" for key {key!r}" if key is not None else ""
+    return (
+        f"throttled: {spec.limit} runs per {spec.period} already started{bucket}; "
+        f"next slot at {until.isoformat()}"
+    )
 
 
 @dataclass
@@ -190,10 +293,21 @@ def _finish(
 
 
 def _release(state: DispatchState, effects: Effects, trigger_id: str, now: datetime) -> None:
-    """Issue buffered fires while slots are free."""
+    """Issue buffered fires, oldest first, while slots are free and their throttle
+    bucket allows (a throttled one waits; others behind it may go). While the circuit
+    breaker is open, waiting fires are skipped instead."""
     for waiting in state.buffered(trigger_id):
-        if len(state.active(trigger_id)) >= waiting.max_concurrent:
+        full = len(state.active(trigger_id)) >= waiting.max_concurrent
+        if full and waiting.overlap is not OverlapPolicy.ALLOW_ALL:
             return
+        stopped = breaker_reason(state, trigger_id, waiting.circuit_breaker, now)
+        if stopped is not None:
+            _finish(state, effects, waiting, ExecutionStatus.SKIPPED, now, stopped, False)
+            continue
+        if waiting.throttle is not None and throttled_until(
+            state, trigger_id, waiting.throttle, waiting.throttle_key, now
+        ):
+            continue
         _issue(state, effects, waiting, now)
 
 
@@ -216,7 +330,16 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
         timeout_seconds=fire.timeout_seconds,
         max_concurrent=fire.max_concurrent,
         overlap=fire.overlap,
+        throttle=fire.throttle,
+        throttle_key=fire.throttle_key,
+        circuit_breaker=fire.circuit_breaker,
     )
+    stopped = breaker_reason(state, fire.trigger_id, fire.circuit_breaker, now)
+    if stopped is not None:
+        _finish(state, effects, record, ExecutionStatus.SKIPPED, now, stopped, False)
+        return effects
+    if fire.throttle is not None and _throttle(state, effects, record, fire.throttle, now):
+        return effects
     active = state.active(fire.trigger_id)
     if fire.overlap is OverlapPolicy.ALLOW_ALL or len(active) < fire.max_concurrent:
         _issue(state, effects, record, now)
@@ -257,6 +380,37 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
     return effects
 
 
+def _throttle(
+    state: DispatchState,
+    effects: Effects,
+    record: ExecutionRecord,
+    spec: ThrottleSpec,
+    now: datetime,
+) -> bool:
+    """Apply the throttle to a new fire; True when it took the fire (skipped or queued)."""
+    key = record.throttle_key
+    until = throttled_until(state, record.trigger_id, spec, key, now)
+    if spec.excess is ThrottleExcess.DROP:
+        if until is None:
+            return False
+        reason = f"{_throttle_text(spec, key, until)} (throttle.excess: drop)"
+        _finish(state, effects, record, ExecutionStatus.SKIPPED, now, reason, False)
+        return True
+    waiting = state.buffered(record.trigger_id)
+    if until is None and not any(w.throttle_key == key for w in waiting):
+        return False
+    if len(waiting) >= BUFFER_LIMIT:
+        reason = f"throttled and {BUFFER_LIMIT} fires already wait (throttle.excess: queue)"
+        _finish(state, effects, record, ExecutionStatus.SKIPPED, now, reason, False)
+        return True
+    reason = "waiting: " + (
+        _throttle_text(spec, key, until) if until is not None else "earlier fires of its key wait"
+    )
+    _record(state, effects, record.model_copy(update={"reason": reason}))
+    _release(state, effects, record.trigger_id, now)
+    return True
+
+
 class UnknownExecution(LookupError):
     """A result names an execution this dispatcher never issued."""
 
@@ -288,13 +442,19 @@ def on_result(state: DispatchState, result: RunResult, now: datetime) -> Effects
 
 def expire(state: DispatchState, now: datetime) -> Effects:
     """Executions past their deadline time out (and are cancelled at the runtime);
-    finished ones older than the dedupe horizon are forgotten."""
+    throttled fires whose period now allows them start; finished executions older than
+    the dedupe horizon are forgotten."""
     effects = Effects()
+    throttled: set[str] = set()
     for record in state.open():
         if record.deadline is not None and record.deadline <= now:
             reason = f"no result within {record.timeout_seconds} s (timeout_seconds)"
             _finish(state, effects, record, ExecutionStatus.TIMED_OUT, now, reason, True)
             _release(state, effects, record.trigger_id, now)
+        elif record.issued_at is None and record.throttle is not None:
+            throttled.add(record.trigger_id)
+    for trigger_id in sorted(throttled):
+        _release(state, effects, trigger_id, now)
     for record in state.finished_before(now - DEDUPE_HORIZON + timedelta(microseconds=1)):
         state.forget(record.trigger_id, record.execution_id)
         effects.forgotten.append((record.trigger_id, record.execution_id))

@@ -23,6 +23,7 @@ from processor.definitions.view import DefinitionsView
 from processor.dispatch.history import ExecutionsView
 from processor.errors import KafkaUnavailable
 from processor.http.executions_api import router as executions_router
+from processor.http.executions_api import status_router
 from processor.http.triggers_api import router as triggers_router
 from processor.kafka.admin import wait_for_broker
 from processor.kafka.async_producer import AsyncProducer
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.include_router(triggers_router)
     app.include_router(executions_router)
+    app.include_router(status_router)
 
     @app.middleware("http")
     async def measured(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from processor import topics
 from processor.dispatch.dispatcher import CANCEL_HEADER
 from processor.dispatch.history import ExecutionsView
+from processor.dispatch.status import TriggerStatus, trigger_status
 from processor.errors import KafkaUnavailable
 from processor.http.auth import request_workspace
 from processor.http.triggers_api import definitions_view, owned_trigger
@@ -22,6 +23,7 @@ from processor.messages import CancelRequest, ExecutionRecord, ExecutionStatus
 from processor.serde import to_json
 
 router = APIRouter(prefix="/v1/triggers/{trigger_id}/executions", tags=["executions"])
+status_router = APIRouter(prefix="/v1/triggers/{trigger_id}", tags=["triggers"])
 Workspace = Annotated[str, Depends(request_workspace)]
 
 
@@ -68,6 +70,17 @@ def list_executions(
         "items": [r.model_dump(mode="json", exclude_none=True) for r in page],
         "next_cursor": _cursor(page[-1]) if len(records) > limit else None,
     }
+
+
+@status_router.get("/status", response_model=TriggerStatus, summary="A trigger's status")
+def get_status(request: Request, trigger_id: str, workspace: Workspace) -> TriggerStatus:
+    """Enabled, disabled or paused by its circuit breaker (and why), last fire, runs in
+    the last hour, next fire of a schedule."""
+    document = owned_trigger(definitions_view(request), trigger_id, workspace)
+    history = _history(request)
+    return trigger_status(
+        document, history.failures(trigger_id), history.list(trigger_id), datetime.now(UTC)
+    )
 
 
 @router.get(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -164,3 +166,107 @@ def test_cancel_over_the_api_stops_a_running_execution_and_finished_ones_answer_
     cancelled = execution("cancelled")
     assert cancelled["execution_id"] == running["execution_id"]
     assert httpx.post(url, headers=ALPHA).status_code == 409
+
+
+FLOW = """
+trigger:
+  id: per-customer
+  name: Per customer
+  workspace: alpha
+  type: event
+  event: {pattern: order.placed}
+  overlap: allow_all
+  throttle: {limit: 2, period: 1h, key: $.event.data.customer}
+  agent: {id: echo}
+---
+trigger:
+  id: queued
+  name: Queued
+  workspace: alpha
+  type: event
+  event: {pattern: report.asked}
+  overlap: allow_all
+  throttle: {limit: 1, period: 3s, excess: queue}
+  agent: {id: echo}
+---
+trigger:
+  id: flaky
+  name: Flaky
+  workspace: alpha
+  type: event
+  event: {pattern: flaky.job}
+  overlap: buffer_all
+  circuit_breaker: {failures: 2, cooldown: 1h}
+  agent:
+    id: failing
+    input: {runner: {action: fail, error: upstream is down}}
+"""
+
+
+def test_throttle_drops_or_queues_and_the_breaker_pauses_after_failures(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    (tmp_path / "t.yaml").write_text(FLOW)
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    base = start_serve(pipeline)
+    pipeline.start("worker", name="worker")
+    pipeline.start("runner", name="runner")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.wait_ready("runner", "runner consuming")
+    for n, customer in enumerate(["acme", "acme", "acme", "globex"]):
+        order = {
+            "type": "order.placed",
+            "source": "shop",
+            "id": f"o{n}",
+            "data": {"customer": customer},
+        }
+        pipeline.produce(topics.EVENTS, orjson.dumps(order), key=b"orders")
+    for n in range(3):
+        ask = {"type": "report.asked", "source": "ui", "id": f"r{n}"}
+        pipeline.produce(topics.EVENTS, orjson.dumps(ask), key=b"reports")
+    for n in range(4):
+        job = {"type": "flaky.job", "source": "cron", "id": f"j{n}"}
+        pipeline.produce(topics.EVENTS, orjson.dumps(job), key=b"jobs")
+
+    def latest(records: list[dict]) -> dict[str, dict]:
+        return {r["cause"]["event_id"]: r for r in records}
+
+    def done(records: list[dict]) -> bool:
+        final = latest(records)
+        wanted = (
+            [f"o{n}" for n in range(4)] + [f"r{n}" for n in range(3)] + [f"j{n}" for n in range(4)]
+        )
+        return all(e in final and final[e]["status"] in FINISHED for e in wanted)
+
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
+        records = executions(done, timeout=120)
+    final = latest(records)
+    status = {e: r["status"] for e, r in final.items()}
+    # at most 2 runs an hour per customer: the third acme order is dropped, globex runs
+    assert [status[f"o{n}"] for n in range(4)] == ["completed", "completed", "skipped", "completed"]
+    assert "throttled: 2 runs per 1h already started for key 'acme'" in final["o2"]["reason"]
+    # one run per 3 s, the excess queued: all three ran, at least 3 s apart
+    assert [status[f"r{n}"] for n in range(3)] == ["completed"] * 3
+    issued = sorted(datetime.fromisoformat(final[f"r{n}"]["issued_at"]) for n in range(3))
+    assert all((b - a).total_seconds() >= 2.9 for a, b in itertools.pairwise(issued))
+    # two failures in a row open the breaker: the waiting jobs are skipped with the reason
+    assert [status[f"j{n}"] for n in range(4)] == ["failed", "failed", "skipped", "skipped"]
+    assert "circuit breaker open after 2 consecutive" in final["j3"]["reason"]
+
+    def trigger_status(trigger_id: str) -> dict:
+        return httpx.get(f"{base}/v1/triggers/{trigger_id}/status", headers=ALPHA).json()
+
+    deadline = time.monotonic() + 30
+    while trigger_status("flaky")["state"] != "paused":
+        assert time.monotonic() < deadline, trigger_status("flaky")
+        time.sleep(0.3)
+    paused = trigger_status("flaky")
+    assert paused["consecutive_failures"] == 2 and "paused until" in paused["reason"]
+    assert trigger_status("per-customer")["state"] == "enabled"
+    assert trigger_status("per-customer")["runs_last_hour"] == 3
+    assert httpx.get(f"{base}/v1/triggers/flaky/status", headers=BETA).status_code == 404
+    shown = pipeline.cli("status", "flaky").stdout
+    assert "state: paused" in shown and "consecutive_failures: 2" in shown
+
+
+FINISHED = {"completed", "failed", "skipped", "cancelled", "timed_out"}

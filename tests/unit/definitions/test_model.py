@@ -226,3 +226,38 @@ def test_webhook_endpoints_cannot_clash_or_use_reserved_paths() -> None:
     assert reserved == [
         "f: webhook.endpoint: /v1/triggers is reserved by the service; choose another path"
     ]
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("throttle: {limit: 0, period: 1m}", "throttle.limit"),
+        ("throttle: {limit: 2, period: soon}", "throttle.period"),
+        ("throttle: {limit: 2, period: 1m, key: '$[['}", "is not a JSONPath"),
+        ("throttle: {limit: 2, period: 1m, excess: hold}", "'drop' or 'queue'"),
+        ("circuit_breaker: {failures: 0}", "circuit_breaker.failures"),
+        ("circuit_breaker: {failures: 3, cooldown: 0s}", "cooldown must be longer"),
+    ],
+)
+def test_flow_control_errors_say_what_is_wrong(tmp_path: Path, section: str, expected: str) -> None:
+    text = f"trigger:\n  name: T\n  type: event\n  event: {{pattern: x}}\n  agent: {{id: a}}\n  {section}\n"
+    assert any(expected in problem for problem in problems_of(tmp_path, text)), problems_of(
+        tmp_path, text
+    )
+
+
+def test_flow_control_settings_load() -> None:
+    document = parse_document(
+        {
+            "name": "T",
+            "type": "event",
+            "event": {"pattern": "x"},
+            "agent": {"id": "a"},
+            "throttle": {"limit": 5, "period": "1h", "key": "$.event.data.customer"},
+            "circuit_breaker": {"failures": 3},
+        },
+        "t.yaml",
+    )
+    assert document.throttle is not None and document.throttle.period_seconds == 3600
+    assert document.throttle.excess.value == "drop"
+    assert document.circuit_breaker is not None and document.circuit_breaker.cooldown_seconds == 300

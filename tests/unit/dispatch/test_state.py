@@ -4,7 +4,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from processor.definitions.model import OverlapPolicy
+from processor.definitions.model import (
+    CircuitBreakerSpec,
+    OverlapPolicy,
+    ThrottleExcess,
+    ThrottleSpec,
+)
 from processor.dispatch.state import (
     BUFFER_LIMIT,
     DEDUPE_HORIZON,
@@ -20,7 +25,10 @@ NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
 
 def fire(
-    execution_id: str = "x-1", overlap: OverlapPolicy = OverlapPolicy.SKIP, max_concurrent: int = 1
+    execution_id: str = "x-1",
+    overlap: OverlapPolicy = OverlapPolicy.SKIP,
+    max_concurrent: int = 1,
+    **settings: object,
 ) -> Fire:
     return Fire(
         execution_id=execution_id,
@@ -34,6 +42,7 @@ def fire(
         cause=Cause(type=CauseKind.MANUAL),
         input={"k": 1},
         fired_at=NOW,
+        **settings,
     )
 
 
@@ -188,3 +197,118 @@ def test_cancel_a_buffered_or_unstarted_execution_at_once_and_a_running_one_at_t
     ] == "cancelled"
     with pytest.raises(UnknownExecution):
         on_cancel(state, "t-1", "nope", NOW)
+
+
+def throttle(limit: int, excess: ThrottleExcess, period: str = "1m") -> ThrottleSpec:
+    return ThrottleSpec(limit=limit, period=period, excess=excess)
+
+
+def test_throttle_drop_skips_the_excess_with_the_reason_and_slides() -> None:
+    state = DispatchState()
+    spec = throttle(2, ThrottleExcess.DROP)
+    for n, at in enumerate([NOW, NOW + timedelta(seconds=10), NOW + timedelta(seconds=20)]):
+        on_fire(state, fire(f"e{n}", OverlapPolicy.ALLOW_ALL, throttle=spec), at)
+    assert statuses(state) == {"e0": "pending", "e1": "pending", "e2": "skipped"}
+    reason = state.get("t-1", "e2").reason  # type: ignore[union-attr]
+    assert reason is not None and "2 runs per 1m" in reason and "10:01:00" in reason
+    # a minute after the first start there is room for one more, not two
+    later = NOW + timedelta(seconds=60)
+    on_fire(state, fire("e3", OverlapPolicy.ALLOW_ALL, throttle=spec), later)
+    on_fire(state, fire("e4", OverlapPolicy.ALLOW_ALL, throttle=spec), later)
+    assert statuses(state)["e3"] == "pending" and statuses(state)["e4"] == "skipped"
+
+
+def test_throttle_per_key_counts_each_key_on_its_own() -> None:
+    state = DispatchState()
+    spec = ThrottleSpec(limit=1, period="1h", key="$.customer")
+    for n, key in enumerate(["a", "b", "a"]):
+        on_fire(
+            state,
+            fire(f"e{n}", OverlapPolicy.ALLOW_ALL, throttle=spec, throttle_key=key),
+            NOW,
+        )
+    assert statuses(state) == {"e0": "pending", "e1": "pending", "e2": "skipped"}
+
+
+def test_throttle_queue_waits_and_starts_in_order_when_the_period_allows() -> None:
+    state = DispatchState()
+    spec = throttle(1, ThrottleExcess.QUEUE, period="10s")
+    for n in range(3):
+        on_fire(state, fire(f"e{n}", OverlapPolicy.ALLOW_ALL, throttle=spec), NOW)
+    assert statuses(state) == {"e0": "pending", "e1": "pending", "e2": "pending"}
+    assert [r.execution_id for r in state.buffered("t-1")] == ["e1", "e2"]
+    assert not expire(state, NOW + timedelta(seconds=9)).commands
+    assert [c.execution_id for c in expire(state, NOW + timedelta(seconds=10)).commands] == ["e1"]
+    assert [c.execution_id for c in expire(state, NOW + timedelta(seconds=20)).commands] == ["e2"]
+
+
+def test_throttle_queue_is_bounded() -> None:
+    state = DispatchState()
+    spec = throttle(1, ThrottleExcess.QUEUE)
+    for n in range(BUFFER_LIMIT + 2):
+        on_fire(state, fire(f"e{n}", OverlapPolicy.ALLOW_ALL, throttle=spec), NOW)
+    assert len(state.buffered("t-1")) == BUFFER_LIMIT
+    last = state.get("t-1", f"e{BUFFER_LIMIT + 1}")
+    assert last is not None and last.status is ExecutionStatus.SKIPPED
+
+
+def test_throttle_survives_a_restore_from_the_records() -> None:
+    state = DispatchState()
+    spec = throttle(1, ThrottleExcess.DROP)
+    effects = on_fire(state, fire("e0", throttle=spec), NOW)
+    assert effects is not None
+    restored = DispatchState()
+    for record in effects.records:
+        restored.put(record)
+    on_fire(restored, fire("e1", throttle=spec), NOW + timedelta(seconds=1))
+    assert restored.get("t-1", "e1").status is ExecutionStatus.SKIPPED  # type: ignore[union-attr]
+
+
+def test_circuit_breaker_opens_after_consecutive_failures_then_half_opens() -> None:
+    state = DispatchState()
+    spec = CircuitBreakerSpec(failures=2, cooldown="1m")
+
+    def run(name: str, status: RunStatus, at: datetime) -> None:
+        on_fire(state, fire(name, circuit_breaker=spec), at)
+        on_result(state, result(status, name), at)
+
+    run("ok", RunStatus.COMPLETED, NOW)
+    run("f1", RunStatus.FAILED, NOW)
+    run("f2", RunStatus.FAILED, NOW)
+    on_fire(state, fire("stopped", circuit_breaker=spec), NOW + timedelta(seconds=59))
+    stopped = state.get("t-1", "stopped")
+    assert stopped is not None and stopped.status is ExecutionStatus.SKIPPED
+    assert stopped.reason is not None and "2 consecutive failed" in stopped.reason
+    # after the cooldown one trial run goes through; others wait for its outcome
+    trial_at = NOW + timedelta(seconds=60)
+    on_fire(state, fire("trial", OverlapPolicy.ALLOW_ALL, circuit_breaker=spec), trial_at)
+    on_fire(state, fire("meanwhile", OverlapPolicy.ALLOW_ALL, circuit_breaker=spec), trial_at)
+    assert statuses(state)["trial"] == "pending" and statuses(state)["meanwhile"] == "skipped"
+    on_result(state, result(RunStatus.FAILED, "trial"), trial_at)
+    on_fire(state, fire("reopened", circuit_breaker=spec), trial_at + timedelta(seconds=30))
+    assert statuses(state)["reopened"] == "skipped"
+    run("retrial", RunStatus.COMPLETED, trial_at + timedelta(seconds=60))
+    run("closed", RunStatus.FAILED, trial_at + timedelta(seconds=61))
+    assert statuses(state)["closed"] == "failed"  # one failure after a success: still closed
+
+
+def test_timeouts_count_as_failures_and_cancels_do_not() -> None:
+    state = DispatchState()
+    spec = CircuitBreakerSpec(failures=2, cooldown="1h")
+    on_fire(state, fire("t1", circuit_breaker=spec), NOW)
+    expire(state, NOW + timedelta(seconds=60))
+    on_fire(state, fire("c1", circuit_breaker=spec), NOW + timedelta(seconds=61))
+    on_result(state, result(RunStatus.CANCELLED, "c1"), NOW + timedelta(seconds=61))
+    on_fire(state, fire("t2", circuit_breaker=spec), NOW + timedelta(seconds=62))
+    expire(state, NOW + timedelta(seconds=122))
+    on_fire(state, fire("after", circuit_breaker=spec), NOW + timedelta(seconds=123))
+    assert statuses(state)["after"] == "skipped"
+
+
+def test_buffered_fires_are_skipped_once_the_breaker_opens() -> None:
+    state = DispatchState()
+    spec = CircuitBreakerSpec(failures=1, cooldown="1h")
+    for name in ("a", "b"):
+        on_fire(state, fire(name, OverlapPolicy.BUFFER_ALL, circuit_breaker=spec), NOW)
+    effects = on_result(state, result(RunStatus.FAILED, "a"), NOW)
+    assert not effects.commands and statuses(state) == {"a": "failed", "b": "skipped"}

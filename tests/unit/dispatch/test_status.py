@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from processor.definitions.loader import parse_document
+from processor.definitions.model import ThrottleSpec
+from processor.dispatch.state import Failures
+from processor.dispatch.status import TriggerState, trigger_status
+from processor.matching.fires import throttle_key
+from processor.messages import Cause, CauseKind, ExecutionRecord, ExecutionStatus
+
+NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+def document(**extra: object):  # type: ignore[no-untyped-def]
+    raw = {
+        "id": "t",
+        "name": "T",
+        "type": "event",
+        "event": {"pattern": "x"},
+        "agent": {"id": "a"},
+        **extra,
+    }
+    return parse_document(raw, "t.yaml")
+
+
+def record(name: str, status: ExecutionStatus, at: datetime) -> ExecutionRecord:
+    return ExecutionRecord(
+        execution_id=name,
+        trigger_id="t",
+        agent_id="a",
+        workspace_id="default",
+        status=status,
+        cause=Cause(type=CauseKind.MANUAL),
+        triggered_at=at,
+        updated_at=at,
+        completed_at=at if status.finished else None,
+    )
+
+
+def test_a_tripped_breaker_pauses_the_trigger_until_its_cooldown_ends() -> None:
+    failures = Failures()
+    history = [record(f"f{n}", ExecutionStatus.FAILED, NOW) for n in range(3)]
+    for r in history:
+        failures.count(r)
+    doc = document(circuit_breaker={"failures": 3, "cooldown": "10m"})
+    paused = trigger_status(doc, failures, history, NOW + timedelta(minutes=1))
+    assert paused.state is TriggerState.PAUSED and paused.paused_until == NOW + timedelta(
+        minutes=10
+    )
+    assert paused.reason is not None and "3 consecutive" in paused.reason
+    later = trigger_status(doc, failures, history, NOW + timedelta(minutes=10))
+    assert later.state is TriggerState.ENABLED and "half-open" in (later.reason or "")
+    assert trigger_status(document(), failures, history, NOW).state is TriggerState.ENABLED
+
+
+def test_activity_counts_and_disabled_and_next_schedule_fire() -> None:
+    history = [
+        record("new", ExecutionStatus.SKIPPED, NOW - timedelta(minutes=1)),
+        record("mid", ExecutionStatus.COMPLETED, NOW - timedelta(minutes=30)),
+        record("old", ExecutionStatus.COMPLETED, NOW - timedelta(hours=2)),
+    ]
+    status = trigger_status(document(enabled=False), Failures(), history, NOW)
+    assert status.state is TriggerState.DISABLED
+    assert (status.fires_last_hour, status.runs_last_hour) == (2, 1)
+    assert status.last_fire_at == NOW - timedelta(minutes=1)
+    assert status.last_status is ExecutionStatus.SKIPPED
+    schedule = parse_document(
+        {
+            "id": "s",
+            "name": "S",
+            "type": "schedule",
+            "schedule": {"cron": "0 * * * *"},
+            "agent": {"id": "a"},
+        },
+        "s.yaml",
+    )
+    assert trigger_status(schedule, Failures(), [], NOW).next_fire_at == NOW + timedelta(hours=1)
+
+
+def test_throttle_key_is_the_first_value_found_as_text() -> None:
+    spec = ThrottleSpec(limit=1, period="1m", key="$.event.data.customer")
+    assert throttle_key(spec, {"event": {"data": {"customer": "acme"}}}) == "acme"
+    assert throttle_key(spec, {"event": {"data": {"customer": {"id": 7}}}}) == '{"id":7}'
+    assert throttle_key(spec, {}) == ""
+    assert throttle_key(ThrottleSpec(limit=1, period="1m"), {"x": 1}) is None
+    assert throttle_key(None, {"x": 1}) is None
