@@ -271,6 +271,7 @@ def executions(
         record = from_json(ExecutionRecord, message.value())
         if caught_up.is_set() and wanted(record):
             out.print(line(record), highlight=False, markup=False)
+            out.file.flush()  # a pipe or file would otherwise hold the lines back
 
     follower = Follower(settings, name, printed)
     follower.start()

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from processor import topics
 from processor.config import Settings
 from processor.deadletters import dead_letter_for
+from processor.dispatch.owners import ExecutionOwners
 from processor.dispatch.state import (
     DispatchState,
     Effects,
@@ -91,6 +92,7 @@ class Dispatcher:
         self.partitions: dict[str, int] = {}
         """The partition that owns each trigger's state (that of its fires)."""
         self.control_topic = topics.topic_name(topics.AGENT_RUN_CONTROL, settings)
+        self.owners = ExecutionOwners(settings, self.executions_topic)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
@@ -164,6 +166,7 @@ class Dispatcher:
                         producer = self._new_producer()
                 self._rewind(consumer)
         consumer.close()
+        self.owners.close()
         log.info("dispatcher stopped")
 
     @staticmethod
@@ -266,13 +269,17 @@ class Dispatcher:
             FIRE_TO_COMMAND.observe(max(0.0, (now - fire.fired_at).total_seconds()))
 
     def _forward_result(self, message: Message, producer: Producer) -> None:
-        """Re-key a runtime's result by trigger id, to the partition that owns the state."""
+        """Re-key a runtime's result by trigger id, to the partition that owns the state;
+        a result without `trigger_id` is joined with `trigger-executions` first."""
         result = from_json(RunResult, _value(message))
-        if result.trigger_id is None:
+        trigger_id = result.trigger_id or self.owners.trigger_of(result.execution_id)
+        if trigger_id is None:
             raise UnknownExecution(
-                "result has no trigger_id; runtimes must echo trigger_id from the command"
+                f"result for unknown execution {result.execution_id} (it has no trigger_id "
+                "and trigger-executions has no such execution)"
             )
-        producer.produce(self.rekeyed_topic, key=result.trigger_id.encode(), value=to_json(result))
+        result = result.model_copy(update={"trigger_id": trigger_id})
+        producer.produce(self.rekeyed_topic, key=trigger_id.encode(), value=to_json(result))
 
     def _handle_result(self, message: Message, producer: Producer) -> None:
         if (CANCEL_HEADER, b"1") in (message.headers() or []):

@@ -270,3 +270,39 @@ def test_throttle_drops_or_queues_and_the_breaker_pauses_after_failures(
 
 
 FINISHED = {"completed", "failed", "skipped", "cancelled", "timed_out"}
+
+
+def test_results_without_trigger_id_are_joined_unknown_ones_dead_lettered_and_follow_tails(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    (tmp_path / "t.yaml").write_text(
+        "trigger: {id: joined, name: Joined, type: event, overlap: allow_all,"
+        " event: {pattern: join.me}, agent: {id: external}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.start("executions", "joined", "--follow", name="follow")
+    pipeline.emit({"type": "join.me", "source": "t", "id": "only"})
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
+        [pending] = executions(lambda rs: len(rs) >= 1, timeout=60)
+    execution_id = pending["execution_id"]
+    # a runtime that does not echo trigger_id: the dispatcher finds it in trigger-executions
+    for result in (
+        {"execution_id": execution_id, "status": "completed", "output": {"answer": 42}},
+        {"execution_id": "never-issued", "status": "completed"},
+    ):
+        pipeline.produce(
+            topics.AGENT_RUN_RESULTS, orjson.dumps(result), key=result["execution_id"].encode()
+        )
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
+        records = executions(lambda rs: bool(rs) and rs[-1]["status"] == "completed", timeout=60)
+    assert records[-1]["output_data"] == {"answer": 42}
+    with reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters:
+        [letter] = letters(lambda ls: len(ls) >= 1, timeout=60)
+    assert "unknown execution never-issued" in letter["error"]
+    deadline = time.monotonic() + 30
+    while f"completed  {execution_id}" not in pipeline.log("follow"):
+        assert time.monotonic() < deadline, pipeline.log("follow")
+        time.sleep(0.3)
+    assert f"pending    {execution_id}" in pipeline.log("follow")
