@@ -7,7 +7,7 @@ UV := .tools/uv/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv kafka-up kafka-down kafka-status topics run test test-unit lint schemas bench chaos clean
+.PHONY: help venv browser kafka-up kafka-down kafka-status topics run test test-unit lint schemas screenshots bench chaos clean
 
 help:
 	@echo "make run          broker (unless TRIGGERS_KAFKA_BOOTSTRAP is set), topics, examples, worker + serve + runner"
@@ -17,6 +17,7 @@ help:
 	@echo "make kafka-down   stop the broker kafka-up started"
 	@echo "make lint         ruff, formatting and mypy"
 	@echo "make schemas      regenerate schemas/trigger.schema.json from the models"
+	@echo "make screenshots  retake the console screenshots in docs/screenshots/ (browser test)"
 	@echo "make bench        benchmarks (results in bench/results/)"
 
 $(UV):
@@ -29,6 +30,14 @@ $(BIN)/triggers: $(UV) pyproject.toml uv.lock
 	@touch $@
 
 venv: $(BIN)/triggers
+
+# Debian's Chromium for the console's browser test (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; }
+	@command -v chromium >/dev/null && chromium --version 2>/dev/null
 
 kafka-up:
 	deploy/kafka/kafka.sh up
@@ -45,7 +54,7 @@ topics: venv
 run: venv
 	deploy/run-local.sh
 
-test: venv
+test: venv browser
 	$(BIN)/pytest
 
 test-unit: venv
@@ -55,6 +64,9 @@ lint: venv
 	$(BIN)/ruff check processor tests bench
 	$(BIN)/ruff format --check processor tests bench
 	$(BIN)/mypy
+
+screenshots: venv browser
+	TRIGGERS_UI_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/integration/test_console.py
 
 schemas: venv
 	$(BIN)/python -m processor.definitions.schema > schemas/trigger.schema.json

@@ -13,6 +13,8 @@ if [[ -z "${TRIGGERS_KAFKA_BOOTSTRAP:-}" ]]; then
   deploy/kafka/kafka.sh up
   export TRIGGERS_KAFKA_BOOTSTRAP=127.0.0.1:9092
 fi
+# A local-only key for the `default` workspace (the examples' workspace), like the compose file.
+export TRIGGERS_API_KEYS=${TRIGGERS_API_KEYS:-'{"dev-key": "default"}'}
 "$triggers" topics create
 if [[ -d "$examples" ]]; then
   "$triggers" apply -f "$examples"
@@ -40,4 +42,5 @@ prefixed worker worker
 prefixed serve serve
 prefixed runner runner
 echo "run: worker, serve (http://${TRIGGERS_HTTP_HOST:-127.0.0.1}:${TRIGGERS_HTTP_PORT:-8080}) and runner started; Ctrl-C stops them" >&2
+echo "run: console at http://${TRIGGERS_HTTP_HOST:-127.0.0.1}:${TRIGGERS_HTTP_PORT:-8080}/ui (key: dev-key, unless TRIGGERS_API_KEYS says otherwise)" >&2
 wait -n "${pids[@]}" || true

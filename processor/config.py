@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='API keys mapped to workspaces, JSON: {"k-alpha": "alpha"}.',
     )
+    operator_workspace: str = Field(
+        "default",
+        description="Workspace whose keys also see dead letters that name no workspace "
+        "(e.g. malformed events on a shared topic).",
+    )
     webhook_max_body_bytes: int = Field(
         1024 * 1024, ge=1, description="Largest webhook body accepted; larger ones get 413."
     )

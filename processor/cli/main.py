@@ -20,7 +20,6 @@ from processor.definitions import store
 from processor.definitions.endpoints import endpoint_problems
 from processor.definitions.loader import load_paths, parse_document
 from processor.definitions.model import TriggerDocument, document_json, warnings_for
-from processor.definitions.registry import Registry
 from processor.errors import DefinitionError, TriggersError
 from processor.logs import configure
 
@@ -176,8 +175,7 @@ def explain(
 ) -> None:
     """Show, for each candidate trigger, why this event did or did not fire it."""
     from processor.matching.decode import decode_event
-    from processor.matching.explain import explain as explain_event
-    from processor.matching.explain import windows_changelog
+    from processor.matching.explain import explain_with_state
 
     settings = _settings()
     raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
@@ -186,13 +184,13 @@ def explain(
     except TriggersError as exc:
         raise _fail(f"{file}: {exc}") from None
     try:
-        registry = Registry()
-        for trigger_id, document in _parsed(store.read_all(settings)).items():
-            registry.put(document.model_copy(update={"id": trigger_id}))
-        states = _window_states(settings, windows_changelog(settings.app_id))
+        documents = [
+            document.model_copy(update={"id": trigger_id})
+            for trigger_id, document in _parsed(store.read_all(settings)).items()
+        ]
+        report = explain_with_state(settings, documents, event)
     except TriggersError as exc:
         raise _fail(str(exc)) from None
-    report = explain_event(registry, event, lambda t, g: states.get(f"{t}\x1f{g}"))
     if output is not Output.TABLE:
         _print([r.as_json() for r in report], output)
         return
@@ -337,24 +335,6 @@ def status(
         found.model_dump(mode="json", exclude_none=True),
         Output.JSON if output is Output.JSON else Output.YAML,
     )
-
-
-def _window_states(settings: Settings, topic: str) -> dict[str, Any]:
-    """Current window states by key, from the window table's changelog (if it exists)."""
-    from processor.kafka.reader import read_to_end
-
-    states: dict[str, Any] = {}
-    try:
-        for message in read_to_end(settings, topic):
-            key = orjson.loads(message.key() or b'""')
-            value = message.value()
-            if value is None:
-                states.pop(key, None)
-            else:
-                states[key] = orjson.loads(value)
-    except TriggersError:
-        return {}
-    return states
 
 
 # -- trigger definitions -------------------------------------------------------------

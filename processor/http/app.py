@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processor.config import Settings
@@ -24,7 +25,9 @@ from processor.dispatch.history import ExecutionsView
 from processor.errors import KafkaUnavailable
 from processor.http.executions_api import router as executions_router
 from processor.http.executions_api import status_router
+from processor.http.tools_api import router as tools_router
 from processor.http.triggers_api import router as triggers_router
+from processor.http.ui import pages as ui
 from processor.kafka.admin import wait_for_broker
 from processor.kafka.async_producer import AsyncProducer
 from processor.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -63,6 +66,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(triggers_router)
     app.include_router(executions_router)
     app.include_router(status_router)
+    app.include_router(tools_router)
+    app.include_router(ui.router)
+    app.mount("/ui/static", StaticFiles(directory=ui.HERE / "static"), name="ui-static")
+    app.add_exception_handler(ui.SignedOut, ui.signed_out_redirect)
 
     @app.middleware("http")
     async def measured(

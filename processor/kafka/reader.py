@@ -52,3 +52,40 @@ def read_to_end(
                     pending.discard(message.partition())
     finally:
         reader.close()
+
+
+def read_tail(
+    settings: Settings, topic: str, per_partition: int, timeout_seconds: float = 10.0
+) -> list[Message]:
+    """The last `per_partition` committed records of each partition (fewer if aborted
+    transactions hold some of those offsets), oldest first within a partition."""
+    reader = Consumer(
+        consumer_config(settings, f"{settings.app_id}-reader", **{"enable.partition.eof": True})
+    )
+    found: list[Message] = []
+    try:
+        metadata = reader.list_topics(topic, timeout=timeout_seconds).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        pending, assignment = set(), []
+        for partition in sorted(metadata.partitions):
+            low, high = reader.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_seconds
+            )
+            if high > low:
+                pending.add(partition)
+                assignment.append(TopicPartition(topic, partition, max(low, high - per_partition)))
+        reader.assign(assignment)
+        while pending:
+            messages = reader.consume(500, timeout=timeout_seconds)
+            if not messages:
+                break
+            for message in messages:
+                error = message.error()
+                if error is None:
+                    found.append(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(message.partition())
+    finally:
+        reader.close()
+    return found

@@ -6,11 +6,17 @@ threshold windows (read from the window table's changelog, so no worker is asked
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from processor.config import Settings
+from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
+from processor.errors import TriggersError
+from processor.kafka.reader import read_to_end
 from processor.matching.events import Verdict, match_event
 from processor.matching.windows import empty_state, window_count
 from processor.messages import DomainEvent
@@ -83,3 +89,32 @@ def explain(
             )
         )
     return explanations
+
+
+def window_states(settings: Settings) -> dict[str, Any]:
+    """Current window states by key, from the window table's changelog (empty when the
+    worker has not created it yet)."""
+    states: dict[str, Any] = {}
+    try:
+        for message in read_to_end(settings, windows_changelog(settings.app_id)):
+            key = orjson.loads(message.key() or b'""')
+            value = message.value()
+            if value is None:
+                states.pop(key, None)
+            else:
+                states[key] = orjson.loads(value)
+    except TriggersError:
+        return {}
+    return states
+
+
+def explain_with_state(
+    settings: Settings, documents: Iterable[TriggerDocument], event: DomainEvent
+) -> list[TriggerExplanation]:
+    """`explain` over these triggers, with the live window counts: what `triggers explain`
+    and `POST /v1/explain` answer."""
+    registry = Registry()
+    for document in documents:
+        registry.put(document)
+    states = window_states(settings)
+    return explain(registry, event, lambda t, g: states.get(f"{t}\x1f{g}"))

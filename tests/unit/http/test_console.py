@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from processor.http.ui.pages import fires_chart, timeline
+
+NOW = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)
+
+
+def test_fires_chart_counts_per_hour_by_outcome_over_the_last_day() -> None:
+    history = [
+        {"triggered_at": "2026-11-25T10:05:00+00:00", "status": "completed"},
+        {"triggered_at": "2026-11-25T10:10:00+00:00", "status": "running"},
+        {"triggered_at": "2026-11-25T09:59:00+00:00", "status": "failed"},
+        {"triggered_at": "2026-11-24T09:00:00+00:00", "status": "failed"},  # too old
+    ]
+    chart = fires_chart(history, NOW)
+    assert len(chart["x"]) == 24
+    assert chart["x"][-1] == int(datetime(2026, 11, 25, 10, tzinfo=UTC).timestamp())
+    assert chart["series"]["completed"][-1] == 1 and chart["series"]["other"][-1] == 1
+    assert chart["series"]["failed"][-2] == 1 and sum(chart["series"]["failed"]) == 1
+
+
+def test_timeline_lists_each_state_the_record_went_through() -> None:
+    record = {
+        "status": "failed",
+        "cause": {"type": "event", "event_id": "e1", "event": {"big": True}},
+        "triggered_at": "2026-11-25T10:00:00+00:00",
+        "issued_at": "2026-11-25T10:00:01+00:00",
+        "started_at": "2026-11-25T10:00:02+00:00",
+        "completed_at": "2026-11-25T10:00:03+00:00",
+        "updated_at": "2026-11-25T10:00:03+00:00",
+        "error_message": "boom",
+    }
+    steps = timeline(record)
+    assert [state for _, state, _ in steps] == ["fired", "pending", "running", "failed"]
+    assert steps[0][2] == "type: event, event_id: e1" and steps[-1][2] == "boom"
+    waiting = {**record, "status": "pending", "issued_at": None, "started_at": None}
+    assert [s for _, s, _ in timeline(waiting)] == ["fired", "waiting"]
