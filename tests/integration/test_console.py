@@ -47,6 +47,16 @@ trigger:
     input: {runner: {action: sleep, seconds: 2}}
 ---
 trigger:
+  id: ui-stuck
+  name: Stuck job
+  workspace: alpha
+  type: event
+  event: {pattern: job.stuck}
+  agent:
+    id: hanger
+    input: {runner: {action: hang}}
+---
+trigger:
   id: beta-only
   name: Beta billing
   workspace: beta
@@ -118,6 +128,20 @@ def test_console_shows_a_fire_live_explains_and_keeps_workspaces_apart(
     expect(page.locator("#fires-chart canvas")).to_be_visible()
     expect(page.locator(".definition")).to_contain_text("pattern: order.flagged")
     page.screenshot(path=shots / "trigger.png", full_page=True)
+    page.get_by_role("button", name="Disable").click()
+    expect(page.locator("main .state").first).to_have_text("disabled")
+    page.get_by_role("button", name="Enable").click()
+    expect(page.locator("main .state").first).to_have_text("enabled")
+
+    # Cancel a running execution from its page; the runtime confirms.
+    pipeline.produce(topics.EVENTS, orjson.dumps({"type": "job.stuck", "source": "t", "id": "s1"}))
+    page.goto(f"{base}/ui/executions?status=running")
+    stuck = page.locator("#execution-rows tr[data-status='running']", has_text="Stuck job")
+    expect(stuck).to_have_count(1, timeout=60_000)
+    href = stuck.get_by_role("link").last.get_attribute("href")  # rows are replaced every 2 s
+    page.goto(f"{base}{href}")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#execution-status")).to_have_text("cancelled", timeout=30_000)
 
     page.get_by_role("link", name="Explain").click()
     page.get_by_label("Event (JSON)").fill(
