@@ -19,6 +19,7 @@ help:
 	@echo "make schemas      regenerate schemas/trigger.schema.json from the models"
 	@echo "make screenshots  retake the console screenshots in docs/screenshots/ (browser test)"
 	@echo "make bench        benchmarks (results in bench/results/)"
+	@echo "make chaos        100k events while workers are SIGKILLed; verifies exactly-once"
 
 $(UV):
 	python3 -m venv .tools/uv
@@ -70,6 +71,12 @@ screenshots: venv browser
 
 schemas: venv
 	$(BIN)/python -m processor.definitions.schema > schemas/trigger.schema.json
+
+# 100k events, two workers, SIGKILLs and rebalances, then a read_committed verifier.
+chaos: venv
+	@[ -n "$${TRIGGERS_KAFKA_BOOTSTRAP:-}" ] || deploy/kafka/kafka.sh up
+	$(BIN)/python -m tests.integration.chaos --events 100000 --kills 8 \
+	  --bootstrap $${TRIGGERS_KAFKA_BOOTSTRAP:-127.0.0.1:9092} --report bench/results/chaos.json
 
 bench: venv
 	$(BIN)/python bench/matching.py

@@ -10,6 +10,10 @@ from processor.messages import DeadLetter
 from processor.metrics import DEAD_LETTERS
 from processor.serde import to_json
 
+MAX_KEPT_BYTES = 64 * 1024
+"""A dead letter keeps at most this much of the record's value (and key), so a huge
+rejected record still fits the dead-letter topic; `value_bytes` tells the full size."""
+
 
 def dead_letter(
     *,
@@ -23,12 +27,14 @@ def dead_letter(
 ) -> tuple[bytes | None, bytes]:
     """The (key, value) to write to `trigger-dead-letters` for a rejected record."""
     DEAD_LETTERS.labels(component).inc()
+    kept = value[:MAX_KEPT_BYTES] if value is not None else None
     letter = DeadLetter(
         topic=topic,
         partition=partition,
         offset=offset,
-        key=base64.b64encode(key).decode() if key is not None else None,
-        value=base64.b64encode(value).decode() if value is not None else None,
+        key=base64.b64encode(key[:MAX_KEPT_BYTES]).decode() if key is not None else None,
+        value=base64.b64encode(kept).decode() if kept is not None else None,
+        value_bytes=len(value) if value is not None else 0,
         error=error,
         component=component,
     )

@@ -266,7 +266,8 @@ class DeadLetter(_Message):
     partition: int
     offset: int
     key: str | None = Field(None, description="Original key, base64.")
-    value: str | None = Field(None, description="Original value, base64.")
+    value: str | None = Field(None, description="Original value, base64 (its first 64 KiB).")
+    value_bytes: int = Field(0, description="Size of the original value.")
     error: str
     component: str
     at: datetime = Field(default_factory=utcnow)

@@ -21,7 +21,9 @@ class TopicSpec:
 
 
 TRIGGER_DEFINITIONS = TopicSpec("trigger-definitions", compacted=True, keyed=False)
-EVENTS = TopicSpec("events")
+EVENTS = TopicSpec("events", config={"max.message.bytes": str(2 * 1024 * 1024)})
+"""Accepts records up to 2 MiB so an over-limit event (over 1 MiB) reaches the matcher
+and becomes a dead letter with the reason instead of an error only its producer sees."""
 WEBHOOKS = TopicSpec("webhooks")
 CRON_TICKS = TopicSpec("cron-ticks", keyed=False, config={"retention.ms": str(DAY_MS)})
 TRIGGER_MATCHES = TopicSpec("trigger-matches")

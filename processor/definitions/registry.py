@@ -56,16 +56,22 @@ class Registry:
     def documents(self) -> list[TriggerDocument]:
         return list(self._documents.values())
 
-    def apply(self, key: bytes | str, value: bytes | None) -> None:
+    def apply(self, key: bytes | str | None, value: bytes | None) -> None:
         """Apply one `trigger-definitions` record; a bad one is logged and ignored
         (the CLI and API validate before writing, so it can only come from elsewhere)."""
-        trigger_id = key.decode() if isinstance(key, bytes) else key
+        try:
+            trigger_id = key.decode() if isinstance(key, bytes) else key
+        except UnicodeDecodeError:
+            trigger_id = None
+        if not trigger_id:
+            log.error("ignoring a trigger-definitions record without a UTF-8 key (the trigger id)")
+            return
         if value is None:
             self._remove(trigger_id)
             return
         try:
             document = parse_document(orjson.loads(value), f"trigger-definitions[{trigger_id}]")
-        except (orjson.JSONDecodeError, DefinitionError) as exc:
+        except (orjson.JSONDecodeError, DefinitionError, RecursionError) as exc:
             log.error("ignoring invalid definition %s: %s", trigger_id, exc)
             self._remove(trigger_id)
             return

@@ -62,7 +62,7 @@ class DefinitionsView:
                 self.registry.put(document)
 
     def _apply(self, message: Message) -> None:
-        key = (message.key() or b"").decode()
+        key = (message.key() or b"").decode(errors="replace")  # the registry refuses bad keys
         with self._lock:
             shown = self._shown.get(key)
             if shown is not None and (message.offset() or 0) < shown:

@@ -45,8 +45,8 @@ class DefinitionsTable(GlobalTable):
             self.registry.apply(event.key, event.value)
             self.applied_offset = max(self.applied_offset, event.message.offset)
             log.info(
-                "definition %s %s",
-                event.key.decode(),
+                "definition %r %s",
+                event.key,
                 "deleted" if event.value is None else "applied",
             )
         REGISTRY_SIZE.set(len(self.registry))

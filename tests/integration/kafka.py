@@ -133,11 +133,11 @@ class Pipeline:
 
 
 @contextmanager
-def reading(bootstrap: str, topic: str) -> Iterator[Callable[..., list[Any]]]:
+def reading(bootstrap: str, topic: str, raw: bool = False) -> Iterator[Callable[..., list[Any]]]:
     """A read_committed reader of a topic from its beginning.
 
-    `collect(predicate, timeout)` returns the JSON values read so far once `predicate`
-    holds for them, or raises after `timeout` seconds.
+    `collect(predicate, timeout)` returns the JSON values (the bytes, if `raw`) read so
+    far once `predicate` holds for them, or raises after `timeout` seconds.
     """
     consumer = Consumer(
         {
@@ -157,7 +157,10 @@ def reading(bootstrap: str, topic: str) -> Iterator[Callable[..., list[Any]]]:
             for message in consumer.consume(100, timeout=0.2):
                 if message.error() is None:
                     value = message.value()
-                    seen.append(orjson.loads(value) if value is not None else None)
+                    if raw:
+                        seen.append(value)
+                    else:
+                        seen.append(orjson.loads(value) if value is not None else None)
                 elif message.error().code() != KafkaError._PARTITION_EOF:
                     raise AssertionError(str(message.error()))
             if predicate(seen):
