@@ -78,9 +78,19 @@ chaos: venv
 	$(BIN)/python -m tests.integration.chaos --events 100000 --kills 8 \
 	  --bootstrap $${TRIGGERS_KAFKA_BOOTSTRAP:-127.0.0.1:9092} --report bench/results/chaos.json
 
-bench: venv
+# Quix Streams, the peer in bench/event_path.py, pins an older confluent-kafka: own venv.
+QUIX := .bench/quix/bin/python
+$(QUIX): $(UV)
+	$(UV) venv -q --python python3.11 .bench/quix
+	VIRTUAL_ENV=.bench/quix $(UV) pip install -q quixstreams==3.28.1
+
+bench: venv $(QUIX)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --python python3.11 --group bench
+	@[ -n "$${TRIGGERS_KAFKA_BOOTSTRAP:-}" ] || deploy/kafka/kafka.sh up
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/event_path.py
+	$(BIN)/python bench/plots.py
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

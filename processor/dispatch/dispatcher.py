@@ -52,7 +52,7 @@ from processor.dispatch.state import (
     on_result,
 )
 from processor.kafka.clients import new_consumer, new_producer
-from processor.kafka.reader import read_to_end
+from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.messages import CancelRequest, ExecutionRecord, Fire, RunResult
 from processor.metrics import (
     DISPATCHED,
@@ -69,6 +69,10 @@ BATCH_SIZE = 500
 CANCEL_HEADER = "triggers-cancel"
 """Marks a cancel request among the re-keyed results on `dispatch-results`."""
 EXPIRY_INTERVAL_SECONDS = 1.0
+TRANSACTION_TIMEOUT_MS = 20_000
+"""The broker aborts a dead dispatcher's open transaction after this long."""
+RESTORE_WAIT_SECONDS = 10.0
+"""How often the wait for such a transaction logs that it still waits."""
 
 
 def state_key(record: ExecutionRecord) -> bytes:
@@ -111,7 +115,13 @@ class Dispatcher:
 
     def _new_producer(self) -> Producer:
         transactional_id = f"{self.group_id}-{socket.gethostname()}-{os.getpid()}"
-        producer = new_producer(self.settings, **{"transactional.id": transactional_id})
+        producer = new_producer(
+            self.settings,
+            **{
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            },
+        )
         producer.init_transactions(30)
         return producer
 
@@ -215,6 +225,19 @@ class Dispatcher:
     def _restore(self, partitions: list[int]) -> None:
         if not partitions:
             return
+        # A predecessor killed mid-transaction leaves it open until the broker aborts it;
+        # reading before then would miss what was committed after it (found by the chaos
+        # test: duplicates after two rebalances within a minute).
+        while not wait_until_no_open_transactions(
+            self.settings, self.state_topic, partitions, RESTORE_WAIT_SECONDS
+        ):
+            if self._stopping.is_set():
+                return
+            log.warning(
+                "dispatch-state partitions %s still have an open transaction (a stopped "
+                "dispatcher's); waiting for the broker to abort it",
+                partitions,
+            )
         restored = 0
         for message in read_to_end(self.settings, self.state_topic, partitions):
             key = message.key()

@@ -6,6 +6,7 @@ definitions for the CLI and API.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -89,3 +90,36 @@ def read_tail(
     finally:
         reader.close()
     return found
+
+
+def wait_until_no_open_transactions(
+    settings: Settings, topic: str, partitions: list[int], timeout_seconds: float
+) -> bool:
+    """Wait until no transaction is open on these partitions: the read_committed end (the
+    last stable offset) has caught up with the high watermark. False on timeout.
+
+    A process killed mid-transaction leaves its transaction open until the broker aborts
+    it (`transaction.timeout.ms`). Until then a read_committed reader stops at its first
+    record and misses anything committed after it, e.g. by the partition's next owner.
+    """
+    committed = Consumer(consumer_config(settings, f"{settings.app_id}-reader"))
+    everything = Consumer(
+        consumer_config(
+            settings, f"{settings.app_id}-reader", **{"isolation.level": "read_uncommitted"}
+        )
+    )
+    deadline = time.monotonic() + timeout_seconds
+    try:
+        while True:
+            open_ = [
+                p
+                for p in partitions
+                if committed.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                < everything.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            ]
+            if not open_ or time.monotonic() > deadline:
+                return not open_
+            time.sleep(0.5)
+    finally:
+        committed.close()
+        everything.close()

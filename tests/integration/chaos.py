@@ -159,7 +159,7 @@ class Killer:
         rng = random.Random(self.seed)
         for _ in range(self.kills):
             time.sleep(rng.uniform(self.min_gap, self.max_gap))
-            slot = rng.choice(sorted(self.workers))
+            slot = sorted(self.workers)[len(self.log) % len(self.workers)]  # each in turn
             name, process = self.workers[slot]
             self.pipeline.stop(process, signal.SIGKILL)
             self.log.append(f"{time.strftime('%H:%M:%S')} SIGKILL {name}")

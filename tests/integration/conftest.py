@@ -49,3 +49,12 @@ def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
     create_topics(deployment.settings)
     yield deployment
     deployment.stop_all()
+
+
+@pytest.fixture
+def our_broker(kafka_bootstrap: str) -> str:
+    """The broker, if this checkout started it (so a test may stop and restart it)."""
+    status = subprocess.run([str(KAFKA_SH), "status"], capture_output=True, text=True)
+    if "ours" not in status.stdout:
+        pytest.skip("the broker was not started by this checkout; not stopping someone else's")
+    return kafka_bootstrap

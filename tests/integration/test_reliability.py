@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import io
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from processor import topics
 from tests.integration import chaos
+from tests.integration.conftest import KAFKA_SH
 from tests.integration.kafka import Pipeline, reading, settle, start_serve
 
 ALPHA = {"Authorization": "Bearer k-alpha"}
@@ -261,3 +263,57 @@ def test_every_v1_route_needs_a_key_and_sees_only_its_workspace(
         "not valid JSON" in letter["error"]
         for letter in client.get("/v1/dead-letters", headers=ALPHA).json()
     )
+
+
+def test_workers_and_gateway_ride_out_a_broker_restart(
+    pipeline: Pipeline, our_broker: str, tmp_path: Path
+) -> None:
+    (tmp_path / "t.yaml").write_text(TRIGGERS)
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    secret = {"FUZZ_SECRET": SECRET_VALUE}
+    base = start_serve(pipeline, extra_env={**secret, "TRIGGERS_WEBHOOK_ACK_TIMEOUT_SECONDS": "2"})
+    worker = pipeline.start("worker", name="worker", extra_env=secret)
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+
+    def signed(text: str) -> httpx.Response:
+        body = orjson.dumps({"text": text})
+        signature = hmac.new(SECRET_VALUE.encode(), body, hashlib.sha256).hexdigest()
+        headers = {"Content-Type": "application/json", "X-Signature": signature}
+        return httpx.post(f"{base}/hooks/fuzz", content=body, headers=headers, timeout=30)
+
+    pipeline.emit({"type": "health.ok", "source": "probe", "id": "before"})
+    assert signed("before").status_code == 202
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
+        runs(lambda cs: len(cs) >= 2, timeout=60)
+    subprocess.run([str(KAFKA_SH), "down"], check=True, timeout=120)
+    try:
+        refused = signed("while down")
+        assert refused.status_code == 503, refused.text
+        time.sleep(5)
+    finally:
+        subprocess.run([str(KAFKA_SH), "up"], check=True, timeout=300)
+    accepted = []
+    deadline = time.monotonic() + 120
+    while not accepted:
+        answer = signed("after")
+        if answer.status_code == 202:
+            accepted.append("after")
+        else:
+            assert answer.status_code == 503 and time.monotonic() < deadline, answer.text
+            time.sleep(1)
+    pipeline.emit({"type": "health.ok", "source": "probe", "id": "after"})
+
+    def causes(commands: list[dict]) -> set[str]:
+        return {c["cause"].get("event_id") or c["input"].get("text") for c in commands}
+
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
+        commands = runs(lambda cs: {"before", "after"} <= causes(cs) and len(cs) >= 4, timeout=240)
+        commands += settle(runs, 3)
+    # Each acknowledged call and each event ran once; the 503'd call never did.
+    assert sorted(c["cause"].get("event_id") or c["input"].get("text") for c in commands) == [
+        "after",
+        "after",
+        "before",
+        "before",
+    ]
+    assert worker.poll() is None, "the worker recovered by itself, without a restart"

@@ -10,7 +10,6 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
-import pytest
 
 from processor import topics
 from tests.integration.conftest import KAFKA_SH
@@ -141,14 +140,6 @@ trigger:
     )
     assert 'triggers_webhook_requests_total{status="202",trigger_id="gh"} 1.0' in metrics
     assert 'triggers_webhook_requests_total{status="429",trigger_id="gh"} 1.0' in metrics
-
-
-@pytest.fixture
-def our_broker(kafka_bootstrap: str) -> str:
-    status = subprocess.run([str(KAFKA_SH), "status"], capture_output=True, text=True)
-    if "ours" not in status.stdout:
-        pytest.skip("the broker was not started by this checkout; not stopping someone else's")
-    return kafka_bootstrap
 
 
 def test_gateway_answers_503_while_the_broker_is_down_and_202_after(
