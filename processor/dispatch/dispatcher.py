@@ -144,7 +144,10 @@ class Dispatcher:
         log.info("dispatcher started (group %s)", self.group_id)
         last_expiry = time.monotonic()
         while not self._stopping.is_set():
-            messages = consumer.consume(BATCH_SIZE, timeout=0.2)
+            # Wait for the first record only, then take what is already fetched: a batch
+            # when busy, no waiting for one when not (consume(n) blocks until n arrive).
+            first = consumer.poll(0.2)
+            messages = [] if first is None else [first, *consumer.consume(BATCH_SIZE - 1, 0)]
             self.ready.set()
             messages = [m for m in messages if self._usable(m)]
             expiring = time.monotonic() - last_expiry >= EXPIRY_INTERVAL_SECONDS

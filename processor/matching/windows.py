@@ -13,6 +13,11 @@ Rules, in order, for an event e with time t:
    again. If e crossed a threshold before, the same fire is returned again: after a
    crash the matcher replays its input, and the dispatcher drops the repeat by its
    deterministic execution id. So a replay neither double-counts nor fires anew.
+   A fire consumes every pending event up to its window's end, so an event older than
+   the last fire's end is not counted either (`before_fire`), whether it is a replay
+   or news: the state keeps ids only for the events at exactly that end. This keeps a
+   key's state (read and written whole for every event) as small as its pending events,
+   instead of growing with every event of the last window.
 2. Late: an event older than one window behind the newest event seen for the key is
    ignored (it can no longer share a window with anything kept).
 3. Out of order: e is inserted by time; every window that contains e is checked, the
@@ -45,6 +50,8 @@ class Outcome(StrEnum):
     """Counted; no threshold reached yet."""
     DUPLICATE = "duplicate"
     LATE = "late"
+    BEFORE_FIRE = "before_fire"
+    """Older than the end of the last fire's window, whose events that fire consumed."""
     COOLDOWN = "cooldown"
     """A window reached the threshold, but the cooldown after the last fire holds it."""
     REPLAYED_FIRE = "replayed_fire"
@@ -120,6 +127,9 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
             )
     if any(p[1] == event.id for p in pending) or any(c[1] == event.id for c in state["consumed"]):
         return Decision(Outcome.DUPLICATE, count=window_count(state, threshold))
+    last_end = state["last_fire_end"]
+    if last_end is not None and event.time < last_end:
+        return Decision(Outcome.BEFORE_FIRE, count=window_count(state, threshold))
     latest = event.time if state["latest"] is None else max(state["latest"], event.time)
     if event.time <= latest - width:
         return Decision(Outcome.LATE, count=window_count(state, threshold))
@@ -130,7 +140,6 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
     )
     horizon = latest - width
     state["pending"] = pending = [p for p in pending if p[0] > horizon][-MAX_PENDING:]
-    state["consumed"] = [c for c in state["consumed"] if c[0] > horizon]
 
     decision = _first_window_reaching(state, threshold, event)
     if decision is None:
@@ -139,7 +148,10 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
         return decision
     fire = decision.fire
     assert fire is not None
-    state["consumed"] += [[p[0], p[1]] for p in pending if p[0] <= fire.window_end]
+    # Events before the window's end are told apart by time from now on (rule 1); those
+    # at exactly the end are remembered by id.
+    at_end = [c for c in state["consumed"] if c[0] == fire.window_end]
+    state["consumed"] = at_end + [[p[0], p[1]] for p in pending if p[0] == fire.window_end]
     state["pending"] = [p for p in pending if p[0] > fire.window_end]
     state["last_fire_end"] = fire.window_end
     state["fires"] = [*state["fires"], fire.as_json()][-MAX_FIRES_REMEMBERED:]

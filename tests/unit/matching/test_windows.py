@@ -50,7 +50,19 @@ def test_duplicates_are_not_counted_and_a_replayed_crossing_event_returns_the_sa
     assert fired.outcome is Outcome.FIRED and fired.fire is not None and fired.fire.count == 3
     again = observe(state, t, WindowEvent(2.0, "e2"))
     assert again.outcome is Outcome.REPLAYED_FIRE and again.fire == fired.fire
-    assert observe(state, t, WindowEvent(0.0, "e0")).outcome is Outcome.DUPLICATE
+    # consumed by the fire: told apart by time, and by id at exactly the fire's end
+    assert observe(state, t, WindowEvent(0.0, "e0")).outcome is Outcome.BEFORE_FIRE
+
+
+def test_after_a_fire_only_events_from_its_end_on_count_and_state_stays_small() -> None:
+    state, t = empty_state(), threshold(count_threshold=2)
+    observe(state, t, WindowEvent(1.0, "a"))
+    assert observe(state, t, WindowEvent(5.0, "b")).outcome is Outcome.FIRED
+    assert observe(state, t, WindowEvent(4.0, "older")).outcome is Outcome.BEFORE_FIRE
+    assert observe(state, t, WindowEvent(5.0, "same-time")).outcome is Outcome.COUNTED
+    for i in range(1000):  # a fire every other event: consumed ids do not pile up
+        observe(state, t, WindowEvent(6.0 + i / 100, f"n{i}"))
+    assert len(state["consumed"]) <= 2 and len(state["pending"]) <= 1
 
 
 def test_out_of_order_events_inside_the_window_count() -> None:

@@ -1,0 +1,351 @@
+"""Event path: throughput and end-to-end latency of the seed's Error Handler, side by side
+with the raw client and a peer framework, on the local broker, in one run.
+
+Three contenders consume the same events and write one command to `agent-runs` per
+firing of the same rule (5 events of type `error.*` from `system`/`agents` with
+severity >= high, within 5 minutes; the window resets after a fire):
+
+- **triggers**: one `triggers worker` process, with the Error Handler and N other
+  active event triggers (that never match these events);
+- **passthrough**: a confluent-kafka consume-count-produce loop, no state store, no
+  transactions: the ceiling for any Python consumer on these topics;
+- **quix**: the same rule in Quix Streams (stateful `apply` on RocksDB, at-least-once),
+  in its own virtual environment (it pins an older confluent-kafka).
+
+Each gets its own topics. Two phases per contender:
+- latency: events produced at a steady 200/s for 10 s; latency = the command's record
+  timestamp minus the timestamp of the event that crossed the threshold (p50, p99);
+- throughput: 20,000 events written while the contender is paused (SIGSTOP), then it
+  is resumed; events/s = events / (last command's timestamp - the resumption).
+
+Command timestamps are set by the broker at append (`LogAppendTime` on the bench's
+`agent-runs` topics), so every contender is timed by the same clock.
+
+All events share one key, so each contender works one partition, as one window needs.
+
+    .venv/bin/python bench/event_path.py [--others 1000] [--only triggers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from processor import topics  # noqa: E402
+from processor.config import Settings  # noqa: E402
+from processor.kafka.admin import create_topics  # noqa: E402
+
+BOOTSTRAP = os.environ.get("TRIGGERS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+TRIGGERS = str(ROOT / ".venv" / "bin" / "triggers")
+QUIX_PYTHON = ROOT / ".bench" / "quix" / "bin" / "python"
+ERROR_HANDLER = ROOT.parent / "shared" / "examples" / "error-handler.yaml"
+LATENCY_RATE, LATENCY_SECONDS, BACKLOG = 200, 10, 20_000
+
+
+def events(count: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        high = rng.random() < 0.6
+        out.append(
+            {
+                "specversion": "1.0",
+                "type": "error.database",
+                "source": "system",
+                "id": uuid.uuid4().hex,
+                "data": {"severity": "high" if high else "low", "service": "db"},
+            }
+        )
+    return out
+
+
+def expected_fires(batch: list[dict[str, Any]]) -> int:
+    return sum(e["data"]["severity"] == "high" for e in batch) // 5
+
+
+class Run:
+    """One contender's topics (by prefix) and process."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.prefix = f"b{uuid.uuid4().hex[:8]}."
+        self.settings = Settings(
+            kafka_bootstrap=BOOTSTRAP, topic_prefix=self.prefix, app_id=self.prefix.rstrip(".")
+        )
+        create_topics(self.settings)
+        # Latency is read off the command's record timestamp: let the broker set it at
+        # append (Quix Streams, for one, copies the input's timestamp onto its output).
+        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        resource = ConfigResource(
+            ConfigResource.Type.TOPIC,
+            self.topic(topics.AGENT_RUNS),
+            incremental_configs=[
+                ConfigEntry(
+                    "message.timestamp.type",
+                    "LogAppendTime",
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        for future in admin.incremental_alter_configs([resource]).values():
+            future.result(30)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        self.env = {
+            **os.environ,
+            "TRIGGERS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+            "TRIGGERS_TOPIC_PREFIX": self.prefix,
+            "TRIGGERS_APP_ID": self.prefix.rstrip("."),
+            "TRIGGERS_DATA_DIR": str(self.workdir / "data"),
+            "TRIGGERS_WORKER_METRICS_PORT": "0",
+            "TRIGGERS_LOG_LEVEL": "INFO",  # the start-up marker is logged at INFO
+            "BENCH_EVENTS_TOPIC": self.topic(topics.EVENTS),
+            "BENCH_RUNS_TOPIC": self.topic(topics.AGENT_RUNS),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.runs = Consumer(
+            {
+                "bootstrap.servers": BOOTSTRAP,
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        self.runs.subscribe([self.topic(topics.AGENT_RUNS)])
+        self.producer = Producer(
+            {"bootstrap.servers": BOOTSTRAP, "linger.ms": 5, "partitioner": "murmur2_random"}
+        )
+
+    def topic(self, spec: topics.TopicSpec) -> str:
+        return topics.topic_name(spec, self.settings)
+
+    def start(self, command: list[str], ready: str, log_name: str) -> None:
+        log = open(self.workdir / log_name, "wb")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while ready not in (self.workdir / log_name).read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((self.workdir / log_name).read_text(errors="replace")[-3000:])
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.runs.close()
+
+    def produce(self, batch: list[dict[str, Any]], rate: float | None) -> dict[str, float]:
+        """Produce; returns each event's timestamp (seconds) by id."""
+        sent: dict[str, float] = {}
+        start = time.time()
+        for n, event in enumerate(batch):
+            if rate is not None:
+                delay = start + n / rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            now = time.time()
+            sent[event["id"]] = now
+            self.producer.produce(
+                self.topic(topics.EVENTS),
+                key=b"errors",
+                value=orjson.dumps(event),
+                timestamp=int(now * 1000),
+            )
+            self.producer.poll(0)
+        self.producer.flush(60)
+        return sent
+
+    def collect(self, want: int, timeout: float) -> list[tuple[float, dict[str, Any]]]:
+        found: list[tuple[float, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < want and time.monotonic() < deadline:
+            for message in self.runs.consume(500, timeout=0.5):
+                if message.error() is None:
+                    _, ts = message.timestamp()
+                    found.append((ts / 1000, orjson.loads(message.value() or b"{}")))
+                elif message.error().code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(str(message.error()))
+        return found
+
+
+def crossing_id(command: dict[str, Any]) -> str | None:
+    cause = command.get("cause") or {}
+    return cause.get("event_id") or command.get("event_id")
+
+
+def measure(run: Run, seed: int) -> dict[str, Any]:
+    warm = events(50, seed)
+    run.produce(warm, None)
+    run.collect(expected_fires(warm), 120)
+    steady = events(LATENCY_RATE * LATENCY_SECONDS, seed + 1)
+    sent = run.produce(steady, LATENCY_RATE)
+    commands = run.collect(expected_fires(steady), 120)
+    latencies = sorted(
+        (at - sent[cid]) * 1000 for at, c in commands if (cid := crossing_id(c)) in sent
+    )
+    # Throughput: the contender is paused (SIGSTOP) while the backlog is written, so it
+    # then works through a full backlog; timed from its resumption to the last command.
+    backlog = events(BACKLOG, seed + 2)
+    assert run.process is not None
+    run.process.send_signal(signal.SIGSTOP)
+    try:
+        run.produce(backlog, None)
+    finally:
+        first = time.time()
+        run.process.send_signal(signal.SIGCONT)
+    profiler = None
+    if os.environ.get("BENCH_PROFILE"):  # a py-spy profile of the backlog phase
+        profiler = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(run.process.pid), "--duration", "20",
+             "--format", "raw", "--output", os.environ["BENCH_PROFILE"], "--nonblocking"],
+        )  # fmt: skip
+    done = run.collect(expected_fires(backlog), 600)
+    if profiler is not None:
+        profiler.wait(60)
+    last = max(at for at, _ in done) if done else float("nan")
+    return {
+        "latency_ms": {
+            "p50": round(statistics.median(latencies), 2) if latencies else None,
+            "p99": round(latencies[int(len(latencies) * 0.99) - 1], 2) if latencies else None,
+            "samples": len(latencies),
+        },
+        "throughput_events_per_s": round(BACKLOG / (last - first), 1) if done else None,
+        "fires": {"expected": expected_fires(backlog), "seen": len(done)},
+    }
+
+
+def others(count: int) -> str:
+    """`count` active event triggers that never match the benchmark's events."""
+    docs = []
+    for i in range(count):
+        docs.append(
+            f"trigger: {{name: other-{i}, type: event, overlap: allow_all, agent: {{id: a}},"
+            f" event: {{pattern: 'svc{i}.*', source: [api]}}}}"
+        )
+    return "\n---\n".join(docs) + "\n"
+
+
+def run_triggers(other_triggers: int, seed: int) -> dict[str, Any]:
+    run = Run("triggers")
+    try:
+        # The seed's rule as it is, but every firing becomes a command (no runtime here
+        # finishes runs, and the default max_concurrent 1 / skip would drop the rest).
+        handler = run.workdir / "error-handler.yaml"
+        handler.write_text(ERROR_HANDLER.read_text() + "  overlap: allow_all\n")
+        subprocess.run(
+            [TRIGGERS, "apply", "-f", str(handler)], env=run.env, check=True, capture_output=True
+        )
+        if other_triggers:
+            path = run.workdir / "others.yaml"
+            path.write_text(others(other_triggers))
+            subprocess.run(
+                [TRIGGERS, "apply", "-f", str(path)], env=run.env, check=True, capture_output=True
+            )
+        run.start([TRIGGERS, "worker"], "[^Worker]: Ready", "worker.log")
+        result = measure(run, seed)
+        result["other_triggers"] = other_triggers
+        return result
+    finally:
+        run.stop()
+
+
+def scaling(sizes: list[int], seed: int) -> dict[str, Any]:
+    """Backlog throughput of one worker against the number of other active triggers."""
+    rows = []
+    for size in sizes:
+        started = time.monotonic()
+        result = run_triggers(size, seed)
+        rows.append(
+            {
+                "other_triggers": size,
+                "throughput_events_per_s": result["throughput_events_per_s"],
+                "latency_ms": result["latency_ms"],
+            }
+        )
+        print(f"scaling {size}: {rows[-1]} ({time.monotonic() - started:.0f}s)", flush=True)
+    base = rows[0]["throughput_events_per_s"]
+    for row in rows:
+        row["throughput_vs_smallest"] = round(row["throughput_events_per_s"] / base, 3)
+    return {"rows": rows}
+
+
+def run_peer(name: str, seed: int) -> dict[str, Any]:
+    run = Run(name)
+    script = ROOT / "bench" / "peers" / f"{name}.py"
+    python = str(QUIX_PYTHON) if name == "quix" else sys.executable
+    try:
+        run.start([python, str(script)], "peer ready", f"{name}.log")
+        return measure(run, seed)
+    finally:
+        run.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--others", type=int, default=1000)
+    parser.add_argument("--only", choices=["triggers", "passthrough", "quix"])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--scaling", type=int, nargs="*", help="Only the worker, with these trigger counts."
+    )
+    args = parser.parse_args()
+    if args.scaling:
+        found = scaling(args.scaling, args.seed)
+        out = ROOT / "bench" / "results" / "scaling.json"
+        out.write_text(json.dumps(found, indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
+    results: dict[str, Any] = {
+        "machine": os.uname().nodename,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for name in ("passthrough", "quix", "triggers"):
+        if args.only and name != args.only:
+            continue
+        if name == "quix" and not QUIX_PYTHON.exists():
+            print("quix: skipped (make bench installs it into .bench/quix)", file=sys.stderr)
+            continue
+        started = time.monotonic()
+        results[name] = (
+            run_triggers(args.others, args.seed)
+            if name == "triggers"
+            else run_peer(name, args.seed)
+        )
+        print(
+            f"{name}: {json.dumps(results[name])} ({time.monotonic() - started:.0f}s)", flush=True
+        )
+    base = results.get("passthrough", {}).get("throughput_events_per_s")
+    for name in ("quix", "triggers"):
+        if base and name in results and results[name]["throughput_events_per_s"]:
+            results[name]["throughput_vs_passthrough"] = round(
+                results[name]["throughput_events_per_s"] / base, 3
+            )
+    out = ROOT / "bench" / "results" / "event_path.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Plots for docs/benchmarks.md from the JSON in bench/results/ (whatever is there).
+
+.venv/bin/python bench/plots.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+OUT = ROOT / "docs" / "benchmarks"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def bars(ax: Any, labels: list[str], values: list[float], unit: str) -> None:
+    shown = ax.bar(labels, values, color=["#5f6368", "#1a73e8", "#0d652d"][: len(labels)])
+    ax.bar_label(shown, labels=[f"{v:,.0f}" for v in values], padding=2)
+    ax.set_ylabel(unit)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def event_path(data: dict[str, Any]) -> None:
+    names = [n for n in ("passthrough", "quix", "triggers") if n in data]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    bars(left, names, [data[n]["throughput_events_per_s"] for n in names], "events/s")
+    left.set_title("Throughput, one process, Error Handler rule")
+    width = 0.38
+    xs = range(len(names))
+    p50 = [data[n]["latency_ms"]["p50"] for n in names]
+    p99 = [data[n]["latency_ms"]["p99"] for n in names]
+    right.bar([x - width / 2 for x in xs], p50, width, label="p50", color="#1a73e8")
+    right.bar([x + width / 2 for x in xs], p99, width, label="p99", color="#a50e0e")
+    right.set_xticks(list(xs), names)
+    right.set_ylabel("ms, event produced → command on agent-runs")
+    right.set_title("End-to-end latency at 200 events/s")
+    right.legend(frameon=False)
+    right.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(OUT / "event_path.png", dpi=110)
+
+
+def scaling(data: dict[str, Any] | None, matching: dict[str, Any] | None) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    if matching:
+        rows = matching["rows"]
+        ax.plot(
+            [r["triggers"] for r in rows],
+            [1e6 / r["indexed_us"] for r in rows],
+            marker="o",
+            label="matching alone, indexed (events/s, in-process)",
+        )
+        ax.plot(
+            [r["triggers"] for r in rows],
+            [1e6 / r["scan_us"] for r in rows],
+            marker="o",
+            linestyle="--",
+            label="matching alone, linear scan",
+        )
+    if data and data.get("rows"):
+        rows = data["rows"]
+        ax.plot(
+            [r["other_triggers"] for r in rows],
+            [r["throughput_events_per_s"] for r in rows],
+            marker="s",
+            label="worker end to end (events/s)",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("active event triggers")
+    ax.set_ylabel("events/s")
+    ax.set_title("Throughput against the number of triggers")
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(OUT / "scaling.png", dpi=110)
+
+
+def gateway(data: dict[str, Any]) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    names = ["bare_aiohttp", "gateway"]
+    bars(left, names, [data[n]["requests_per_s"] for n in names], "requests/s")
+    left.set_title("Webhooks: requests/s (32 connections)")
+    bars(right, names, [data[n]["p99_ms"] for n in names], "p99 ms")
+    right.set_title("p99 latency")
+    fig.tight_layout()
+    fig.savefig(OUT / "gateway.png", dpi=110)
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    if (data := load("event_path")) is not None:
+        event_path(data)
+    scaling(load("scaling"), load("matching"))
+    if (data := load("gateway")) is not None:
+        gateway(data)
+    print(f"plots in {OUT}")
+
+
+if __name__ == "__main__":
+    main()
