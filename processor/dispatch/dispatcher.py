@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +52,7 @@ from processor.dispatch.state import (
     on_fire,
     on_result,
 )
+from processor.errors import KafkaUnavailable
 from processor.kafka.clients import new_consumer, new_producer
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.messages import CancelRequest, ExecutionRecord, Fire, RunResult
@@ -114,6 +116,14 @@ class Dispatcher:
             self._thread.join(timeout_seconds)
 
     def _new_producer(self) -> Producer:
+        """A transactional producer, once Kafka lets it initialise (retried until then)."""
+        made: list[Producer] = []
+        self._retrying(lambda: made.append(self._init_producer()))
+        if not made:  # stopping
+            raise KafkaException(KafkaError(KafkaError._DESTROY, "dispatcher stopping"))
+        return made[0]
+
+    def _init_producer(self) -> Producer:
         transactional_id = f"{self.group_id}-{socket.gethostname()}-{os.getpid()}"
         producer = new_producer(
             self.settings,
@@ -203,27 +213,42 @@ class Dispatcher:
         )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._stopping.is_set():
-            return
-        # A stable offset fetch waits for a fenced predecessor's open transaction to end,
-        # so the state read next includes everything that predecessor committed.
-        consumer.committed(partitions, timeout=60)
-        self._restore(self._state_partitions(partitions))
+        def restore() -> None:
+            # A stable offset fetch waits for a fenced predecessor's open transaction to
+            # end, so the state read next includes everything that predecessor committed.
+            consumer.committed(partitions, timeout=60)
+            self._restore(self._state_partitions(partitions))
+
+        self._retrying(restore)
+
+    def _retrying(self, step: Callable[[], None]) -> None:
+        """Run `step` until it gets through Kafka (a broker restart is not an error)."""
+        while not self._stopping.is_set():
+            try:
+                step()
+                return
+            except (KafkaException, KafkaUnavailable) as exc:
+                log.warning("dispatcher: Kafka is not answering (%s); retrying in 1 s", exc)
+                time.sleep(1)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.state.drop_trigger_ids()
 
     def _rewind(self, consumer: Consumer) -> None:
         """After an abort: back to the last committed offsets and the state they match."""
-        assignment = consumer.assignment()
-        self.state.drop_trigger_ids()
-        self._restore(self._state_partitions(assignment))
-        for tp in consumer.committed(assignment, timeout=60):
-            consumer.seek(
-                TopicPartition(
-                    tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+
+        def rewind() -> None:
+            assignment = consumer.assignment()
+            self.state.drop_trigger_ids()
+            self._restore(self._state_partitions(assignment))
+            for tp in consumer.committed(assignment, timeout=60):
+                consumer.seek(
+                    TopicPartition(
+                        tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                    )
                 )
-            )
+
+        self._retrying(rewind)
 
     def _restore(self, partitions: list[int]) -> None:
         if not partitions:

@@ -9,7 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from processor.config import Settings
 from processor.errors import KafkaUnavailable
@@ -111,12 +118,15 @@ def wait_until_no_open_transactions(
     deadline = time.monotonic() + timeout_seconds
     try:
         while True:
-            open_ = [
-                p
-                for p in partitions
-                if committed.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                < everything.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            ]
+            try:
+                open_ = [
+                    p
+                    for p in partitions
+                    if committed.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    < everything.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                ]
+            except KafkaException:  # e.g. a broker restarting: not known to be closed yet
+                open_ = partitions
             if not open_ or time.monotonic() > deadline:
                 return not open_
             time.sleep(0.5)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -265,6 +266,7 @@ def test_every_v1_route_needs_a_key_and_sees_only_its_workspace(
     )
 
 
+@pytest.mark.chaos  # the worker half fails in some runs: docs/reliability.md, "Broker restarts"
 def test_workers_and_gateway_ride_out_a_broker_restart(
     pipeline: Pipeline, our_broker: str, tmp_path: Path
 ) -> None:
@@ -307,8 +309,8 @@ def test_workers_and_gateway_ride_out_a_broker_restart(
         return {c["cause"].get("event_id") or c["input"].get("text") for c in commands}
 
     with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
-        commands = runs(lambda cs: {"before", "after"} <= causes(cs) and len(cs) >= 4, timeout=240)
-        commands += settle(runs, 3)
+        runs(lambda cs: {"before", "after"} <= causes(cs) and len(cs) >= 4, timeout=240)
+        commands = settle(runs, 3)  # everything read, a little after
     # Each acknowledged call and each event ran once; the 503'd call never did.
     assert sorted(c["cause"].get("event_id") or c["input"].get("text") for c in commands) == [
         "after",
