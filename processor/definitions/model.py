@@ -42,6 +42,18 @@ def trigger_id_for(workspace: str, name: str) -> str:
     return str(uuid.uuid5(TRIGGER_NAMESPACE, f"{workspace}/{name}"))
 
 
+def _jsonpath(path: str, example: str) -> str:
+    """`path` if it compiles as JSONPath, else a ValueError that shows how to write one."""
+    try:
+        jsonpath.compile(path)
+    except jsonpath.JSONPathError as exc:
+        first_line = str(exc).splitlines()[0]
+        raise ValueError(
+            f"{path!r} is not a JSONPath ({first_line}); write one like {example}"
+        ) from None
+    return path
+
+
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -103,15 +115,7 @@ class ThrottleSpec(_Doc):
     @field_validator("key")
     @classmethod
     def _key_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                jsonpath.compile(value)
-            except jsonpath.JSONPathError as exc:
-                first_line = str(exc).splitlines()[0]
-                raise ValueError(
-                    f"{value!r} is not a JSONPath ({first_line}); write one like $.customer_id"
-                ) from None
-        return value
+        return _jsonpath(value, "$.customer_id") if value is not None else None
 
     @property
     def period_seconds(self) -> float:
@@ -166,12 +170,9 @@ class AgentSpec(_Doc):
     def _paths_parse(cls, mapping: dict[str, str]) -> dict[str, str]:
         for key, path in mapping.items():
             try:
-                jsonpath.compile(path)
-            except jsonpath.JSONPathError as exc:
-                first_line = str(exc).splitlines()[0]
-                raise ValueError(
-                    f"{key}: {path!r} is not a JSONPath ({first_line}); write one like $.body.text"
-                ) from None
+                _jsonpath(path, "$.body.text")
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
         return mapping
 
 
