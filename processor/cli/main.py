@@ -261,20 +261,24 @@ def executions(
         return
     import threading
 
-    caught_up = threading.Event()
+    out.file.flush()
 
     def printed(message: Any) -> None:
+        """Print each change newer than what is shown: the follower reads the topic from
+        its start, so it skips what the listing showed and catches what changed since."""
         if message.value() is None:
             return
         record = from_json(ExecutionRecord, message.value())
-        if caught_up.is_set() and wanted(record):
+        shown_record = latest.get(record.execution_id)
+        if shown_record is not None and record.updated_at <= shown_record.updated_at:
+            return
+        latest[record.execution_id] = record
+        if wanted(record):
             out.print(line(record), highlight=False, markup=False)
             out.file.flush()  # a pipe or file would otherwise hold the lines back
 
     follower = Follower(settings, name, printed)
     follower.start()
-    follower.ready.wait()
-    caught_up.set()
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -284,7 +288,7 @@ def executions(
 def _read_executions(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every execution's latest record by execution id, and each trigger's current run
     of failures (counted in topic order, as the dispatcher and the API count it)."""
-    from processor.dispatch.state import Failures
+    from processor.dispatch.state import Failures, count_finish
     from processor.kafka.reader import read_to_end
     from processor.messages import ExecutionRecord
     from processor.serde import from_json
@@ -298,9 +302,7 @@ def _read_executions(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]
             if message.value() is None:
                 continue
             record = from_json(ExecutionRecord, message.value() or b"")
-            previous = latest.get(record.execution_id)
-            if record.status.finished and (previous is None or not previous.status.finished):
-                failures.setdefault(record.trigger_id, Failures()).count(record)
+            count_finish(failures, latest.get(record.execution_id), record)
             latest[record.execution_id] = record
     except TriggersError as exc:
         raise _fail(str(exc)) from None

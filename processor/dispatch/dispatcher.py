@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -77,6 +77,9 @@ RESTORE_WAIT_SECONDS = 10.0
 """How often the wait for such a transaction logs that it still waits."""
 
 
+T = TypeVar("T")
+
+
 def state_key(record: ExecutionRecord) -> bytes:
     return f"{record.trigger_id}/{record.execution_id}".encode()
 
@@ -117,11 +120,10 @@ class Dispatcher:
 
     def _new_producer(self) -> Producer:
         """A transactional producer, once Kafka lets it initialise (retried until then)."""
-        made: list[Producer] = []
-        self._retrying(lambda: made.append(self._init_producer()))
-        if not made:  # stopping
+        producer = self._retrying(self._init_producer)
+        if producer is None:  # stopping
             raise KafkaException(KafkaError(KafkaError._DESTROY, "dispatcher stopping"))
-        return made[0]
+        return producer
 
     def _init_producer(self) -> Producer:
         transactional_id = f"{self.group_id}-{socket.gethostname()}-{os.getpid()}"
@@ -189,7 +191,6 @@ class Dispatcher:
                         producer = self._new_producer()
                 self._rewind(consumer)
         consumer.close()
-        self.owners.close()
         log.info("dispatcher stopped")
 
     @staticmethod
@@ -221,15 +222,16 @@ class Dispatcher:
 
         self._retrying(restore)
 
-    def _retrying(self, step: Callable[[], None]) -> None:
-        """Run `step` until it gets through Kafka (a broker restart is not an error)."""
+    def _retrying(self, step: Callable[[], T]) -> T | None:
+        """Run `step` until it gets through Kafka (a broker restart is not an error);
+        None if the dispatcher stops first."""
         while not self._stopping.is_set():
             try:
-                step()
-                return
+                return step()
             except (KafkaException, KafkaUnavailable) as exc:
                 log.warning("dispatcher: Kafka is not answering (%s); retrying in 1 s", exc)
                 time.sleep(1)
+        return None
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.state.drop_trigger_ids()

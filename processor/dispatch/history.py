@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from processor import topics
 from processor.config import Settings
-from processor.dispatch.state import Failures
+from processor.dispatch.state import Failures, count_finish
 from processor.kafka.follower import Follower
 from processor.messages import ExecutionRecord, ExecutionStatus
 from processor.serde import from_json
@@ -49,9 +49,7 @@ class ExecutionsView:
             return
         with self._lock:
             executions = self._by_trigger.setdefault(record.trigger_id, {})
-            previous = executions.get(record.execution_id)
-            if record.status.finished and (previous is None or not previous.status.finished):
-                self._failures.setdefault(record.trigger_id, Failures()).count(record)
+            count_finish(self._failures, executions.get(record.execution_id), record)
             executions[record.execution_id] = record
             if len(executions) > MAX_PER_TRIGGER * 1.1:
                 keep = sorted(executions.values(), key=_newest_first)[:MAX_PER_TRIGGER]

@@ -96,8 +96,7 @@ class DispatchState:
         if record.issued_at is not None and (previous is None or previous.issued_at is None):
             starts = self._starts.setdefault((record.trigger_id, record.throttle_key), [])
             bisect.insort(starts, record.issued_at.timestamp())
-        if record.status.finished and (previous is None or not previous.status.finished):
-            self.breakers.setdefault(record.trigger_id, Failures()).count(record)
+        count_finish(self.breakers, previous, record)
         self.executions.setdefault(record.trigger_id, {})[record.execution_id] = record
         open_ids = self._open.setdefault(record.trigger_id, {})
         if record.status.finished:
@@ -188,6 +187,15 @@ class Failures:
         if self.consecutive < spec.failures or self.last_at is None:
             return None
         return self.last_at + timedelta(seconds=spec.cooldown_seconds)
+
+
+def count_finish(
+    failures: dict[str, Failures], previous: ExecutionRecord | None, record: ExecutionRecord
+) -> None:
+    """Count `record` in its trigger's run of failures if it is the execution's finish
+    (the dispatcher, the API and the CLI all count with this, in topic order)."""
+    if record.status.finished and (previous is None or not previous.status.finished):
+        failures.setdefault(record.trigger_id, Failures()).count(record)
 
 
 def breaker_reason(

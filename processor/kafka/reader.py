@@ -7,7 +7,7 @@ definitions for the CLI and API.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -28,8 +28,15 @@ def read_to_end(
     topic: str,
     partitions: list[int] | None = None,
     timeout_seconds: float = 30.0,
+    start: Callable[[int, int, int], int] | None = None,
+    positions: dict[int, int] | None = None,
 ) -> Iterator[Message]:
-    """Yield every committed record of the partitions (all when None), then stop."""
+    """Yield every committed record of the partitions (all when None), then stop.
+
+    `start(partition, low, high)` picks each partition's first offset (default: its
+    beginning). If `positions` is given, it is updated with the offset after each
+    record yielded, so a later read can start where this one stopped.
+    """
     reader = Consumer(
         consumer_config(settings, f"{settings.app_id}-reader", **{"enable.partition.eof": True})
     )
@@ -47,14 +54,18 @@ def read_to_end(
             low, high = reader.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=timeout_seconds
             )
-            if high > low:
+            first = max(low, start(partition, low, high)) if start is not None else low
+            if high > first:
                 pending.add(partition)
-                assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
+                offset = first if start is not None else OFFSET_BEGINNING
+                assignment.append(TopicPartition(topic, partition, offset))
         reader.assign(assignment)
         while pending:
             for message in reader.consume(500, timeout=1.0):
                 error = message.error()
                 if error is None:
+                    if positions is not None:
+                        positions[message.partition() or 0] = (message.offset() or 0) + 1
                     yield message
                 elif error.code() == KafkaError._PARTITION_EOF:
                     pending.discard(message.partition())
@@ -62,41 +73,14 @@ def read_to_end(
         reader.close()
 
 
-def read_tail(
-    settings: Settings, topic: str, per_partition: int, timeout_seconds: float = 10.0
-) -> list[Message]:
+def read_tail(settings: Settings, topic: str, per_partition: int) -> list[Message]:
     """The last `per_partition` committed records of each partition (fewer if aborted
-    transactions hold some of those offsets), oldest first within a partition."""
-    reader = Consumer(
-        consumer_config(settings, f"{settings.app_id}-reader", **{"enable.partition.eof": True})
-    )
-    found: list[Message] = []
+    transactions hold some of those offsets), oldest first within a partition; none if
+    the topic does not exist."""
     try:
-        metadata = reader.list_topics(topic, timeout=timeout_seconds).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return []
-        pending, assignment = set(), []
-        for partition in sorted(metadata.partitions):
-            low, high = reader.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout_seconds
-            )
-            if high > low:
-                pending.add(partition)
-                assignment.append(TopicPartition(topic, partition, max(low, high - per_partition)))
-        reader.assign(assignment)
-        while pending:
-            messages = reader.consume(500, timeout=timeout_seconds)
-            if not messages:
-                break
-            for message in messages:
-                error = message.error()
-                if error is None:
-                    found.append(message)
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition())
-    finally:
-        reader.close()
-    return found
+        return list(read_to_end(settings, topic, start=lambda _, low, high: high - per_partition))
+    except KafkaUnavailable:
+        return []
 
 
 def wait_until_no_open_transactions(

@@ -63,6 +63,20 @@ EVENT_POISON: dict[str, bytes] = {
 }
 
 
+def deploy(
+    pipeline: Pipeline, tmp_path: Path, serve_env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """TRIGGERS applied, `serve` and a ready worker started (both know the secret);
+    the service's base URL and the worker process."""
+    (tmp_path / "t.yaml").write_text(TRIGGERS)
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    secret = {"FUZZ_SECRET": SECRET_VALUE}
+    base = start_serve(pipeline, extra_env={**secret, **(serve_env or {})})
+    worker = pipeline.start("worker", name="worker", extra_env=secret)
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    return base, worker
+
+
 def test_short_chaos_run_is_exactly_once(pipeline: Pipeline) -> None:
     """`make chaos` in small: SIGKILLs and rebalances, then the read_committed verifier."""
     log = io.StringIO()
@@ -78,11 +92,7 @@ def test_short_chaos_run_is_exactly_once(pipeline: Pipeline) -> None:
 def test_poison_on_every_input_topic_is_dead_lettered_and_processing_goes_on(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    (tmp_path / "t.yaml").write_text(TRIGGERS)
-    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    base = start_serve(pipeline, extra_env={"FUZZ_SECRET": SECRET_VALUE})
-    pipeline.start("worker", name="worker", extra_env={"FUZZ_SECRET": SECRET_VALUE})
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    base, _ = deploy(pipeline, tmp_path)
 
     def big_producer_send(spec: topics.TopicSpec, value: bytes | None, key: bytes | None) -> None:
         from confluent_kafka import Producer
@@ -142,10 +152,7 @@ def test_poison_on_every_input_topic_is_dead_lettered_and_processing_goes_on(
 def test_webhook_endpoint_fuzzed_never_fails_and_secrets_never_leak(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    (tmp_path / "t.yaml").write_text(TRIGGERS)
-    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    base = start_serve(pipeline, extra_env={"FUZZ_SECRET": SECRET_VALUE})
-    pipeline.start("worker", name="worker", extra_env={"FUZZ_SECRET": SECRET_VALUE})
+    base, _ = deploy(pipeline, tmp_path)
     client = httpx.Client(base_url=base, timeout=30)
     statuses: list[int] = []
 
@@ -224,11 +231,7 @@ def _v1_routes(spec: dict[str, Any]) -> list[tuple[str, str]]:
 def test_every_v1_route_needs_a_key_and_sees_only_its_workspace(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    (tmp_path / "t.yaml").write_text(TRIGGERS)
-    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    base = start_serve(pipeline, extra_env={"TRIGGERS_OPERATOR_WORKSPACE": "alpha"})
-    pipeline.start("worker", name="worker")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    base, _ = deploy(pipeline, tmp_path, {"TRIGGERS_OPERATOR_WORKSPACE": "alpha"})
     pipeline.emit({"type": "health.ok", "source": "probe", "id": "one"})
     pipeline.produce(topics.EVENTS, b"{broken")
     client = httpx.Client(base_url=base, timeout=30)
@@ -270,12 +273,7 @@ def test_every_v1_route_needs_a_key_and_sees_only_its_workspace(
 def test_workers_and_gateway_ride_out_a_broker_restart(
     pipeline: Pipeline, our_broker: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "t.yaml").write_text(TRIGGERS)
-    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    secret = {"FUZZ_SECRET": SECRET_VALUE}
-    base = start_serve(pipeline, extra_env={**secret, "TRIGGERS_WEBHOOK_ACK_TIMEOUT_SECONDS": "2"})
-    worker = pipeline.start("worker", name="worker", extra_env=secret)
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    base, worker = deploy(pipeline, tmp_path, {"TRIGGERS_WEBHOOK_ACK_TIMEOUT_SECONDS": "2"})
 
     def signed(text: str) -> httpx.Response:
         body = orjson.dumps({"text": text})

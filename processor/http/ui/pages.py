@@ -35,8 +35,8 @@ class SignedOut(Exception):
 class Api:
     """`/v1` as the signed-in key sees it."""
 
-    def __init__(self, request: Request) -> None:
-        key = request.cookies.get(COOKIE)
+    def __init__(self, request: Request, key: str | None = None) -> None:
+        key = key or request.cookies.get(COOKIE)
         if not key:
             raise SignedOut
         self.client = httpx.AsyncClient(
@@ -106,15 +106,10 @@ def login_form(request: Request) -> HTMLResponse:
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request, key: Annotated[str, Form()]) -> Response:
-    request.cookies[COOKIE] = key  # for this request's Api only
-    check = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=request.app), base_url="http://console"
-    )
-    async with check:
-        answer = await check.get(
-            "/v1/triggers", params={"limit": 1}, headers={"Authorization": f"Bearer {key}"}
-        )
-    if answer.status_code != 200:
+    try:
+        async with Api(request, key) as api:
+            await api.get("/v1/triggers", limit=1)
+    except SignedOut:
         page = _page(request, "login.html", error="That key is not accepted.")
         page.status_code = 401
         return page
