@@ -77,7 +77,6 @@ chaos: venv
 	@[ -n "$${TRIGGERS_KAFKA_BOOTSTRAP:-}" ] || deploy/kafka/kafka.sh up
 	$(BIN)/python -m tests.integration.chaos --events 100000 --kills 8 \
 	  --bootstrap $${TRIGGERS_KAFKA_BOOTSTRAP:-127.0.0.1:9092} --report bench/results/chaos.json
-	TRIGGERS_KEEP_KAFKA=1 $(BIN)/pytest -m chaos
 
 # Quix Streams, the peer in bench/event_path.py, pins an older confluent-kafka: own venv.
 QUIX := .bench/quix/bin/python

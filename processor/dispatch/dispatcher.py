@@ -54,6 +54,7 @@ from processor.dispatch.state import (
 )
 from processor.errors import KafkaUnavailable
 from processor.kafka.clients import new_consumer, new_producer
+from processor.kafka.deadline import Deadline, DeadlineExceeded
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.messages import CancelRequest, ExecutionRecord, Fire, RunResult
 from processor.metrics import (
@@ -75,6 +76,10 @@ TRANSACTION_TIMEOUT_MS = 20_000
 """The broker aborts a dead dispatcher's open transaction after this long."""
 RESTORE_WAIT_SECONDS = 10.0
 """How often the wait for such a transaction logs that it still waits."""
+CALL_TIMEOUT_SECONDS = 30.0
+"""The timeout given to each transactional call."""
+CALL_DEADLINE_SECONDS = 45.0
+"""When the dispatcher gives up on a transactional call that ignores its timeout."""
 
 
 T = TypeVar("T")
@@ -105,6 +110,7 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
+        self._calls = Deadline("dispatcher-txn")
         self.ready = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -134,8 +140,12 @@ class Dispatcher:
                 "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             },
         )
-        producer.init_transactions(30)
+        self._transactional(producer.init_transactions)
         return producer
+
+    def _transactional(self, call: Callable[..., None], *args: Any) -> None:
+        """A transactional producer call, given up on if it outlives its own timeout."""
+        self._calls.call(CALL_DEADLINE_SECONDS, call, *args, CALL_TIMEOUT_SECONDS)
 
     def _run(self) -> None:
         try:
@@ -174,24 +184,46 @@ class Dispatcher:
                     self._write(expire(self.state, datetime.now(UTC)), None, producer)
                 offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
                 if offsets:
-                    producer.send_offsets_to_transaction(
-                        offsets, consumer.consumer_group_metadata(), 30
+                    self._transactional(
+                        producer.send_offsets_to_transaction,
+                        offsets,
+                        consumer.consumer_group_metadata(),
                     )
-                producer.commit_transaction(30)
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
+                self._transactional(producer.commit_transaction)
+            except (KafkaException, DeadlineExceeded) as exc:
                 TRANSACTION_ABORTS.inc()
-                log.warning("dispatcher transaction failed (%s); rewinding", error)
-                if error.fatal():
-                    producer = self._new_producer()
-                else:
-                    try:
-                        producer.abort_transaction(30)
-                    except KafkaException:
-                        producer = self._new_producer()
+                producer = self._after_failed_transaction(producer, exc)
                 self._rewind(consumer)
         consumer.close()
         log.info("dispatcher stopped")
+
+    def _after_failed_transaction(
+        self, producer: Producer, exc: KafkaException | DeadlineExceeded
+    ) -> Producer:
+        """The producer to go on with once a transaction failed: this one, its transaction
+        aborted, or a new one (same transactional id, so Kafka aborts the old one's).
+
+        A producer whose call hung or timed out is replaced: after a broker restart
+        librdkafka can keep a request queued for a coordinator connection that never
+        comes back, and every later transaction of that producer times out the same way
+        (seen in the broker-restart test)."""
+        if isinstance(exc, DeadlineExceeded):
+            log.error(
+                "dispatcher: %s (librdkafka can hang like this after a broker restart);"
+                " replacing the producer and rewinding",
+                exc,
+            )
+            return self._new_producer()
+        error: KafkaError = exc.args[0]
+        if error.fatal() or error.code() == KafkaError._TIMED_OUT:
+            log.warning("dispatcher transaction failed (%s); new producer, rewinding", error)
+            return self._new_producer()
+        log.warning("dispatcher transaction failed (%s); rewinding", error)
+        try:
+            self._transactional(producer.abort_transaction)
+        except (KafkaException, DeadlineExceeded):
+            return self._new_producer()
+        return producer
 
     @staticmethod
     def _usable(message: Message) -> bool:
@@ -228,7 +260,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             try:
                 return step()
-            except (KafkaException, KafkaUnavailable) as exc:
+            except (KafkaException, KafkaUnavailable, DeadlineExceeded) as exc:
                 log.warning("dispatcher: Kafka is not answering (%s); retrying in 1 s", exc)
                 time.sleep(1)
         return None
