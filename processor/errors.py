@@ -25,3 +25,7 @@ class BadRecord(TriggersError):
 
 class KafkaUnavailable(TriggersError):
     """The broker did not answer in time."""
+
+
+class DataDirInUse(TriggersError):
+    """Another worker on this machine already keeps its table state in this directory."""

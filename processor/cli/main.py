@@ -72,7 +72,10 @@ def worker() -> None:
 
     settings = _settings()
     configure(settings.log_level, "worker")
-    run_worker(settings)
+    try:
+        run_worker(settings)
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command()

@@ -7,10 +7,12 @@ trigger-definitions ──► DefinitionsTable ──► Registry (pattern index
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +25,7 @@ from processor.config import Settings
 from processor.deadletters import dead_letter
 from processor.definitions.registry import Registry
 from processor.dispatch.dispatcher import Dispatcher
-from processor.errors import BadRecord
+from processor.errors import BadRecord, DataDirInUse
 from processor.matching.decode import decode_event
 from processor.matching.events import match_event
 from processor.matching.scheduler import Scheduler
@@ -98,7 +100,9 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
         "trigger-windows",
         default=None,
         partitions=settings.topic_partitions,
-        store="rocksdb://",
+        # Not "rocksdb://": that URL is falsy, so Faust quietly fell back to the app's
+        # memory store (found by the window-state bench). The path names the files.
+        store="rocksdb:trigger-windows",
     )
     fires_topic = _raw_topic(app, name(topics.TRIGGER_FIRES))
     dead_letters_topic = _raw_topic(app, name(topics.DEAD_LETTERS))
@@ -297,17 +301,40 @@ class DispatcherService(Service):
         await asyncio.to_thread(self.dispatcher.stop)
 
 
+@contextmanager
+def data_dir_claimed(settings: Settings) -> Iterator[None]:
+    """Hold this worker's state directory for the length of the block.
+
+    Table state lives in RocksDB files only one process may open. A second worker
+    pointed at the same directory would wait on those locks, then crash mid-start; it
+    stops here instead, saying what to change.
+    """
+    directory = settings.data_dir / settings.app_id
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "worker.lock", "ab") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirInUse(
+                f"{directory} is in use by another worker of app {settings.app_id!r} on "
+                "this machine. Give each worker its own directory with TRIGGERS_DATA_DIR "
+                "(e.g. TRIGGERS_DATA_DIR=.data-2), or stop the other worker."
+            ) from None
+        yield  # the lock goes with the file, when the block ends or the process dies
+
+
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGTERM or Ctrl-C."""
     from prometheus_client import start_http_server
 
-    if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr=settings.http_host)
-    app = create_app(settings)
-    worker = faust.Worker(
-        app,
-        DispatcherService(Dispatcher(settings)),
-        loglevel=settings.log_level.lower().replace("warning", "warn"),
-        quiet=True,
-    )
-    worker.execute_from_commandline()
+    with data_dir_claimed(settings):
+        if settings.worker_metrics_port:
+            start_http_server(settings.worker_metrics_port, addr=settings.http_host)
+        app = create_app(settings)
+        worker = faust.Worker(
+            app,
+            DispatcherService(Dispatcher(settings)),
+            loglevel=settings.log_level.lower().replace("warning", "warn"),
+            quiet=True,
+        )
+        worker.execute_from_commandline()

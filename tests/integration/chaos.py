@@ -147,13 +147,7 @@ class Killer:
     def start_worker(self, slot: str) -> None:
         self.generation += 1
         name = f"{slot}-{self.generation}"
-        data_dir = self.pipeline.workdir / f"data-{name}"
-        self.workers[slot] = (
-            name,
-            self.pipeline.start(
-                "worker", name=name, extra_env={"TRIGGERS_DATA_DIR": str(data_dir)}
-            ),
-        )
+        self.workers[slot] = (name, self.pipeline.start("worker", name=name))
 
     def run(self) -> None:
         rng = random.Random(self.seed)

@@ -76,9 +76,11 @@ class Pipeline:
         self, *args: str, name: str, extra_env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        # Each process keeps its own table state, as two workers on one machine must.
+        own_data_dir = {"TRIGGERS_DATA_DIR": str(self.workdir / f"data-{name}")}
         process = subprocess.Popen(
             [TRIGGERS, *args],
-            env={**self.env, **(extra_env or {})},
+            env={**self.env, **own_data_dir, **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

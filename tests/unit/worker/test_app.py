@@ -1,0 +1,49 @@
+"""The Faust app as configured: which store each table is on, whose state directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from faust.stores.memory import Store as MemoryStore
+from faust.stores.rocksdb import Store as RocksDBStore
+
+from processor.config import Settings
+from processor.worker.app import create_app, data_dir_claimed
+
+
+def test_window_state_is_on_rocksdb_and_definitions_in_memory(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, app_id="unit"))
+    windows = app.tables["trigger-windows"].data
+    assert isinstance(windows, RocksDBStore)
+    # One database per partition, named after the table, under the worker's data dir.
+    assert windows.partition_path(3) == tmp_path / "unit" / "v1" / "tables" / "trigger-windows-3.db"
+    assert isinstance(app.tables["trigger-definitions"].data, MemoryStore)
+
+
+def test_a_second_worker_on_the_same_state_directory_stops_with_advice(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, app_id="unit")
+    with data_dir_claimed(settings):
+        second = subprocess.run(
+            [Path(sys.executable).parent / "triggers", "worker"],
+            env={
+                **os.environ,
+                "TRIGGERS_DATA_DIR": str(tmp_path),
+                "TRIGGERS_APP_ID": "unit",
+                # Nothing listens here: the worker must stop before it tries the broker.
+                "TRIGGERS_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+                "TRIGGERS_WORKER_METRICS_PORT": "0",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert second.returncode == 1
+    message = " ".join(second.stderr.split())
+    assert f"{tmp_path / 'unit'} is in use by another worker" in message
+    assert "TRIGGERS_DATA_DIR" in message
+    # Once the first lets go, the directory is free again.
+    with data_dir_claimed(settings):
+        pass
