@@ -109,7 +109,6 @@ class Dispatcher:
         self.owners = ExecutionOwners(settings, self.executions_topic)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._consumer: Consumer | None = None
         self._calls = Deadline("dispatcher-txn")
         self.ready = threading.Event()
 
@@ -154,14 +153,31 @@ class Dispatcher:
             log.exception("dispatcher stopped by an unexpected error; the worker exits")
             os.kill(os.getpid(), 15)
 
-    def _loop(self) -> None:
+    def _new_consumer(self) -> Consumer:
         consumer = new_consumer(self.settings, self.group_id)
-        self._consumer = consumer
         consumer.subscribe(
             [self.fires_topic, self.results_topic, self.rekeyed_topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
+        return consumer
+
+    def _replace_consumer(self, consumer: Consumer) -> Consumer:
+        """A new group member in place of `consumer`: it starts from the committed
+        offsets and restores the state of what it is assigned, like any new owner.
+
+        After a broker restart librdkafka's consumer, like its producer, can keep asking
+        a coordinator connection that never answers: its offset fetches then time out
+        forever (seen in the broker-restart test, minutes of them, nothing dispatched)."""
+        self.state.drop_trigger_ids()
+        try:
+            self._calls.call(CALL_DEADLINE_SECONDS, consumer.close)
+        except (KafkaException, DeadlineExceeded) as exc:
+            log.warning("dispatcher: the old consumer did not close (%s); leaving it", exc)
+        return self._new_consumer()
+
+    def _loop(self) -> None:
+        consumer = self._new_consumer()
         producer = self._new_producer()
         log.info("dispatcher started (group %s)", self.group_id)
         last_expiry = time.monotonic()
@@ -192,38 +208,39 @@ class Dispatcher:
                 self._transactional(producer.commit_transaction)
             except (KafkaException, DeadlineExceeded) as exc:
                 TRANSACTION_ABORTS.inc()
-                producer = self._after_failed_transaction(producer, exc)
-                self._rewind(consumer)
+                producer, stuck = self._after_failed_transaction(producer, exc)
+                consumer = self._replace_consumer(consumer) if stuck else self._rewind(consumer)
         consumer.close()
         log.info("dispatcher stopped")
 
     def _after_failed_transaction(
         self, producer: Producer, exc: KafkaException | DeadlineExceeded
-    ) -> Producer:
-        """The producer to go on with once a transaction failed: this one, its transaction
-        aborted, or a new one (same transactional id, so Kafka aborts the old one's).
+    ) -> tuple[Producer, bool]:
+        """The producer to go on with once a transaction failed, and whether the clients
+        look stuck: this producer, its transaction aborted, or a new one (same
+        transactional id, so Kafka aborts the old one's).
 
-        A producer whose call hung or timed out is replaced: after a broker restart
-        librdkafka can keep a request queued for a coordinator connection that never
-        comes back, and every later transaction of that producer times out the same way
-        (seen in the broker-restart test)."""
+        A producer whose call hung or timed out is replaced, and the consumer with it:
+        after a broker restart librdkafka can keep a request queued for a coordinator
+        connection that never comes back, and every later call of that client times out
+        the same way (seen in the broker-restart test)."""
         if isinstance(exc, DeadlineExceeded):
             log.error(
                 "dispatcher: %s (librdkafka can hang like this after a broker restart);"
-                " replacing the producer and rewinding",
+                " replacing the producer and the consumer",
                 exc,
             )
-            return self._new_producer()
+            return self._new_producer(), True
         error: KafkaError = exc.args[0]
         if error.fatal() or error.code() == KafkaError._TIMED_OUT:
-            log.warning("dispatcher transaction failed (%s); new producer, rewinding", error)
-            return self._new_producer()
+            log.warning("dispatcher transaction failed (%s); new producer and consumer", error)
+            return self._new_producer(), True
         log.warning("dispatcher transaction failed (%s); rewinding", error)
         try:
             self._transactional(producer.abort_transaction)
         except (KafkaException, DeadlineExceeded):
-            return self._new_producer()
-        return producer
+            return self._new_producer(), True
+        return producer, False
 
     @staticmethod
     def _usable(message: Message) -> bool:
@@ -268,21 +285,23 @@ class Dispatcher:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.state.drop_trigger_ids()
 
-    def _rewind(self, consumer: Consumer) -> None:
-        """After an abort: back to the last committed offsets and the state they match."""
-
-        def rewind() -> None:
+    def _rewind(self, consumer: Consumer) -> Consumer:
+        """After an abort: back to the last committed offsets and the state they match;
+        if Kafka does not say what those are, a new consumer that starts from them."""
+        try:
             assignment = consumer.assignment()
             self.state.drop_trigger_ids()
             self._restore(self._state_partitions(assignment))
-            for tp in consumer.committed(assignment, timeout=60):
+            for tp in consumer.committed(assignment, timeout=CALL_TIMEOUT_SECONDS):
                 consumer.seek(
                     TopicPartition(
                         tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
                     )
                 )
-
-        self._retrying(rewind)
+        except (KafkaException, KafkaUnavailable) as exc:
+            log.warning("dispatcher: could not rewind (%s); new consumer", exc)
+            return self._replace_consumer(consumer)
+        return consumer
 
     def _restore(self, partitions: list[int]) -> None:
         if not partitions:
