@@ -282,6 +282,7 @@ def executions(
 
     follower = Follower(settings, name, printed)
     follower.start()
+    err.print("following changes (Ctrl-C stops)", highlight=False)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -283,6 +283,8 @@ def test_results_without_trigger_id_are_joined_unknown_ones_dead_lettered_and_fo
     pipeline.start("worker", name="worker")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
     pipeline.start("executions", "joined", "--follow", name="follow")
+    # What happens from here on is a change to follow, not part of the listing.
+    pipeline.wait_ready("follow", "following changes")
     pipeline.emit({"type": "join.me", "source": "t", "id": "only"})
     with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
         [pending] = executions(lambda rs: len(rs) >= 1, timeout=60)
