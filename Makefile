@@ -90,7 +90,8 @@ bench: venv $(QUIX)
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/event_path.py
-	$(BIN)/python bench/event_path.py --scaling 10 1000 10000
+	$(BIN)/python bench/event_path.py --scaling 10 1000 10000 100000
+	$(BIN)/python bench/worker_scale.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/plots.py
 

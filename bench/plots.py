@@ -98,6 +98,35 @@ def gateway(data: dict[str, Any]) -> None:
     fig.savefig(OUT / "gateway.png", dpi=110)
 
 
+def worker_scale(data: dict[str, Any]) -> None:
+    """Recovery and memory with 1M window keys; schedule lateness with 100k schedules."""
+    panels = [k for k in ("window_state", "scheduler") if k in data]
+    fig, axes = plt.subplots(1, 2 * len(panels), figsize=(4.2 * 2 * len(panels), 3.6))
+    axes = list(axes)
+    if "window_state" in data:
+        state = data["window_state"]
+        names = [n for n in ("empty", "seeded", "restarted") if n in state]
+        keys = f"{state['seeded']['keys']:,} keys"
+        label = {"empty": "no keys", "seeded": keys, "restarted": f"{keys},\nrestarted"}
+        labels = [label[n] for n in names]
+        ax = axes.pop(0)
+        bars(ax, labels, [state[n]["start_to_ready_seconds"] for n in names], "s")
+        ax.set_title("Worker start to Ready (restore)")
+        ax = axes.pop(0)
+        bars(ax, labels, [state[n]["rss_bytes"] / 2**20 for n in names], "MiB")
+        ax.set_title("Worker resident memory")
+    if "scheduler" in data:
+        sched = data["scheduler"]
+        names = ["baseline", "many"]
+        labels = [f"{sched[n]['schedules']:,} schedules" for n in names]
+        for key in ("p50", "p99"):
+            ax = axes.pop(0)
+            bars(ax, labels, [sched[n]["lateness_ms"][key] for n in names], "ms")
+            ax.set_title(f"Schedule fire lateness, {key}")
+    fig.tight_layout()
+    fig.savefig(OUT / "worker_scale.png", dpi=110)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if (data := load("event_path")) is not None:
@@ -105,6 +134,8 @@ def main() -> None:
     scaling(load("scaling"), load("matching"))
     if (data := load("gateway")) is not None:
         gateway(data)
+    if (data := load("worker_scale")) is not None:
+        worker_scale(data)
     print(f"plots in {OUT}")
 
 

@@ -1,0 +1,290 @@
+"""A worker with a lot of state, on the local broker: window keys and schedules.
+
+Two measurements, each against a baseline taken in the same run:
+
+- **window state**: 1M keys of window state (the Error Handler's rule grouped by
+  `data.host`, one pending event per host, as the window evaluator itself computes
+  them) are written to the window table's changelog; then a worker is started and
+  timed to Ready (it restores them into RocksDB) and its resident memory and RocksDB
+  size are read; then it is restarted on its own data directory and timed again (it
+  reads only what its files lack). Baseline: the same worker and trigger with an empty
+  changelog.
+- **scheduler lateness**: 100k schedule triggers (hourly, at a random minute and
+  second) in a running worker; lateness = the command's append time on `agent-runs`
+  (LogAppendTime) minus the fire's scheduled second, over OBSERVE_SECONDS, from
+  SETTLE_SECONDS after the worker is Ready. Baseline:
+  1k schedules that fire every minute, which makes about as many fires per second
+  (28 vs 17), so the difference is the number of schedules.
+
+    .venv/bin/python bench/worker_scale.py [--keys 1000000] [--schedules 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from event_path import BOOTSTRAP, ERROR_HANDLER, ROOT, TRIGGERS, Run
+from faust.serializers import codecs
+
+from processor import topics
+from processor.definitions.loader import load_paths
+from processor.definitions.registry import Registry
+from processor.matching.stateful import evaluate, new_state
+from processor.messages import WindowMatch
+
+OBSERVE_SECONDS = 60
+SETTLE_SECONDS = 30
+WINDOW_TRIGGER = "bench-windows"
+
+
+def _window_trigger_yaml() -> str:
+    """The seed's Error Handler, grouped per host (one window per host), every firing run."""
+    window = 'window: "5m" # Within 5 minutes'
+    text = ERROR_HANDLER.read_text().replace(window, f"{window}\n      group_by: data.host")
+    assert "group_by" in text, "the seed's Error Handler changed shape"
+    text = text.replace('name: "Error Handler"', f'name: "Error Handler"\n  id: {WINDOW_TRIGGER}')
+    # Every firing a command: no runtime finishes runs here, and the default overlap
+    # (one at a time, skip the rest) would drop the check's second fire.
+    return text + "  overlap: allow_all\n"
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _seed_changelog(run: Run, keys: int, registry: Registry) -> float:
+    """`keys` window states on the table's changelog, as the evaluator writes them;
+    returns the seconds it took to compute and write them."""
+    changelog = f"{run.settings.app_id}-trigger-windows-changelog"
+    partitions = run.settings.topic_partitions
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    config = {"cleanup.policy": "compact"}
+    for future in admin.create_topics([NewTopic(changelog, partitions, 1, config=config)]).values():
+        future.result(30)
+    producer = Producer(
+        {"bootstrap.servers": BOOTSTRAP, "linger.ms": 20, "compression.type": "lz4"}
+    )
+    started = time.monotonic()
+    now = time.time()
+    for i in range(keys):
+        host = f"host-{i:07d}"
+        event = {"type": "error.database", "source": "system", "id": f"e{i}"}
+        match = WindowMatch(
+            trigger_id=WINDOW_TRIGGER,
+            group=host,
+            event_key=f"system/e{i}",
+            time=now,
+            event={**event, "data": {"severity": "high", "host": host}},
+        )
+        state = new_state(registry.get(WINDOW_TRIGGER))  # type: ignore[arg-type]
+        evaluate(registry, state, match, now)
+        raw_key = match.key()
+        while True:
+            try:
+                producer.produce(
+                    changelog,
+                    key=codecs.dumps("json", raw_key.decode()),
+                    value=codecs.dumps("json", state),
+                    partition=(murmur2(raw_key) & 0x7FFFFFFF) % partitions,
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    producer.flush(300)
+    return time.monotonic() - started
+
+
+def _check_state(run: Run, host: str) -> None:
+    """The worker has the seeded state: 4 more events for `host` make its 5th and fire."""
+    data = {"severity": "high", "host": host}
+    for n in range(4):
+        event = {"type": "error.db", "source": "system", "id": f"{host}-c{n}", "data": data}
+        run.producer.produce(run.topic(topics.EVENTS), value=orjson.dumps(event))
+    run.producer.flush(30)
+    [(_, command)] = run.collect(1, 60)
+    assert command["input"]["window"]["count"] == 5, command
+
+
+def window_state(keys: int) -> dict[str, Any]:
+    rows = {}
+    for name, count in (("empty", 0), ("seeded", keys)):
+        run = Run(f"windows-{name}")
+        try:
+            definition = run.workdir / "t.yaml"
+            definition.write_text(_window_trigger_yaml())
+            subprocess.run(
+                [TRIGGERS, "apply", "-f", str(run.workdir / "t.yaml")],
+                env=run.env,
+                check=True,
+                capture_output=True,
+            )
+            registry = Registry()
+            for located in load_paths([definition]):
+                registry.put(located.document)
+            seed_seconds = _seed_changelog(run, count, registry) if count else 0.0
+            started = time.monotonic()
+            run.start([TRIGGERS, "worker"], "[^Worker]: Ready", "worker.log")
+            ready = time.monotonic() - started
+            assert run.process is not None
+            if count:
+                _check_state(run, "host-0000000")
+            time.sleep(5)  # settle: RocksDB flushes its memtables
+            rows[name] = {
+                "keys": count,
+                "seed_seconds": round(seed_seconds, 1),
+                "start_to_ready_seconds": round(ready, 2),
+                "rss_bytes": _rss_bytes(run.process.pid),
+                "rocksdb_bytes": _du(run.workdir / "data"),
+            }
+            print(f"window state {name}: {rows[name]}", flush=True)
+            if count:  # the same worker restarted: its RocksDB files are still there
+                run.process.terminate()
+                run.process.wait(60)
+                started = time.monotonic()
+                run.start([TRIGGERS, "worker"], "[^Worker]: Ready", "worker-restarted.log")
+                ready = time.monotonic() - started
+                _check_state(run, "host-0000001")
+                time.sleep(5)
+                rows["restarted"] = {
+                    "keys": count,
+                    "start_to_ready_seconds": round(ready, 2),
+                    "rss_bytes": _rss_bytes(run.process.pid),
+                    "rocksdb_bytes": _du(run.workdir / "data"),
+                }
+                print(f"window state restarted: {rows['restarted']}", flush=True)
+        finally:
+            run.stop()
+    empty, seeded = rows["empty"], rows["seeded"]
+    per_million = 1_000_000 / keys
+    return {
+        **rows,
+        "recovery_seconds_per_1m_keys": round(
+            (seeded["start_to_ready_seconds"] - empty["start_to_ready_seconds"]) * per_million, 1
+        ),
+        "ready_ratio_seeded_vs_empty": round(
+            seeded["start_to_ready_seconds"] / empty["start_to_ready_seconds"], 2
+        ),
+        "ready_ratio_restarted_vs_empty": round(
+            rows["restarted"]["start_to_ready_seconds"] / empty["start_to_ready_seconds"], 2
+        ),
+        "rss_mib_per_1m_keys": round(
+            (seeded["rss_bytes"] - empty["rss_bytes"]) * per_million / 2**20, 1
+        ),
+        "rocksdb_mib_per_1m_keys": round(
+            (seeded["rocksdb_bytes"] - empty["rocksdb_bytes"]) * per_million / 2**20, 1
+        ),
+    }
+
+
+def _schedules_yaml(count: int, hourly: bool, rng: random.Random) -> str:
+    docs = []
+    for i in range(count):
+        second, minute = rng.randrange(60), rng.randrange(60)
+        cron = f"{second} {minute} * * * *" if hourly else f"{second} * * * * *"
+        docs.append(
+            f"trigger: {{id: s{i}, name: s{i}, type: schedule, overlap: allow_all,"
+            f" agent: {{id: a}}, schedule: {{cron: '{cron}'}}}}"
+        )
+    return "\n---\n".join(docs) + "\n"
+
+
+def lateness(count: int, hourly: bool, seed: int) -> dict[str, Any]:
+    run = Run(f"schedules-{count}")
+    try:
+        path = run.workdir / "schedules.yaml"
+        path.write_text(_schedules_yaml(count, hourly, random.Random(seed)))
+        started = time.monotonic()
+        subprocess.run([TRIGGERS, "apply", "-f", str(path)], env=run.env, check=True,
+                       capture_output=True)  # fmt: skip
+        applied = time.monotonic() - started
+        started = time.monotonic()
+        run.start([TRIGGERS, "worker"], "[^Worker]: Ready", "worker.log")
+        ready = time.monotonic() - started
+        # Steady state: after Ready the leader first builds the due index and catches up
+        # (with 100k schedules the fires of the first ~10 s came up to 11 s late).
+        time.sleep(SETTLE_SECONDS)
+        begin = time.time()
+        late: list[float] = []
+        deadline = time.monotonic() + OBSERVE_SECONDS
+        while time.monotonic() < deadline:
+            for message in run.runs.consume(500, timeout=0.5):
+                if message.error() is not None:
+                    if message.error().code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(str(message.error()))
+                    continue
+                command = orjson.loads(message.value() or b"{}")
+                scheduled = datetime.fromisoformat(command["cause"]["scheduled_time"])
+                if scheduled.timestamp() < begin:
+                    continue
+                late.append(message.timestamp()[1] / 1000 - scheduled.timestamp())
+        late.sort()
+        row = {
+            "schedules": count,
+            "cron": "hourly, random minute:second" if hourly else "every minute, random second",
+            "apply_seconds": round(applied, 1),
+            "start_to_ready_seconds": round(ready, 1),
+            "fires_observed": len(late),
+            "fires_per_second": round(len(late) / OBSERVE_SECONDS, 1),
+            "lateness_ms": {
+                "p50": round(statistics.median(late) * 1000, 1) if late else None,
+                "p99": round(late[int(len(late) * 0.99) - 1] * 1000, 1) if late else None,
+                "max": round(late[-1] * 1000, 1) if late else None,
+            },
+        }
+        print(f"schedules {count}: {row}", flush=True)
+        return row
+    finally:
+        run.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--schedules", type=int, default=100_000)
+    parser.add_argument("--only", choices=["windows", "schedules"])
+    args = parser.parse_args()
+    out = ROOT / "bench" / "results" / "worker_scale.json"
+    results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    results["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if args.only in (None, "windows"):
+        results["window_state"] = window_state(args.keys)
+    if args.only in (None, "schedules"):
+        baseline = lateness(1_000, hourly=False, seed=3)
+        many = lateness(args.schedules, hourly=True, seed=4)
+        results["scheduler"] = {
+            "baseline": baseline,
+            "many": many,
+            "p99_ratio_many_vs_baseline": round(
+                many["lateness_ms"]["p99"] / baseline["lateness_ms"]["p99"], 2
+            )
+            if many["lateness_ms"]["p99"] and baseline["lateness_ms"]["p99"]
+            else None,
+        }
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
