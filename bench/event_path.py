@@ -189,6 +189,17 @@ class Run:
         return found
 
 
+def percentiles(values: list[float], scale: float = 1.0, digits: int = 2) -> dict[str, Any]:
+    """p50 and p99 of `values` times `scale` (None when there are none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50": None, "p99": None}
+    return {
+        "p50": round(statistics.median(ordered) * scale, digits),
+        "p99": round(ordered[int(len(ordered) * 0.99) - 1] * scale, digits),
+    }
+
+
 def crossing_id(command: dict[str, Any]) -> str | None:
     cause = command.get("cause") or {}
     return cause.get("event_id") or command.get("event_id")
@@ -225,11 +236,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
         profiler.wait(60)
     last = max(at for at, _ in done) if done else float("nan")
     return {
-        "latency_ms": {
-            "p50": round(statistics.median(latencies), 2) if latencies else None,
-            "p99": round(latencies[int(len(latencies) * 0.99) - 1], 2) if latencies else None,
-            "samples": len(latencies),
-        },
+        "latency_ms": {**percentiles(latencies), "samples": len(latencies)},
         "throughput_events_per_s": round(BACKLOG / (last - first), 1) if done else None,
         "fires": {"expected": expected_fires(backlog), "seen": len(done)},
     }

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -34,9 +33,9 @@ from typing import Any
 
 import orjson
 from aiokafka.partitioner import murmur2
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from event_path import BOOTSTRAP, ERROR_HANDLER, ROOT, TRIGGERS, Run
+from event_path import BOOTSTRAP, ERROR_HANDLER, ROOT, TRIGGERS, Run, percentiles
 from faust.serializers import codecs
 
 from processor import topics
@@ -225,20 +224,11 @@ def lateness(count: int, hourly: bool, seed: int) -> dict[str, Any]:
         # (with 100k schedules the fires of the first ~10 s came up to 11 s late).
         time.sleep(SETTLE_SECONDS)
         begin = time.time()
-        late: list[float] = []
-        deadline = time.monotonic() + OBSERVE_SECONDS
-        while time.monotonic() < deadline:
-            for message in run.runs.consume(500, timeout=0.5):
-                if message.error() is not None:
-                    if message.error().code() != KafkaError._PARTITION_EOF:
-                        raise RuntimeError(str(message.error()))
-                    continue
-                command = orjson.loads(message.value() or b"{}")
-                scheduled = datetime.fromisoformat(command["cause"]["scheduled_time"])
-                if scheduled.timestamp() < begin:
-                    continue
-                late.append(message.timestamp()[1] / 1000 - scheduled.timestamp())
-        late.sort()
+        late = []
+        for appended, command in run.collect(sys.maxsize, OBSERVE_SECONDS):  # all in that time
+            scheduled = datetime.fromisoformat(command["cause"]["scheduled_time"]).timestamp()
+            if scheduled >= begin:
+                late.append(appended - scheduled)
         row = {
             "schedules": count,
             "cron": "hourly, random minute:second" if hourly else "every minute, random second",
@@ -247,9 +237,8 @@ def lateness(count: int, hourly: bool, seed: int) -> dict[str, Any]:
             "fires_observed": len(late),
             "fires_per_second": round(len(late) / OBSERVE_SECONDS, 1),
             "lateness_ms": {
-                "p50": round(statistics.median(late) * 1000, 1) if late else None,
-                "p99": round(late[int(len(late) * 0.99) - 1] * 1000, 1) if late else None,
-                "max": round(late[-1] * 1000, 1) if late else None,
+                **percentiles(late, 1000, 1),
+                "max": round(max(late) * 1000, 1) if late else None,
             },
         }
         print(f"schedules {count}: {row}", flush=True)

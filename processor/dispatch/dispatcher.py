@@ -224,23 +224,20 @@ class Dispatcher:
         after a broker restart librdkafka can keep a request queued for a coordinator
         connection that never comes back, and every later call of that client times out
         the same way (seen in the broker-restart test)."""
-        if isinstance(exc, DeadlineExceeded):
-            log.error(
-                "dispatcher: %s (librdkafka can hang like this after a broker restart);"
-                " replacing the producer and the consumer",
-                exc,
-            )
-            return self._new_producer(), True
-        error: KafkaError = exc.args[0]
-        if error.fatal() or error.code() == KafkaError._TIMED_OUT:
-            log.warning("dispatcher transaction failed (%s); new producer and consumer", error)
-            return self._new_producer(), True
-        log.warning("dispatcher transaction failed (%s); rewinding", error)
-        try:
-            self._transactional(producer.abort_transaction)
-        except (KafkaException, DeadlineExceeded):
-            return self._new_producer(), True
-        return producer, False
+        error = exc.args[0] if isinstance(exc, KafkaException) else None
+        if error is not None and not error.fatal() and error.code() != KafkaError._TIMED_OUT:
+            log.warning("dispatcher transaction failed (%s); rewinding", error)
+            try:
+                self._transactional(producer.abort_transaction)
+                return producer, False
+            except (KafkaException, DeadlineExceeded) as abort_failed:
+                exc = abort_failed
+        log.warning(
+            "dispatcher transaction failed (%s; librdkafka can get stuck like this after a"
+            " broker restart); new producer and consumer",
+            exc,
+        )
+        return self._new_producer(), True
 
     @staticmethod
     def _usable(message: Message) -> bool:
