@@ -38,9 +38,18 @@ class Scheduler:
         self._synced_version = -1
         self._known: dict[str, TriggerDocument] = {}
 
-    def _sync(self, handled_until: float) -> None:
-        if self.registry.version == self._synced_version:
+    @property
+    def in_step(self) -> bool:
+        """Whether the due-index reflects the registry as it is now."""
+        return self.registry.version == self._synced_version
+
+    def sync(self, handled_until: float) -> None:
+        """Bring the due-index in step with the registry. With 100k schedules the first
+        sync takes seconds (a next time per schedule), so the worker runs it in a thread;
+        it reads the registry only through `documents()`, a copy."""
+        if self.in_step:
             return
+        version = self.registry.version
         current = {}
         for document in self.registry.documents():
             if schedule_of(document) is not None:
@@ -52,11 +61,11 @@ class Scheduler:
                 assert document.schedule is not None
                 self.index.put(Schedule(trigger_id, document.schedule), handled_until)
         self._known = current
-        self._synced_version = self.registry.version
+        self._synced_version = version
 
     def on_tick(self, previous_tick: float, tick: float, now: float) -> list[tuple[Fire, float]]:
         """Fires due at this tick, each with its (jittered) fire time."""
-        self._sync(previous_tick)
+        self.sync(previous_tick)
         fires = []
         for schedule, scheduled_times in self.index.pop_due(previous_tick, tick):
             trigger = self._known[schedule.trigger_id]

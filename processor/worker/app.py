@@ -265,6 +265,10 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
         if tick_at <= previous:
             return  # a tick from before a leader change, already handled
         started = time.perf_counter()
+        if not scheduler.in_step:
+            # Off the event loop: with 100k schedules the first sync blocked every
+            # agent of the worker for ~13 s after Ready.
+            await asyncio.to_thread(scheduler.sync, previous)
         now = time.time()
         for fire, fire_time in scheduler.on_tick(previous, tick_at, now):
             await send_fire(fire)
