@@ -14,11 +14,15 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from yaml.constructor import SafeConstructor
 
 from processor.definitions.model import TriggerDocument
 from processor.errors import DefinitionError
 
 FILE_SUFFIXES = (".yaml", ".yml", ".json")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser where PyYAML was built with it: composing 100k documents took most
+of the two minutes `triggers apply` spent on them with the pure-Python one."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ def parse_document(
 def _documents_in(path: Path) -> Iterator[tuple[Any, str, dict[tuple[Any, ...], int]]]:
     text = path.read_text(encoding="utf-8")
     try:
-        nodes = list(yaml.compose_all(text))
+        nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -124,7 +128,7 @@ def _documents_in(path: Path) -> Iterator[tuple[Any, str, dict[tuple[Any, ...], 
             continue
         lines: dict[tuple[Any, ...], int] = {}
         _line_index(node, (), lines)
-        value = yaml.safe_load(yaml.serialize(node))
+        value = SafeConstructor().construct_document(node)
         source = f"{path}" if len(nodes) == 1 else f"{path} (document {index + 1})"
         if isinstance(value, list):
             for i, item in enumerate(value):
