@@ -56,7 +56,7 @@ from processor.kafka.admin import create_topics  # noqa: E402
 BOOTSTRAP = os.environ.get("TRIGGERS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 TRIGGERS = str(ROOT / ".venv" / "bin" / "triggers")
 QUIX_PYTHON = ROOT / ".bench" / "quix" / "bin" / "python"
-ERROR_HANDLER = ROOT.parent / "shared" / "examples" / "error-handler.yaml"
+ERROR_HANDLER = ROOT / "examples" / "error-handler.yaml"
 LATENCY_RATE, LATENCY_SECONDS, BACKLOG = 200, 10, 20_000
 
 

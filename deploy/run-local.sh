@@ -15,6 +15,11 @@ if [[ -z "${TRIGGERS_KAFKA_BOOTSTRAP:-}" ]]; then
 fi
 # A local-only key for the `default` workspace (the examples' workspace), like the compose file.
 export TRIGGERS_API_KEYS=${TRIGGERS_API_KEYS:-'{"dev-key": "default"}'}
+# The Slack example's secret: a demo value unless you set your own before `make run`.
+if [[ -z "${SLACK_WEBHOOK_SECRET:-}" ]]; then
+  export SLACK_WEBHOOK_SECRET=demo-slack-secret
+  echo "run: SLACK_WEBHOOK_SECRET=demo-slack-secret (a demo value for the Slack example; export your own before make run)" >&2
+fi
 "$triggers" topics create
 if [[ -d "$examples" ]]; then
   "$triggers" apply -f "$examples"

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Proxies (CIDRs, JSON list) whose X-Forwarded-For the gateway believes.",
     )
+    event_data_max_bytes: int = Field(
+        65_536,
+        ge=0,
+        description="Largest event `data` (JSON bytes) a direct event fire puts in the agent's "
+        "input; larger data is left out and the input's event says `data_truncated`.",
+    )
     log_level: str = Field("INFO", description="Log level of every component.")
 
 

@@ -29,3 +29,7 @@ class KafkaUnavailable(TriggersError):
 
 class DataDirInUse(TriggersError):
     """Another worker on this machine already keeps its table state in this directory."""
+
+
+class TriggerDisabled(TriggersError):
+    """A run was asked for a trigger that is disabled."""

@@ -1,4 +1,4 @@
-"""Every message that crosses a Kafka topic, as pydantic models (DESIGN.md, "Messages").
+"""Every message that crosses a Kafka topic, as pydantic models (docs/architecture.md, "Messages").
 
 Free-form payloads (`data`, `input`, `output`, `body`) are JSON values. Timestamps are
 timezone-aware and serialized as ISO 8601.

@@ -1,4 +1,4 @@
-"""Every Kafka topic the product uses, named once. See DESIGN.md, "Topics"."""
+"""Every Kafka topic the product uses, named once. See docs/architecture.md, "Topics"."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import sys
 import uuid
 from enum import StrEnum
@@ -38,12 +40,47 @@ class Output(StrEnum):
     TABLE = "table"
     JSON = "json"
     YAML = "yaml"
+    ID = "id"
+    """Only the ids (a trigger's `id`, an execution's `execution_id`), one per line."""
 
 
 FilesOption = Annotated[
     list[Path], typer.Option("--file", "-f", help="Trigger file or directory (repeatable).")
 ]
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="Output format.")]
+
+
+def run() -> None:
+    """The `triggers` console script: a broker or input problem that a command did not
+    handle itself ends in one line on stderr and exit 1, never a traceback."""
+    try:
+        app()
+    except DefinitionError as exc:
+        _print_problems(exc.problems)
+        sys.exit(1)
+    except TriggersError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        sys.exit(1)
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        from processor import __version__
+
+        out.print(f"triggers {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Kafka event-trigger processor: start AI agents from schedules, webhooks and events."""
 
 
 def _settings() -> Settings:
@@ -56,7 +93,12 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _print(data: Any, output: Output) -> None:
-    if output is Output.JSON:
+    if output is Output.ID:
+        for item in data if isinstance(data, list) else [data]:
+            sys.stdout.write(
+                f"{item.get('id') or item.get('execution_id') or item['trigger_id']}\n"
+            )
+    elif output is Output.JSON:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
@@ -131,9 +173,12 @@ def emit(
         Path | None, typer.Option("--file", "-f", help="A whole event as JSON ('-' = stdin).")
     ] = None,
     topic: Annotated[str | None, typer.Option(help="Topic (default: events).")] = None,
+    count: Annotated[
+        int, typer.Option(min=1, help="How many such events (each with its own id).")
+    ] = 1,
 ) -> None:
-    """Produce one domain event (CloudEvents JSON) and wait for the broker's ack."""
-    from processor.kafka.clients import new_producer
+    """Produce a domain event (CloudEvents JSON) and wait for the broker's ack."""
+    from processor.kafka.clients import produce_and_wait
 
     settings = _settings()
     if file is not None:
@@ -159,16 +204,18 @@ def emit(
     else:
         raise _fail("give an event type, or --file with a whole event")
     name = topic or topics.topic_name(topics.EVENTS, settings)
-    producer = new_producer(settings)
-    errors: list[str] = []
-    producer.produce(
-        name,
-        value=orjson.dumps(event),
-        on_delivery=lambda error, _msg: errors.append(str(error)) if error else None,
-    )
-    if producer.flush(15) or errors:
-        raise _fail(f"Kafka did not acknowledge the event: {'; '.join(errors) or 'timed out'}")
-    out.print(f"emitted {event.get('type')} id={event.get('id')} to {name}", highlight=False)
+    events = [event] if count == 1 else [_numbered(event, n) for n in range(1, count + 1)]
+    try:
+        produce_and_wait(settings, name, [(None, orjson.dumps(one)) for one in events])
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
+    for one in events:
+        out.print(f"emitted {one.get('type')} id={one.get('id')} to {name}", highlight=False)
+
+
+def _numbered(event: dict[str, Any], n: int) -> dict[str, Any]:
+    """The n-th of `--count` copies: its own id (`<id>-<n>`), the same everything else."""
+    return {**event, "id": f"{event.get('id') or uuid.uuid4()}-{n}"}
 
 
 @app.command()
@@ -289,6 +336,96 @@ def executions(
         follower.stop()
 
 
+@app.command("run")
+def run_now(
+    trigger: Annotated[str, typer.Argument(help="Trigger id or name.")],
+    input_: Annotated[
+        str | None,
+        typer.Option("--input", help="JSON object merged over the trigger's own input."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="The same key never starts a second run (default: every call runs)."),
+    ] = None,
+) -> None:
+    """Start a trigger's agent now (cause `manual`), whatever its type; prints the
+    execution id. `triggers executions TRIGGER` then shows the run."""
+    import getpass
+
+    from processor.kafka.clients import produce_and_wait
+    from processor.matching.fires import manual_fire
+    from processor.serde import to_json
+
+    settings = _settings()
+    extra = _json_object(input_, "--input") if input_ else {}
+    trigger_id, raw = _find(settings, trigger)
+    document = parse_document(raw, f"trigger {trigger_id}").model_copy(update={"id": trigger_id})
+    fire = manual_fire(document, extra, f"cli:{getpass.getuser()}", idempotency_key)
+    produce_and_wait(
+        settings,
+        topics.topic_name(topics.TRIGGER_FIRES, settings),
+        [(trigger_id.encode(), to_json(fire))],
+    )
+    out.print(f"started {document.name} execution_id={fire.execution_id}", highlight=False)
+
+
+@app.command()
+def sign(
+    trigger: Annotated[str, typer.Argument(help="A webhook trigger's id or name.")],
+    body: Annotated[str, typer.Argument(help="The request body, exactly as it will be sent.")],
+    secret: Annotated[
+        str | None,
+        typer.Option(help="The secret's value (default: the environment variable it names)."),
+    ] = None,
+) -> None:
+    """Print the headers that authenticate BODY for a webhook trigger, one per line, as
+    its sender would set them: `triggers sign T "$body" | curl -H @- --data "$body" URL`."""
+    import time
+
+    from processor.webhooks.gateway import SECRET_NAME, scheme_for
+    from processor.webhooks.signatures import AuthType, signed_headers
+
+    settings = _settings()
+    trigger_id, raw = _find(settings, trigger)
+    document = parse_document(raw, f"trigger {trigger_id}")
+    auth = document.webhook.authentication if document.webhook else None
+    if auth is None:
+        raise _fail(f"{document.name!r} is not a webhook trigger with authentication")
+    if secret is None:
+        reference = auth.secret_references[0] if auth.secret_references else ""
+        match = SECRET_NAME.match(reference)
+        secret = os.environ.get(match.group(1)) if match else None
+        if not secret:
+            raise _fail(
+                f"{document.name!r} takes its secret from {reference}, which is not set in "
+                "this shell; export it with the gateway's value, or pass --secret"
+            )
+    if auth.type is AuthType.BEARER:
+        headers = {auth.header or "authorization": f"Bearer {secret}"}
+    elif auth.type is AuthType.BASIC:
+        token = base64.b64encode(f"{auth.username or ''}:{secret}".encode()).decode()
+        headers = {auth.header or "authorization": f"Basic {token}"}
+    else:
+        try:
+            headers = signed_headers(
+                auth.type, scheme_for(auth), secret, body.encode(), time.time(), str(uuid.uuid4())
+            )
+        except ValueError as exc:
+            raise _fail(f"{document.name!r}: {exc}") from None
+    for name, value in headers.items():
+        out.print(f"{name}: {value}", highlight=False, markup=False)
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise _fail(f"{option}: not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise _fail(f'{option}: give a JSON object, like \'{{"region": "eu"}}\'')
+    return value
+
+
 def _read_executions(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every execution's latest record by execution id, and each trigger's current run
     of failures (counted in topic order, as the dispatcher and the API count it)."""
@@ -339,7 +476,7 @@ def status(
     )
     _print(
         found.model_dump(mode="json", exclude_none=True),
-        Output.JSON if output is Output.JSON else Output.YAML,
+        Output.YAML if output is Output.TABLE else output,
     )
 
 
@@ -486,7 +623,7 @@ def get(
 ) -> None:
     """Show one trigger's document."""
     _, document = _find(_settings(), trigger)
-    _print(document, Output.JSON if output is Output.JSON else Output.YAML)
+    _print(document, Output.YAML if output is Output.TABLE else output)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""The trigger document (DESIGN.md, "Trigger document"): one shape for YAML, CLI and REST.
+"""The trigger document (docs/architecture.md): one shape for YAML, CLI and REST.
 
 The seed's YAML is the canonical form (`trigger:` root); the product note's Python field
 names (`schedule_config`, `agent_id`, `input_template`, ...) are accepted as aliases.
@@ -162,7 +162,10 @@ class AgentSpec(_Doc):
     )
     input_mapping: dict[str, str] = Field(
         default_factory=dict,
-        description="Input keys mapped to JSONPath expressions over what caused the fire.",
+        description="Input keys mapped to JSONPath expressions over what caused the fire: "
+        "a webhook's `{body, headers, query, path, method, received_at}`, or an event "
+        "trigger's event (`{id, type, source, time, data, ...}`; for a threshold, the event "
+        "that crossed it). Schedule triggers have nothing to map.",
     )
 
     @field_validator("input_mapping")
@@ -492,6 +495,11 @@ class TriggerDocument(_Doc):
                     f"`{kind.value}:` does not belong in {article} {self.type.value} trigger; "
                     f"remove it or set type: {kind.value}"
                 )
+        if self.type is TriggerType.SCHEDULE and self.agent.input_mapping:
+            raise ValueError(
+                "agent.input_mapping: a schedule fire carries no payload to map; put fixed "
+                "values in agent.input (and a run's own values in `triggers run --input`)"
+            )
         return self
 
     def resolved(self, default_workspace: str) -> TriggerDocument:
@@ -513,13 +521,31 @@ def document_json(document: TriggerDocument) -> dict[str, Any]:
     return document.model_dump(mode="json", exclude_none=True)
 
 
+# Characters that mean something in a regular expression but are literal in a glob.
+REGEX_ONLY = re.compile(r"[\^$\\()|+?{}\[\]]|\A\.\*")
+
+
 def warnings_for(document: TriggerDocument) -> list[str]:
     """Things that are valid but probably not what the author meant."""
+    found = []
     auth = document.webhook.authentication if document.webhook else None
     if auth is not None and auth.type is AuthType.HMAC and auth.header == SLACK_HEADER:
-        return [
+        found.append(
             "webhook.authentication: plain `hmac` with Slack's X-Slack-Signature header; Slack "
             "signs `v0:{timestamp}:{body}`, so calls are accepted if they match either that or "
             "the raw-body HMAC. Prefer `type: slack`, which also rejects replays older than 5m."
-        ]
-    return []
+        )
+    if document.event is not None:
+        follow = document.event.followed_by or document.event.not_followed_by
+        patterns = [("event.pattern", document.event.pattern)]
+        if follow is not None:
+            which = "followed_by" if document.event.followed_by else "not_followed_by"
+            patterns.append((f"event.{which}.pattern", follow.pattern))
+        for where, pattern in patterns:
+            if not pattern.startswith("re:") and REGEX_ONLY.search(pattern):
+                found.append(
+                    f"{where}: {pattern!r} is read as a glob (only `*` is special, every other "
+                    f"character is literal), but it looks like a regular expression; if it is "
+                    f"one, write 're:{pattern}'"
+                )
+    return found

@@ -21,7 +21,7 @@ def trigger_file_schema() -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Trigger file",
-        "description": "One trigger: `trigger:` holding the document (DESIGN.md).",
+        "description": "One trigger: `trigger:` holding the document (see docs/architecture.md).",
         "type": "object",
         "properties": {"trigger": {"$ref": "#/$defs/TriggerDocument"}},
         "required": ["trigger"],

@@ -1,6 +1,6 @@
 """The dispatcher: a transactional consume-transform-produce loop (confluent-kafka).
 
-Exactly-once, as DESIGN.md decides: one transaction per batch reads `trigger-fires`,
+Exactly-once (docs/architecture.md, "Guarantees"): one transaction per batch reads `trigger-fires`,
 `agent-run-results` and `dispatch-results`, and writes `agent-runs`, `trigger-executions`,
 the state changelog `dispatch-state` and the input offsets (`send_offsets_to_transaction`
 with the consumer's group metadata: KIP-447 fencing, so a zombie from before a rebalance

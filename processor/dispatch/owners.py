@@ -1,4 +1,4 @@
-"""Which trigger an execution belongs to, for results that do not say (DESIGN.md: a
+"""Which trigger an execution belongs to, for results that do not say (docs/architecture.md: a
 result without `trigger_id` is joined with `trigger-executions`).
 
 The dispatcher writes each execution's `pending` record in the same transaction as its

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from processor import __version__, topics
 from processor.config import Settings
 from processor.definitions.store import DefinitionWriter
 from processor.definitions.view import DefinitionsView
@@ -45,6 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.view = view
         app.state.executions = executions
         app.state.writer = DefinitionWriter(settings)
+        app.state.producer = producer
+        app.state.fires_topic = topics.topic_name(topics.TRIGGER_FIRES, settings)
         app.state.gateway = Gateway(settings, view, producer)
         view.start()
         executions.start()
@@ -55,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="kafka-agent-triggers",
-        version="0.1.0",
+        version=__version__,
         description="Webhook gateway and API of the Kafka event-trigger processor.",
         lifespan=lifespan,
         docs_url=None,

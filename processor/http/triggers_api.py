@@ -12,16 +12,19 @@ import binascii
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field, ValidationError
 
 from processor.definitions.endpoints import endpoint_problems
 from processor.definitions.loader import parse_document
 from processor.definitions.model import TriggerDocument, document_json
 from processor.definitions.store import DefinitionWriter
 from processor.definitions.view import DefinitionsView
-from processor.errors import DefinitionError, KafkaUnavailable
+from processor.errors import DefinitionError, KafkaUnavailable, TriggerDisabled
 from processor.http.auth import request_workspace
+from processor.kafka.async_producer import AsyncProducer
+from processor.matching.fires import manual_fire
+from processor.serde import to_json
 
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
 Workspace = Annotated[str, Depends(request_workspace)]
@@ -274,3 +277,49 @@ async def disable_trigger(
     request: Request, trigger_id: str, workspace: Workspace
 ) -> dict[str, Any]:
     return await _set_enabled(request, trigger_id, workspace, False)
+
+
+class RunRequest(BaseModel):
+    input: dict[str, Any] = Field(
+        default_factory=dict, description="Merged over the trigger's own `input`."
+    )
+
+
+class RunStarted(BaseModel):
+    execution_id: str = Field(description="Follow it under /v1/triggers/{id}/executions.")
+
+
+@router.post(
+    "/{trigger_id}/run",
+    status_code=202,
+    response_model=RunStarted,
+    summary="Run a trigger now (cause `manual`)",
+    description="Starts the trigger's agent now, whatever its type, with the trigger's "
+    "input and the given one on top. An `Idempotency-Key` header makes a retried request "
+    "return the same execution id and start no second run. A disabled trigger answers "
+    "409. 202 only once the fire is in Kafka; 503 with Retry-After otherwise.",
+    responses={409: {"description": "The trigger is disabled"}},
+)
+async def run_trigger(
+    request: Request,
+    trigger_id: str,
+    workspace: Workspace,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    view = definitions_view(request)
+    document = owned_trigger(view, trigger_id, workspace)
+    raw = await request.body()
+    try:
+        asked = RunRequest.model_validate_json(raw) if raw.strip() else RunRequest()
+    except ValidationError as exc:
+        raise HTTPException(422, {"problems": [str(e["msg"]) for e in exc.errors()]}) from None
+    try:
+        fire = manual_fire(document, asked.input, f"api:{workspace}", idempotency_key)
+    except TriggerDisabled as exc:
+        raise HTTPException(409, str(exc)) from None
+    producer: AsyncProducer = request.app.state.producer
+    try:
+        await producer.send(request.app.state.fires_topic, trigger_id.encode(), to_json(fire))
+    except KafkaUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    return {"execution_id": fire.execution_id}

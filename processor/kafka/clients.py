@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from processor.config import Settings
+from processor.errors import KafkaUnavailable
 
 PARTITIONER = "murmur2_random"
 
@@ -47,3 +48,26 @@ def new_producer(settings: Settings, **extra: Any) -> Producer:
 
 def new_consumer(settings: Settings, group_id: str, **extra: Any) -> Consumer:
     return Consumer(consumer_config(settings, group_id, **extra))
+
+
+def produce_and_wait(
+    settings: Settings,
+    topic: str,
+    records: list[tuple[bytes | None, bytes]],
+    timeout_seconds: float = 15.0,
+) -> None:
+    """Write (key, value) records and return once the broker acknowledged every one;
+    KafkaUnavailable otherwise (for one-shot writers: the CLI, scripts)."""
+    producer = new_producer(settings)
+    errors: list[str] = []
+    for key, value in records:
+        producer.produce(
+            topic,
+            key=key,
+            value=value,
+            on_delivery=lambda error, _msg: errors.append(error.str()) if error else None,
+        )
+    if producer.flush(timeout_seconds) or errors:
+        raise KafkaUnavailable(
+            f"Kafka did not acknowledge the write to {topic}: {'; '.join(errors) or 'timed out'}"
+        )

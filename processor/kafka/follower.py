@@ -14,7 +14,9 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from processor.config import Settings
+from processor.errors import KafkaUnavailable
 from processor.kafka.clients import consumer_config
+from processor.kafka.reader import partitions_of
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,9 @@ class Follower:
             )
         )
         try:
-            metadata = consumer.list_topics(self.topic, timeout=30).topics[self.topic]
-            partitions = sorted(metadata.partitions)
+            partitions = self._partitions(consumer)
+            if partitions is None:
+                return
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
             at_end: set[int] = set()
             while not self._stopping.is_set():
@@ -64,3 +67,14 @@ class Follower:
             raise
         finally:
             consumer.close()
+
+    def _partitions(self, consumer: Consumer) -> list[int] | None:
+        """The topic's partitions; a broker that is not ready yet or a topic that does
+        not exist yet is waited for (logged), until stopped (None)."""
+        while not self._stopping.is_set():
+            try:
+                return partitions_of(consumer, self.topic, 30.0)
+            except KafkaUnavailable as exc:
+                log.warning("following %s: %s; trying again", self.topic, exc)
+                self._stopping.wait(1.0)
+        return None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
+from typing import TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -22,6 +24,86 @@ from processor.config import Settings
 from processor.errors import KafkaUnavailable
 from processor.kafka.clients import consumer_config
 
+T = TypeVar("T")
+
+
+# Errors a young topic or a moving leader gives for a while (a topic just created has no
+# leader for its first moments); anything else is not worth waiting for.
+TRANSIENT = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._WAIT_COORD,
+    }
+)
+
+
+def is_transient(error: KafkaError) -> bool:
+    return error.code() in TRANSIENT or bool(error.retriable())
+
+
+def retry_transient(
+    what: str,
+    call: Callable[[], T],
+    timeout_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call()`, tried again on transient broker errors until `timeout_seconds` passed;
+    then KafkaUnavailable saying what could not be read and what to check."""
+    deadline = time.monotonic() + timeout_seconds
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None or not is_transient(error):
+                raise KafkaUnavailable(f"{what}: {exc}") from None
+            if time.monotonic() + delay > deadline:
+                raise KafkaUnavailable(
+                    f"{what}: Kafka kept answering {error.name()} ({error.str()}) for "
+                    f"{timeout_seconds:g} s; check that the broker is up and that the topics "
+                    "exist (`triggers topics create`)"
+                ) from None
+        sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def partitions_of(reader: Consumer, topic: str, timeout_seconds: float) -> list[int]:
+    """The topic's partitions, once every one of them has a leader."""
+
+    def fetch() -> list[int]:
+        metadata = reader.list_topics(topic, timeout=timeout_seconds).topics.get(topic)
+        if metadata is None:
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+        if metadata.error is not None:
+            raise KafkaException(metadata.error)
+        if any(p.leader < 0 for p in metadata.partitions.values()):
+            raise KafkaException(KafkaError(KafkaError.LEADER_NOT_AVAILABLE))
+        return sorted(metadata.partitions)
+
+    try:
+        # A topic that does not exist is not worth 30 s; one just created gets a few.
+        return retry_transient(f"reading {topic}", fetch, min(timeout_seconds, 5.0))
+    except KafkaUnavailable as exc:
+        if "UNKNOWN_TOPIC" in str(exc):
+            raise KafkaUnavailable(
+                f"topic {topic} does not exist; run `triggers topics create`"
+            ) from None
+        raise
+
 
 def read_to_end(
     settings: Settings,
@@ -35,24 +117,27 @@ def read_to_end(
 
     `start(partition, low, high)` picks each partition's first offset (default: its
     beginning). If `positions` is given, it is updated with the offset after each
-    record yielded, so a later read can start where this one stopped.
+    record yielded, so a later read can start where this one stopped. Transient broker
+    errors (a young topic without a leader yet, a leader moving) are retried for up to
+    `timeout_seconds`; then KafkaUnavailable says what failed.
     """
     reader = Consumer(
         consumer_config(settings, f"{settings.app_id}-reader", **{"enable.partition.eof": True})
     )
     try:
         if partitions is None:
-            metadata = reader.list_topics(topic, timeout=timeout_seconds).topics.get(topic)
-            if metadata is None or metadata.error is not None:
-                raise KafkaUnavailable(
-                    f"topic {topic} does not exist; run `triggers topics create`"
-                )
-            partitions = sorted(metadata.partitions)
+            partitions = partitions_of(reader, topic, timeout_seconds)
         pending = set()
         assignment = []
         for partition in partitions:
-            low, high = reader.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout_seconds
+            low, high = retry_transient(
+                f"reading {topic} [{partition}]",
+                partial(
+                    reader.get_watermark_offsets,
+                    TopicPartition(topic, partition),
+                    timeout=timeout_seconds,
+                ),
+                timeout_seconds,
             )
             first = max(low, start(partition, low, high)) if start is not None else low
             if high > first:

@@ -16,10 +16,14 @@ import orjson
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import SECOND_ROLE, Registry
 from processor.matching.conditions import MISSING, Outcome, field_reader
-from processor.matching.fires import new_fire
+from processor.matching.fires import map_paths, new_fire
 from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch
 
-MAX_SUMMARY_DATA_BYTES = 4096
+EVENT_DATA_MAX_BYTES = 65_536
+"""Default bound on an event's `data` in a direct fire's input (TRIGGERS_EVENT_DATA_MAX_BYTES)."""
+SAMPLE_DATA_MAX_BYTES = 4096
+"""Bound on `data` of each event a stateful trigger keeps (window samples, the crossing
+event, sequence steps): these live in window state, which must stay small."""
 
 
 class Verdict(StrEnum):
@@ -51,18 +55,26 @@ def event_cause_key(event: DomainEvent) -> str:
     return f"{event.source}\x1f{event.id}"
 
 
-def event_summary(event: DomainEvent) -> dict[str, Any]:
-    """What a fire's input says about an event: attributes, and data unless it is large."""
+def event_summary(event: DomainEvent, data_max_bytes: int) -> dict[str, Any]:
+    """What a fire's input says about an event: its attributes, and its data unless that
+    is over `data_max_bytes` of JSON; then `data_truncated` and `data_bytes` say so."""
     summary = event.model_dump(mode="json", exclude_none=True)
-    if len(orjson.dumps(summary.get("data"))) > MAX_SUMMARY_DATA_BYTES:
+    size = len(orjson.dumps(summary.get("data")))
+    if size > data_max_bytes:
         summary.pop("data")
         summary["data_truncated"] = True
+        summary["data_bytes"] = size
     return summary
 
 
 def fire_for(
     trigger: TriggerDocument, cause_key: str, cause: Cause, input_: dict[str, Any]
 ) -> Fire:
+    """An event fire. `input_mapping` reads from `input_["event"]`, the event that fired
+    it (for a window, the one that crossed the threshold)."""
+    if trigger.agent.input_mapping:
+        mapped, _ = map_paths(trigger.agent.input_mapping, input_.get("event", {}))
+        input_ = {**input_, **mapped}
     return new_fire(trigger, CauseKind.EVENT, cause_key, cause, input_)
 
 
@@ -75,16 +87,24 @@ def event_cause(event: DomainEvent) -> Cause:
 class _Event:
     """One event as the matcher needs it: its dict and summary, each built at most once."""
 
-    def __init__(self, event: DomainEvent) -> None:
+    def __init__(self, event: DomainEvent, data_max_bytes: int) -> None:
         self.event = event
         self.as_dict: dict[str, Any] = event.model_dump(mode="json")
+        self.data_max_bytes = data_max_bytes
         self._summary: dict[str, Any] | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
+        """The event as stateful triggers keep it (data bounded for window state)."""
         if self._summary is None:
-            self._summary = event_summary(self.event)
+            self._summary = event_summary(self.event, SAMPLE_DATA_MAX_BYTES)
         return self._summary
+
+    def input_summary(self) -> dict[str, Any]:
+        """The event as a direct fire's input carries it."""
+        if self.data_max_bytes == SAMPLE_DATA_MAX_BYTES:
+            return self.summary
+        return event_summary(self.event, self.data_max_bytes)
 
     def window_match(
         self, trigger_id: str, group: str, role: str = "event", value: float | None = None
@@ -110,12 +130,18 @@ class _Event:
         return self.window_match(trigger_id, group, role)
 
 
-def match_event(registry: Registry, event: DomainEvent, explain: bool = False) -> list[Match]:
-    """Every candidate trigger (by pattern) with its verdict; `explain` records each test."""
+def match_event(
+    registry: Registry,
+    event: DomainEvent,
+    explain: bool = False,
+    data_max_bytes: int = EVENT_DATA_MAX_BYTES,
+) -> list[Match]:
+    """Every candidate trigger (by pattern) with its verdict; `explain` records each test.
+    A direct fire's input keeps the event's data up to `data_max_bytes`."""
     candidates = registry.event_patterns.candidates(event.type)
     if not candidates:
         return []
-    seen = _Event(event)
+    seen = _Event(event, data_max_bytes)
     matches = []
     for entry in sorted(candidates):
         trigger_id = entry.removesuffix(SECOND_ROLE)
@@ -156,7 +182,7 @@ def match_event(registry: Registry, event: DomainEvent, explain: bool = False) -
         threshold = condition.threshold
         if threshold is None:
             fire = fire_for(
-                trigger, event_cause_key(event), event_cause(event), {"event": seen.summary}
+                trigger, event_cause_key(event), event_cause(event), {"event": seen.input_summary()}
             )
             matches.append(Match(trigger, Verdict.FIRED, fire=fire, trace=trace))
             continue

@@ -1,14 +1,16 @@
-"""Building a fire: one place, whatever caused it (event, schedule, webhook)."""
+"""Building a fire: one place, whatever caused it (event, schedule, webhook, a person)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import jsonpath
 import orjson
 
 from processor.definitions.model import ThrottleSpec, TriggerDocument
-from processor.messages import Cause, CauseKind, Fire, execution_id_for
+from processor.errors import TriggerDisabled
+from processor.messages import Cause, CauseKind, Fire, execution_id_for, utcnow
 
 
 def new_fire(
@@ -35,6 +37,22 @@ def new_fire(
     )
 
 
+def map_paths(mapping: dict[str, str], root: Any) -> tuple[dict[str, Any], list[str]]:
+    """Each key's value read with its JSONPath from `root` (`agent.input_mapping`), and
+    the keys whose path found nothing (those map to null, never to an error)."""
+    mapped: dict[str, Any] = {}
+    missing = []
+    for key, path in mapping.items():
+        try:
+            found = jsonpath.findall(path, root)
+        except jsonpath.JSONPathError:
+            found = []
+        mapped[key] = found[0] if found else None
+        if not found:
+            missing.append(key)
+    return mapped, missing
+
+
 def throttle_key(throttle: ThrottleSpec | None, input_: dict[str, Any]) -> str | None:
     """The throttle bucket of a run: the first value `throttle.key` finds in its input,
     as compact JSON ("" when it finds none); None when the whole trigger is one bucket."""
@@ -52,3 +70,30 @@ def throttle_key(throttle: ThrottleSpec | None, input_: dict[str, Any]) -> str |
         if isinstance(value, str)
         else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     )
+
+
+def manual_fire(
+    trigger: TriggerDocument,
+    input_: dict[str, Any],
+    requested_by: str,
+    idempotency_key: str | None = None,
+) -> Fire:
+    """A run asked for by a person or a script ("run now"), whatever the trigger's type.
+
+    The input is the trigger's `input` with `input_` on top. The same idempotency key
+    gives the same execution id, so a retried request starts no second run; without one,
+    every request is a new run. A disabled trigger is refused.
+    """
+    if not trigger.enabled:
+        raise TriggerDisabled(
+            f"trigger {trigger.name!r} ({trigger.trigger_id}) is disabled; enable it first "
+            f"(`triggers enable {trigger.trigger_id}`)"
+        )
+    key = idempotency_key or str(uuid.uuid4())
+    cause = Cause(
+        type=CauseKind.MANUAL,
+        requested_by=requested_by,
+        requested_at=utcnow().isoformat(),
+        **({"idempotency_key": idempotency_key} if idempotency_key else {}),
+    )
+    return new_fire(trigger, CauseKind.MANUAL, key, cause, input_)

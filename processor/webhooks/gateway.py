@@ -41,6 +41,7 @@ from processor.metrics import WEBHOOK_AUTH_FAILURES, WEBHOOK_LATENCY, WEBHOOK_RE
 from processor.serde import to_json
 from processor.webhooks.signatures import (
     PRESETS,
+    SLACK_HEADER,
     AuthType,
     Rejected,
     Scheme,
@@ -120,6 +121,19 @@ def parse_body(content_type: str, body: bytes) -> Any:
     except UnicodeDecodeError:
         raise Refused(400, "the body is not UTF-8") from None
     raise Refused(415, f"{media} is not accepted; send JSON, form-encoded or text")
+
+
+def _is_slack_handshake(auth: WebhookAuth, body: Any) -> bool:
+    """Slack's `url_verification` request, on a trigger that Slack signs."""
+    slack_signed = auth.type is AuthType.SLACK or (
+        auth.type is AuthType.HMAC and scheme_for(auth).header == SLACK_HEADER
+    )
+    return (
+        slack_signed
+        and isinstance(body, dict)
+        and body.get("type") == "url_verification"
+        and isinstance(body.get("challenge"), str)
+    )
 
 
 class Gateway:
@@ -223,6 +237,11 @@ class Gateway:
                     raise Refused(401, verdict.reason, {"WWW-Authenticate": auth.type.value})
                 delivery_id = verdict.delivery_id or delivery_id
             parsed = parse_body(headers.get("content-type", ""), body)
+            if auth is not None and _is_slack_handshake(auth, parsed):
+                # Slack checks an Events API URL with a signed challenge before it sends
+                # anything; it wants the challenge back, and it is not an event.
+                WEBHOOK_REQUESTS.labels(trigger_label, "200").inc()
+                return JSONResponse({"challenge": parsed["challenge"]})
             if auth is not None and auth.type is AuthType.STRIPE and isinstance(parsed, dict):
                 delivery_id = str(parsed.get("id") or delivery_id)
             delivery_id = delivery_id or f"random:{uuid.uuid4()}"

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonpath
-
 from processor.definitions.model import TriggerDocument
-from processor.matching.fires import new_fire
+from processor.matching.fires import map_paths, new_fire
 from processor.messages import Cause, CauseKind, Fire, WebhookDelivery
 
 
@@ -31,17 +29,7 @@ def map_input(
     trigger: TriggerDocument, delivery: WebhookDelivery
 ) -> tuple[dict[str, Any], list[str]]:
     """The agent input, and the mapping keys whose path found nothing."""
-    root = mapping_root(delivery)
-    mapped: dict[str, Any] = {}
-    missing = []
-    for key, path in trigger.agent.input_mapping.items():
-        try:
-            found = jsonpath.findall(path, root)
-        except jsonpath.JSONPathError:
-            found = []
-        mapped[key] = found[0] if found else None
-        if not found:
-            missing.append(key)
+    mapped, missing = map_paths(trigger.agent.input_mapping, mapping_root(delivery))
     return {**trigger.agent.input, **mapped}, missing
 
 

@@ -125,6 +125,30 @@ def sign(
     return base64.b64encode(digest).decode() if scheme.encoding == "base64" else digest.hex()
 
 
+def signed_headers(
+    kind: AuthType, scheme: Scheme, secret: str, body: bytes, now: float, delivery_id: str
+) -> dict[str, str]:
+    """The headers a sender of this scheme puts on a call with this body (for testing a
+    trigger by hand: `triggers sign`). `delivery_id` is used where the scheme signs one."""
+    key = secret_bytes(secret, scheme.secret_encoding)
+    if key is None:
+        raise ValueError(f"the secret is not valid {scheme.secret_encoding}")
+    timestamp = str(int(now))
+    signature = sign(scheme, key, body, timestamp, delivery_id)
+    headers: dict[str, str] = {}
+    if kind is AuthType.STRIPE:
+        headers[scheme.header] = f"t={timestamp},v1={signature}"
+    elif kind is AuthType.STANDARD_WEBHOOKS:
+        headers[scheme.header] = f"v1,{signature}"
+    else:
+        headers[scheme.header] = scheme.prefix + signature
+    if scheme.timestamp_header and "{timestamp}" in scheme.message:
+        headers[scheme.timestamp_header] = timestamp
+    if scheme.id_header:
+        headers[scheme.id_header] = delivery_id
+    return headers
+
+
 def _signatures_in(scheme: Scheme, kind: AuthType, value: str) -> tuple[list[str], str | None]:
     """Candidate signatures in the header, and a timestamp carried in it (Stripe)."""
     if kind is AuthType.STRIPE:

@@ -136,6 +136,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
         await fires_topic.send(key=fire.trigger_id.encode(), value=to_json(fire))
         FIRES.labels(fire.cause.type.value).inc()
 
+    data_max_bytes = settings.event_data_max_bytes
+
     async def match_one(message: Any) -> None:
         domain_event = decode_event(
             message.value,
@@ -146,7 +148,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
             timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
         )
         fired = 0
-        for match in match_event(registry, domain_event):
+        for match in match_event(registry, domain_event, data_max_bytes=data_max_bytes):
             MATCH_VERDICTS.labels(match.trigger.trigger_id, match.verdict.value).inc()
             if match.window is not None:
                 await matches_topic.send(key=match.window.key(), value=to_json(match.window))

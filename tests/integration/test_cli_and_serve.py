@@ -12,7 +12,7 @@ import orjson
 
 from tests.integration.kafka import ROOT, Pipeline
 
-EXAMPLES = ROOT.parent / "shared" / "examples"
+EXAMPLES = ROOT / "examples"
 
 
 def free_port() -> int:

@@ -150,6 +150,12 @@ async def _trigger_rows(api: Api, q: str, type_: str, state: str) -> list[dict[s
     return rows
 
 
+@router.get("")
+def console_root() -> RedirectResponse:
+    """`/ui` as people type it: the console lives under `/ui/`."""
+    return RedirectResponse("/ui/", status_code=307)
+
+
 @router.get("/", response_class=HTMLResponse)
 async def triggers_page(request: Request, q: str = "", type: str = "", state: str = "") -> Response:
     async with Api(request) as api:

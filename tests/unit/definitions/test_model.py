@@ -16,7 +16,7 @@ from processor.definitions.schema import trigger_file_schema
 from processor.errors import DefinitionError
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = ROOT.parent / "shared" / "examples"
+EXAMPLES = ROOT / "examples"
 
 
 def problems_of(tmp_path: Path, text: str) -> list[str]:
@@ -160,16 +160,21 @@ def test_checked_in_json_schema_matches_the_models() -> None:
 
 def test_json_schema_accepts_the_examples() -> None:
     schema = trigger_file_schema()
-    for path in EXAMPLES.glob("*.yaml"):
+    paths = sorted(EXAMPLES.glob("*.yaml"))
+    assert len(paths) == 3
+    for path in paths:
         document = yaml.safe_load(path.read_text())
         assert set(document) <= set(schema["properties"])
 
 
-def test_shipped_examples_are_the_seed_examples_unchanged() -> None:
-    if not EXAMPLES.is_dir():
-        pytest.skip("../shared/examples is not beside this checkout")
-    for seed in EXAMPLES.glob("*.yaml"):
-        assert (ROOT / "examples" / seed.name).read_text() == seed.read_text()
+def test_shipped_examples_are_the_three_canonical_triggers() -> None:
+    loaded = {item.document.name: item.document for item in load_paths([EXAMPLES])}
+    assert {name: doc.type.value for name, doc in loaded.items()} == {
+        "Daily Sales Report": "schedule",
+        "Error Handler": "event",
+        "Slack Command Handler": "webhook",
+    }
+    assert loaded["Error Handler"].event.condition["count_threshold"] == 5  # type: ignore[union-attr]
 
 
 def test_regex_patterns_re2_cannot_run_are_definition_errors(tmp_path: Path) -> None:
