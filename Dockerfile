@@ -9,8 +9,9 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 RUN pip install --no-cache-dir uv==0.13.8
 
-# Dependencies first (cached while only the code changes), exactly as uv.lock pins them.
-COPY pyproject.toml uv.lock README.md ./
+# Dependencies first (cached while only the code changes), exactly as uv.lock pins them:
+# the runtime set only, the same one tests/integration/test_install.py installs.
+COPY pyproject.toml uv.lock README.md LICENSE ./
 RUN uv sync --frozen --no-dev --no-install-project
 
 COPY processor ./processor

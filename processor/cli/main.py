@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import sys
 import uuid
@@ -53,6 +54,10 @@ OutputOption = Annotated[Output, typer.Option("--output", "-o", help="Output for
 def run() -> None:
     """The `triggers` console script: a broker or input problem that a command did not
     handle itself ends in one line on stderr and exit 1, never a traceback."""
+    from processor.kafka.clients import LIBRDKAFKA_LOG
+
+    # The client library's retry chatter would bury the one line that says what failed.
+    LIBRDKAFKA_LOG.setLevel(logging.CRITICAL)
     try:
         app()
     except DefinitionError as exc:

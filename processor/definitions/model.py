@@ -546,6 +546,6 @@ def warnings_for(document: TriggerDocument) -> list[str]:
                 found.append(
                     f"{where}: {pattern!r} is read as a glob (only `*` is special, every other "
                     f"character is literal), but it looks like a regular expression; if it is "
-                    f"one, write 're:{pattern}'"
+                    f"one, write {'re:' + pattern!r}"
                 )
     return found

@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from processor.config import Settings
 from processor.errors import KafkaUnavailable
+from processor.kafka.clients import common_config
 from processor.topics import ALL_TOPICS, partitions_for, topic_name
 
 
@@ -22,7 +23,7 @@ class TopicOutcome:
 
 
 def _admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    return AdminClient(common_config(settings))
 
 
 def wait_for_broker(settings: Settings, timeout_seconds: float = 10.0) -> None:

@@ -6,6 +6,7 @@ the Java clients hash keys with murmur2), so librdkafka is told to do the same.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -14,11 +15,19 @@ from processor.config import Settings
 from processor.errors import KafkaUnavailable
 
 PARTITIONER = "murmur2_random"
+LIBRDKAFKA_LOG = logging.getLogger("processor.kafka.librdkafka")
+"""librdkafka's own log lines (connection failures and the like), as Python logging, so
+components show them in their log format and the CLI keeps them off the terminal."""
+
+
+def common_config(settings: Settings) -> dict[str, Any]:
+    """What every client of ours, producer, consumer or admin, is configured with."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": LIBRDKAFKA_LOG}
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **common_config(settings),
         "partitioner": PARTITIONER,
         "enable.idempotence": True,
         "acks": "all",
@@ -29,7 +38,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **common_config(settings),
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

@@ -11,6 +11,7 @@ from processor.definitions.model import (
     TriggerType,
     parse_duration,
     trigger_id_for,
+    warnings_for,
 )
 from processor.definitions.schema import trigger_file_schema
 from processor.errors import DefinitionError
@@ -266,3 +267,27 @@ def test_flow_control_settings_load() -> None:
     assert document.throttle is not None and document.throttle.period_seconds == 3600
     assert document.throttle.excess.value == "drop"
     assert document.circuit_breaker is not None and document.circuit_breaker.cooldown_seconds == 300
+
+
+def test_a_glob_that_looks_like_a_regex_warns_and_suggests_re() -> None:
+    looks_like_regex = parse_document(
+        {"name": "x", "type": "event", "event": {"pattern": "^error\\..+$"}, "agent": {"id": "a"}},
+        "t",
+    )
+    [warning] = warnings_for(looks_like_regex)
+    assert warning.startswith("event.pattern: '^error\\\\..+$' is read as a glob")
+    assert "'re:^error\\\\..+$'" in warning
+    plain = parse_document(
+        {"name": "x", "type": "event", "event": {"pattern": "error.*"}, "agent": {"id": "a"}}, "t"
+    )
+    assert warnings_for(plain) == []
+
+
+def test_input_mapping_on_a_schedule_trigger_is_refused(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        "trigger:\n  name: x\n  type: schedule\n  schedule: {cron: '* * * * *'}\n"
+        "  agent:\n    id: a\n    input_mapping: {text: $.body.text}\n",
+    )
+    assert len(problems) == 1
+    assert "agent.input_mapping: a schedule fire carries no payload to map" in problems[0]

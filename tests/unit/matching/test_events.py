@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import orjson
+
 from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
 from processor.matching.events import Verdict, match_event
@@ -110,3 +112,27 @@ def test_invalid_stored_definition_is_ignored_not_raised() -> None:
     registry.apply(b"bad", b"{not json")
     registry.apply(b"bad2", b'{"name": "x"}')
     assert len(registry) == 0
+
+
+def test_large_event_data_is_left_out_of_a_direct_fires_input_with_a_note() -> None:
+    registry = registry_with(trigger("t", "deploy.*"))
+    big = {"log": "x" * 200}
+    event = DomainEvent(id="e", type="deploy.done", source="ci", data=big)
+    [kept] = match_event(registry, event, data_max_bytes=1000)
+    assert kept.fire is not None and kept.fire.input["event"]["data"] == big
+    [cut] = match_event(registry, event, data_max_bytes=100)
+    assert cut.fire is not None
+    assert "data" not in cut.fire.input["event"]
+    assert cut.fire.input["event"]["data_truncated"] is True
+    assert cut.fire.input["event"]["data_bytes"] == len(orjson.dumps(big))
+
+
+def test_input_mapping_reads_from_the_event_that_fired() -> None:
+    raw = trigger("t", "deploy.*")
+    raw["agent"]["input_mapping"] = {"service": "$.data.service", "nothing": "$.data.nope"}
+    registry = registry_with(raw)
+    event = DomainEvent(id="e", type="deploy.done", source="ci", data={"service": "api"})
+    [match] = match_event(registry, event)
+    assert match.fire is not None
+    assert match.fire.input["service"] == "api" and match.fire.input["nothing"] is None
+    assert match.fire.input["k"] == 1

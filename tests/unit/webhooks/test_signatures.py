@@ -14,6 +14,7 @@ from processor.webhooks.signatures import (
     Rejected,
     Scheme,
     Verified,
+    signed_headers,
     verify_hmac,
     verify_seed_hmac,
     verify_token,
@@ -204,3 +205,34 @@ def test_verification_never_raises(headers: dict[str, str], body: bytes, kind: A
     else:
         verdict = verify_hmac(kind, PRESETS[kind], ["whsec_c2VjcmV0"], headers, body, 0)
     assert isinstance(verdict, Verified | Rejected)
+
+
+@pytest.mark.parametrize(
+    ("kind", "secret"),
+    [
+        (AuthType.GITHUB, GITHUB_SECRET),
+        (AuthType.SLACK, SLACK_SECRET),
+        (AuthType.STRIPE, "whsec_stripe_test"),
+        (AuthType.STANDARD_WEBHOOKS, SW_SECRET),
+    ],
+)
+def test_signed_headers_are_what_the_verifier_accepts(kind: AuthType, secret: str) -> None:
+    body, now = b'{"a": 1}', 1_700_000_000.0
+    headers = signed_headers(kind, PRESETS[kind], secret, body, now, "delivery-1")
+    assert isinstance(verify_hmac(kind, PRESETS[kind], [secret], headers, body, now), Verified)
+    other = verify_hmac(kind, PRESETS[kind], [secret], headers, body + b" ", now)
+    assert isinstance(other, Rejected)
+
+
+def test_signed_headers_for_the_seed_hmac_are_a_hex_body_digest() -> None:
+    scheme = Scheme(header="x-slack-signature")
+    headers = signed_headers(AuthType.HMAC, scheme, "s", b"body", 0.0, "d")
+    assert headers == {"x-slack-signature": hmac.new(b"s", b"body", hashlib.sha256).hexdigest()}
+    assert isinstance(verify_seed_hmac(scheme, ["s"], headers, b"body", 0.0), Verified)
+
+
+def test_signed_headers_refuse_a_secret_in_the_wrong_encoding() -> None:
+    with pytest.raises(ValueError, match="whsec"):
+        signed_headers(
+            AuthType.STANDARD_WEBHOOKS, PRESETS[AuthType.STANDARD_WEBHOOKS], "whsec_!!", b"", 0, "d"
+        )
