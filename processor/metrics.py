@@ -38,7 +38,9 @@ FIRE_TO_COMMAND = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 TRANSACTION_ABORTS = Counter(
-    "triggers_dispatch_transaction_aborts_total", "Dispatcher transactions aborted and retried."
+    "triggers_transaction_aborts_total",
+    "Transactions aborted and retried, by loop (event-matcher, dispatcher).",
+    ["loop"],
 )
 RUNNER_COMMANDS = Counter(
     "triggers_runner_commands_total", "Commands handled by the reference runner.", ["outcome"]

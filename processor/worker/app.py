@@ -1,7 +1,13 @@
-"""The Faust application: definitions table, event matcher agent, and the dispatcher.
+"""The worker: a Faust application hosting two transactional batch loops.
 
-events (+ extra topics) ──► match_events ──► trigger-fires ──► Dispatcher (thread)
-trigger-definitions ──► DefinitionsTable ──► Registry (pattern index)
+events (+ extra topics) ──► EventMatcher (thread) ──► trigger-fires ──► Dispatcher (thread)
+                                    └──► trigger-matches ──► evaluate_windows (Faust agent) ─┘
+trigger-definitions ──► DefinitionsTable ──► Registry (pattern index, shared by both)
+
+Faust runs the low-volume flows: the definitions table, window evaluation, webhook
+mapping, the leader's ticker and the scheduler. The event stream, most of what a worker
+reads, goes through the EventMatcher's confluent-kafka batches instead of Faust's
+per-record streams (docs/benchmarks.md has the measurements).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import asyncio
 import fcntl
 import logging
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -26,16 +33,12 @@ from processor.deadletters import dead_letter
 from processor.definitions.registry import Registry
 from processor.dispatch.dispatcher import Dispatcher
 from processor.errors import BadRecord, DataDirInUse
-from processor.matching.decode import decode_event
-from processor.matching.events import match_event
+from processor.kafka.transactional import TransactionalLoop
 from processor.matching.scheduler import Scheduler
 from processor.matching.stateful import evaluate, new_state, on_tick
-from processor.messages import CronTick, Fire, WebhookDelivery, WindowMatch, utcnow
+from processor.messages import CronTick, Fire, WebhookDelivery, WindowMatch
 from processor.metrics import (
-    EVENT_TO_FIRE,
-    EVENTS,
     FIRES,
-    MATCH_VERDICTS,
     SCHEDULE_LATENESS,
     SCHEDULER_TICK,
     WEBHOOK_MAPPING_MISSES,
@@ -44,10 +47,10 @@ from processor.metrics import (
 from processor.serde import from_json, to_json
 from processor.webhooks.mapping import fire_for_delivery
 from processor.worker.definitions_table import caught_up, definitions_table
+from processor.worker.event_matcher import EventMatcher
 from processor.worker.transport import App
 
 log = logging.getLogger(__name__)
-COMPONENT = "event-matcher"
 WINDOW_COMPONENT = "window-evaluator"
 WEBHOOK_COMPONENT = "webhook-mapper"
 SCHEDULER_COMPONENT = "scheduler"
@@ -70,7 +73,11 @@ def _headers(message: Any) -> list[tuple[str, bytes | None]]:
     return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
-def create_app(settings: Settings, registry: Registry | None = None) -> faust.App:
+def create_app(
+    settings: Settings,
+    registry: Registry | None = None,
+    definitions_ready: threading.Event | None = None,
+) -> faust.App:
     registry = registry if registry is not None else Registry()
     (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
 
@@ -91,7 +98,6 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
         broker_heartbeat_interval=3.0,
     )
     definitions = definitions_table(app, name(topics.TRIGGER_DEFINITIONS), registry)
-    events_topic = _raw_topic(app, name(topics.EVENTS), *settings.event_topics)
     matches_topic = _raw_topic(app, name(topics.TRIGGER_MATCHES))
     webhooks_topic = _raw_topic(app, name(topics.WEBHOOKS))
     ticks_topic = _raw_topic(app, name(topics.CRON_TICKS))
@@ -136,32 +142,12 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
         await fires_topic.send(key=fire.trigger_id.encode(), value=to_json(fire))
         FIRES.labels(fire.cause.type.value).inc()
 
-    data_max_bytes = settings.event_data_max_bytes
-
-    async def match_one(message: Any) -> None:
-        domain_event = decode_event(
-            message.value,
-            _headers(message),
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-        )
-        fired = 0
-        for match in match_event(registry, domain_event, data_max_bytes=data_max_bytes):
-            MATCH_VERDICTS.labels(match.trigger.trigger_id, match.verdict.value).inc()
-            if match.window is not None:
-                await matches_topic.send(key=match.window.key(), value=to_json(match.window))
-            if match.fire is not None:
-                await send_fire(match.fire)
-                fired += 1
-                if message.timestamp:
-                    EVENT_TO_FIRE.observe(max(0.0, utcnow().timestamp() - message.timestamp))
-        EVENTS.labels("fired" if fired else "no_fire").inc()
-
-    @app.agent(events_topic, concurrency=1)
-    async def match_events(stream: Any) -> None:
-        await each_record(stream, COMPONENT, match_one)
+    @app.task  # type: ignore[untyped-decorator]
+    async def definitions_loaded() -> None:
+        """The event matcher (a thread) starts once the registry holds every trigger."""
+        await caught_up(definitions, settings)
+        if definitions_ready is not None:
+            definitions_ready.set()
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def tick_stateful_partitions() -> None:
@@ -286,8 +272,6 @@ def create_app(settings: Settings, registry: Registry | None = None) -> faust.Ap
 
 
 async def _dead_letter(topic: Any, message: Any, reason: str, component: str) -> None:
-    if component == COMPONENT:
-        EVENTS.labels("dead_letter").inc()
     log.warning(
         "dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
     )
@@ -303,18 +287,18 @@ async def _dead_letter(topic: Any, message: Any, reason: str, component: str) ->
     await topic.send(key=key, value=value)
 
 
-class DispatcherService(Service):
-    """Owns the dispatcher thread: started and stopped with the Faust worker."""
+class LoopService(Service):
+    """Owns a transactional loop's thread: started and stopped with the Faust worker."""
 
-    def __init__(self, dispatcher: Dispatcher, **kwargs: Any) -> None:
-        self.dispatcher = dispatcher
+    def __init__(self, loop: TransactionalLoop, **kwargs: Any) -> None:
+        self.transactional_loop = loop
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
-        self.dispatcher.start()
+        self.transactional_loop.start()
 
     async def on_stop(self) -> None:
-        await asyncio.to_thread(self.dispatcher.stop)
+        await asyncio.to_thread(self.transactional_loop.stop)
 
 
 @contextmanager
@@ -346,10 +330,13 @@ def run_worker(settings: Settings) -> None:
     with data_dir_claimed(settings):
         if settings.worker_metrics_port:
             start_http_server(settings.worker_metrics_port, addr=settings.http_host)
-        app = create_app(settings)
+        registry = Registry()
+        definitions_ready = threading.Event()
+        app = create_app(settings, registry, definitions_ready)
         worker = faust.Worker(
             app,
-            DispatcherService(Dispatcher(settings)),
+            LoopService(EventMatcher(settings, registry, definitions_ready)),
+            LoopService(Dispatcher(settings)),
             loglevel=settings.log_level.lower().replace("warning", "warn"),
             quiet=True,
         )

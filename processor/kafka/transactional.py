@@ -1,0 +1,280 @@
+"""A consume-transform-produce loop with exactly-once output (confluent-kafka, KIP-447).
+
+The worker's two high-volume flows, the event matcher and the dispatcher, are this loop
+with their own handling. Each turn takes what the consumer has fetched (a batch when
+busy; no waiting for one when not), and in one transaction writes whatever the handler
+produced together with the consumer's positions (`send_offsets_to_transaction` with the
+group metadata, so a zombie from before a rebalance cannot commit):
+
+    poll ─► batch ─► begin ─► handle(batch) ─► periodic() ─► offsets ─► commit
+                                  │                                       │
+                                  └──────── abortable error: abort, rewind ◄┘
+                                            fatal / timed out / hung: new producer
+                                            and consumer (same transactional id)
+
+A crash before the commit aborts everything; the batch is read again from the committed
+offsets, and a handler whose state is restored as of the last commit (`restore`) makes
+the same output once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from processor.config import Settings
+from processor.errors import KafkaUnavailable
+from processor.kafka.clients import new_consumer, new_producer
+from processor.kafka.deadline import Deadline, DeadlineExceeded
+from processor.metrics import TRANSACTION_ABORTS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSACTION_TIMEOUT_MS = 20_000
+"""The broker aborts a dead loop's open transaction after this long."""
+CALL_TIMEOUT_SECONDS = 30.0
+"""The timeout given to each transactional call."""
+CALL_DEADLINE_SECONDS = 45.0
+"""When the loop gives up on a transactional call that ignores its timeout."""
+
+
+class TransactionalLoop:
+    """Runs in its own thread; `start()` and `stop()` are called by the worker.
+
+    A subclass names its input topics and says what a batch, the passing of time and a
+    (re)assignment mean to it; this class owns the clients, the transactions and the
+    recovery from failed ones."""
+
+    name = "loop"
+    batch_size = 500
+    periodic_seconds: float | None = None
+    """How often `periodic` runs (None: never)."""
+
+    def __init__(self, settings: Settings, group_id: str, topics: list[str]) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.topics = topics
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._calls = Deadline(f"{self.name}-txn")
+        self.ready = threading.Event()
+        """Set once the loop polled for the first time."""
+
+    # -- what a subclass decides -------------------------------------------------------
+
+    def handle(self, messages: list[Message], producer: Producer) -> None:
+        """Turn a batch into records produced inside the open transaction."""
+        raise NotImplementedError
+
+    def periodic(self, producer: Producer) -> None:
+        """What the passing of time produces (every `periodic_seconds`), in a transaction."""
+
+    def restore(self, partitions: list[TopicPartition]) -> None:
+        """Bring state in step with the committed offsets of these assigned partitions
+        (on assignment, and after an abort, before reading again)."""
+
+    def forget(self, partitions: list[TopicPartition] | None) -> None:
+        """Drop state of partitions this member no longer owns (None: all of it)."""
+
+    def before_start(self) -> bool:
+        """Wait for whatever the loop needs first; False if stopped meanwhile."""
+        return True
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 30.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout_seconds)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _run(self) -> None:
+        try:
+            if self.before_start():
+                self._loop()
+        except Exception:
+            log.exception("%s stopped by an unexpected error; the worker exits", self.name)
+            os.kill(os.getpid(), 15)
+
+    def _loop(self) -> None:
+        consumer = self._new_consumer()
+        producer = self._new_producer()
+        log.info("%s started (group %s)", self.name, self.group_id)
+        last_periodic = time.monotonic()
+        while not self._stopping.is_set():
+            # Wait for the first record only, then take what is already fetched: a batch
+            # when busy, no waiting for one when not (consume(n) blocks until n arrive).
+            first = consumer.poll(0.1)
+            messages = [] if first is None else [first, *consumer.consume(self.batch_size - 1, 0)]
+            self.ready.set()
+            messages = [m for m in messages if self._usable(m)]
+            due = (
+                self.periodic_seconds is not None
+                and time.monotonic() - last_periodic >= self.periodic_seconds
+            )
+            if not messages and not due:
+                continue
+            try:
+                producer.begin_transaction()
+                if messages:
+                    self.handle(messages, producer)
+                if due:
+                    last_periodic = time.monotonic()
+                    self.periodic(producer)
+                offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+                if offsets:
+                    self._transactional(
+                        producer.send_offsets_to_transaction,
+                        offsets,
+                        consumer.consumer_group_metadata(),
+                    )
+                self._transactional(producer.commit_transaction)
+            except (KafkaException, DeadlineExceeded) as exc:
+                TRANSACTION_ABORTS.labels(self.name).inc()
+                producer, stuck = self._after_failed_transaction(producer, exc)
+                consumer = self._replace_consumer(consumer) if stuck else self._rewind(consumer)
+        consumer.close()
+        log.info("%s stopped", self.name)
+
+    # -- clients -----------------------------------------------------------------------
+
+    def _new_consumer(self) -> Consumer:
+        consumer = new_consumer(self.settings, self.group_id)
+        consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        return consumer
+
+    def _new_producer(self) -> Producer:
+        """A transactional producer, once Kafka lets it initialise (retried until then)."""
+        producer = self.retrying(self._init_producer)
+        if producer is None:  # stopping
+            raise KafkaException(KafkaError(KafkaError._DESTROY, f"{self.name} stopping"))
+        return producer
+
+    def _init_producer(self) -> Producer:
+        transactional_id = f"{self.group_id}-{socket.gethostname()}-{os.getpid()}"
+        producer = new_producer(
+            self.settings,
+            **{
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            },
+        )
+        self._transactional(producer.init_transactions)
+        return producer
+
+    def _transactional(self, call: Callable[..., None], *args: Any) -> None:
+        """A transactional producer call, given up on if it outlives its own timeout."""
+        self._calls.call(CALL_DEADLINE_SECONDS, call, *args, CALL_TIMEOUT_SECONDS)
+
+    def retrying(self, step: Callable[[], T]) -> T | None:
+        """Run `step` until it gets through Kafka (a broker restart is not an error);
+        None if the loop stops first."""
+        while not self._stopping.is_set():
+            try:
+                return step()
+            except (KafkaException, KafkaUnavailable, DeadlineExceeded) as exc:
+                log.warning("%s: Kafka is not answering (%s); retrying in 1 s", self.name, exc)
+                time.sleep(1)
+        return None
+
+    def _after_failed_transaction(
+        self, producer: Producer, exc: KafkaException | DeadlineExceeded
+    ) -> tuple[Producer, bool]:
+        """The producer to go on with once a transaction failed, and whether the clients
+        look stuck: this producer, its transaction aborted, or a new one (same
+        transactional id, so Kafka aborts the old one's).
+
+        A producer whose call hung or timed out is replaced, and the consumer with it:
+        after a broker restart librdkafka can keep a request queued for a coordinator
+        connection that never comes back, and every later call of that client times out
+        the same way (seen in the broker-restart test)."""
+        error = exc.args[0] if isinstance(exc, KafkaException) else None
+        if error is not None and not error.fatal() and error.code() != KafkaError._TIMED_OUT:
+            log.warning("%s transaction failed (%s); rewinding", self.name, error)
+            try:
+                self._transactional(producer.abort_transaction)
+                return producer, False
+            except (KafkaException, DeadlineExceeded) as abort_failed:
+                exc = abort_failed
+        log.warning(
+            "%s transaction failed (%s; librdkafka can get stuck like this after a"
+            " broker restart); new producer and consumer",
+            self.name,
+            exc,
+        )
+        return self._new_producer(), True
+
+    def _replace_consumer(self, consumer: Consumer) -> Consumer:
+        """A new group member in place of `consumer`: it starts from the committed
+        offsets and restores the state of what it is assigned, like any new owner.
+
+        After a broker restart librdkafka's consumer, like its producer, can keep asking
+        a coordinator connection that never answers: its offset fetches then time out
+        forever (seen in the broker-restart test, minutes of them, nothing processed)."""
+        self.forget(None)
+        try:
+            self._calls.call(CALL_DEADLINE_SECONDS, consumer.close)
+        except (KafkaException, DeadlineExceeded) as exc:
+            log.warning("%s: the old consumer did not close (%s); leaving it", self.name, exc)
+        return self._new_consumer()
+
+    def _rewind(self, consumer: Consumer) -> Consumer:
+        """After an abort: back to the last committed offsets and the state they match;
+        if Kafka does not say what those are, a new consumer that starts from them."""
+        try:
+            assignment = consumer.assignment()
+            self.forget(None)
+            self.restore(assignment)
+            for tp in consumer.committed(assignment, timeout=CALL_TIMEOUT_SECONDS):
+                consumer.seek(
+                    TopicPartition(
+                        tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                    )
+                )
+        except (KafkaException, KafkaUnavailable) as exc:
+            log.warning("%s: could not rewind (%s); new consumer", self.name, exc)
+            return self._replace_consumer(consumer)
+        return consumer
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        def restore() -> None:
+            # A stable offset fetch waits for a fenced predecessor's open transaction to
+            # end, so the state read next includes everything that predecessor committed.
+            consumer.committed(partitions, timeout=60)
+            self.restore(partitions)
+
+        self.retrying(restore)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.forget(partitions)
+
+    def _usable(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("%s consumer: %s", self.name, error)
+        return False
