@@ -15,6 +15,10 @@ WINDOW_OUTCOMES = Counter(
     "Events seen by the window evaluator, by outcome (counted, fired, duplicate, late, ...).",
     ["outcome"],
 )
+OVERSIZED_STATES = Counter(
+    "triggers_window_state_oversized_total",
+    "Window states that outgrew the record limit and started afresh (each dead-lettered).",
+)
 FIRES = Counter("triggers_fires_total", "Fires written to trigger-fires.", ["cause"])
 DEAD_LETTERS = Counter(
     "triggers_dead_letters_total", "Records sent to trigger-dead-letters.", ["component"]

@@ -28,6 +28,9 @@ WEBHOOKS = TopicSpec("webhooks")
 CRON_TICKS = TopicSpec("cron-ticks", keyed=False, config={"retention.ms": str(DAY_MS)})
 TRIGGER_MATCHES = TopicSpec("trigger-matches")
 """Internal: events that passed a threshold trigger's condition, keyed by trigger + group."""
+WINDOW_STATE = TopicSpec("trigger-window-state", compacted=True)
+"""Internal: the changelog of the window state of each `trigger-matches` partition (same
+partition number, same key); see processor/matching/window_state.py."""
 TRIGGER_FIRES = TopicSpec("trigger-fires")
 AGENT_RUNS = TopicSpec("agent-runs")
 AGENT_RUN_CONTROL = TopicSpec("agent-run-control")
@@ -45,6 +48,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     WEBHOOKS,
     CRON_TICKS,
     TRIGGER_MATCHES,
+    WINDOW_STATE,
     TRIGGER_FIRES,
     AGENT_RUNS,
     AGENT_RUN_CONTROL,

@@ -1,7 +1,8 @@
 """`triggers explain`: why an event did or did not fire each trigger.
 
 The same matcher the workers run, with every test recorded, plus the current count of
-threshold windows (read from the window table's changelog, so no worker is asked).
+threshold windows (read from `trigger-window-state`, the window state's changelog, so no
+worker is asked).
 """
 
 from __future__ import annotations
@@ -10,23 +11,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from processor import topics
 from processor.config import Settings
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
 from processor.errors import TriggersError
 from processor.kafka.reader import read_to_end
 from processor.matching.events import Verdict, match_event
+from processor.matching.window_state import decode
 from processor.matching.windows import empty_state, window_count
 from processor.messages import DomainEvent
-
-WINDOWS_TABLE = "trigger-windows"
-
-
-def windows_changelog(app_id: str) -> str:
-    """The Kafka topic Faust keeps the window table's changes in."""
-    return f"{app_id}-{WINDOWS_TABLE}-changelog"
 
 
 @dataclass
@@ -92,17 +86,17 @@ def explain(
 
 
 def window_states(settings: Settings) -> dict[str, Any]:
-    """Current window states by key, from the window table's changelog (empty when the
-    worker has not created it yet)."""
+    """Current window states by key (`<trigger id>\x1f<group>`), as committed to
+    `trigger-window-state` (empty when that topic does not exist)."""
     states: dict[str, Any] = {}
     try:
-        for message in read_to_end(settings, windows_changelog(settings.app_id)):
-            key = orjson.loads(message.key() or b'""')
+        for message in read_to_end(settings, topics.topic_name(topics.WINDOW_STATE, settings)):
+            key = (message.key() or b"").decode()
             value = message.value()
             if value is None:
                 states.pop(key, None)
             else:
-                states[key] = orjson.loads(value)
+                states[key] = decode(value)[0]
     except TriggersError:
         return {}
     return states

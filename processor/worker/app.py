@@ -1,13 +1,13 @@
 """The worker: a Faust application hosting two transactional batch loops.
 
-events (+ extra topics) ──► EventMatcher (thread) ──► trigger-fires ──► Dispatcher (thread)
-                                    └──► trigger-matches ──► evaluate_windows (Faust agent) ─┘
-trigger-definitions ──► DefinitionsTable ──► Registry (pattern index, shared by both)
+events (+ extra topics), trigger-matches ──► EventMatcher (thread) ──► trigger-fires
+webhooks, cron-ticks ──► Faust agents ──► trigger-fires ──► Dispatcher (thread)
+trigger-definitions ──► DefinitionsTable ──► Registry (pattern index, shared by all)
 
-Faust runs the low-volume flows: the definitions table, window evaluation, webhook
-mapping, the leader's ticker and the scheduler. The event stream, most of what a worker
-reads, goes through the EventMatcher's confluent-kafka batches instead of Faust's
-per-record streams (docs/benchmarks.md has the measurements).
+Faust hosts the application and runs the low-volume flows: the definitions table,
+webhook mapping, the leader's ticker and the scheduler. Events and window state, most
+of what a worker does, go through the EventMatcher's confluent-kafka batches instead of
+Faust's per-record streams (docs/benchmarks.md has the measurements).
 """
 
 from __future__ import annotations
@@ -35,14 +35,12 @@ from processor.dispatch.dispatcher import Dispatcher
 from processor.errors import BadRecord, DataDirInUse
 from processor.kafka.transactional import TransactionalLoop
 from processor.matching.scheduler import Scheduler
-from processor.matching.stateful import evaluate, new_state, on_tick
-from processor.messages import CronTick, Fire, WebhookDelivery, WindowMatch
+from processor.messages import CronTick, Fire, WebhookDelivery
 from processor.metrics import (
     FIRES,
     SCHEDULE_LATENESS,
     SCHEDULER_TICK,
     WEBHOOK_MAPPING_MISSES,
-    WINDOW_OUTCOMES,
 )
 from processor.serde import from_json, to_json
 from processor.webhooks.mapping import fire_for_delivery
@@ -51,11 +49,8 @@ from processor.worker.event_matcher import EventMatcher
 from processor.worker.transport import App
 
 log = logging.getLogger(__name__)
-WINDOW_COMPONENT = "window-evaluator"
 WEBHOOK_COMPONENT = "webhook-mapper"
 SCHEDULER_COMPONENT = "scheduler"
-TICK_KEY = b"\x00tick"
-DUE_PREFIX = "\x00due\x1f"
 TICK_SECONDS = 1.0
 TICK_AFTER_SECONDS = 0.005
 """How long after a second begins the leader ticks for it."""
@@ -87,7 +82,7 @@ def create_app(
     app = App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
-        store="memory://",  # the definitions table; the window table is on RocksDB
+        store="memory://",  # the definitions table and the scheduler's last tick
         datadir=str(settings.data_dir / settings.app_id),
         web_enabled=False,
         producer_acks=-1,
@@ -98,19 +93,10 @@ def create_app(
         broker_heartbeat_interval=3.0,
     )
     definitions = definitions_table(app, name(topics.TRIGGER_DEFINITIONS), registry)
-    matches_topic = _raw_topic(app, name(topics.TRIGGER_MATCHES))
     webhooks_topic = _raw_topic(app, name(topics.WEBHOOKS))
     ticks_topic = _raw_topic(app, name(topics.CRON_TICKS))
     scheduler_state = app.Table("scheduler-state", default=None, partitions=1)
     scheduler = Scheduler(registry)
-    windows = app.Table(
-        "trigger-windows",
-        default=None,
-        partitions=settings.topic_partitions,
-        # Not "rocksdb://": that URL is falsy, so Faust quietly fell back to the app's
-        # memory store (found by the window-state bench). The path names the files.
-        store="rocksdb:trigger-windows",
-    )
     fires_topic = _raw_topic(app, name(topics.TRIGGER_FIRES))
     dead_letters_topic = _raw_topic(app, name(topics.DEAD_LETTERS))
 
@@ -148,65 +134,6 @@ def create_app(
         await caught_up(definitions, settings)
         if definitions_ready is not None:
             definitions_ready.set()
-
-    @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
-    async def tick_stateful_partitions() -> None:
-        """Absence and debounce fire when time passes: a tick into every owned partition."""
-        for tp in app.consumer.assignment():
-            if tp.topic == matches_topic.get_topic_name():
-                await matches_topic.send(key=TICK_KEY, value=b"{}", partition=tp.partition)
-
-    async def evaluate_one(message: Any) -> None:
-        if message.key == TICK_KEY:
-            await _expire(message.partition, time.time())
-            return
-        match = from_json(WindowMatch, message.value)
-        key = message.key.decode()
-        trigger = registry.get(match.trigger_id)
-        if trigger is None:
-            return
-        state = windows.get(key) or new_state(trigger)
-        evaluation = evaluate(registry, state, match, time.time())
-        if evaluation.outcome is None:
-            return
-        WINDOW_OUTCOMES.labels(evaluation.outcome).inc()
-        windows[key] = state
-        _set_deadline(message.partition, key, evaluation.deadline)
-        for fire in evaluation.fires:
-            await send_fire(fire)
-
-    @app.agent(matches_topic, concurrency=1)
-    async def evaluate_windows(stream: Any) -> None:
-        await each_record(stream, WINDOW_COMPONENT, evaluate_one)
-
-    def _set_deadline(partition: int, key: str, deadline: float | None) -> None:
-        """Per partition, the keys that have something to do at a time (absence, debounce)."""
-        due_key = f"{DUE_PREFIX}{partition}"
-        due = dict(windows.get(due_key) or {})
-        if deadline is None and key not in due:
-            return
-        if deadline is None:
-            del due[key]
-        else:
-            due[key] = deadline
-        windows[due_key] = due
-
-    async def _expire(partition: int, now: float) -> None:
-        due = dict(windows.get(f"{DUE_PREFIX}{partition}") or {})
-        for key, deadline in due.items():
-            if deadline > now:
-                continue
-            trigger_id, _, group = key.partition("\x1f")
-            state = windows.get(key)
-            if state is None:
-                _set_deadline(partition, key, None)
-                continue
-            evaluation = on_tick(registry, trigger_id, group, state, now)
-            windows[key] = state
-            _set_deadline(partition, key, evaluation.deadline)
-            for fire in evaluation.fires:
-                WINDOW_OUTCOMES.labels("fired").inc()
-                await send_fire(fire)
 
     async def map_one(message: Any) -> None:
         delivery = from_json(WebhookDelivery, message.value)

@@ -1,15 +1,24 @@
-"""The event matcher as a transactional batch loop (confluent-kafka), not a Faust agent.
+"""The event path as a transactional batch loop (confluent-kafka), not Faust agents.
 
 Events are most of what a worker reads, and Faust hands them over one `await` at a
 time (a no-op Faust agent reads about 0.085x what a confluent-kafka consumer reads on
-the same topic). Here a batch of records is decoded and matched in a tight loop, and
-its fires, window matches and dead letters are written in one transaction with the
-batch's input offsets (TransactionalLoop): a worker killed mid-batch leaves nothing
-behind that a `read_committed` reader sees, and the batch is matched again, once.
+the same topic). Here one consumer reads a batch of events and window matches; events
+are decoded and matched in a tight loop, matches update the window state of their key
+in memory (window_state.py), and the batch's fires, new matches, dead letters, one
+state record per changed key and the input offsets commit in one transaction
+(TransactionalLoop). A worker killed mid-batch leaves nothing a `read_committed`
+reader sees; the batch is read again against the state as of the last commit, and
+makes the same output once.
 
-    events (+ TRIGGERS_EVENT_TOPICS) ─► [batch] ─ decode, match_event ─┬─► trigger-fires
-                                                                      ├─► trigger-matches
-                                                                      └─► trigger-dead-letters
+    events (+ TRIGGERS_EVENT_TOPICS) ─► decode, match_event ─┬─► trigger-fires
+                                                             ├─► trigger-matches ─┐
+                                                             └─► dead letters     │
+    trigger-matches (key trigger+group) ◄─────────────────────────────────────────┘
+      └─► WindowPartitions.observe ─┬─► trigger-fires
+                                    └─► trigger-window-state (once per key per batch)
+
+A match makes one hop through `trigger-matches`, so that all events of a window key
+meet in one partition whatever partition of `events` they came from.
 """
 
 from __future__ import annotations
@@ -21,22 +30,37 @@ from collections import Counter
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from pydantic import ValidationError
 
 from processor import topics
 from processor.config import Settings
-from processor.deadletters import dead_letter_for
+from processor.deadletters import dead_letter, dead_letter_for
 from processor.definitions.registry import Registry
 from processor.errors import BadRecord
 from processor.kafka.clients import new_consumer
+from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop
 from processor.matching.decode import decode_event
 from processor.matching.events import Match, match_event
-from processor.metrics import EVENT_TO_FIRE, EVENTS, FIRES, MATCH_VERDICTS
-from processor.serde import to_json
+from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
+from processor.messages import Fire, WindowMatch
+from processor.metrics import (
+    EVENT_TO_FIRE,
+    EVENTS,
+    FIRES,
+    MATCH_VERDICTS,
+    OVERSIZED_STATES,
+    WINDOW_OUTCOMES,
+)
+from processor.serde import from_json, to_json
 
 log = logging.getLogger(__name__)
 COMPONENT = "event-matcher"
+WINDOW_COMPONENT = "window-evaluator"
 BATCH_SIZE = 2000
+TICK_SECONDS = 1.0
+"""How often absence and debounce deadlines are checked."""
+RESTORE_WAIT_SECONDS = 10.0
 
 
 def match_record(registry: Registry, message: Message, data_max_bytes: int) -> list[Match]:
@@ -66,22 +90,30 @@ def _bytes(value: str | bytes | None) -> bytes | None:
 
 
 class EventMatcher(TransactionalLoop):
-    """Stateless: nothing to restore on assignment, so any member can take any partition."""
+    """Matching is stateless; the window state of each owned `trigger-matches` partition
+    is restored from `trigger-window-state` when the partition is assigned."""
 
     name = COMPONENT
     batch_size = BATCH_SIZE
+    periodic_seconds = TICK_SECONDS
 
     def __init__(
         self, settings: Settings, registry: Registry, definitions_ready: threading.Event
     ) -> None:
-        inputs = [topics.topic_name(topics.EVENTS, settings), *settings.event_topics]
+        self.matches_topic = topics.topic_name(topics.TRIGGER_MATCHES, settings)
+        inputs = [
+            topics.topic_name(topics.EVENTS, settings),
+            *settings.event_topics,
+            self.matches_topic,
+        ]
         super().__init__(settings, f"{settings.app_id}-matcher", inputs)
         self.registry = registry
         self.definitions_ready = definitions_ready
         self.fires_topic = topics.topic_name(topics.TRIGGER_FIRES, settings)
-        self.matches_topic = topics.topic_name(topics.TRIGGER_MATCHES, settings)
+        self.state_topic = topics.topic_name(topics.WINDOW_STATE, settings)
         self.dead_letters_topic = topics.topic_name(topics.DEAD_LETTERS, settings)
         self.data_max_bytes = settings.event_data_max_bytes
+        self.windows = WindowPartitions()
 
     def before_start(self) -> bool:
         """A matcher running before the definitions are loaded would miss triggers."""
@@ -91,6 +123,93 @@ class EventMatcher(TransactionalLoop):
         return True
 
     def handle(self, messages: list[Message], producer: Producer) -> None:
+        events = [m for m in messages if m.topic() != self.matches_topic]
+        if events:
+            self._match(events, producer)
+        now = time.time()
+        for message in messages:
+            if message.topic() == self.matches_topic:
+                self._observe(message, now, producer)
+        self._checkpoint_state(producer)
+
+    def periodic(self, producer: Producer) -> None:
+        """Absence and debounce fire when time passes, without an event."""
+        self._send_fires(self.windows.expire(self.registry, time.time()), producer)
+        self._checkpoint_state(producer)
+
+    def _observe(self, message: Message, now: float, producer: Producer) -> None:
+        try:
+            match = from_json(WindowMatch, message.value() or b"")
+        except (ValidationError, ValueError) as exc:
+            self._dead_letter(message, f"not a window match: {exc}", producer, WINDOW_COMPONENT)
+            return
+        fires = self.windows.observe(self.registry, message.partition() or 0, match, now)
+        self._send_fires(fires, producer)
+
+    def _send_fires(self, fires: list[Fire], producer: Producer) -> None:
+        for fire in fires:
+            producer.produce(self.fires_topic, key=fire.trigger_id.encode(), value=to_json(fire))
+            FIRES.labels(fire.cause.type.value).inc()
+
+    def _checkpoint_state(self, producer: Producer) -> None:
+        """One record per key changed in this transaction (write-behind), and the
+        outcome counts of the batch."""
+        records, oversized = self.windows.changelog()
+        for partition, key, value in records:
+            producer.produce(self.state_topic, key=key, value=value, partition=partition)
+        for grown in oversized:
+            reason = (
+                f"window state of {grown.key!r} reached {grown.size} bytes (limit "
+                f"{MAX_STATE_BYTES}); it starts afresh"
+            )
+            log.warning("%s", reason)
+            OVERSIZED_STATES.inc()
+            letter_key, letter = dead_letter(
+                topic=self.state_topic,
+                partition=0,
+                offset=-1,
+                key=grown.key.encode(),
+                value=None,
+                error=reason,
+                component=WINDOW_COMPONENT,
+            )
+            producer.produce(self.dead_letters_topic, key=letter_key, value=letter)
+        for outcome, count in self.windows.take_outcomes().items():
+            WINDOW_OUTCOMES.labels(outcome).inc(count)
+
+    def restore(self, partitions: list[TopicPartition]) -> None:
+        owned = sorted({tp.partition for tp in partitions if tp.topic == self.matches_topic})
+        if not owned:
+            return
+        # A predecessor killed mid-transaction leaves it open until the broker aborts it;
+        # reading before then would miss what it had committed after that.
+        while not wait_until_no_open_transactions(
+            self.settings, self.state_topic, owned, RESTORE_WAIT_SECONDS
+        ):
+            if self.stopping:
+                return
+            log.warning("window state %s: waiting for a stopped worker's transaction", owned)
+        started, restored = time.monotonic(), 0
+        self.windows.drop(owned)
+        for message in read_to_end(self.settings, self.state_topic, owned):
+            key = message.key()
+            if key is not None:
+                self.windows.load(message.partition() or 0, key.decode(), message.value())
+                restored += 1
+        log.info(
+            "window state of partitions %s restored: %d records in %.1f s",
+            owned,
+            restored,
+            time.monotonic() - started,
+        )
+
+    def forget(self, partitions: list[TopicPartition] | None) -> None:
+        if partitions is None:
+            self.windows.drop(None)
+        else:
+            self.windows.drop([tp.partition for tp in partitions if tp.topic == self.matches_topic])
+
+    def _match(self, messages: list[Message], producer: Producer) -> None:
         outcomes: Counter[str] = Counter()
         verdicts: Counter[tuple[str, str]] = Counter()
         fired_at = time.time()
@@ -126,7 +245,9 @@ class EventMatcher(TransactionalLoop):
         for (trigger_id, verdict), count in verdicts.items():
             MATCH_VERDICTS.labels(trigger_id, verdict).inc(count)
 
-    def _dead_letter(self, message: Message, reason: str, producer: Producer) -> None:
+    def _dead_letter(
+        self, message: Message, reason: str, producer: Producer, component: str = COMPONENT
+    ) -> None:
         log.warning(
             "dead letter from %s[%d]@%d: %s",
             message.topic(),
@@ -134,13 +255,14 @@ class EventMatcher(TransactionalLoop):
             message.offset(),
             reason,
         )
-        key, value = dead_letter_for(message, reason, COMPONENT)
+        key, value = dead_letter_for(message, reason, component)
         producer.produce(self.dead_letters_topic, key=key, value=value)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions this group never committed start where the Faust agent that matched
         events before this loop existed (the app's own group) left off, so an upgraded
         deployment does not match its whole history again."""
+        # A stable offset fetch also waits for a fenced predecessor's open transaction.
         committed = self.retrying(lambda: consumer.committed(partitions, timeout=60)) or []
         fresh = [tp for tp in committed if tp.offset < 0]
         if fresh:
@@ -150,6 +272,7 @@ class EventMatcher(TransactionalLoop):
                 log.info("event matcher starts %d partitions where Faust left off", len(starts))
                 for tp in partitions:
                     tp.offset = starts.get((tp.topic, tp.partition), tp.offset)
+        self.retrying(lambda: self.restore(partitions))
         consumer.assign(partitions)
 
 

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from processor.definitions.loader import parse_document
+from processor.definitions.registry import Registry
+from processor.matching import window_state
+from processor.matching.window_state import WindowPartitions, decode
+from processor.messages import WindowMatch
+
+HANDLER = {
+    "name": "Error Handler",
+    "type": "event",
+    "event": {"pattern": "error.*", "condition": {"count_threshold": 3, "window": "5m"}},
+    "agent": {"id": "a"},
+}
+QUIET = {
+    "name": "Quiet",
+    "type": "event",
+    "event": {"pattern": "x", "debounce": {"key": "data.k", "quiet": "10s"}},
+    "agent": {"id": "a"},
+}
+
+
+def registry_with(*raw: dict) -> tuple[Registry, list[str]]:
+    registry = Registry()
+    ids = []
+    for document in raw:
+        resolved = parse_document(document, "t").resolved("default")
+        registry.put(resolved)
+        ids.append(resolved.trigger_id)
+    return registry, ids
+
+
+def match(trigger_id: str, n: int, group: str = "") -> WindowMatch:
+    return WindowMatch(trigger_id=trigger_id, group=group, event_key=f"s\x1fe{n}", time=100.0 + n)
+
+
+def test_the_third_match_fires_and_each_changed_key_is_one_record_per_checkpoint() -> None:
+    registry, [handler] = registry_with(HANDLER)
+    windows = WindowPartitions()
+    fires = [f for n in range(3) for f in windows.observe(registry, 4, match(handler, n), 0.0)]
+    assert len(fires) == 1 and fires[0].input["window"]["count"] == 3
+    records, oversized = windows.changelog()
+    assert oversized == []
+    assert [(p, k) for p, k, _ in records] == [(4, f"{handler}\x1f".encode())]
+    assert windows.changelog() == ([], [])  # nothing changed since
+    assert windows.take_outcomes() == {"counted": 2, "fired": 1}
+
+
+def test_a_new_owner_restores_the_same_state_and_does_not_fire_twice() -> None:
+    registry, [handler] = registry_with(HANDLER)
+    first = WindowPartitions()
+    for n in range(2):
+        first.observe(registry, 0, match(handler, n), 0.0)
+    records, _ = first.changelog()
+    second = WindowPartitions()
+    for partition, key, value in records:
+        second.load(partition, key.decode(), value)
+    assert second.states == first.states
+    assert second.observe(registry, 0, match(handler, 1), 0.0) == []  # a duplicate
+    assert len(second.observe(registry, 0, match(handler, 2), 0.0)) == 1
+
+
+def test_a_state_past_the_record_limit_starts_afresh_with_a_tombstone(monkeypatch) -> None:
+    registry, [handler] = registry_with(HANDLER)
+    windows = WindowPartitions()
+    windows.observe(registry, 1, match(handler, 0), 0.0)
+    monkeypatch.setattr(window_state, "MAX_STATE_BYTES", 10)
+    records, oversized = windows.changelog()
+    assert [(p, v) for p, _, v in records] == [(1, None)]
+    assert oversized[0].key == f"{handler}\x1f" and oversized[0].size > 10
+    assert windows.states[1] == {}
+
+
+def test_deadlines_survive_a_restore_and_expire_fires_the_quiet_key() -> None:
+    registry, [quiet] = registry_with(QUIET)
+    windows = WindowPartitions()
+    windows.observe(registry, 2, match(quiet, 0, group="k1"), 1000.0)
+    records, _ = windows.changelog()
+    [(_, key, value)] = records
+    assert value is not None and decode(value)[1] is not None
+    restored = WindowPartitions()
+    restored.load(2, key.decode(), value)
+    assert restored.expire(registry, 1001.0) == []
+    [fire] = restored.expire(registry, 2000.0)
+    assert fire.trigger_id == quiet
+
+
+def test_dropping_partitions_forgets_their_state() -> None:
+    registry, [handler] = registry_with(HANDLER)
+    windows = WindowPartitions()
+    windows.observe(registry, 1, match(handler, 0), 0.0)
+    windows.observe(registry, 2, match(handler, 0, group="g"), 0.0)
+    windows.drop([1])
+    assert set(windows.states) == {2}
+    windows.drop(None)
+    assert windows.states == {}
