@@ -9,6 +9,8 @@ severity >= high, within 5 minutes; the window resets after a fire):
   active event triggers (that never match these events);
 - **passthrough**: a confluent-kafka consume-count-produce loop, no state store, no
   transactions: the ceiling for any Python consumer on these topics;
+- **faust_agent**: the passthrough's loop as a Faust agent (one record per `await`,
+  sends through Faust's producer): the framework's own ceiling, nothing of ours;
 - **quix**: the same rule in Quix Streams (stateful `apply` on RocksDB, at-least-once),
   in its own virtual environment (it pins an older confluent-kafka).
 
@@ -23,7 +25,7 @@ Command timestamps are set by the broker at append (`LogAppendTime` on the bench
 
 All events share one key, so each contender works one partition, as one window needs.
 
-    .venv/bin/python bench/event_path.py [--others 1000] [--only triggers]
+    .venv/bin/python bench/event_path.py [--others 1000] [--only triggers] [--mix sparse]
 """
 
 from __future__ import annotations
@@ -58,27 +60,46 @@ TRIGGERS = str(ROOT / ".venv" / "bin" / "triggers")
 QUIX_PYTHON = ROOT / ".bench" / "quix" / "bin" / "python"
 ERROR_HANDLER = ROOT / "examples" / "error-handler.yaml"
 LATENCY_RATE, LATENCY_SECONDS, BACKLOG = 200, 10, 20_000
+BACKLOG_SPARSE = 200_000
+
+
+MIX = "errors"
+"""`errors`: every event is an error the rule looks at (60% of them high). `sparse`: one
+event in 100 is such an error, the others are of 99 other types no trigger matches, as in
+a busy domain topic; the backlog ends with 5 high errors, so its last event fires."""
+
+
+def error_event(high: bool) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "type": "error.database",
+        "source": "system",
+        "id": uuid.uuid4().hex,
+        "data": {"severity": "high" if high else "low", "service": "db"},
+    }
 
 
 def events(count: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    out = []
-    for _ in range(count):
-        high = rng.random() < 0.6
-        out.append(
-            {
-                "specversion": "1.0",
-                "type": "error.database",
-                "source": "system",
-                "id": uuid.uuid4().hex,
-                "data": {"severity": "high" if high else "low", "service": "db"},
-            }
-        )
-    return out
+    if MIX == "errors":
+        return [error_event(rng.random() < 0.6) for _ in range(count)]
+    out = [
+        error_event(rng.random() < 0.6)
+        if n % 100 == 0
+        else {
+            "specversion": "1.0",
+            "type": f"orders.step{n % 100}",
+            "source": "shop",
+            "id": uuid.uuid4().hex,
+            "data": {"order": n, "amount": rng.randint(1, 500)},
+        }
+        for n in range(count - 5)
+    ]
+    return out + [error_event(True) for _ in range(5)]
 
 
 def expected_fires(batch: list[dict[str, Any]]) -> int:
-    return sum(e["data"]["severity"] == "high" for e in batch) // 5
+    return sum(e["data"].get("severity") == "high" for e in batch) // 5
 
 
 class Run:
@@ -217,7 +238,8 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
     )
     # Throughput: the contender is paused (SIGSTOP) while the backlog is written, so it
     # then works through a full backlog; timed from its resumption to the last command.
-    backlog = events(BACKLOG, seed + 2)
+    size = BACKLOG if MIX == "errors" else BACKLOG_SPARSE
+    backlog = events(size, seed + 2)
     assert run.process is not None
     run.process.send_signal(signal.SIGSTOP)
     try:
@@ -237,7 +259,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
     last = max(at for at, _ in done) if done else float("nan")
     return {
         "latency_ms": {**percentiles(latencies), "samples": len(latencies)},
-        "throughput_events_per_s": round(BACKLOG / (last - first), 1) if done else None,
+        "throughput_events_per_s": round(size / (last - first), 1) if done else None,
         "fires": {"expected": expected_fires(backlog), "seen": len(done)},
     }
 
@@ -302,21 +324,28 @@ def run_peer(name: str, seed: int) -> dict[str, Any]:
     script = ROOT / "bench" / "peers" / f"{name}.py"
     python = str(QUIX_PYTHON) if name == "quix" else sys.executable
     try:
-        run.start([python, str(script)], "peer ready", f"{name}.log")
+        extra = ["worker", "--loglevel", "warning"] if name == "faust_agent" else []
+        run.start([python, str(script), *extra], "peer ready", f"{name}.log")
         return measure(run, seed)
     finally:
         run.stop()
 
 
+MIX_HELP = "errors: every event is one the rule reads; sparse: 1 in 100 (see MIX)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--others", type=int, default=1000)
-    parser.add_argument("--only", choices=["triggers", "passthrough", "quix"])
+    parser.add_argument("--only", choices=["triggers", "passthrough", "faust_agent", "quix"])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--mix", choices=["errors", "sparse"], default="errors", help=MIX_HELP)
     parser.add_argument(
         "--scaling", type=int, nargs="*", help="Only the worker, with these trigger counts."
     )
     args = parser.parse_args()
+    global MIX
+    MIX = args.mix
     if args.scaling:
         found = scaling(args.scaling, args.seed)
         out = ROOT / "bench" / "results" / "scaling.json"
@@ -327,7 +356,8 @@ def main() -> int:
         "machine": os.uname().nodename,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    for name in ("passthrough", "quix", "triggers"):
+    results["mix"] = MIX
+    for name in ("passthrough", "faust_agent", "quix", "triggers"):
         if args.only and name != args.only:
             continue
         if name == "quix" and not QUIX_PYTHON.exists():
@@ -343,12 +373,17 @@ def main() -> int:
             f"{name}: {json.dumps(results[name])} ({time.monotonic() - started:.0f}s)", flush=True
         )
     base = results.get("passthrough", {}).get("throughput_events_per_s")
-    for name in ("quix", "triggers"):
+    for name in ("faust_agent", "quix", "triggers"):
         if base and name in results and results[name]["throughput_events_per_s"]:
             results[name]["throughput_vs_passthrough"] = round(
                 results[name]["throughput_events_per_s"] / base, 3
             )
-    out = ROOT / "bench" / "results" / "event_path.json"
+    out = (
+        ROOT
+        / "bench"
+        / "results"
+        / ("event_path.json" if MIX == "errors" else "event_path_sparse.json")
+    )
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

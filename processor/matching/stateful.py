@@ -156,10 +156,7 @@ def _threshold(
     decision = windows.observe(
         state, threshold, windows.WindowEvent(match.time, match.event_key, match.value, match.event)
     )
-    if decision.fire is None or decision.outcome not in (
-        windows.Outcome.FIRED,
-        windows.Outcome.REPLAYED_FIRE,
-    ):
+    if decision.fire is None or decision.outcome is not windows.Outcome.FIRED:
         return Evaluation(decision.outcome.value)
     window = decision.fire
     crossing = next((s for s in window.sample if s.get("id") == match.event.get("id")), match.event)

@@ -9,23 +9,23 @@ The window evaluator sees the events that passed a trigger's condition, keyed by
                end - W             end                 when c arrives (c "crossed" it)
 
 Rules, in order, for an event e with time t:
-1. Dedupe: an event id already seen (pending or consumed by a fire) is not counted
-   again. If e crossed a threshold before, the same fire is returned again: after a
-   crash the matcher replays its input, and the dispatcher drops the repeat by its
-   deterministic execution id. So a replay neither double-counts nor fires anew.
-   A fire consumes every pending event up to its window's end, so an event older than
-   the last fire's end is not counted either (`before_fire`), whether it is a replay
-   or news: the state keeps ids only for the events at exactly that end. This keeps a
-   key's state (read and written whole for every event) as small as its pending events,
-   instead of growing with every event of the last window.
-2. Late: an event older than one window behind the newest event seen for the key is
-   ignored (it can no longer share a window with anything kept).
+1. Dedupe: an event id already pending, or consumed by a fire within the last window of
+   event time, is not counted again (`duplicate`): a producer that sends an event twice
+   does not count it twice. Crash replays never get here: the state commits in the same
+   transaction as the fires and the input offsets (event_matcher.py), so after a crash
+   the input is read again against the state as of that commit.
+2. Late: an event a whole window or more behind the newest event seen for the key is
+   not counted (`late`): it can no longer share a window with the newest one. That
+   window is the allowed lateness.
 3. Out of order: e is inserted by time; every window that contains e is checked, the
-   windows ending at e and at each later event less than W after it.
-4. After a fire the window resets: the events up to the end of the firing window are
-   consumed, so the next fire needs `count_threshold` new events. With `cooldown`, no
-   window ending earlier than `cooldown` after the last fire's end fires.
-Memory per key is bounded: at most MAX_PENDING events are kept (the oldest go first).
+   windows ending at e and at each later event less than W after it. Arrival order
+   does not change what is counted: N events inside one window span, in any order,
+   give floor(N / count_threshold) fires.
+4. After a fire the window resets: the events it counted are consumed, so the next fire
+   needs `count_threshold` new events. With `cooldown`, no window ending earlier than
+   `cooldown` after the last fire's end fires.
+Memory per key is bounded whatever the input: at most MAX_PENDING pending events and the
+ids of the last MAX_CONSUMED consumed ones (a burst of events sharing one time included).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Any
 from processor.matching.conditions import Threshold
 
 MAX_PENDING = 5000
+MAX_CONSUMED = 1000
 SAMPLE_SIZE = 10
-MAX_FIRES_REMEMBERED = 20
 
 
 class Outcome(StrEnum):
@@ -50,12 +50,9 @@ class Outcome(StrEnum):
     """Counted; no threshold reached yet."""
     DUPLICATE = "duplicate"
     LATE = "late"
-    BEFORE_FIRE = "before_fire"
-    """Older than the end of the last fire's window, whose events that fire consumed."""
+    """A window or more behind the newest event of its key: past the allowed lateness."""
     COOLDOWN = "cooldown"
     """A window reached the threshold, but the cooldown after the last fire holds it."""
-    REPLAYED_FIRE = "replayed_fire"
-    """A duplicate of the event that crossed a threshold: its fire is returned again."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,7 @@ class Decision:
 
 
 def empty_state() -> dict[str, Any]:
-    return {"pending": [], "consumed": [], "fires": [], "latest": None, "last_fire_end": None}
+    return {"pending": [], "consumed": [], "latest": None, "last_fire_end": None}
 
 
 def _aggregate(threshold: Threshold, values: list[float | None]) -> tuple[bool, float | None]:
@@ -120,16 +117,9 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
     """Add an event to a key's window state (mutated in place) and decide."""
     width = threshold.window_seconds
     pending: list[list[Any]] = state["pending"]  # [time, id, value, summary], by time
-    for fire in state["fires"]:
-        if fire["crossing_id"] == event.id:
-            return Decision(
-                Outcome.REPLAYED_FIRE, WindowFire(**fire), window_count(state, threshold)
-            )
-    if any(p[1] == event.id for p in pending) or any(c[1] == event.id for c in state["consumed"]):
+    consumed: list[list[Any]] = state["consumed"]  # [time, id] of events fires counted
+    if any(p[1] == event.id for p in pending) or any(c[1] == event.id for c in consumed):
         return Decision(Outcome.DUPLICATE, count=window_count(state, threshold))
-    last_end = state["last_fire_end"]
-    if last_end is not None and event.time < last_end:
-        return Decision(Outcome.BEFORE_FIRE, count=window_count(state, threshold))
     latest = event.time if state["latest"] is None else max(state["latest"], event.time)
     if event.time <= latest - width:
         return Decision(Outcome.LATE, count=window_count(state, threshold))
@@ -140,6 +130,7 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
     )
     horizon = latest - width
     state["pending"] = pending = [p for p in pending if p[0] > horizon][-MAX_PENDING:]
+    state["consumed"] = [c for c in consumed if c[0] > horizon]
 
     decision = _first_window_reaching(state, threshold, event)
     if decision is None:
@@ -148,13 +139,11 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
         return decision
     fire = decision.fire
     assert fire is not None
-    # Events before the window's end are told apart by time from now on (rule 1); those
-    # at exactly the end are remembered by id.
-    at_end = [c for c in state["consumed"] if c[0] == fire.window_end]
-    state["consumed"] = at_end + [[p[0], p[1]] for p in pending if p[0] == fire.window_end]
-    state["pending"] = [p for p in pending if p[0] > fire.window_end]
-    state["last_fire_end"] = fire.window_end
-    state["fires"] = [*state["fires"], fire.as_json()][-MAX_FIRES_REMEMBERED:]
+    counted = [p for p in pending if fire.window_start < p[0] <= fire.window_end]
+    state["pending"] = [p for p in pending if not fire.window_start < p[0] <= fire.window_end]
+    state["consumed"] = [*state["consumed"], *([p[0], p[1]] for p in counted)][-MAX_CONSUMED:]
+    last = state["last_fire_end"]
+    state["last_fire_end"] = fire.window_end if last is None else max(last, fire.window_end)
     return Decision(Outcome.FIRED, fire, window_count(state, threshold))
 
 

@@ -55,6 +55,6 @@ def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
 def our_broker(kafka_bootstrap: str) -> str:
     """The broker, if this checkout started it (so a test may stop and restart it)."""
     status = subprocess.run([str(KAFKA_SH), "status"], capture_output=True, text=True)
-    if "ours" not in status.stdout:
+    if "(ours" not in status.stdout:  # "running (not ours)" contains "ours" too
         pytest.skip("the broker was not started by this checkout; not stopping someone else's")
     return kafka_bootstrap

@@ -102,9 +102,8 @@ def test_threshold_fire_has_a_deterministic_id_and_carries_the_window() -> None:
     assert window["count"] == 2 and window["window_end"] == "2026-01-01T00:00:01+00:00"
     assert [s["id"] for s in window["sample"]] == ["a", "b"]
     assert fire.input["event"]["id"] == "b" and fire.input["k"] == 1
-    replay = evaluate(registry, state, second, 0)
-    assert replay.outcome == Outcome.REPLAYED_FIRE.value
-    assert [f.execution_id for f in replay.fires] == [fire.execution_id]
+    again = evaluate(registry, state, second, 0)  # the same event sent twice
+    assert again.outcome == Outcome.DUPLICATE.value and again.fires == []
 
 
 def test_invalid_stored_definition_is_ignored_not_raised() -> None:

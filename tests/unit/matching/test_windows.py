@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from processor.matching.conditions import parse_condition
 from processor.matching.windows import (
+    MAX_CONSUMED,
     MAX_PENDING,
     Outcome,
     WindowEvent,
@@ -41,28 +42,43 @@ def test_events_spread_wider_than_the_window_never_fire() -> None:
     assert Outcome.FIRED not in outcomes
 
 
-def test_duplicates_are_not_counted_and_a_replayed_crossing_event_returns_the_same_fire() -> None:
+def test_duplicates_are_not_counted_before_or_after_a_fire() -> None:
     state, t = empty_state(), threshold(count_threshold=3)
     for i in range(2):
         observe(state, t, WindowEvent(float(i), f"e{i}"))
     assert observe(state, t, WindowEvent(1.0, "e1")).outcome is Outcome.DUPLICATE
     fired = observe(state, t, WindowEvent(2.0, "e2"))
     assert fired.outcome is Outcome.FIRED and fired.fire is not None and fired.fire.count == 3
-    again = observe(state, t, WindowEvent(2.0, "e2"))
-    assert again.outcome is Outcome.REPLAYED_FIRE and again.fire == fired.fire
-    # consumed by the fire: told apart by time, and by id at exactly the fire's end
-    assert observe(state, t, WindowEvent(0.0, "e0")).outcome is Outcome.BEFORE_FIRE
+    assert observe(state, t, WindowEvent(2.0, "e2")).outcome is Outcome.DUPLICATE
+    assert observe(state, t, WindowEvent(0.0, "e0")).outcome is Outcome.DUPLICATE
 
 
-def test_after_a_fire_only_events_from_its_end_on_count_and_state_stays_small() -> None:
+def test_an_event_older_than_the_last_fire_still_counts() -> None:
     state, t = empty_state(), threshold(count_threshold=2)
     observe(state, t, WindowEvent(1.0, "a"))
     assert observe(state, t, WindowEvent(5.0, "b")).outcome is Outcome.FIRED
-    assert observe(state, t, WindowEvent(4.0, "older")).outcome is Outcome.BEFORE_FIRE
-    assert observe(state, t, WindowEvent(5.0, "same-time")).outcome is Outcome.COUNTED
-    for i in range(1000):  # a fire every other event: consumed ids do not pile up
-        observe(state, t, WindowEvent(6.0 + i / 100, f"n{i}"))
-    assert len(state["consumed"]) <= 2 and len(state["pending"]) <= 1
+    assert observe(state, t, WindowEvent(4.0, "older")).outcome is Outcome.COUNTED
+    assert observe(state, t, WindowEvent(3.0, "oldest")).outcome is Outcome.FIRED
+
+
+@given(st.permutations(list(range(23))), st.integers(2, 6))
+def test_any_arrival_order_inside_one_window_span_gives_floor_n_over_count_fires(
+    order: list[int], count: int
+) -> None:
+    state, t = empty_state(), threshold(count_threshold=count)
+    fired = [observe(state, t, WindowEvent(100.0 + n, f"e{n}")).outcome for n in order]
+    assert fired.count(Outcome.FIRED) == len(order) // count
+
+
+def test_a_burst_sharing_one_time_keeps_firing_and_the_state_small() -> None:
+    state, t = empty_state(), threshold(count_threshold=5)
+    fires = sum(
+        observe(state, t, WindowEvent(100.0, f"b{i}")).outcome is Outcome.FIRED
+        for i in range(20_000)
+    )
+    assert fires == 4000
+    assert len(state["pending"]) < 5 and len(state["consumed"]) <= MAX_CONSUMED
+    assert observe(state, t, WindowEvent(101.0, "fresh")).outcome is Outcome.COUNTED
 
 
 def test_out_of_order_events_inside_the_window_count() -> None:

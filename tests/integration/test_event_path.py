@@ -1,0 +1,95 @@
+"""The event path on real streams: arrival order across partitions, and bursts."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from confluent_kafka import Producer
+
+from processor import topics
+from processor.kafka.reader import read_to_end
+from tests.integration.kafka import ROOT, Pipeline, reading, settle
+
+ERROR_HANDLER = ROOT / "examples" / "error-handler.yaml"
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def error(event_id: str, at: datetime) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "type": "error.database",
+            "source": "system",
+            "time": at.isoformat(),
+            "data": {"severity": "high"},
+        }
+    )
+
+
+def produce(pipeline: Pipeline, records: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer(
+        {"bootstrap.servers": pipeline.bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"}
+    )
+    for key, value in records:
+        producer.produce(pipeline.topic(topics.EVENTS), key=key, value=value)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def start_worker(pipeline: Pipeline) -> str:
+    pipeline.cli("apply", "-f", str(ERROR_HANDLER))
+    trigger_id = pipeline.cli("get", "Error Handler", "-o", "id").stdout.strip()
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    return trigger_id
+
+
+def test_events_keyed_by_producer_over_every_partition_give_floor_n_over_5_fires(
+    pipeline: Pipeline,
+) -> None:
+    trigger_id = start_worker(pipeline)
+    rng = random.Random(7)
+    n = 103
+    records = [
+        (
+            f"producer-{i % 40}".encode(),
+            error(f"e{i}", T0 + timedelta(seconds=rng.uniform(0, 240))),
+        )
+        for i in range(n)
+    ]
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        produce(pipeline, records)
+        fires(lambda seen: len(seen) >= n // 5, timeout=120)
+        found = settle(fires, 5)  # and nothing more: each event counted once
+    assert len({key for key, _ in records}) == 40  # spread over every partition of `events`
+    assert [f["trigger_id"] for f in found] == [trigger_id] * (n // 5)
+    assert [f["input"]["window"]["count"] for f in found] == [5] * (n // 5)
+
+
+def test_a_burst_sharing_one_time_keeps_the_worker_up_and_the_state_small(
+    pipeline: Pipeline,
+) -> None:
+    trigger_id = start_worker(pipeline)
+    burst = 100_000
+    records = [(b"one-host", error(f"b{i}", T0)) for i in range(burst)]
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        produce(pipeline, records)
+        fires(lambda seen: len(seen) >= burst // 5, timeout=600)
+        produce(
+            pipeline,
+            [(b"one-host", error(f"fresh{i}", T0 + timedelta(seconds=30))) for i in range(5)],
+        )
+        seen = fires(
+            lambda seen: any(f["cause"]["event_id"] == "fresh4" for f in seen), timeout=120
+        )
+    assert len(seen) == burst // 5 + 1
+    assert pipeline.processes[0].poll() is None
+    states = [
+        message.value()
+        for message in read_to_end(pipeline.settings, pipeline.topic(topics.WINDOW_STATE))
+        if message.key() == f"{trigger_id}\x1f".encode()
+    ]
+    assert states and max(len(value or b"") for value in states[-5:]) < 100_000
