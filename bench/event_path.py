@@ -324,7 +324,7 @@ def run_peer(name: str, seed: int) -> dict[str, Any]:
     script = ROOT / "bench" / "peers" / f"{name}.py"
     python = str(QUIX_PYTHON) if name == "quix" else sys.executable
     try:
-        extra = ["worker", "--loglevel", "warning"] if name == "faust_agent" else []
+        extra = ["worker", "--loglevel", "warn"] if name == "faust_agent" else []
         run.start([python, str(script), *extra], "peer ready", f"{name}.log")
         return measure(run, seed)
     finally:

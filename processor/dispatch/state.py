@@ -83,6 +83,8 @@ class DispatchState:
 
     executions: dict[str, dict[str, ExecutionRecord]] = field(default_factory=dict)
     _open: dict[str, dict[str, None]] = field(default_factory=dict)  # insertion-ordered
+    _issued: dict[str, set[str]] = field(default_factory=dict)
+    """Per trigger, the open executions whose command was issued: how many run, in O(1)."""
     _finished: list[tuple[float, str, str]] = field(default_factory=list)
     _starts: dict[tuple[str, str | None], list[float]] = field(default_factory=dict)
     """Issue times (sorted) per throttle bucket: trigger id and throttle key."""
@@ -99,6 +101,11 @@ class DispatchState:
         count_finish(self.breakers, previous, record)
         self.executions.setdefault(record.trigger_id, {})[record.execution_id] = record
         open_ids = self._open.setdefault(record.trigger_id, {})
+        issued = self._issued.setdefault(record.trigger_id, set())
+        if record.status.finished or record.issued_at is None:
+            issued.discard(record.execution_id)
+        else:
+            issued.add(record.execution_id)
         if record.status.finished:
             open_ids.pop(record.execution_id, None)
             heapq.heappush(
@@ -111,11 +118,13 @@ class DispatchState:
     def forget(self, trigger_id: str, execution_id: str) -> None:
         self.executions.get(trigger_id, {}).pop(execution_id, None)
         self._open.get(trigger_id, {}).pop(execution_id, None)
+        self._issued.get(trigger_id, set()).discard(execution_id)
 
     def drop_trigger_ids(self) -> None:
         """Forget everything, e.g. on partition revocation (restored on assignment)."""
         self.executions.clear()
         self._open.clear()
+        self._issued.clear()
         self._finished.clear()
         self._starts.clear()
         self.breakers.clear()
@@ -149,6 +158,10 @@ class DispatchState:
     def _open_of(self, trigger_id: str) -> list[ExecutionRecord]:
         executions = self.executions.get(trigger_id, {})
         return [executions[e] for e in self._open.get(trigger_id, ())]
+
+    def active_count(self, trigger_id: str) -> int:
+        """How many executions of the trigger are issued and not finished."""
+        return len(self._issued.get(trigger_id, ()))
 
     def active(self, trigger_id: str) -> list[ExecutionRecord]:
         """Issued and not finished, oldest first."""
@@ -213,7 +226,7 @@ def breaker_reason(
     )
     if now < until:
         return f"{opened}; paused until {until.astimezone(UTC).isoformat()}"
-    if state.active(trigger_id):
+    if state.active_count(trigger_id):
         return f"{opened}; a trial run is in progress (half-open)"
     return None
 
@@ -305,7 +318,7 @@ def _release(state: DispatchState, effects: Effects, trigger_id: str, now: datet
     bucket allows (a throttled one waits; others behind it may go). While the circuit
     breaker is open, waiting fires are skipped instead."""
     for waiting in state.buffered(trigger_id):
-        full = len(state.active(trigger_id)) >= waiting.max_concurrent
+        full = state.active_count(trigger_id) >= waiting.max_concurrent
         if full and waiting.overlap is not OverlapPolicy.ALLOW_ALL:
             return
         stopped = breaker_reason(state, trigger_id, waiting.circuit_breaker, now)
@@ -348,8 +361,12 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
         return effects
     if fire.throttle is not None and _throttle(state, effects, record, fire.throttle, now):
         return effects
-    active = state.active(fire.trigger_id)
-    if fire.overlap is OverlapPolicy.ALLOW_ALL or len(active) < fire.max_concurrent:
+    # O(1) before the policy decision: the open executions are sorted only when a policy
+    # needs their order (cancel_other), not for every fire.
+    if (
+        fire.overlap is OverlapPolicy.ALLOW_ALL
+        or state.active_count(fire.trigger_id) < fire.max_concurrent
+    ):
         _issue(state, effects, record, now)
         return effects
     full = f"max_concurrent ({fire.max_concurrent}) executions are running"
@@ -361,7 +378,7 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
         _finish(
             state,
             effects,
-            active[0],
+            state.active(fire.trigger_id)[0],
             ExecutionStatus.CANCELLED,
             now,
             f"cancelled for newer execution {fire.execution_id} (overlap: cancel_other)",

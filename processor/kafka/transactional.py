@@ -162,7 +162,10 @@ class TransactionalLoop:
     # -- clients -----------------------------------------------------------------------
 
     def _new_consumer(self) -> Consumer:
-        consumer = new_consumer(self.settings, self.group_id)
+        # The broker answers a fetch at once when data is there; when not, it waits this
+        # long for some. Records made visible by a commit (a hop through an internal
+        # topic) would otherwise wait out librdkafka's default 500 ms.
+        consumer = new_consumer(self.settings, self.group_id, **{"fetch.wait.max.ms": 10})
         consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         return consumer
 

@@ -92,7 +92,7 @@ class Decision:
 
 
 def empty_state() -> dict[str, Any]:
-    return {"pending": [], "consumed": [], "latest": None, "last_fire_end": None}
+    return {"pending": [], "consumed": {}, "latest": None, "last_fire_end": None}
 
 
 def _aggregate(threshold: Threshold, values: list[float | None]) -> tuple[bool, float | None]:
@@ -117,8 +117,8 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
     """Add an event to a key's window state (mutated in place) and decide."""
     width = threshold.window_seconds
     pending: list[list[Any]] = state["pending"]  # [time, id, value, summary], by time
-    consumed: list[list[Any]] = state["consumed"]  # [time, id] of events fires counted
-    if any(p[1] == event.id for p in pending) or any(c[1] == event.id for c in consumed):
+    consumed: dict[str, float] = state["consumed"]  # id -> time of events fires counted
+    if event.id in consumed or any(p[1] == event.id for p in pending):
         return Decision(Outcome.DUPLICATE, count=window_count(state, threshold))
     latest = event.time if state["latest"] is None else max(state["latest"], event.time)
     if event.time <= latest - width:
@@ -129,8 +129,8 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
         bisect.bisect_right(times, event.time), [event.time, event.id, event.value, event.summary]
     )
     horizon = latest - width
-    state["pending"] = pending = [p for p in pending if p[0] > horizon][-MAX_PENDING:]
-    state["consumed"] = [c for c in consumed if c[0] > horizon]
+    if pending[0][0] <= horizon or len(pending) > MAX_PENDING:
+        state["pending"] = pending = [p for p in pending if p[0] > horizon][-MAX_PENDING:]
 
     decision = _first_window_reaching(state, threshold, event)
     if decision is None:
@@ -141,7 +141,10 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
     assert fire is not None
     counted = [p for p in pending if fire.window_start < p[0] <= fire.window_end]
     state["pending"] = [p for p in pending if not fire.window_start < p[0] <= fire.window_end]
-    state["consumed"] = [*state["consumed"], *([p[0], p[1]] for p in counted)][-MAX_CONSUMED:]
+    consumed.update((p[1], p[0]) for p in counted)
+    if len(consumed) > MAX_CONSUMED or next(iter(consumed.values())) <= horizon:
+        kept = [(i, t) for i, t in consumed.items() if t > horizon][-MAX_CONSUMED:]
+        state["consumed"] = dict(kept)
     last = state["last_fire_end"]
     state["last_fire_end"] = fire.window_end if last is None else max(last, fire.window_end)
     return Decision(Outcome.FIRED, fire, window_count(state, threshold))

@@ -312,3 +312,17 @@ def test_buffered_fires_are_skipped_once_the_breaker_opens() -> None:
         on_fire(state, fire(name, OverlapPolicy.BUFFER_ALL, circuit_breaker=spec), NOW)
     effects = on_result(state, result(RunStatus.FAILED, "a"), NOW)
     assert not effects.commands and statuses(state) == {"a": "failed", "b": "skipped"}
+
+
+def test_the_running_count_follows_every_change_without_sorting() -> None:
+    state = DispatchState()
+    for n in range(4):
+        on_fire(state, fire(f"x-{n}", OverlapPolicy.BUFFER_ALL, max_concurrent=2), NOW)
+    assert state.active_count("t-1") == len(state.active("t-1")) == 2
+    on_result(state, result(RunStatus.COMPLETED, "x-0"), NOW)  # x-2 takes its slot
+    assert state.active_count("t-1") == len(state.active("t-1")) == 2
+    for n in (1, 2, 3):
+        on_result(state, result(RunStatus.FAILED, f"x-{n}"), NOW)
+    assert state.active_count("t-1") == len(state.active("t-1")) == 0
+    state.drop_trigger_ids()
+    assert state.active_count("t-1") == 0
