@@ -15,6 +15,11 @@ WINDOW_OUTCOMES = Counter(
     "Events seen by the window evaluator, by outcome (counted, fired, duplicate, late, ...).",
     ["outcome"],
 )
+MATCHES_IN_PLACE = Counter(
+    "triggers_window_matches_in_place_total",
+    "Window matches applied in the matcher's own transaction (the key's partition is "
+    "owned by the same worker) instead of a hop through trigger-matches.",
+)
 OVERSIZED_STATES = Counter(
     "triggers_window_state_oversized_total",
     "Window states that outgrew the record limit and started afresh (each dead-lettered).",
@@ -45,6 +50,12 @@ TRANSACTION_ABORTS = Counter(
     "triggers_transaction_aborts_total",
     "Transactions aborted and retried, by loop (event-matcher, dispatcher).",
     ["loop"],
+)
+TRANSACTION_SECONDS = Histogram(
+    "triggers_transaction_seconds",
+    "One turn of a transactional loop, by loop and step (handle, commit).",
+    ["loop", "step"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 RUNNER_COMMANDS = Counter(
     "triggers_runner_commands_total", "Commands handled by the reference runner.", ["outcome"]

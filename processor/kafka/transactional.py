@@ -41,7 +41,7 @@ from processor.config import Settings
 from processor.errors import KafkaUnavailable
 from processor.kafka.clients import new_consumer, new_producer
 from processor.kafka.deadline import Deadline, DeadlineExceeded
-from processor.metrics import TRANSACTION_ABORTS
+from processor.metrics import TRANSACTION_ABORTS, TRANSACTION_SECONDS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +75,8 @@ class TransactionalLoop:
         self._calls = Deadline(f"{self.name}-txn")
         self.ready = threading.Event()
         """Set once the loop polled for the first time."""
+        self._handle_seconds = TRANSACTION_SECONDS.labels(self.name, "handle")
+        self._commit_seconds = TRANSACTION_SECONDS.labels(self.name, "commit")
 
     # -- what a subclass decides -------------------------------------------------------
 
@@ -138,12 +140,14 @@ class TransactionalLoop:
             if not messages and not due:
                 continue
             try:
+                started = time.perf_counter()
                 producer.begin_transaction()
                 if messages:
                     self.handle(messages, producer)
                 if due:
                     last_periodic = time.monotonic()
                     self.periodic(producer)
+                handled = time.perf_counter()
                 offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
                 if offsets:
                     self._transactional(
@@ -152,6 +156,8 @@ class TransactionalLoop:
                         consumer.consumer_group_metadata(),
                     )
                 self._transactional(producer.commit_transaction)
+                self._handle_seconds.observe(handled - started)
+                self._commit_seconds.observe(time.perf_counter() - handled)
             except (KafkaException, DeadlineExceeded) as exc:
                 TRANSACTION_ABORTS.labels(self.name).inc()
                 producer, stuck = self._after_failed_transaction(producer, exc)

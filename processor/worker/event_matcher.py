@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
@@ -49,6 +50,7 @@ from processor.metrics import (
     EVENTS,
     FIRES,
     MATCH_VERDICTS,
+    MATCHES_IN_PLACE,
     OVERSIZED_STATES,
     WINDOW_OUTCOMES,
 )
@@ -78,6 +80,12 @@ def match_record(registry: Registry, message: Message, data_max_bytes: int) -> l
         ),
         data_max_bytes=data_max_bytes,
     )
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition a keyed record goes to: murmur2, as librdkafka's `murmur2_random`
+    (our producers), Faust/aiokafka and the Java clients all place it."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def _headers(message: Message) -> list[tuple[str, bytes | None]]:
@@ -114,6 +122,9 @@ class EventMatcher(TransactionalLoop):
         self.dead_letters_topic = topics.topic_name(topics.DEAD_LETTERS, settings)
         self.data_max_bytes = settings.event_data_max_bytes
         self.windows = WindowPartitions()
+        self.owned_matches: set[int] = set()
+        """The `trigger-matches` partitions this member owns (their windows are here)."""
+        self.matches_partitions = 0
 
     def before_start(self) -> bool:
         """A matcher running before the definitions are loaded would miss triggers."""
@@ -145,6 +156,18 @@ class EventMatcher(TransactionalLoop):
             return
         fires = self.windows.observe(self.registry, message.partition() or 0, match, now)
         self._send_fires(fires, producer)
+
+    def _route(self, match: WindowMatch, now: float, producer: Producer) -> None:
+        """A match goes to the window of its key: in place when this worker owns that
+        key's `trigger-matches` partition (the state and the input offsets then commit in
+        this one transaction), through the topic otherwise."""
+        key = match.key()
+        partition = partition_of(key, self.matches_partitions) if self.matches_partitions else -1
+        if partition in self.owned_matches:
+            MATCHES_IN_PLACE.inc()
+            self._send_fires(self.windows.observe(self.registry, partition, match, now), producer)
+        else:
+            producer.produce(self.matches_topic, key=key, value=to_json(match))
 
     def _send_fires(self, fires: list[Fire], producer: Producer) -> None:
         for fire in fires:
@@ -181,6 +204,7 @@ class EventMatcher(TransactionalLoop):
         owned = sorted({tp.partition for tp in partitions if tp.topic == self.matches_topic})
         if not owned:
             return
+        self.owned_matches.update(owned)
         # A predecessor killed mid-transaction leaves it open until the broker aborts it;
         # reading before then would miss what it had committed after that.
         while not wait_until_no_open_transactions(
@@ -206,8 +230,11 @@ class EventMatcher(TransactionalLoop):
     def forget(self, partitions: list[TopicPartition] | None) -> None:
         if partitions is None:
             self.windows.drop(None)
+            self.owned_matches.clear()
         else:
-            self.windows.drop([tp.partition for tp in partitions if tp.topic == self.matches_topic])
+            gone = [tp.partition for tp in partitions if tp.topic == self.matches_topic]
+            self.windows.drop(gone)
+            self.owned_matches.difference_update(gone)
 
     def _match(self, messages: list[Message], producer: Producer) -> None:
         outcomes: Counter[str] = Counter()
@@ -224,9 +251,7 @@ class EventMatcher(TransactionalLoop):
             for match in matches:
                 verdicts[match.trigger.trigger_id, match.verdict.value] += 1
                 if match.window is not None:
-                    producer.produce(
-                        self.matches_topic, key=match.window.key(), value=to_json(match.window)
-                    )
+                    self._route(match.window, fired_at, producer)
                 if match.fire is not None:
                     producer.produce(
                         self.fires_topic,
@@ -262,6 +287,12 @@ class EventMatcher(TransactionalLoop):
         """Partitions this group never committed start where the Faust agent that matched
         events before this loop existed (the app's own group) left off, so an upgraded
         deployment does not match its whole history again."""
+        if not self.matches_partitions:
+            metadata = self.retrying(
+                lambda: consumer.list_topics(self.matches_topic, timeout=30).topics
+            )
+            found = (metadata or {}).get(self.matches_topic)
+            self.matches_partitions = len(found.partitions) if found is not None else 0
         # A stable offset fetch also waits for a fenced predecessor's open transaction.
         committed = self.retrying(lambda: consumer.committed(partitions, timeout=60)) or []
         fresh = [tp for tp in committed if tp.offset < 0]
