@@ -31,6 +31,7 @@ ids of the last MAX_CONSUMED consumed ones (a burst of events sharing one time i
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -142,12 +143,22 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
     counted = [p for p in pending if fire.window_start < p[0] <= fire.window_end]
     state["pending"] = [p for p in pending if not fire.window_start < p[0] <= fire.window_end]
     consumed.update((p[1], p[0]) for p in counted)
-    if len(consumed) > MAX_CONSUMED or next(iter(consumed.values())) <= horizon:
-        kept = [(i, t) for i, t in consumed.items() if t > horizon][-MAX_CONSUMED:]
-        state["consumed"] = dict(kept)
+    _forget_oldest(consumed, horizon)
     last = state["last_fire_end"]
     state["last_fire_end"] = fire.window_end if last is None else max(last, fire.window_end)
     return Decision(Outcome.FIRED, fire, window_count(state, threshold))
+
+
+def _forget_oldest(consumed: dict[str, float], horizon: float) -> None:
+    """Keep the newest MAX_CONSUMED ids, none from before the horizon: the oldest come
+    first in the dict, so this costs what it removes, not what it keeps."""
+    for old in list(itertools.islice(consumed, max(0, len(consumed) - MAX_CONSUMED))):
+        del consumed[old]
+    while consumed:
+        first = next(iter(consumed))
+        if consumed[first] > horizon:
+            return
+        del consumed[first]
 
 
 def _first_window_reaching(

@@ -41,7 +41,7 @@ from processor.errors import BadRecord
 from processor.kafka.clients import new_consumer
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop
-from processor.matching.decode import decode_event
+from processor.matching.decode import decode_event, plain_event_type
 from processor.matching.events import Match, match_event
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
 from processor.messages import Fire, WindowMatch
@@ -65,14 +65,19 @@ TICK_SECONDS = 1.0
 RESTORE_WAIT_SECONDS = 10.0
 
 
-def match_record(registry: Registry, message: Message, data_max_bytes: int) -> list[Match]:
+def match_record(
+    registry: Registry,
+    message: Message,
+    headers: list[tuple[str, bytes | None]],
+    data_max_bytes: int,
+) -> list[Match]:
     """The verdict of every candidate trigger on one record; BadRecord if it is no event."""
     timestamp_type, timestamp_ms = message.timestamp()
     return match_event(
         registry,
         decode_event(
             message.value(),
-            _headers(message),
+            headers,
             topic=message.topic() or "",
             partition=message.partition() or 0,
             offset=message.offset() or 0,
@@ -240,9 +245,15 @@ class EventMatcher(TransactionalLoop):
         outcomes: Counter[str] = Counter()
         verdicts: Counter[tuple[str, str]] = Counter()
         fired_at = time.time()
+        candidates = self.registry.event_patterns.candidates
         for message in messages:
+            headers = _headers(message)
+            type_ = plain_event_type(message.value(), headers)
+            if type_ is not None and not candidates(type_):
+                outcomes["no_fire"] += 1  # no pattern matches it: nothing more to check
+                continue
             try:
-                matches = match_record(self.registry, message, self.data_max_bytes)
+                matches = match_record(self.registry, message, headers, self.data_max_bytes)
             except BadRecord as exc:
                 self._dead_letter(message, str(exc), producer)
                 outcomes["dead_letter"] += 1

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from processor.errors import BadRecord
-from processor.matching.decode import MAX_EVENT_BYTES, decode_event
+from processor.matching.decode import MAX_EVENT_BYTES, decode_event, plain_event_type
 
 WHERE = {"topic": "events", "partition": 3, "offset": 42, "timestamp_ms": 1_764_064_800_000}
 
@@ -74,3 +74,12 @@ def test_bad_records_say_why(value: bytes | None, reason: str) -> None:
     with pytest.raises(BadRecord, match=None) as caught:
         decode_event(value, [], **WHERE)
     assert reason in str(caught.value)
+
+
+def test_plain_event_type_reads_only_a_structured_events_type() -> None:
+    assert plain_event_type(b'{"type": "order.paid", "time": "not a time"}', []) == "order.paid"
+    assert plain_event_type(b'{"type": "x"}', [("ce_type", b"y")]) is None  # binary mode
+    assert plain_event_type(b"not json", []) is None
+    assert plain_event_type(b'["type"]', []) is None
+    assert plain_event_type(b'{"type": 5}', []) is None
+    assert plain_event_type(None, []) is None
