@@ -32,7 +32,7 @@ def bars(ax: Any, labels: list[str], values: list[float], unit: str) -> None:
 
 
 def event_path(data: dict[str, Any]) -> None:
-    names = [n for n in ("passthrough", "quix", "triggers") if n in data]
+    names = [n for n in ("passthrough", "faust_agent", "quix", "triggers") if n in data]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     bars(left, names, [data[n]["throughput_events_per_s"] for n in names], "events/s")
     left.set_title("Throughput, one process, Error Handler rule")
