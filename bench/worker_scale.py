@@ -4,11 +4,10 @@ Two measurements, each against a baseline taken in the same run:
 
 - **window state**: 1M keys of window state (the Error Handler's rule grouped by
   `data.host`, one pending event per host, as the window evaluator itself computes
-  them) are written to the window table's changelog; then a worker is started and
-  timed to Ready (it restores them into RocksDB) and its resident memory and RocksDB
-  size are read; then it is restarted on its own data directory and timed again (it
-  reads only what its files lack). Baseline: the same worker and trigger with an empty
-  changelog.
+  them) are written to `trigger-window-state`; then a worker is started and timed until
+  its event matcher has restored the state of the partitions it was assigned, and its
+  resident memory and data directory size are read; then it is restarted and timed
+  again. Baseline: the same worker and trigger with an empty state topic.
 - **scheduler lateness**: 100k schedule triggers (hourly, at a random minute and
   second) in a running worker; lateness = the command's append time on `agent-runs`
   (LogAppendTime) minus the fire's scheduled second, over OBSERVE_SECONDS, from
@@ -33,21 +32,22 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 from event_path import BOOTSTRAP, ERROR_HANDLER, ROOT, TRIGGERS, Run, percentiles
-from faust.serializers import codecs
 
 from processor import topics
 from processor.definitions.loader import load_paths
 from processor.definitions.registry import Registry
 from processor.matching.stateful import evaluate, new_state
+from processor.matching.window_state import encode
 from processor.messages import WindowMatch
+from processor.worker.event_matcher import partition_of
 
 OBSERVE_SECONDS = 60
 SETTLE_SECONDS = 30
 WINDOW_TRIGGER = "bench-windows"
+RESTORED = "window state of partitions"
+"""The event matcher's log line once it restored the window state it was assigned."""
 
 
 def _window_trigger_yaml() -> str:
@@ -75,12 +75,8 @@ def _du(path: Path) -> int:
 def _seed_changelog(run: Run, keys: int, registry: Registry) -> float:
     """`keys` window states on the table's changelog, as the evaluator writes them;
     returns the seconds it took to compute and write them."""
-    changelog = f"{run.settings.app_id}-trigger-windows-changelog"
+    changelog = run.topic(topics.WINDOW_STATE)
     partitions = run.settings.topic_partitions
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    config = {"cleanup.policy": "compact"}
-    for future in admin.create_topics([NewTopic(changelog, partitions, 1, config=config)]).values():
-        future.result(30)
     producer = Producer(
         {"bootstrap.servers": BOOTSTRAP, "linger.ms": 20, "compression.type": "lz4"}
     )
@@ -103,9 +99,9 @@ def _seed_changelog(run: Run, keys: int, registry: Registry) -> float:
             try:
                 producer.produce(
                     changelog,
-                    key=codecs.dumps("json", raw_key.decode()),
-                    value=codecs.dumps("json", state),
-                    partition=(murmur2(raw_key) & 0x7FFFFFFF) % partitions,
+                    key=raw_key,
+                    value=encode(state, None),
+                    partition=partition_of(raw_key, partitions),
                 )
                 break
             except BufferError:
@@ -144,7 +140,7 @@ def window_state(keys: int) -> dict[str, Any]:
                 registry.put(located.document)
             seed_seconds = _seed_changelog(run, count, registry) if count else 0.0
             started = time.monotonic()
-            run.start([TRIGGERS, "worker"], "[^Worker]: Ready", "worker.log")
+            run.start([TRIGGERS, "worker"], RESTORED, "worker.log")
             ready = time.monotonic() - started
             assert run.process is not None
             if count:
@@ -162,7 +158,7 @@ def window_state(keys: int) -> dict[str, Any]:
                 run.process.terminate()
                 run.process.wait(60)
                 started = time.monotonic()
-                run.start([TRIGGERS, "worker"], "[^Worker]: Ready", "worker-restarted.log")
+                run.start([TRIGGERS, "worker"], RESTORED, "worker-restarted.log")
                 ready = time.monotonic() - started
                 _check_state(run, "host-0000001")
                 time.sleep(5)

@@ -93,3 +93,42 @@ def test_a_burst_sharing_one_time_keeps_the_worker_up_and_the_state_small(
         if message.key() == f"{trigger_id}\x1f".encode()
     ]
     assert states and max(len(value or b"") for value in states[-5:]) < 100_000
+
+
+def test_a_window_state_that_would_pass_the_record_limit_is_a_dead_letter_not_a_crash(
+    pipeline: Pipeline,
+) -> None:
+    """A group that keeps many large events pending (a threshold it does not reach)."""
+    trigger = (
+        "trigger: {name: Hoarder, type: event, agent: {id: a},"
+        " event: {pattern: 'big.*', condition: {count_threshold: 4000, window: 1h}}}\n"
+    )
+    path = pipeline.workdir / "hoarder.yaml"
+    path.write_text(trigger)
+    pipeline.cli("apply", "-f", str(path))
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    blob = "x" * 3500
+    records = [
+        (
+            b"k",
+            orjson.dumps(
+                {
+                    "type": "big.one",
+                    "source": "s",
+                    "id": f"b{i}",
+                    "time": T0.isoformat(),
+                    "data": {"blob": blob},
+                }
+            ),
+        )
+        for i in range(300)
+    ]
+    with reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters:
+        produce(pipeline, records)
+        found = letters(
+            lambda seen: any(d["component"] == "window-evaluator" for d in seen), timeout=120
+        )
+    [letter] = [d for d in found if d["component"] == "window-evaluator"]
+    assert "starts afresh" in letter["error"]
+    assert pipeline.processes[0].poll() is None
