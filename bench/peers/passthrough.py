@@ -7,13 +7,10 @@ and severity, count, and every 5th produce a command. Topics from BENCH_* variab
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
-import orjson
 from confluent_kafka import Consumer, Producer
-
-RANKS = {"high": 7, "critical": 8, "alert": 9, "emergency": 10}
+from error_rule import ErrorRule
 
 
 def main() -> None:
@@ -31,26 +28,14 @@ def main() -> None:
     )
     consumer.subscribe([source])
     print("peer ready", flush=True)
-    window: list[float] = []
+    errors = ErrorRule()
     while True:
         for message in consumer.consume(500, timeout=0.005):
             if message.error() is not None:
                 continue
-            event = orjson.loads(message.value() or b"{}")
-            if not event.get("type", "").startswith("error."):
-                continue
-            if event.get("source") not in ("system", "agents"):
-                continue
-            if (event.get("data") or {}).get("severity") not in RANKS:
-                continue
-            now = time.time()
-            window = [t for t in window if now - t < 300] + [now]
-            if len(window) >= 5:
-                window = []
-                command = {"execution_id": uuid.uuid4().hex, "cause": {"event_id": event["id"]}}
-                producer.produce(
-                    sink, key=command["execution_id"].encode(), value=orjson.dumps(command)
-                )
+            command = errors.command_for(message.value())
+            if command is not None:
+                producer.produce(sink, key=command[0], value=command[1])
         producer.poll(0)
 
 

@@ -48,11 +48,11 @@ def outside_references(path: Path, text: str) -> list[str]:
 
 def test_the_check_sees_a_link_out_of_the_repository() -> None:
     readme = ROOT / "README.md"
-    assert outside_references(readme, "see [x](../shared/DESIGN.md)") == [
-        "README.md:1: ../shared/DESIGN.md"
+    assert outside_references(readme, "see [x](../beside/NOTES.md)") == [
+        "README.md:1: ../beside/NOTES.md"
     ]
     assert outside_references(ROOT / "docs" / "a.md", "[ok](../README.md)") == []
-    assert outside_references(ROOT / "bench" / "x.py", 'p = ROOT.parent / "shared"') != []
+    assert outside_references(ROOT / "bench" / "x.py", 'p = ROOT.parent / "beside"') != []
 
 
 def test_no_tracked_file_refers_to_a_folder_outside_the_repository() -> None:
