@@ -63,11 +63,6 @@ def _raw_topic(app: faust.App, *names: str) -> Any:
     )
 
 
-def _headers(message: Any) -> list[tuple[str, bytes | None]]:
-    headers = message.headers or []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
-
-
 def create_app(
     settings: Settings,
     registry: Registry | None = None,
