@@ -21,6 +21,8 @@ from processor.matching.patterns import PatternIndex
 log = logging.getLogger(__name__)
 SECOND_ROLE = "\x1fsecond"
 """Index entries of a sequence's B pattern are the trigger id plus this suffix."""
+CANDIDATE_TYPES_KEPT = 50_000
+"""Event types whose candidates are remembered (a busy topic has far fewer types)."""
 
 
 class Registry:
@@ -31,12 +33,26 @@ class Registry:
         self._endpoints: dict[str, dict[str, str]] = {}  # path -> method -> trigger id
         self.version = 0
         """Changes with every applied record, so readers can tell when to re-sync."""
+        self._candidates: dict[str, tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._documents)
 
     def get(self, trigger_id: str) -> TriggerDocument | None:
         return self._documents.get(trigger_id)
+
+    def candidates(self, event_type: str) -> tuple[str, ...]:
+        """The index entries whose pattern matches `event_type`, in order; remembered per
+        type until the next change. Safe to call from another thread than the one that
+        applies changes: a change swaps in a new memo only after the index has changed,
+        so what a reader computed meanwhile lands in the memo being thrown away."""
+        memo = self._candidates
+        found = memo.get(event_type)
+        if found is None:
+            found = tuple(sorted(self.event_patterns.candidates(event_type)))
+            if len(memo) < CANDIDATE_TYPES_KEPT:
+                memo[event_type] = found
+        return found
 
     def condition(self, trigger_id: str) -> Condition:
         """The parsed condition of an event trigger (parsed once, when it is applied)."""
@@ -96,6 +112,7 @@ class Registry:
             except (ValueError, ConditionError) as exc:
                 log.error("trigger %s: %s", trigger_id, exc)
                 self._conditions.pop(trigger_id, None)
+        self._candidates = {}
 
     def _remove(self, trigger_id: str) -> None:
         self.version += 1
@@ -111,3 +128,4 @@ class Registry:
         self._conditions.pop(trigger_id, None)
         self.event_patterns.remove(trigger_id)
         self.event_patterns.remove(trigger_id + SECOND_ROLE)
+        self._candidates = {}

@@ -2,7 +2,7 @@
 
 For each candidate trigger (found through the pattern index) the verdict is one of
 `Verdict`. A trigger without a threshold fires at once; one with a threshold forwards
-the event to the window evaluator as a `WindowMatch`.
+the event to the window evaluator as a `Matched` (on the wire, a `WindowMatch`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import orjson
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import SECOND_ROLE, Registry
 from processor.matching.conditions import MISSING, Outcome, field_reader
+from processor.matching.decode import Event, event_of
 from processor.matching.fires import map_paths, new_fire
 from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch
 
@@ -41,29 +42,74 @@ class Verdict(StrEnum):
     """A sequence, absence or debounce trigger's `key` field is not in the event."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
+class Matched:
+    """An event for a stateful trigger's window: what `WindowMatch` carries on
+    `trigger-matches`, without building the message when it stays in this worker."""
+
+    trigger_id: str
+    group: str
+    role: str
+    event_key: str
+    """source + id: what dedupes the event in its window."""
+    time: float
+    """Event time, seconds since the epoch."""
+    value: float | None
+    event: dict[str, Any]
+    """Bounded summary of the event."""
+
+    def key(self) -> bytes:
+        return f"{self.trigger_id}\x1f{self.group}".encode()
+
+    def message(self) -> WindowMatch:
+        return WindowMatch(
+            trigger_id=self.trigger_id,
+            group=self.group,
+            role=self.role,
+            event_key=self.event_key,
+            time=self.time,
+            value=self.value,
+            event=self.event,
+        )
+
+    @classmethod
+    def of(cls, message: WindowMatch) -> Matched:
+        return cls(
+            message.trigger_id,
+            message.group,
+            message.role,
+            message.event_key,
+            message.time,
+            message.value,
+            message.event,
+        )
+
+
+@dataclass(slots=True)
 class Match:
     trigger: TriggerDocument
     verdict: Verdict
     fire: Fire | None = None
-    window: WindowMatch | None = None
+    window: Matched | None = None
     trace: list[Outcome] = field(default_factory=list)
 
 
-def event_cause_key(event: DomainEvent) -> str:
+def event_cause_key(event: DomainEvent | Event) -> str:
     """CloudEvents ids are unique per source, so the pair identifies the event."""
     return f"{event.source}\x1f{event.id}"
 
 
-def event_summary(event: DomainEvent, data_max_bytes: int) -> dict[str, Any]:
+def event_summary(event: DomainEvent | Event, data_max_bytes: int) -> dict[str, Any]:
     """What a fire's input says about an event: its attributes, and its data unless that
     is over `data_max_bytes` of JSON; then `data_truncated` and `data_bytes` say so."""
-    summary = event.model_dump(mode="json", exclude_none=True)
-    size = len(orjson.dumps(summary.get("data")))
-    if size > data_max_bytes:
-        summary.pop("data")
-        summary["data_truncated"] = True
-        summary["data_bytes"] = size
+    summary = (event if isinstance(event, Event) else event_of(event)).summary()
+    data = summary.get("data")
+    if data is not None:
+        size = len(orjson.dumps(data))
+        if size > data_max_bytes:
+            summary.pop("data")
+            summary["data_truncated"] = True
+            summary["data_bytes"] = size
     return summary
 
 
@@ -78,18 +124,18 @@ def fire_for(
     return new_fire(trigger, CauseKind.EVENT, cause_key, cause, input_)
 
 
-def event_cause(event: DomainEvent) -> Cause:
+def event_cause(event: DomainEvent | Event) -> Cause:
     return Cause(
         type=CauseKind.EVENT, event_id=event.id, event_type=event.type, event_source=event.source
     )
 
 
 class _Event:
-    """One event as the matcher needs it: its dict and summary, each built at most once."""
+    """One event as the matcher needs it, its summaries each built at most once."""
 
-    def __init__(self, event: DomainEvent, data_max_bytes: int) -> None:
+    def __init__(self, event: Event, data_max_bytes: int) -> None:
         self.event = event
-        self.as_dict: dict[str, Any] = event.model_dump(mode="json")
+        self.as_dict = event.fields
         self.data_max_bytes = data_max_bytes
         self._summary: dict[str, Any] | None = None
 
@@ -108,18 +154,19 @@ class _Event:
 
     def window_match(
         self, trigger_id: str, group: str, role: str = "event", value: float | None = None
-    ) -> WindowMatch:
-        return WindowMatch(
-            trigger_id=trigger_id,
-            group=group,
-            role=role,
-            event_key=event_cause_key(self.event),
-            time=self.event.time.timestamp() if self.event.time else 0.0,
-            value=value,
-            event=self.summary,
+    ) -> Matched:
+        event = self.event
+        return Matched(
+            trigger_id,
+            group,
+            role,
+            f"{event.source}\x1f{event.id}",
+            event.time or 0.0,
+            value,
+            self.summary,
         )
 
-    def keyed(self, trigger_id: str, path: str | None, role: str) -> WindowMatch | None:
+    def keyed(self, trigger_id: str, path: str | None, role: str) -> Matched | None:
         """A match keyed by `path`'s value; None when the event lacks it."""
         group = ""
         if path is not None:
@@ -132,18 +179,20 @@ class _Event:
 
 def match_event(
     registry: Registry,
-    event: DomainEvent,
+    event: DomainEvent | Event,
     explain: bool = False,
     data_max_bytes: int = EVENT_DATA_MAX_BYTES,
 ) -> list[Match]:
     """Every candidate trigger (by pattern) with its verdict; `explain` records each test.
     A direct fire's input keeps the event's data up to `data_max_bytes`."""
-    candidates = registry.event_patterns.candidates(event.type)
+    if not isinstance(event, Event):
+        event = event_of(event)
+    candidates = registry.candidates(event.type)
     if not candidates:
         return []
     seen = _Event(event, data_max_bytes)
     matches = []
-    for entry in sorted(candidates):
+    for entry in candidates:
         trigger_id = entry.removesuffix(SECOND_ROLE)
         trigger = registry.get(trigger_id)
         if trigger is None or trigger.event is None:

@@ -16,8 +16,8 @@ from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
 from processor.durations import parse_duration
 from processor.matching import sequences, windows
-from processor.matching.events import fire_for
-from processor.messages import Cause, CauseKind, Fire, WindowMatch
+from processor.matching.events import Matched, fire_for
+from processor.messages import Cause, CauseKind, Fire
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,7 @@ def _pattern_fire(
     )
 
 
-def evaluate(
-    registry: Registry, state: dict[str, Any], match: WindowMatch, now: float
-) -> Evaluation:
+def evaluate(registry: Registry, state: dict[str, Any], match: Matched, now: float) -> Evaluation:
     trigger = registry.get(match.trigger_id)
     if trigger is None or not trigger.enabled or trigger.event is None:
         return Evaluation(None)
@@ -135,6 +133,10 @@ def on_tick(
 
 def _reshape(trigger: TriggerDocument, state: dict[str, Any]) -> None:
     """A trigger edited into another kind starts from a fresh state for that kind."""
+    if "consumed" in state and "latest" in state:
+        event = trigger.event
+        if event is None or not (event.followed_by or event.not_followed_by or event.debounce):
+            return  # a window's state, as it should be (the common case, checked cheaply)
     fresh = new_state(trigger)
     if set(fresh) - set(state):
         state.clear()
@@ -148,7 +150,7 @@ def _debounce_times(trigger: TriggerDocument) -> tuple[float, float | None]:
 
 
 def _threshold(
-    registry: Registry, trigger: TriggerDocument, state: dict[str, Any], match: WindowMatch
+    registry: Registry, trigger: TriggerDocument, state: dict[str, Any], match: Matched
 ) -> Evaluation:
     threshold = registry.condition(match.trigger_id).threshold
     if threshold is None:

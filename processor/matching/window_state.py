@@ -23,8 +23,9 @@ from typing import Any
 import orjson
 
 from processor.definitions.registry import Registry
+from processor.matching.events import Matched
 from processor.matching.stateful import evaluate, new_state, on_tick
-from processor.messages import Fire, WindowMatch
+from processor.messages import Fire
 
 MAX_STATE_BYTES = 512 * 1024
 """A key's state record must stay well under the broker's 1 MiB record limit."""
@@ -77,9 +78,7 @@ class WindowPartitions:
             self.deadlines.pop(partition, None)
             self.dirty.pop(partition, None)
 
-    def observe(
-        self, registry: Registry, partition: int, match: WindowMatch, now: float
-    ) -> list[Fire]:
+    def observe(self, registry: Registry, partition: int, match: Matched, now: float) -> list[Fire]:
         """A match for a key: its state changes, and maybe a trigger fires."""
         key = f"{match.trigger_id}\x1f{match.group}"
         trigger = registry.get(match.trigger_id)

@@ -41,8 +41,8 @@ from processor.errors import BadRecord
 from processor.kafka.clients import new_consumer
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop
-from processor.matching.decode import decode_event, plain_event_type
-from processor.matching.events import Match, match_event
+from processor.matching.decode import read_event, structured_body
+from processor.matching.events import Matched, match_event
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
 from processor.messages import Fire, WindowMatch
 from processor.metrics import (
@@ -63,43 +63,20 @@ BATCH_SIZE = 2000
 TICK_SECONDS = 1.0
 """How often absence and debounce deadlines are checked."""
 RESTORE_WAIT_SECONDS = 10.0
+PARTITIONS_KEPT = 100_000
 
 
-def match_record(
-    registry: Registry,
-    message: Message,
-    headers: list[tuple[str, bytes | None]],
-    data_max_bytes: int,
-) -> list[Match]:
-    """The verdict of every candidate trigger on one record; BadRecord if it is no event."""
-    timestamp_type, timestamp_ms = message.timestamp()
-    return match_event(
-        registry,
-        decode_event(
-            message.value(),
-            headers,
-            topic=message.topic() or "",
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            timestamp_ms=timestamp_ms if timestamp_type else None,
-        ),
-        data_max_bytes=data_max_bytes,
-    )
+def _headers(message: Message) -> list[tuple[str, bytes | None]] | None:
+    headers: Any = message.headers()
+    if not headers:
+        return None
+    return [(name, value.encode() if isinstance(value, str) else value) for name, value in headers]
 
 
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition a keyed record goes to: murmur2, as librdkafka's `murmur2_random`
     (our producers), Faust/aiokafka and the Java clients all place it."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def _headers(message: Message) -> list[tuple[str, bytes | None]]:
-    headers: Any = message.headers() or []
-    return [(name, _bytes(value)) for name, value in headers]
-
-
-def _bytes(value: str | bytes | None) -> bytes | None:
-    return value.encode() if isinstance(value, str) else value
 
 
 class EventMatcher(TransactionalLoop):
@@ -130,6 +107,10 @@ class EventMatcher(TransactionalLoop):
         self.owned_matches: set[int] = set()
         """The `trigger-matches` partitions this member owns (their windows are here)."""
         self.matches_partitions = 0
+        self._partitions: dict[bytes, int] = {}
+        self._fires: Counter[str] = Counter()
+        """Window fires of this transaction by cause, counted once per checkpoint."""
+        """The `trigger-matches` partition of each window key seen (murmur2 is slow)."""
 
     def before_start(self) -> bool:
         """A matcher running before the definitions are loaded would miss triggers."""
@@ -155,29 +136,35 @@ class EventMatcher(TransactionalLoop):
 
     def _observe(self, message: Message, now: float, producer: Producer) -> None:
         try:
-            match = from_json(WindowMatch, message.value() or b"")
+            match = Matched.of(from_json(WindowMatch, message.value() or b""))
         except (ValidationError, ValueError) as exc:
             self._dead_letter(message, f"not a window match: {exc}", producer, WINDOW_COMPONENT)
             return
         fires = self.windows.observe(self.registry, message.partition() or 0, match, now)
         self._send_fires(fires, producer)
 
-    def _route(self, match: WindowMatch, now: float, producer: Producer) -> None:
+    def _route(self, match: Matched, now: float, producer: Producer) -> bool:
         """A match goes to the window of its key: in place when this worker owns that
         key's `trigger-matches` partition (the state and the input offsets then commit in
-        this one transaction), through the topic otherwise."""
+        this one transaction), through the topic otherwise. True when in place."""
         key = match.key()
-        partition = partition_of(key, self.matches_partitions) if self.matches_partitions else -1
+        partition = self._partitions.get(key)
+        if partition is None:
+            count = self.matches_partitions
+            partition = partition_of(key, count) if count else -1
+            if len(self._partitions) >= PARTITIONS_KEPT:
+                self._partitions.clear()
+            self._partitions[key] = partition
         if partition in self.owned_matches:
-            MATCHES_IN_PLACE.inc()
             self._send_fires(self.windows.observe(self.registry, partition, match, now), producer)
-        else:
-            producer.produce(self.matches_topic, key=key, value=to_json(match))
+            return True
+        producer.produce(self.matches_topic, key=key, value=to_json(match.message()))
+        return False
 
     def _send_fires(self, fires: list[Fire], producer: Producer) -> None:
         for fire in fires:
             producer.produce(self.fires_topic, key=fire.trigger_id.encode(), value=to_json(fire))
-            FIRES.labels(fire.cause.type.value).inc()
+            self._fires[fire.cause.type.value] += 1
 
     def _checkpoint_state(self, producer: Producer) -> None:
         """One record per key changed in this transaction (write-behind), and the
@@ -204,6 +191,9 @@ class EventMatcher(TransactionalLoop):
             producer.produce(self.dead_letters_topic, key=letter_key, value=letter)
         for outcome, count in self.windows.take_outcomes().items():
             WINDOW_OUTCOMES.labels(outcome).inc(count)
+        for cause, count in self._fires.items():
+            FIRES.labels(cause).inc(count)
+        self._fires.clear()
 
     def restore(self, partitions: list[TopicPartition]) -> None:
         owned = sorted({tp.partition for tp in partitions if tp.topic == self.matches_topic})
@@ -242,27 +232,38 @@ class EventMatcher(TransactionalLoop):
             self.owned_matches.difference_update(gone)
 
     def _match(self, messages: list[Message], producer: Producer) -> None:
-        outcomes: Counter[str] = Counter()
         verdicts: Counter[tuple[str, str]] = Counter()
+        passed = dead = fired_events = fires = in_place = 0
         fired_at = time.time()
-        candidates = self.registry.event_patterns.candidates
+        candidates = self.registry.candidates
         for message in messages:
-            headers = _headers(message)
-            type_ = plain_event_type(message.value(), headers)
-            if type_ is not None and not candidates(type_):
-                outcomes["no_fire"] += 1  # no pattern matches it: nothing more to check
-                continue
+            value, headers = message.value(), _headers(message)
+            body = structured_body(value, headers)
+            if body is not None:
+                type_ = body.get("type")
+                if type(type_) is str and type_ and not candidates(type_):
+                    passed += 1  # no pattern matches it: nothing more to check
+                    continue
+            timestamp_type, timestamp_ms = message.timestamp()
             try:
-                matches = match_record(self.registry, message, headers, self.data_max_bytes)
+                event = read_event(
+                    value,
+                    headers,
+                    topic=message.topic() or "",
+                    partition=message.partition() or 0,
+                    offset=message.offset() or 0,
+                    timestamp_ms=timestamp_ms if timestamp_type else None,
+                    body=body,
+                )
             except BadRecord as exc:
                 self._dead_letter(message, str(exc), producer)
-                outcomes["dead_letter"] += 1
+                dead += 1
                 continue
             fired = 0
-            for match in matches:
-                verdicts[match.trigger.trigger_id, match.verdict.value] += 1
+            for match in match_event(self.registry, event, data_max_bytes=self.data_max_bytes):
+                verdicts[match.trigger.trigger_id, match.verdict] += 1
                 if match.window is not None:
-                    self._route(match.window, fired_at, producer)
+                    in_place += self._route(match.window, fired_at, producer)
                 if match.fire is not None:
                     producer.produce(
                         self.fires_topic,
@@ -270,16 +271,26 @@ class EventMatcher(TransactionalLoop):
                         value=to_json(match.fire),
                     )
                     fired += 1
-            outcomes["fired" if fired else "no_fire"] += 1
             if fired:
-                FIRES.labels("event").inc(fired)
-                _, timestamp_ms = message.timestamp()
+                fired_events += 1
+                fires += fired
                 if timestamp_ms > 0:
                     EVENT_TO_FIRE.observe(max(0.0, fired_at - timestamp_ms / 1000))
-        for outcome, count in outcomes.items():
-            EVENTS.labels(outcome).inc(count)
+            else:
+                passed += 1
+        self._count(passed, dead, fired_events, fires)
+        if in_place:
+            MATCHES_IN_PLACE.inc(in_place)
         for (trigger_id, verdict), count in verdicts.items():
             MATCH_VERDICTS.labels(trigger_id, verdict).inc(count)
+
+    def _count(self, passed: int, dead: int, fired_events: int, fires: int) -> None:
+        """A batch's events by outcome, and its direct fires (one metric update each)."""
+        for outcome, count in (("no_fire", passed), ("dead_letter", dead), ("fired", fired_events)):
+            if count:
+                EVENTS.labels(outcome).inc(count)
+        if fires:
+            FIRES.labels("event").inc(fires)
 
     def _dead_letter(
         self, message: Message, reason: str, producer: Producer, component: str = COMPONENT

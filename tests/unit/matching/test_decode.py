@@ -4,9 +4,17 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processor.errors import BadRecord
-from processor.matching.decode import MAX_EVENT_BYTES, decode_event, plain_event_type
+from processor.matching.decode import (
+    MAX_EVENT_BYTES,
+    decode_event,
+    event_of,
+    plain_event_type,
+    read_event,
+)
 
 WHERE = {"topic": "events", "partition": 3, "offset": 42, "timestamp_ms": 1_764_064_800_000}
 
@@ -83,3 +91,62 @@ def test_plain_event_type_reads_only_a_structured_events_type() -> None:
     assert plain_event_type(b'["type"]', []) is None
     assert plain_event_type(b'{"type": 5}', []) is None
     assert plain_event_type(None, []) is None
+
+
+_TEXT = st.one_of(st.none(), st.text(max_size=8), st.integers(-9, 9), st.just(""))
+_TIMES = st.one_of(
+    st.none(),
+    st.just(""),
+    st.integers(0, 2_000_000_000),
+    st.datetimes(min_value=datetime(1971, 1, 1), timezones=st.sampled_from([UTC, None])).map(
+        lambda d: d.isoformat()
+    ),
+    st.sampled_from(
+        [
+            "2026-11-25T10:00:00Z",
+            "2026-11-25T10:00:00.5+02:00",
+            "2026-11-25T10:00:00.123456-00:00",
+            "2026-11-25T23:59:60Z",
+            "2026-11-25 10:00:00Z",
+            "2026-11-25",
+            "not a time",
+        ]
+    ),
+)
+
+
+@given(
+    attributes=st.fixed_dictionaries(
+        {},
+        optional={
+            "specversion": st.sampled_from(["1.0", "0.3", 1.0]),
+            "id": _TEXT,
+            "type": _TEXT,
+            "source": _TEXT,
+            "time": _TIMES,
+            "subject": _TEXT,
+            "datacontenttype": _TEXT,
+            "workspace_id": _TEXT,
+            "data": st.one_of(st.none(), st.dictionaries(st.text(max_size=3), st.integers(-9, 9))),
+            "traceparent": _TEXT,
+        },
+    ),
+    timestamp_ms=st.one_of(st.none(), st.integers(0, 2_000_000_000_000)),
+)
+@settings(max_examples=400)
+def test_read_event_is_the_models_event(
+    attributes: dict[str, object], timestamp_ms: int | None
+) -> None:
+    """The direct way and the model give the same Event, or the same refusal."""
+    value = orjson.dumps(attributes)
+    where = {**WHERE, "timestamp_ms": timestamp_ms}
+    try:
+        expected = event_of(decode_event(value, [], **where))  # type: ignore[arg-type]
+    except BadRecord as exc:
+        with pytest.raises(BadRecord) as refused:
+            read_event(value, [], **where)  # type: ignore[arg-type]
+        assert str(refused.value) == str(exc)
+        return
+    found = read_event(value, [], **where)  # type: ignore[arg-type]
+    assert list(found.fields.items()) == list(expected.fields.items())
+    assert found.time == expected.time

@@ -1,0 +1,133 @@
+"""CPU cost of the event path per event, in process, without a broker.
+
+The event matcher's and the dispatcher's `handle` run on the bench's Error Handler mix
+(bench/event_path.py: every event an error, 60% high, 1,000 other triggers), fed with
+`confluent_kafka.Message` objects built here and writing to a producer that only keeps
+what it is given. What this measures is our own code per event, the part a profile can
+move; `bench/event_path.py` measures the whole path on the broker.
+
+    .venv/bin/python bench/hot_path.py [--events 100000] [--profile out.prof] [--mix sparse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Message
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import event_path  # noqa: E402
+
+from processor.config import Settings  # noqa: E402
+from processor.definitions.loader import load_paths  # noqa: E402
+from processor.definitions.registry import Registry  # noqa: E402
+from processor.dispatch.dispatcher import Dispatcher  # noqa: E402
+from processor.worker.event_matcher import EventMatcher  # noqa: E402
+
+BATCH = 2000
+
+
+class Kept:
+    """A producer that keeps records as (topic, key, value) instead of sending them."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes | None]] = []
+
+    def produce(self, topic: str, key: Any = None, value: Any = None, **_: Any) -> None:
+        self.records.append((topic, key, value))
+
+
+def registry(others: int) -> Registry:
+    found = Registry()
+    handler = ROOT / "examples" / "error-handler.yaml"
+    path = Path("/tmp") / "hot-path-handler.yaml"
+    path.write_text(handler.read_text() + "  overlap: allow_all\n")
+    for located in load_paths([path]):
+        found.put(located.document.resolved("default"))
+    if others:
+        path = Path("/tmp") / "hot-path-others.yaml"
+        path.write_text(event_path.others(others))
+        for located in load_paths([path]):
+            found.put(located.document.resolved("default"))
+    return found
+
+
+def messages(topic: str, count: int, seed: int) -> list[Message]:
+    now_ms = int(time.time() * 1000)
+    return [
+        Message(
+            topic=topic,
+            partition=0,
+            offset=n,
+            key=b"errors",
+            value=orjson.dumps(event),
+            timestamp=(1, now_ms + n),
+        )
+        for n, event in enumerate(event_path.events(count, seed))
+    ]
+
+
+def run(count: int, others: int, profile: str | None) -> dict[str, Any]:
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="hot.", app_id="hot")
+    matcher = EventMatcher(settings, registry(others), threading.Event())
+    matcher.matches_partitions = 1
+    matcher.owned_matches = {0}
+    dispatcher = Dispatcher(settings)
+    inputs = messages(matcher.topics[0], count, 7)
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    out = Kept()
+    started = time.perf_counter()
+    for at in range(0, len(inputs), BATCH):
+        matcher.handle(inputs[at : at + BATCH], out)  # type: ignore[arg-type]
+    matched = time.perf_counter()
+    fires = [
+        Message(topic=dispatcher.fires_topic, partition=0, offset=n, key=key, value=value)
+        for n, (topic, key, value) in enumerate(out.records)
+        if topic == matcher.fires_topic
+    ]
+    dispatched_out = Kept()
+    dispatched = time.perf_counter()
+    for at in range(0, len(fires), 500):
+        dispatcher.handle(fires[at : at + 500], dispatched_out)  # type: ignore[arg-type]
+    done = time.perf_counter()
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    commands = sum(1 for topic, _, _ in dispatched_out.records if topic == dispatcher.runs_topic)
+    return {
+        "events": count,
+        "fires": len(fires),
+        "commands": commands,
+        "matcher_us_per_event": round((matched - started) / count * 1e6, 2),
+        "dispatcher_us_per_fire": round((done - dispatched) / max(1, len(fires)) * 1e6, 2),
+        "total_us_per_event": round(((matched - started) + (done - dispatched)) / count * 1e6, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--others", type=int, default=1000)
+    parser.add_argument("--mix", choices=["errors", "sparse"], default="errors")
+    parser.add_argument("--profile", help="write a cProfile of both loops here")
+    args = parser.parse_args()
+    event_path.MIX = args.mix
+    print(json.dumps(run(args.events, args.others, args.profile)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
