@@ -33,6 +33,7 @@ from processor.config import Settings  # noqa: E402
 from processor.definitions.loader import load_paths  # noqa: E402
 from processor.definitions.registry import Registry  # noqa: E402
 from processor.dispatch.dispatcher import Dispatcher  # noqa: E402
+from processor.worker.app import tune_gc  # noqa: E402
 from processor.worker.event_matcher import EventMatcher  # noqa: E402
 
 BATCH = 2000
@@ -123,7 +124,10 @@ def main() -> int:
     parser.add_argument("--others", type=int, default=1000)
     parser.add_argument("--mix", choices=["errors", "sparse"], default="errors")
     parser.add_argument("--profile", help="write a cProfile of both loops here")
+    parser.add_argument("--default-gc", action="store_true", help="Python's GC thresholds")
     args = parser.parse_args()
+    if not args.default_gc:
+        tune_gc()  # as the worker does
     event_path.MIX = args.mix
     print(json.dumps(run(args.events, args.others, args.profile)))
     return 0

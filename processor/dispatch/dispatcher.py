@@ -20,6 +20,7 @@ of `trigger-fires` restores partition p of `dispatch-state` before it processes 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,13 +90,26 @@ class Dispatcher(TransactionalLoop):
         self.partitions: dict[str, int] = {}
         """The partition that owns each trigger's state (that of its fires)."""
         self.owners = ExecutionOwners(settings, self.executions_topic)
+        self._transitions: Counter[str] = Counter()
+        self._dispatched = 0
 
     def handle(self, messages: list[Message], producer: Producer) -> None:
         for message in messages:
             self._handle(message, producer)
+        self._count()
+
+    def _count(self) -> None:
+        """Metrics of the batch, one update per series."""
+        for status, count in self._transitions.items():
+            TRANSITIONS.labels(status).inc(count)
+        self._transitions.clear()
+        if self._dispatched:
+            DISPATCHED.inc(self._dispatched)
+            self._dispatched = 0
 
     def periodic(self, producer: Producer) -> None:
         self._write(expire(self.state, datetime.now(UTC)), None, producer)
+        self._count()
 
     # -- state -------------------------------------------------------------------------
 
@@ -214,7 +228,7 @@ class Dispatcher(TransactionalLoop):
             producer.produce(
                 self.runs_topic, key=command.execution_id.encode(), value=to_json(command)
             )
-            DISPATCHED.inc()
+            self._dispatched += 1
         for control in effects.controls:
             producer.produce(
                 self.control_topic, key=control.execution_id.encode(), value=to_json(control)
@@ -228,7 +242,7 @@ class Dispatcher(TransactionalLoop):
                 value=value,
                 partition=self._partition(record.trigger_id, partition),
             )
-            TRANSITIONS.labels(record.status.value).inc()
+            self._transitions[record.status] += 1
         for trigger_id, execution_id in effects.forgotten:
             producer.produce(
                 self.state_topic,

@@ -128,6 +128,11 @@ def event_of(model: DomainEvent) -> Event:
 
 _OPTIONAL_TEXT = ("subject", "datacontenttype", "workspace_id")
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
+_AS_WRITTEN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(?!000000)\d{6})?Z")
+"""A UTC time exactly as pydantic writes it: kept as given, not formatted again."""
+_SECONDS_KEPT = 4096
+_seconds: dict[int, str] = {}
+"""`YYYY-MM-DDTHH:MM:SS` of recent whole seconds (record times come in runs)."""
 
 
 def structured_body(value: bytes | None, headers: Headers | None) -> dict[str, Any] | None:
@@ -191,17 +196,21 @@ def _plain_event(body: dict[str, Any], default_id: str, timestamp_ms: int | None
         if found is not None and type(found) is not str:
             return None
     raw_time = body.get("time")
+    text: str | None
+    seconds: float | None
     if raw_time:
         if type(raw_time) is not str or _RFC3339.fullmatch(raw_time) is None:
             return None
         try:
-            when: datetime | None = datetime.fromisoformat(raw_time)
+            when = datetime.fromisoformat(raw_time)
         except ValueError:
             return None
+        text = raw_time if _AS_WRITTEN.fullmatch(raw_time) else _json_time(when)
+        seconds = when.timestamp()
     elif timestamp_ms is not None:
-        when = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+        text, seconds = _record_time(timestamp_ms)
     elif raw_time is None:
-        when = None
+        text = seconds = None
     else:
         return None
     fields: dict[str, Any] = {
@@ -209,7 +218,7 @@ def _plain_event(body: dict[str, Any], default_id: str, timestamp_ms: int | None
         "id": id_,
         "type": type_,
         "source": source,
-        "time": None if when is None else _json_time(when),
+        "time": text,
         "subject": body.get("subject"),
         "datacontenttype": body.get("datacontenttype"),
         "workspace_id": body.get("workspace_id"),
@@ -217,7 +226,20 @@ def _plain_event(body: dict[str, Any], default_id: str, timestamp_ms: int | None
     }
     if not body.keys() <= fields.keys():  # extension attributes, in their order
         fields.update((name, v) for name, v in body.items() if name not in fields)
-    return Event(fields, None if when is None else when.timestamp())
+    return Event(fields, seconds)
+
+
+def _record_time(timestamp_ms: int) -> tuple[str, float]:
+    """A record's timestamp as the event's time: its JSON text and its seconds, the
+    same as `_json_time` and `datetime.timestamp` give for it, without a datetime."""
+    second, millis = divmod(timestamp_ms, 1000)
+    base = _seconds.get(second)
+    if base is None:
+        if len(_seconds) >= _SECONDS_KEPT:
+            _seconds.clear()
+        base = _seconds[second] = datetime.fromtimestamp(second, UTC).isoformat()[:-6]
+    text = f"{base}.{millis * 1000:06d}Z" if millis else f"{base}Z"
+    return text, timestamp_ms * 1000 / 10**6
 
 
 def _json_time(when: datetime) -> str:

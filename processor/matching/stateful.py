@@ -20,7 +20,7 @@ from processor.matching.events import Matched, fire_for
 from processor.messages import Cause, CauseKind, Fire
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Evaluation:
     outcome: str | None
     """For metrics; None when the trigger is gone, disabled or changed kind."""
@@ -159,7 +159,7 @@ def _threshold(
         state, threshold, windows.WindowEvent(match.time, match.event_key, match.value, match.event)
     )
     if decision.fire is None or decision.outcome is not windows.Outcome.FIRED:
-        return Evaluation(decision.outcome.value)
+        return Evaluation(decision.outcome)
     window = decision.fire
     crossing = next((s for s in window.sample if s.get("id") == match.event.get("id")), match.event)
     cause = Cause(
@@ -189,4 +189,4 @@ def _threshold(
             "window": details,
         },
     )
-    return Evaluation(decision.outcome.value, [fire])
+    return Evaluation(decision.outcome, [fire])

@@ -56,7 +56,7 @@ class Outcome(StrEnum):
     """A window reached the threshold, but the cooldown after the last fire holds it."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WindowEvent:
     time: float
     id: str
@@ -84,12 +84,14 @@ class WindowFire:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     outcome: Outcome
     fire: WindowFire | None = None
-    count: int = 0
-    """Events in the window ending at the newest event, after this one."""
+
+
+_DECIDED = {outcome: Decision(outcome) for outcome in Outcome if outcome is not Outcome.FIRED}
+"""The decisions without a fire, made once: one per event would cost more than the rest."""
 
 
 def empty_state() -> dict[str, Any]:
@@ -119,34 +121,47 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
     width = threshold.window_seconds
     pending: list[list[Any]] = state["pending"]  # [time, id, value, summary], by time
     consumed: dict[str, float] = state["consumed"]  # id -> time of events fires counted
-    if event.id in consumed or any(p[1] == event.id for p in pending):
-        return Decision(Outcome.DUPLICATE, count=window_count(state, threshold))
-    latest = event.time if state["latest"] is None else max(state["latest"], event.time)
-    if event.time <= latest - width:
-        return Decision(Outcome.LATE, count=window_count(state, threshold))
-    state["latest"] = latest
-    times = [p[0] for p in pending]
-    pending.insert(
-        bisect.bisect_right(times, event.time), [event.time, event.id, event.value, event.summary]
-    )
+    event_id, at = event.id, event.time
+    if event_id in consumed:
+        return _DECIDED[Outcome.DUPLICATE]
+    for p in pending:
+        if p[1] == event_id:
+            return _DECIDED[Outcome.DUPLICATE]
+    latest = state["latest"]
+    latest = at if latest is None or at > latest else latest
     horizon = latest - width
+    if at <= horizon:
+        return _DECIDED[Outcome.LATE]
+    state["latest"] = latest
+    entry = [at, event_id, event.value, event.summary]
+    if not pending or pending[-1][0] <= at:
+        pending.append(entry)  # in order: the common case
+    else:
+        pending.insert(bisect.bisect_right(pending, at, key=_time), entry)
     if pending[0][0] <= horizon or len(pending) > MAX_PENDING:
         state["pending"] = pending = [p for p in pending if p[0] > horizon][-MAX_PENDING:]
+    if len(pending) < threshold.count:
+        return _DECIDED[Outcome.COUNTED]  # no window can reach the threshold yet
 
     decision = _first_window_reaching(state, threshold, event)
     if decision is None:
-        return Decision(Outcome.COUNTED, count=window_count(state, threshold))
+        return _DECIDED[Outcome.COUNTED]
     if decision.outcome is Outcome.COOLDOWN:
         return decision
     fire = decision.fire
     assert fire is not None
-    counted = [p for p in pending if fire.window_start < p[0] <= fire.window_end]
-    state["pending"] = [p for p in pending if not fire.window_start < p[0] <= fire.window_end]
+    start, end = fire.window_start, fire.window_end
+    counted = [p for p in pending if start < p[0] <= end]
+    state["pending"] = [p for p in pending if not start < p[0] <= end]
     consumed.update((p[1], p[0]) for p in counted)
     _forget_oldest(consumed, horizon)
     last = state["last_fire_end"]
-    state["last_fire_end"] = fire.window_end if last is None else max(last, fire.window_end)
-    return Decision(Outcome.FIRED, fire, window_count(state, threshold))
+    state["last_fire_end"] = end if last is None else max(last, end)
+    return decision
+
+
+def _time(entry: list[Any]) -> float:
+    return float(entry[0])
 
 
 def _forget_oldest(consumed: dict[str, float], horizon: float) -> None:
@@ -189,5 +204,5 @@ def _first_window_reaching(
             WindowFire(event.id, len(inside), end - width, end, sample, aggregate),
         )
     if held_by_cooldown:
-        return Decision(Outcome.COOLDOWN, count=window_count(state, threshold))
+        return _DECIDED[Outcome.COOLDOWN]
     return None
