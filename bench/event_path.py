@@ -61,6 +61,8 @@ QUIX_PYTHON = ROOT / ".bench" / "quix" / "bin" / "python"
 ERROR_HANDLER = ROOT / "examples" / "error-handler.yaml"
 LATENCY_RATE, LATENCY_SECONDS, BACKLOG = 200, 10, 20_000
 BACKLOG_SPARSE = 200_000
+BACKLOG_SIZE = 0
+"""--backlog: events in the throughput phase (0: the mix's default)."""
 
 
 MIX = "errors"
@@ -238,7 +240,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
     )
     # Throughput: the contender is paused (SIGSTOP) while the backlog is written, so it
     # then works through a full backlog; timed from its resumption to the last command.
-    size = BACKLOG if MIX == "errors" else BACKLOG_SPARSE
+    size = BACKLOG_SIZE or (BACKLOG if MIX == "errors" else BACKLOG_SPARSE)
     backlog = events(size, seed + 2)
     assert run.process is not None
     run.process.send_signal(signal.SIGSTOP)
@@ -251,7 +253,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
     if os.environ.get("BENCH_PROFILE"):  # a py-spy profile of the backlog phase
         profiler = subprocess.Popen(
             ["py-spy", "record", "--pid", str(run.process.pid), "--duration", "20",
-             "--format", "raw", "--output", os.environ["BENCH_PROFILE"], "--nonblocking"],
+             "--format", "raw", "--output", os.environ["BENCH_PROFILE"], "--nonblocking", "--gil"],
         )  # fmt: skip
     done = run.collect(expected_fires(backlog), 600)
     if profiler is not None:
@@ -340,12 +342,13 @@ def main() -> int:
     parser.add_argument("--only", choices=["triggers", "passthrough", "faust_agent", "quix"])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mix", choices=["errors", "sparse"], default="errors", help=MIX_HELP)
+    parser.add_argument("--backlog", type=int, default=0, help="events in the backlog phase")
     parser.add_argument(
         "--scaling", type=int, nargs="*", help="Only the worker, with these trigger counts."
     )
     args = parser.parse_args()
-    global MIX
-    MIX = args.mix
+    global MIX, BACKLOG_SIZE
+    MIX, BACKLOG_SIZE = args.mix, args.backlog
     if args.scaling:
         found = scaling(args.scaling, args.seed)
         out = ROOT / "bench" / "results" / "scaling.json"

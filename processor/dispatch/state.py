@@ -76,9 +76,10 @@ _RESULT_STATUS = {
 class DispatchState:
     """Executions per trigger id, each by execution id.
 
-    Two indexes keep the periodic work small: the open (not finished) executions per
-    trigger, and the finished ones in a heap by time, so timeouts touch only open
-    executions and forgetting touches only what it forgets.
+    Indexes keep the periodic work to what is due: the open (not finished) executions
+    per trigger, their deadlines in a heap, the triggers with throttled fires waiting,
+    and the finished executions in a heap by time; so a second's timeouts cost what
+    times out, not every open execution, and forgetting touches only what it forgets.
     """
 
     executions: dict[str, dict[str, ExecutionRecord]] = field(default_factory=dict)
@@ -86,6 +87,11 @@ class DispatchState:
     _issued: dict[str, set[str]] = field(default_factory=dict)
     """Per trigger, the open executions whose command was issued: how many run, in O(1)."""
     _finished: list[tuple[float, str, str]] = field(default_factory=list)
+    _deadlines: list[tuple[float, str, str]] = field(default_factory=list)
+    """(deadline, trigger id, execution id) of issued executions; stale entries (the
+    execution finished, or its deadline moved) are passed over when popped."""
+    _throttled: set[str] = field(default_factory=set)
+    """Triggers that may have fires waiting for their throttle's period."""
     _starts: dict[tuple[str, str | None], list[float]] = field(default_factory=dict)
     """Issue times (sorted) per throttle bucket: trigger id and throttle key."""
     breakers: dict[str, Failures] = field(default_factory=dict)
@@ -114,6 +120,15 @@ class DispatchState:
             )
         else:
             open_ids.setdefault(record.execution_id, None)
+            if record.deadline is not None and (
+                previous is None or previous.deadline != record.deadline
+            ):
+                heapq.heappush(
+                    self._deadlines,
+                    (record.deadline.timestamp(), record.trigger_id, record.execution_id),
+                )
+            if record.issued_at is None and record.throttle is not None:
+                self._throttled.add(record.trigger_id)
 
     def forget(self, trigger_id: str, execution_id: str) -> None:
         self.executions.get(trigger_id, {}).pop(execution_id, None)
@@ -126,6 +141,8 @@ class DispatchState:
         self._open.clear()
         self._issued.clear()
         self._finished.clear()
+        self._deadlines.clear()
+        self._throttled.clear()
         self._starts.clear()
         self.breakers.clear()
 
@@ -138,8 +155,29 @@ class DispatchState:
         del starts[: bisect.bisect_right(starts, since)]
         return starts
 
-    def open(self) -> list[ExecutionRecord]:
-        return [self.executions[t][e] for t, ids in self._open.items() for e in ids]
+    def past_deadline(self, now: datetime) -> list[ExecutionRecord]:
+        """Pop the open executions whose deadline has come (soonest first)."""
+        found = []
+        cutoff = now.timestamp()
+        while self._deadlines and self._deadlines[0][0] <= cutoff:
+            at, trigger_id, execution_id = heapq.heappop(self._deadlines)
+            record = self.get(trigger_id, execution_id)
+            if (
+                record is not None
+                and not record.status.finished
+                and record.deadline is not None
+                and record.deadline.timestamp() == at
+            ):
+                found.append(record)
+        return found
+
+    def throttle_waiting(self) -> list[str]:
+        """Triggers with fires waiting for their throttle (sorted); the others leave
+        the index."""
+        for trigger_id in list(self._throttled):
+            if not any(r.throttle is not None for r in self.buffered(trigger_id)):
+                self._throttled.discard(trigger_id)
+        return sorted(self._throttled)
 
     def finished_before(self, cutoff: datetime) -> list[ExecutionRecord]:
         """Pop finished executions last updated before `cutoff` (oldest first)."""
@@ -470,15 +508,11 @@ def expire(state: DispatchState, now: datetime) -> Effects:
     throttled fires whose period now allows them start; finished executions older than
     the dedupe horizon are forgotten."""
     effects = Effects()
-    throttled: set[str] = set()
-    for record in state.open():
-        if record.deadline is not None and record.deadline <= now:
-            reason = f"no result within {record.timeout_seconds} s (timeout_seconds)"
-            _finish(state, effects, record, ExecutionStatus.TIMED_OUT, now, reason, True)
-            _release(state, effects, record.trigger_id, now)
-        elif record.issued_at is None and record.throttle is not None:
-            throttled.add(record.trigger_id)
-    for trigger_id in sorted(throttled):
+    for record in state.past_deadline(now):
+        reason = f"no result within {record.timeout_seconds} s (timeout_seconds)"
+        _finish(state, effects, record, ExecutionStatus.TIMED_OUT, now, reason, True)
+        _release(state, effects, record.trigger_id, now)
+    for trigger_id in state.throttle_waiting():
         _release(state, effects, trigger_id, now)
     for record in state.finished_before(now - DEDUPE_HORIZON + timedelta(microseconds=1)):
         state.forget(record.trigger_id, record.execution_id)

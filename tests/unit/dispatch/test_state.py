@@ -36,13 +36,12 @@ def fire(
         trigger_name="T",
         agent_id="a",
         workspace_id="default",
-        timeout_seconds=60,
         max_concurrent=max_concurrent,
         overlap=overlap,
         cause=Cause(type=CauseKind.MANUAL),
         input={"k": 1},
         fired_at=NOW,
-        **settings,
+        **{"timeout_seconds": 60, **settings},  # type: ignore[arg-type]
     )
 
 
@@ -163,6 +162,20 @@ def test_timeout_marks_timed_out_sends_a_cancel_and_frees_the_slot() -> None:
     assert [c.execution_id for c in effects.commands] == ["b"]
     assert statuses(state)["a"] == "timed_out"
     assert not on_result(state, result(RunStatus.COMPLETED, "a"), NOW)  # too late
+
+
+def test_timeouts_take_only_what_is_due_soonest_first_and_skip_finished_runs() -> None:
+    state = DispatchState()
+    for n, timeout in enumerate((90, 30, 60, 30)):
+        on_fire(state, fire(f"e{n}", OverlapPolicy.ALLOW_ALL, timeout_seconds=timeout), NOW)
+    on_result(state, result(RunStatus.COMPLETED, "e3"), NOW)  # finished: no timeout
+    assert [r.execution_id for r in state.past_deadline(NOW + timedelta(seconds=60))] == [
+        "e1",
+        "e2",
+    ]
+    assert state.past_deadline(NOW + timedelta(seconds=60)) == []  # taken once
+    timed_out = expire(state, NOW + timedelta(seconds=90))
+    assert [c.execution_id for c in timed_out.controls] == ["e0"]
 
 
 def test_finished_executions_are_forgotten_after_the_dedupe_horizon() -> None:
