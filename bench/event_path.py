@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,12 @@ LATENCY_RATE, LATENCY_SECONDS, BACKLOG = 200, 10, 20_000
 BACKLOG_SPARSE = 200_000
 BACKLOG_SIZE = 0
 """--backlog: events in the throughput phase (0: the mix's default)."""
+METRICS_PORT = 9477
+SAVE_METRICS = os.environ.get("BENCH_METRICS", "")
+"""With BENCH_METRICS=<file>, the worker serves metrics on METRICS_PORT and they are saved
+there at the end of its run."""
+HALF_RATE = False
+"""Also measure latency at half the throughput just measured (the worker's row)."""
 
 
 MIX = "errors"
@@ -137,7 +144,7 @@ class Run:
             "TRIGGERS_TOPIC_PREFIX": self.prefix,
             "TRIGGERS_APP_ID": self.prefix.rstrip("."),
             "TRIGGERS_DATA_DIR": str(self.workdir / "data"),
-            "TRIGGERS_WORKER_METRICS_PORT": "0",
+            "TRIGGERS_WORKER_METRICS_PORT": str(METRICS_PORT if SAVE_METRICS else 0),
             "TRIGGERS_LOG_LEVEL": "INFO",  # the start-up marker is logged at INFO
             "BENCH_EVENTS_TOPIC": self.topic(topics.EVENTS),
             "BENCH_RUNS_TOPIC": self.topic(topics.AGENT_RUNS),
@@ -259,11 +266,30 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
     if profiler is not None:
         profiler.wait(60)
     last = max(at for at, _ in done) if done else float("nan")
-    return {
+    found = {
         "latency_ms": {**percentiles(latencies), "samples": len(latencies)},
         "throughput_events_per_s": round(size / (last - first), 1) if done else None,
         "fires": {"expected": expected_fires(backlog), "seen": len(done)},
     }
+    if HALF_RATE and done:
+        # Latency under load: events at half the rate just measured, for 10 s.
+        rate = size / (last - first) / 2
+        loaded = events(int(rate * LATENCY_SECONDS), seed + 3)
+        sent = run.produce(loaded, rate)
+        commands = run.collect(expected_fires(loaded), 120)
+        under_load = [
+            (at - sent[cid]) * 1000 for at, c in commands if (cid := crossing_id(c)) in sent
+        ]
+        found["latency_half_max_ms"] = {
+            **percentiles(under_load),
+            "samples": len(under_load),
+            "events_per_s": round(rate),
+        }
+    if SAVE_METRICS and run.name == "triggers":
+        # The worker's own account of the run (transaction and GC times, ...).
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics") as answer:
+            Path(SAVE_METRICS).write_bytes(answer.read())
+    return found
 
 
 def others(count: int) -> str:
@@ -294,7 +320,12 @@ def run_triggers(other_triggers: int, seed: int) -> dict[str, Any]:
                 [TRIGGERS, "apply", "-f", str(path)], env=run.env, check=True, capture_output=True
             )
         run.start([TRIGGERS, "worker"], "[^Worker]: Ready", "worker.log")
-        result = measure(run, seed)
+        global HALF_RATE
+        HALF_RATE = MIX == "errors"
+        try:
+            result = measure(run, seed)
+        finally:
+            HALF_RATE = False
         result["other_triggers"] = other_triggers
         return result
     finally:

@@ -101,3 +101,11 @@ SCHEDULER_TICK = Histogram(
     "Time to handle one scheduler tick (grows with the fires due).",
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
 )
+
+GC_PAUSES = Histogram(
+    "triggers_gc_pause_seconds",
+    "Python's cyclic garbage collections in the worker, by generation: every thread of "
+    "the process waits while one runs.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -160,7 +160,7 @@ class Dispatcher(TransactionalLoop):
         if value is None:
             self.state.forget(trigger_id, execution_id)
         else:
-            self.state.put(from_json(ExecutionRecord, value))
+            self.state.put(from_json(ExecutionRecord, value), bytes(value))
 
     # -- records -----------------------------------------------------------------------
 
@@ -233,8 +233,7 @@ class Dispatcher(TransactionalLoop):
             producer.produce(
                 self.control_topic, key=control.execution_id.encode(), value=to_json(control)
             )
-        for record in effects.records:
-            value = to_json(record)
+        for record, value in zip(effects.records, effects.encoded, strict=True):
             producer.produce(self.executions_topic, key=record.execution_id.encode(), value=value)
             producer.produce(
                 self.state_topic,

@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from processor.definitions.model import (
     CircuitBreakerSpec,
@@ -60,6 +62,7 @@ from processor.messages import (
     RunResult,
     RunStatus,
 )
+from processor.serde import to_json
 
 BUFFER_LIMIT = 100
 DEDUPE_HORIZON = timedelta(days=7)
@@ -72,20 +75,44 @@ _RESULT_STATUS = {
 }
 
 
+class Head(NamedTuple):
+    """What decisions read of a stored execution without parsing it. A tuple of plain
+    values, which Python's collector stops tracking: a million stored executions are
+    not a million objects for every collection to walk (their pauses grew past 400 ms
+    with the records kept as models)."""
+
+    status: str
+    issued_at: float | None
+    deadline: float | None
+    updated_at: float
+    triggered_at: float
+    order: int
+    """When it was first stored, among all: ties in time keep that order."""
+    record: bytes
+    """The record's JSON, as written to `trigger-executions` and `dispatch-state`."""
+
+
+def _seconds(when: datetime | None) -> float | None:
+    return None if when is None else when.timestamp()
+
+
 @dataclass
 class DispatchState:
-    """Executions per trigger id, each by execution id.
+    """Executions per trigger id, each by execution id: its JSON and a `Head`.
 
     Indexes keep the periodic work to what is due: the open (not finished) executions
-    per trigger, their deadlines in a heap, the triggers with throttled fires waiting,
-    and the finished executions in a heap by time; so a second's timeouts cost what
-    times out, not every open execution, and forgetting touches only what it forgets.
+    per trigger, those issued and those waiting, their deadlines in a heap, the
+    triggers with throttled fires waiting, and the finished executions in a heap by
+    time; so a second's timeouts cost what times out, not every open execution, and
+    forgetting touches only what it forgets. A record is parsed only when a decision
+    needs all of it (a result, a timeout, a waiting fire's turn).
     """
 
-    executions: dict[str, dict[str, ExecutionRecord]] = field(default_factory=dict)
-    _open: dict[str, dict[str, None]] = field(default_factory=dict)  # insertion-ordered
+    _heads: dict[str, dict[str, Head]] = field(default_factory=dict)
     _issued: dict[str, set[str]] = field(default_factory=dict)
     """Per trigger, the open executions whose command was issued: how many run, in O(1)."""
+    _waiting: dict[str, set[str]] = field(default_factory=dict)
+    """Per trigger, the open executions not issued yet (buffered or throttled)."""
     _finished: list[tuple[float, str, str]] = field(default_factory=list)
     _deadlines: list[tuple[float, str, str]] = field(default_factory=list)
     """(deadline, trigger id, execution id) of issued executions; stale entries (the
@@ -95,51 +122,78 @@ class DispatchState:
     _starts: dict[tuple[str, str | None], list[float]] = field(default_factory=dict)
     """Issue times (sorted) per throttle bucket: trigger id and throttle key."""
     breakers: dict[str, Failures] = field(default_factory=dict)
+    _stored: int = 0
+
+    def __len__(self) -> int:
+        return sum(len(heads) for heads in self._heads.values())
+
+    def has(self, trigger_id: str, execution_id: str) -> bool:
+        return execution_id in self._heads.get(trigger_id, {})
 
     def get(self, trigger_id: str, execution_id: str) -> ExecutionRecord | None:
-        return self.executions.get(trigger_id, {}).get(execution_id)
+        head = self._heads.get(trigger_id, {}).get(execution_id)
+        return None if head is None else ExecutionRecord.model_validate_json(head.record)
 
-    def put(self, record: ExecutionRecord) -> None:
-        previous = self.get(record.trigger_id, record.execution_id)
-        if record.issued_at is not None and (previous is None or previous.issued_at is None):
-            starts = self._starts.setdefault((record.trigger_id, record.throttle_key), [])
-            bisect.insort(starts, record.issued_at.timestamp())
-        count_finish(self.breakers, previous, record)
-        self.executions.setdefault(record.trigger_id, {})[record.execution_id] = record
-        open_ids = self._open.setdefault(record.trigger_id, {})
-        issued = self._issued.setdefault(record.trigger_id, set())
-        if record.status.finished or record.issued_at is None:
-            issued.discard(record.execution_id)
+    def executions(self, trigger_id: str) -> list[ExecutionRecord]:
+        """Every stored execution of the trigger, in the order first stored."""
+        return [
+            ExecutionRecord.model_validate_json(head.record)
+            for head in self._heads.get(trigger_id, {}).values()
+        ]
+
+    def put(self, record: ExecutionRecord, encoded: bytes | None = None) -> bytes:
+        """Store the execution's latest record; returns its JSON (`encoded`, if the
+        caller has it already)."""
+        raw = to_json(record) if encoded is None else encoded
+        trigger_id, execution_id = record.trigger_id, record.execution_id
+        heads = self._heads.setdefault(trigger_id, {})
+        previous = heads.get(execution_id)
+        issued_at, deadline = _seconds(record.issued_at), _seconds(record.deadline)
+        if issued_at is not None and (previous is None or previous.issued_at is None):
+            starts = self._starts.setdefault((trigger_id, record.throttle_key), [])
+            bisect.insort(starts, issued_at)
+        finished = record.status.finished
+        if finished and (previous is None or previous.status in _OPEN):
+            self.breakers.setdefault(trigger_id, Failures()).count(record)
+        updated_at = record.updated_at.timestamp()
+        if previous is None:
+            self._stored += 1
+        heads[execution_id] = Head(
+            record.status.value,
+            issued_at,
+            deadline,
+            updated_at,
+            record.triggered_at.timestamp(),
+            self._stored if previous is None else previous.order,
+            raw,
+        )
+        issued = self._issued.setdefault(trigger_id, set())
+        waiting = self._waiting.setdefault(trigger_id, set())
+        if finished:
+            issued.discard(execution_id)
+            waiting.discard(execution_id)
+            heapq.heappush(self._finished, (updated_at, trigger_id, execution_id))
+        elif issued_at is None:
+            waiting.add(execution_id)
+            if record.throttle is not None:
+                self._throttled.add(trigger_id)
         else:
-            issued.add(record.execution_id)
-        if record.status.finished:
-            open_ids.pop(record.execution_id, None)
-            heapq.heappush(
-                self._finished,
-                (record.updated_at.timestamp(), record.trigger_id, record.execution_id),
-            )
-        else:
-            open_ids.setdefault(record.execution_id, None)
-            if record.deadline is not None and (
-                previous is None or previous.deadline != record.deadline
-            ):
-                heapq.heappush(
-                    self._deadlines,
-                    (record.deadline.timestamp(), record.trigger_id, record.execution_id),
-                )
-            if record.issued_at is None and record.throttle is not None:
-                self._throttled.add(record.trigger_id)
+            waiting.discard(execution_id)
+            issued.add(execution_id)
+            if deadline is not None and (previous is None or previous.deadline != deadline):
+                heapq.heappush(self._deadlines, (deadline, trigger_id, execution_id))
+        return raw
 
     def forget(self, trigger_id: str, execution_id: str) -> None:
-        self.executions.get(trigger_id, {}).pop(execution_id, None)
-        self._open.get(trigger_id, {}).pop(execution_id, None)
+        self._heads.get(trigger_id, {}).pop(execution_id, None)
         self._issued.get(trigger_id, set()).discard(execution_id)
+        self._waiting.get(trigger_id, set()).discard(execution_id)
 
     def drop_trigger_ids(self) -> None:
         """Forget everything, e.g. on partition revocation (restored on assignment)."""
-        self.executions.clear()
-        self._open.clear()
+        self._heads.clear()
         self._issued.clear()
+        self._waiting.clear()
         self._finished.clear()
         self._deadlines.clear()
         self._throttled.clear()
@@ -161,14 +215,9 @@ class DispatchState:
         cutoff = now.timestamp()
         while self._deadlines and self._deadlines[0][0] <= cutoff:
             at, trigger_id, execution_id = heapq.heappop(self._deadlines)
-            record = self.get(trigger_id, execution_id)
-            if (
-                record is not None
-                and not record.status.finished
-                and record.deadline is not None
-                and record.deadline.timestamp() == at
-            ):
-                found.append(record)
+            head = self._heads.get(trigger_id, {}).get(execution_id)
+            if head is not None and head.status in _OPEN and head.deadline == at:
+                found.append(ExecutionRecord.model_validate_json(head.record))
         return found
 
     def throttle_waiting(self) -> list[str]:
@@ -179,23 +228,16 @@ class DispatchState:
                 self._throttled.discard(trigger_id)
         return sorted(self._throttled)
 
-    def finished_before(self, cutoff: datetime) -> list[ExecutionRecord]:
-        """Pop finished executions last updated before `cutoff` (oldest first)."""
+    def finished_before(self, cutoff: datetime) -> list[tuple[str, str]]:
+        """Pop finished executions last updated before `cutoff` (oldest first), as
+        (trigger id, execution id)."""
         found = []
         while self._finished and self._finished[0][0] < cutoff.timestamp():
             at, trigger_id, execution_id = heapq.heappop(self._finished)
-            record = self.get(trigger_id, execution_id)
-            if (
-                record is not None
-                and record.status.finished
-                and record.updated_at.timestamp() == at
-            ):
-                found.append(record)
+            head = self._heads.get(trigger_id, {}).get(execution_id)
+            if head is not None and head.status not in _OPEN and head.updated_at == at:
+                found.append((trigger_id, execution_id))
         return found
-
-    def _open_of(self, trigger_id: str) -> list[ExecutionRecord]:
-        executions = self.executions.get(trigger_id, {})
-        return [executions[e] for e in self._open.get(trigger_id, ())]
 
     def active_count(self, trigger_id: str) -> int:
         """How many executions of the trigger are issued and not finished."""
@@ -203,17 +245,24 @@ class DispatchState:
 
     def active(self, trigger_id: str) -> list[ExecutionRecord]:
         """Issued and not finished, oldest first."""
-        return sorted(
-            (r for r in self._open_of(trigger_id) if r.issued_at is not None),
-            key=lambda r: r.issued_at or r.triggered_at,
-        )
+        return self._oldest_first(trigger_id, self._issued, lambda h: h.issued_at or h.triggered_at)
 
     def buffered(self, trigger_id: str) -> list[ExecutionRecord]:
         """Waiting for a slot, oldest first."""
-        return sorted(
-            (r for r in self._open_of(trigger_id) if r.issued_at is None),
-            key=lambda r: r.triggered_at,
+        return self._oldest_first(trigger_id, self._waiting, lambda h: h.triggered_at)
+
+    def _oldest_first(
+        self, trigger_id: str, index: dict[str, set[str]], when: Callable[[Head], float]
+    ) -> list[ExecutionRecord]:
+        known = self._heads.get(trigger_id, {})
+        heads = sorted(
+            (known[e] for e in index.get(trigger_id, ()) if e in known),
+            key=lambda h: (when(h), h.order),
         )
+        return [ExecutionRecord.model_validate_json(h.record) for h in heads]
+
+
+_OPEN = frozenset({ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value})
 
 
 @dataclass
@@ -293,6 +342,8 @@ class Effects:
     commands: list[ExecutionCommand] = field(default_factory=list)
     controls: list[ControlCommand] = field(default_factory=list)
     records: list[ExecutionRecord] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)
+    """The JSON of each of `records`, as stored."""
     forgotten: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -300,7 +351,7 @@ class Effects:
 
 
 def _record(state: DispatchState, effects: Effects, record: ExecutionRecord) -> ExecutionRecord:
-    state.put(record)
+    effects.encoded.append(state.put(record))
     effects.records.append(record)
     return record
 
@@ -372,7 +423,7 @@ def _release(state: DispatchState, effects: Effects, trigger_id: str, now: datet
 
 def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
     """Handle a fire; None when its execution id was handled before (a duplicate)."""
-    if state.get(fire.trigger_id, fire.execution_id) is not None:
+    if state.has(fire.trigger_id, fire.execution_id):
         return None
     effects = Effects()
     record = ExecutionRecord(
@@ -514,9 +565,11 @@ def expire(state: DispatchState, now: datetime) -> Effects:
         _release(state, effects, record.trigger_id, now)
     for trigger_id in state.throttle_waiting():
         _release(state, effects, trigger_id, now)
-    for record in state.finished_before(now - DEDUPE_HORIZON + timedelta(microseconds=1)):
-        state.forget(record.trigger_id, record.execution_id)
-        effects.forgotten.append((record.trigger_id, record.execution_id))
+    for trigger_id, execution_id in state.finished_before(
+        now - DEDUPE_HORIZON + timedelta(microseconds=1)
+    ):
+        state.forget(trigger_id, execution_id)
+        effects.forgotten.append((trigger_id, execution_id))
     return effects
 
 

@@ -39,6 +39,7 @@ from processor.matching.scheduler import Scheduler
 from processor.messages import CronTick, Fire, WebhookDelivery
 from processor.metrics import (
     FIRES,
+    GC_PAUSES,
     SCHEDULE_LATENESS,
     SCHEDULER_TICK,
     WEBHOOK_MAPPING_MISSES,
@@ -255,7 +256,17 @@ dispatcher's time per fire (bench/hot_path.py). Cycles are still collected, late
 
 
 def tune_gc() -> None:
+    """The thresholds above, and each collection's pause timed (triggers_gc_pause_seconds)."""
     gc.set_threshold(*GC_THRESHOLDS)
+    started: list[float] = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_PAUSES.labels(str(info["generation"])).observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(timed)
 
 
 def run_worker(settings: Settings) -> None:

@@ -50,7 +50,7 @@ def result(status: RunStatus, execution_id: str = "x-1", **fields: object) -> Ru
 
 
 def statuses(state: DispatchState) -> dict[str, str]:
-    return {r.execution_id: r.status.value for r in state.executions["t-1"].values()}
+    return {r.execution_id: r.status.value for r in state.executions("t-1")}
 
 
 def test_a_fire_is_dispatched_once() -> None:
