@@ -272,6 +272,8 @@ def explain(
                 f" (group {w['group']!r}; the count is before this event)",
                 highlight=False,
             )
+            if w.get("late"):
+                out.print(f"  late: {w['late_reason']}", highlight=False, markup=False)
 
 
 @app.command()

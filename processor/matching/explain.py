@@ -64,13 +64,28 @@ def explain(
         if threshold is not None:
             group = threshold.group_of(event.model_dump(mode="json"))
             state = window_state(trigger.trigger_id, group) or empty_state()
+            latest = state.get("latest")
+            behind = (
+                latest - event.time.timestamp()
+                if latest is not None and event.time is not None
+                else None
+            )
+            late = behind is not None and behind >= threshold.window_seconds
             window = {
                 "group": group,
                 "count": window_count(state, threshold),
                 "count_threshold": threshold.count,
                 "window_seconds": threshold.window_seconds,
-                "with_this_event": match.verdict is Verdict.WINDOWED,
+                "allowed_lateness_seconds": threshold.window_seconds,
+                "late": late,
+                "with_this_event": match.verdict is Verdict.WINDOWED and not late,
             }
+            if late:
+                window["late_reason"] = (
+                    f"this event is {behind:g} s older than the newest event of its group; "
+                    f"events a whole window ({threshold.window_seconds:g} s) or more behind "
+                    'it are not counted (triggers_window_outcomes_total{outcome="late"})'
+                )
         explanations.append(
             TriggerExplanation(
                 trigger_id=trigger.trigger_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -11,6 +12,7 @@ from confluent_kafka import Producer
 from processor import topics
 from processor.kafka.reader import read_to_end
 from tests.integration.kafka import ROOT, Pipeline, reading, settle
+from tests.integration.test_cli_and_serve import free_port, get
 
 ERROR_HANDLER = ROOT / "examples" / "error-handler.yaml"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -132,3 +134,35 @@ def test_a_window_state_that_would_pass_the_record_limit_is_a_dead_letter_not_a_
     [letter] = [d for d in found if d["component"] == "window-evaluator"]
     assert "starts afresh" in letter["error"]
     assert pipeline.processes[0].poll() is None
+
+
+def test_an_event_past_the_allowed_lateness_is_counted_in_a_metric_and_explained(
+    pipeline: Pipeline,
+) -> None:
+    """The Error Handler's window is 5 minutes, and so is its allowed lateness."""
+    port = free_port()
+    pipeline.cli("apply", "-f", str(ERROR_HANDLER))
+    pipeline.start("worker", name="worker", extra_env={"TRIGGERS_WORKER_METRICS_PORT": str(port)})
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    produce(pipeline, [(b"h", error("newest", T0))])
+    produce(pipeline, [(b"h", error("stale", T0 - timedelta(minutes=6)))])
+    deadline = time.monotonic() + 60
+    while 'triggers_window_outcomes_total{outcome="late"} 1.0' not in (
+        metrics := get(f"http://127.0.0.1:{port}/metrics")[1]
+    ):
+        assert time.monotonic() < deadline, metrics[-3000:]
+        time.sleep(0.3)
+    assert 'triggers_window_outcomes_total{outcome="counted"} 1.0' in metrics
+    stale = pipeline.workdir / "stale.json"
+    stale.write_bytes(error("stale-again", T0 - timedelta(minutes=6)))
+    [explained] = orjson.loads(pipeline.cli("explain", "-f", str(stale), "-o", "json").stdout)
+    window = explained["window"]
+    assert (window["late"], window["with_this_event"], window["count"]) == (True, False, 1)
+    assert window["allowed_lateness_seconds"] == 300
+    assert "360 s older than the newest event" in window["late_reason"]
+    shown = pipeline.cli("explain", "-f", str(stale)).stdout
+    assert "late: this event is 360 s older" in shown
+    fresh = pipeline.workdir / "fresh.json"
+    fresh.write_bytes(error("fresh", T0 - timedelta(minutes=1)))
+    [counted] = orjson.loads(pipeline.cli("explain", "-f", str(fresh), "-o", "json").stdout)
+    assert (counted["window"]["late"], counted["window"]["with_this_event"]) == (False, True)
