@@ -98,6 +98,12 @@ class TransactionalLoop:
         """Wait for whatever the loop needs first; False if stopped meanwhile."""
         return True
 
+    def after_commit(self, producer: Producer) -> None:
+        """The transaction committed: what it wrote is in Kafka for good."""
+
+    def after_abort(self) -> None:
+        """The transaction was aborted: what it wrote never happened."""
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
@@ -156,10 +162,12 @@ class TransactionalLoop:
                         consumer.consumer_group_metadata(),
                     )
                 self._transactional(producer.commit_transaction)
+                self.after_commit(producer)
                 self._handle_seconds.observe(handled - started)
                 self._commit_seconds.observe(time.perf_counter() - handled)
             except (KafkaException, DeadlineExceeded) as exc:
                 TRANSACTION_ABORTS.labels(self.name).inc()
+                self.after_abort()
                 producer, stuck = self._after_failed_transaction(producer, exc)
                 consumer = self._replace_consumer(consumer) if stuck else self._rewind(consumer)
         consumer.close()

@@ -30,7 +30,7 @@ from collections import Counter
 from typing import Any
 
 from aiokafka.partitioner import murmur2
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
 from processor import topics
@@ -55,6 +55,7 @@ from processor.metrics import (
     WINDOW_OUTCOMES,
 )
 from processor.serde import from_json, to_json
+from processor.worker.local_state import LocalWindowStore
 
 log = logging.getLogger(__name__)
 COMPONENT = "event-matcher"
@@ -110,6 +111,14 @@ class EventMatcher(TransactionalLoop):
         self._partitions: dict[bytes, int] = {}
         self._fires: Counter[str] = Counter()
         """Window fires of this transaction by cause, counted once per checkpoint."""
+        self.local: LocalWindowStore | None = LocalWindowStore(
+            settings.data_dir / settings.app_id / "window-state"
+        )
+        """The state's copy on this worker's disk (None if it failed: then the topic alone)."""
+        self._unsaved: list[tuple[int, bytes, bytes | None]] = []
+        """State records of the open transaction, for the local store once it commits."""
+        self._reached: dict[int, int] = {}
+        """Per partition, the changelog offset after the open transaction's last record."""
         """The `trigger-matches` partition of each window key seen (murmur2 is slow)."""
 
     def before_start(self) -> bool:
@@ -171,7 +180,14 @@ class EventMatcher(TransactionalLoop):
         outcome counts of the batch."""
         records, oversized = self.windows.changelog()
         for partition, key, value in records:
-            producer.produce(self.state_topic, key=key, value=value, partition=partition)
+            producer.produce(
+                self.state_topic,
+                key=key,
+                value=value,
+                partition=partition,
+                on_delivery=self._delivered,
+            )
+        self._unsaved += records
         for grown in oversized:
             reason = (
                 f"window state of {grown.key!r} reached {grown.size} bytes (limit "
@@ -195,6 +211,38 @@ class EventMatcher(TransactionalLoop):
             FIRES.labels(cause).inc(count)
         self._fires.clear()
 
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            partition, offset = message.partition() or 0, message.offset() or 0
+            self._reached[partition] = max(self._reached.get(partition, 0), offset + 1)
+
+    def after_commit(self, producer: Producer) -> None:
+        """The committed state records go to the local store, with the offsets reached
+        (delivery reports come with the commit's flush; poll serves any left)."""
+        producer.poll(0)
+        records, reached = self._unsaved, self._reached
+        self._unsaved, self._reached = [], {}
+        if self.local is not None and (records or reached):
+            try:
+                self.local.write(records, reached)
+            except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+                # (a full or broken disk): the topic still has it all
+                self._local_failed(exc)
+
+    def after_abort(self) -> None:
+        self._unsaved, self._reached = [], {}
+
+    def _local_failed(self, exc: Exception) -> None:
+        log.warning(
+            "local window state at %s failed (%s); restoring from %s only from now on",
+            self.local.path if self.local else "?",
+            exc,
+            self.state_topic,
+        )
+        if self.local is not None:
+            self.local.close()
+        self.local = None
+
     def restore(self, partitions: list[TopicPartition]) -> None:
         owned = sorted({tp.partition for tp in partitions if tp.topic == self.matches_topic})
         if not owned:
@@ -208,19 +256,79 @@ class EventMatcher(TransactionalLoop):
             if self.stopping:
                 return
             log.warning("window state %s: waiting for a stopped worker's transaction", owned)
-        started, restored = time.monotonic(), 0
+        started = time.monotonic()
         self.windows.drop(owned)
-        for message in read_to_end(self.settings, self.state_topic, owned):
+        local = self._restore_local(owned)
+        kept: set[int] = set()
+        """Partitions whose local copy is used: read from its offset on."""
+        reached: dict[int, int] = {}
+        tail: list[tuple[int, bytes, bytes | None]] = []
+
+        def start(partition: int, low: int, high: int) -> int:
+            position = None
+            if partition in local and self.local is not None:
+                position = self.local.position(partition, low, high)
+            if position is None:
+                self.windows.drop([partition])  # from the topic's beginning instead
+                return low
+            kept.add(partition)
+            return position
+
+        for message in read_to_end(
+            self.settings, self.state_topic, owned, start=start, positions=reached
+        ):
             key = message.key()
             if key is not None:
-                self.windows.load(message.partition() or 0, key.decode(), message.value())
-                restored += 1
+                partition = message.partition() or 0
+                self.windows.load(partition, key.decode(), message.value())
+                tail.append((partition, key, message.value()))
+        self._save_restored([p for p in owned if p not in kept], tail, reached)
         log.info(
-            "window state of partitions %s restored: %d records in %.1f s",
+            "window state of partitions %s restored: %d keys from the local store and %d "
+            "records of %s in %.1f s",
             owned,
-            restored,
+            sum(local[p] for p in kept),
+            len(tail),
+            self.state_topic,
             time.monotonic() - started,
         )
+
+    def _restore_local(self, owned: list[int]) -> dict[int, int]:
+        """Load the local copy of each owned partition that has one; how many keys each."""
+        loaded: dict[int, int] = {}
+        if self.local is None:
+            return loaded
+        try:
+            for partition in owned:
+                if not self.local.has(partition):
+                    continue
+                count = 0
+                for key, value in self.local.records(partition):
+                    self.windows.load(partition, key.decode(), value)
+                    count += 1
+                loaded[partition] = count
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+            self._local_failed(exc)
+            self.windows.drop(owned)
+            return {}
+        return loaded
+
+    def _save_restored(
+        self,
+        replaced: list[int],
+        tail: list[tuple[int, bytes, bytes | None]],
+        reached: dict[int, int],
+    ) -> None:
+        """What was read from the topic joins the local copy: the partitions read from
+        their beginning replace theirs, the others get their tail."""
+        if self.local is None:
+            return
+        try:
+            for partition in replaced:
+                self.local.clear(partition)
+            self.local.write(tail, reached)
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+            self._local_failed(exc)
 
     def forget(self, partitions: list[TopicPartition] | None) -> None:
         if partitions is None:

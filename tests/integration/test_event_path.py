@@ -166,3 +166,29 @@ def test_an_event_past_the_allowed_lateness_is_counted_in_a_metric_and_explained
     fresh.write_bytes(error("fresh", T0 - timedelta(minutes=1)))
     [counted] = orjson.loads(pipeline.cli("explain", "-f", str(fresh), "-o", "json").stdout)
     assert (counted["window"]["late"], counted["window"]["with_this_event"]) == (False, True)
+
+
+def test_a_restarted_worker_restores_window_state_from_its_own_disk(pipeline: Pipeline) -> None:
+    trigger_id = start_worker(pipeline)
+    key = f"{trigger_id}\x1f".encode()
+    produce(pipeline, [(b"h", error(f"before{i}", T0 + timedelta(seconds=i))) for i in range(3)])
+    deadline = time.monotonic() + 60
+    while not any(
+        message.key() == key and b"before2" in (message.value() or b"")
+        for message in read_to_end(pipeline.settings, pipeline.topic(topics.WINDOW_STATE))
+    ):
+        assert time.monotonic() < deadline, pipeline.log("worker")[-3000:]
+        time.sleep(0.5)
+    time.sleep(1)  # past the commit that wrote it, and so past the local write after it
+    pipeline.stop(pipeline.processes[0])
+    pipeline.start("worker", name="worker")  # the same data directory
+    pipeline.wait_ready("worker", "1 keys from the local store and 0 records")
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        produce(
+            pipeline, [(b"h", error(f"after{i}", T0 + timedelta(seconds=10 + i))) for i in range(2)]
+        )
+        [fire] = fires(lambda seen: len(seen) >= 1, timeout=60)
+    assert fire["input"]["window"]["count"] == 5
+    assert [s["id"] for s in fire["input"]["window"]["sample"]] == [
+        "before0", "before1", "before2", "after0", "after1"
+    ]  # fmt: skip
