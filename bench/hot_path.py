@@ -129,7 +129,13 @@ def main() -> int:
     if not args.default_gc:
         tune_gc()  # as the worker does
     event_path.MIX = args.mix
-    print(json.dumps(run(args.events, args.others, args.profile)))
+    found = run(args.events, args.others, args.profile)
+    print(json.dumps(found))
+    if not args.profile and not args.default_gc:
+        out = (
+            ROOT / "bench" / "results" / f"hot_path{'' if args.mix == 'errors' else '_sparse'}.json"
+        )
+        out.write_text(json.dumps(found, indent=2) + "\n")
     return 0
 
 

@@ -38,9 +38,9 @@ from event_path import BOOTSTRAP, ERROR_HANDLER, ROOT, TRIGGERS, Run, percentile
 from processor import topics
 from processor.definitions.loader import load_paths
 from processor.definitions.registry import Registry
+from processor.matching.events import Matched
 from processor.matching.stateful import evaluate, new_state
 from processor.matching.window_state import encode
-from processor.messages import WindowMatch
 from processor.worker.event_matcher import partition_of
 
 OBSERVE_SECONDS = 60
@@ -85,12 +85,14 @@ def _seed_changelog(run: Run, keys: int, registry: Registry) -> float:
     for i in range(keys):
         host = f"host-{i:07d}"
         event = {"type": "error.database", "source": "system", "id": f"e{i}"}
-        match = WindowMatch(
-            trigger_id=WINDOW_TRIGGER,
-            group=host,
-            event_key=f"system/e{i}",
-            time=now,
-            event={**event, "data": {"severity": "high", "host": host}},
+        match = Matched(
+            WINDOW_TRIGGER,
+            host,
+            "event",
+            f"system/e{i}",
+            now,
+            None,
+            {**event, "data": {"severity": "high", "host": host}},
         )
         state = new_state(registry.get(WINDOW_TRIGGER))  # type: ignore[arg-type]
         evaluate(registry, state, match, now)
