@@ -154,7 +154,12 @@ class TransactionalLoop:
                     last_periodic = time.monotonic()
                     self.periodic(producer)
                 handled = time.perf_counter()
-                offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+                # A turn of only periodic work read nothing: the offsets are as committed.
+                offsets = (
+                    [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+                    if messages
+                    else []
+                )
                 if offsets:
                     self._transactional(
                         producer.send_offsets_to_transaction,

@@ -17,8 +17,12 @@ makes the same output once.
       └─► WindowPartitions.observe ─┬─► trigger-fires
                                     └─► trigger-window-state (once per key per batch)
 
-A match makes one hop through `trigger-matches`, so that all events of a window key
-meet in one partition whatever partition of `events` they came from.
+A match whose key's `trigger-matches` partition this worker owns updates its window at
+once, in the same transaction; any other makes one hop through `trigger-matches`, so
+that all events of a window key meet in one partition whatever partition of `events`
+they came from. After each commit the state records it wrote go to the worker's local
+copy (local_state.py), from which a restart restores before reading the topic's tail.
+Events no trigger's pattern can match are passed over once their `type` is read.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ class EventMatcher(TransactionalLoop):
         """The `trigger-matches` partitions this member owns (their windows are here)."""
         self.matches_partitions = 0
         self._partitions: dict[bytes, int] = {}
+        """The `trigger-matches` partition of each window key seen (murmur2 is slow)."""
         self._fires: Counter[str] = Counter()
         """Window fires of this transaction by cause, counted once per checkpoint."""
         self.local: LocalWindowStore | None = LocalWindowStore(
@@ -119,7 +124,6 @@ class EventMatcher(TransactionalLoop):
         """State records of the open transaction, for the local store once it commits."""
         self._reached: dict[int, int] = {}
         """Per partition, the changelog offset after the open transaction's last record."""
-        """The `trigger-matches` partition of each window key seen (murmur2 is slow)."""
 
     def before_start(self) -> bool:
         """A matcher running before the definitions are loaded would miss triggers."""

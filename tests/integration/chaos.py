@@ -145,9 +145,12 @@ class Killer:
     max_gap: float = 12.0
 
     def start_worker(self, slot: str) -> None:
+        """A worker in `slot`; a replacement restarts on the same disk (its local copy of
+        the window state, half-written when it was killed, is read back with the tail)."""
         self.generation += 1
         name = f"{slot}-{self.generation}"
-        self.workers[slot] = (name, self.pipeline.start("worker", name=name))
+        disk = {"TRIGGERS_DATA_DIR": str(self.pipeline.workdir / f"data-{slot}")}
+        self.workers[slot] = (name, self.pipeline.start("worker", name=name, extra_env=disk))
 
     def run(self) -> None:
         rng = random.Random(self.seed)
