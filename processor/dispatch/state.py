@@ -1,9 +1,10 @@
 """The dispatcher's decisions as pure functions over its state (no Kafka here).
 
 State is per trigger: its executions by execution id, each as its latest
-`ExecutionRecord`. That map is the dedupe set (a fire whose execution id is present was
-already handled) and the source of every transition. Each decision returns `Effects`:
-commands for runtimes, control messages, records to publish, and entries to forget.
+`ExecutionRecord` (kept as that record's JSON and a `Head` of the values decisions read).
+That map is the dedupe set (a fire whose execution id is present was already handled)
+and the source of every transition. Each decision returns `Effects`: commands for
+runtimes, control messages, records to publish (with their JSON), and entries to forget.
 
 Transitions (anything else is ignored, so late or repeated results change nothing):
 
