@@ -188,6 +188,16 @@ class Run:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.runs.close()
+        self.delete_topics()
+
+    def delete_topics(self) -> None:
+        """This run's topics go with it: a broker left holding every earlier run's
+        partitions (thousands over a `make bench`) answers later runs more slowly."""
+        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        mine = [t for t in admin.list_topics(timeout=30).topics if t.startswith(self.prefix)]
+        if mine:
+            for future in admin.delete_topics(mine, operation_timeout=30).values():
+                future.result(60)
 
     def produce(self, batch: list[dict[str, Any]], rate: float | None) -> dict[str, float]:
         """Produce; returns each event's timestamp (seconds) by id."""
