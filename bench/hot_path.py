@@ -33,7 +33,6 @@ from processor.config import Settings  # noqa: E402
 from processor.definitions.loader import load_paths  # noqa: E402
 from processor.definitions.registry import Registry  # noqa: E402
 from processor.dispatch.dispatcher import Dispatcher  # noqa: E402
-from processor.worker.app import tune_gc  # noqa: E402
 from processor.worker.event_matcher import EventMatcher  # noqa: E402
 
 BATCH = 2000
@@ -124,14 +123,11 @@ def main() -> int:
     parser.add_argument("--others", type=int, default=1000)
     parser.add_argument("--mix", choices=["errors", "sparse"], default="errors")
     parser.add_argument("--profile", help="write a cProfile of both loops here")
-    parser.add_argument("--default-gc", action="store_true", help="Python's GC thresholds")
     args = parser.parse_args()
-    if not args.default_gc:
-        tune_gc()  # as the worker does
     event_path.MIX = args.mix
     found = run(args.events, args.others, args.profile)
     print(json.dumps(found))
-    if not args.profile and not args.default_gc:
+    if not args.profile:
         out = (
             ROOT / "bench" / "results" / f"hot_path{'' if args.mix == 'errors' else '_sparse'}.json"
         )

@@ -125,9 +125,6 @@ class DispatchState:
     breakers: dict[str, Failures] = field(default_factory=dict)
     _stored: int = 0
 
-    def __len__(self) -> int:
-        return sum(len(heads) for heads in self._heads.values())
-
     def has(self, trigger_id: str, execution_id: str) -> bool:
         return execution_id in self._heads.get(trigger_id, {})
 
@@ -154,8 +151,8 @@ class DispatchState:
             starts = self._starts.setdefault((trigger_id, record.throttle_key), [])
             bisect.insort(starts, issued_at)
         finished = record.status.finished
-        if finished and (previous is None or previous.status in _OPEN):
-            self.breakers.setdefault(trigger_id, Failures()).count(record)
+        was_finished = previous is not None and previous.status not in _OPEN
+        count_finish_after(self.breakers, was_finished, record)
         updated_at = record.updated_at.timestamp()
         if previous is None:
             self._stored += 1
@@ -295,7 +292,14 @@ def count_finish(
 ) -> None:
     """Count `record` in its trigger's run of failures if it is the execution's finish
     (the dispatcher, the API and the CLI all count with this, in topic order)."""
-    if record.status.finished and (previous is None or not previous.status.finished):
+    count_finish_after(failures, previous is not None and previous.status.finished, record)
+
+
+def count_finish_after(
+    failures: dict[str, Failures], was_finished: bool, record: ExecutionRecord
+) -> None:
+    """`count_finish`, knowing only whether the execution had finished before."""
+    if record.status.finished and not was_finished:
         failures.setdefault(record.trigger_id, Failures()).count(record)
 
 

@@ -44,20 +44,16 @@ def _binary_attributes(headers: Headers) -> dict[str, Any]:
 def plain_event_type(value: bytes | None, headers: Headers) -> str | None:
     """The `type` of a structured-mode event, read without validating the rest; None for
     anything else (binary mode, not a JSON object, no type, too large), which the full
-    `decode_event` then accepts or refuses with its reason. The matcher uses it to pass
-    over events no trigger's pattern can match, most of a busy topic, at JSON speed."""
-    if value is None or len(value) > MAX_EVENT_BYTES:
-        return None
-    if any(name[:3].lower() == _CE_HEADER for name, _ in headers):
-        return None
-    try:
-        body = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(body, dict):
-        return None
+    decode then accepts or refuses with its reason."""
+    body = structured_body(value, headers)
+    return None if body is None else event_type(body)
+
+
+def event_type(body: dict[str, Any]) -> str | None:
+    """The `type` of a parsed structured event, if it is a non-empty string. The matcher
+    passes over events no trigger's pattern can match, most of a busy topic, on it."""
     found = body.get("type")
-    return found if isinstance(found, str) and found else None
+    return found if type(found) is str and found else None
 
 
 def decode_event(

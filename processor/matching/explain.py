@@ -17,9 +17,10 @@ from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
 from processor.errors import TriggersError
 from processor.kafka.reader import read_to_end
+from processor.matching.decode import event_of
 from processor.matching.events import Verdict, match_event
 from processor.matching.window_state import decode
-from processor.matching.windows import empty_state, window_count
+from processor.matching.windows import behind_newest, empty_state, window_count
 from processor.messages import DomainEvent
 
 
@@ -52,7 +53,8 @@ def explain(
 ) -> list[TriggerExplanation]:
     """One explanation per candidate trigger (those whose pattern matches the type)."""
     explanations = []
-    for match in match_event(registry, event, explain=True):
+    read = event_of(event)
+    for match in match_event(registry, read, explain=True):
         trigger = match.trigger
         assert trigger.event is not None
         tests = [
@@ -62,14 +64,9 @@ def explain(
         threshold = registry.condition(trigger.trigger_id).threshold
         window = None
         if threshold is not None:
-            group = threshold.group_of(event.model_dump(mode="json"))
+            group = threshold.group_of(read.fields)
             state = window_state(trigger.trigger_id, group) or empty_state()
-            latest = state.get("latest")
-            behind = (
-                latest - event.time.timestamp()
-                if latest is not None and event.time is not None
-                else None
-            )
+            behind = None if read.time is None else behind_newest(state, read.time)
             late = behind is not None and behind >= threshold.window_seconds
             window = {
                 "group": group,

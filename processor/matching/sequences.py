@@ -36,6 +36,9 @@ def empty_state() -> dict[str, Any]:
     return {"pending": [], "seen": [], "fires": []}
 
 
+STATE_KEYS = frozenset(empty_state())
+
+
 def _replayed(state: dict[str, Any], event_key: str) -> PatternFire | None:
     for fire in state["fires"]:
         if fire["cause_key"] == event_key:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 
 from processor.definitions.model import TriggerDocument
@@ -32,11 +33,16 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def new_state(trigger: TriggerDocument) -> dict[str, Any]:
+def _kind(trigger: TriggerDocument) -> ModuleType:
+    """The module whose state the trigger keeps: sequences, or threshold windows."""
     event = trigger.event
     if event is not None and (event.followed_by or event.not_followed_by or event.debounce):
-        return sequences.empty_state()
-    return windows.empty_state()
+        return sequences
+    return windows
+
+
+def new_state(trigger: TriggerDocument) -> dict[str, Any]:
+    return _kind(trigger).empty_state()  # type: ignore[no-any-return]
 
 
 def _pattern_fire(
@@ -133,14 +139,10 @@ def on_tick(
 
 def _reshape(trigger: TriggerDocument, state: dict[str, Any]) -> None:
     """A trigger edited into another kind starts from a fresh state for that kind."""
-    if "consumed" in state and "latest" in state:
-        event = trigger.event
-        if event is None or not (event.followed_by or event.not_followed_by or event.debounce):
-            return  # a window's state, as it should be (the common case, checked cheaply)
-    fresh = new_state(trigger)
-    if set(fresh) - set(state):
+    kind = _kind(trigger)
+    if not state.keys() >= kind.STATE_KEYS:
         state.clear()
-        state.update(fresh)
+        state.update(kind.empty_state())
 
 
 def _debounce_times(trigger: TriggerDocument) -> tuple[float, float | None]:

@@ -98,6 +98,9 @@ def empty_state() -> dict[str, Any]:
     return {"pending": [], "consumed": {}, "latest": None, "last_fire_end": None}
 
 
+STATE_KEYS = frozenset(empty_state())
+
+
 def _aggregate(threshold: Threshold, values: list[float | None]) -> tuple[bool, float | None]:
     aggregate = threshold.aggregate
     if aggregate is None:
@@ -116,6 +119,13 @@ def window_count(state: dict[str, Any], threshold: Threshold) -> int:
     return sum(1 for p in state["pending"] if p[0] > latest - threshold.window_seconds)
 
 
+def behind_newest(state: dict[str, Any], at: float) -> float:
+    """How far an event at `at` is behind the newest event of its key (0 when it is the
+    newest): a whole window or more is past the allowed lateness (rule 2)."""
+    latest = state["latest"]
+    return 0.0 if latest is None or at >= latest else latest - at
+
+
 def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> Decision:
     """Add an event to a key's window state (mutated in place) and decide."""
     width = threshold.window_seconds
@@ -127,11 +137,11 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
     for p in pending:
         if p[1] == event_id:
             return _DECIDED[Outcome.DUPLICATE]
+    if behind_newest(state, at) >= width:
+        return _DECIDED[Outcome.LATE]
     latest = state["latest"]
     latest = at if latest is None or at > latest else latest
     horizon = latest - width
-    if at <= horizon:
-        return _DECIDED[Outcome.LATE]
     state["latest"] = latest
     entry = [at, event_id, event.value, event.summary]
     if not pending or pending[-1][0] <= at:

@@ -248,16 +248,9 @@ def data_dir_claimed(settings: Settings) -> Iterator[None]:
         yield  # the lock goes with the file, when the block ends or the process dies
 
 
-GC_THRESHOLDS = (50_000, 20, 10)
-"""Python's collector runs its youngest generation every 700 allocations by default; the
-event path allocates a few dozen objects per event, nearly all freed at once by their
-reference counts, so those collections found little and cost about a third of the
-dispatcher's time per fire (bench/hot_path.py). Cycles are still collected, later."""
-
-
-def tune_gc() -> None:
-    """The thresholds above, and each collection's pause timed (triggers_gc_pause_seconds)."""
-    gc.set_threshold(*GC_THRESHOLDS)
+def time_gc_pauses() -> None:
+    """Each of Python's cyclic collections timed (triggers_gc_pause_seconds): every thread
+    of the worker waits while one runs."""
     started: list[float] = [0.0]
 
     def timed(phase: str, info: dict[str, int]) -> None:
@@ -273,7 +266,7 @@ def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGTERM or Ctrl-C."""
     from prometheus_client import start_http_server
 
-    tune_gc()
+    time_gc_pauses()
     with data_dir_claimed(settings):
         if settings.worker_metrics_port:
             start_http_server(settings.worker_metrics_port, addr=settings.http_host)

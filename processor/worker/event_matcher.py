@@ -45,7 +45,7 @@ from processor.errors import BadRecord
 from processor.kafka.clients import new_consumer
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop
-from processor.matching.decode import read_event, structured_body
+from processor.matching.decode import event_type, read_event, structured_body
 from processor.matching.events import Matched, match_event
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
 from processor.messages import Fire, WindowMatch
@@ -352,8 +352,8 @@ class EventMatcher(TransactionalLoop):
             value, headers = message.value(), _headers(message)
             body = structured_body(value, headers)
             if body is not None:
-                type_ = body.get("type")
-                if type(type_) is str and type_ and not candidates(type_):
+                type_ = event_type(body)
+                if type_ is not None and not candidates(type_):
                     passed += 1  # no pattern matches it: nothing more to check
                     continue
             timestamp_type, timestamp_ms = message.timestamp()
