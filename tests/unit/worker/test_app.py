@@ -3,6 +3,7 @@ the definitions standby starts."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -88,3 +89,25 @@ def _changelog_event(app: Any, tp: TP, offset: int, key: bytes, value: bytes) ->
         tp=tp,
     )
     return Event(app, key, value, [], message)
+
+
+def test_each_collection_is_timed_in_the_pause_metric() -> None:
+    from processor.metrics import GC_PAUSES
+    from processor.worker.app import time_gc_pauses
+
+    def count() -> float:
+        return sum(
+            sample.value
+            for metric in GC_PAUSES.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_count") and sample.labels["generation"] == "2"
+        )
+
+    before = len(gc.callbacks)
+    time_gc_pauses()
+    try:
+        seen = count()
+        gc.collect()
+        assert count() == seen + 1
+    finally:
+        del gc.callbacks[before:]
