@@ -88,12 +88,12 @@ def scaling(data: dict[str, Any] | None, matching: dict[str, Any] | None) -> Non
 
 
 def gateway(data: dict[str, Any]) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    names = ["bare_aiohttp", "gateway"]
-    bars(left, names, [data[n]["requests_per_s"] for n in names], "requests/s")
-    left.set_title("Webhooks: requests/s (32 connections)")
-    bars(right, names, [data[n]["p99_ms"] for n in names], "p99 ms")
-    right.set_title("p99 latency")
+    loads = data["loads"]
+    fig, axes = plt.subplots(1, len(loads), figsize=(4.5 * len(loads), 3.6))
+    names = ["bare_aiohttp", "gateway_1", "gateway_2"]
+    for ax, row in zip(axes, loads, strict=True):
+        bars(ax, names, [row[n]["requests_per_s"] for n in names], "requests/s")
+        ax.set_title(f"{row['connections']} connections, {row['body_bytes']} B bodies")
     fig.tight_layout()
     fig.savefig(OUT / "gateway.png", dpi=110)
 

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     )
     http_host: str = Field("127.0.0.1", description="Address `triggers serve` listens on.")
     http_port: int = Field(8080, description="Port `triggers serve` listens on.")
+    http_workers: int = Field(
+        1,
+        ge=1,
+        description="Processes of `triggers serve` accepting on its port (one core each).",
+    )
     worker_metrics_port: int = Field(
         9464, description="Port of the worker's Prometheus `/metrics`; 0 turns it off."
     )

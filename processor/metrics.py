@@ -28,7 +28,11 @@ FIRES = Counter("triggers_fires_total", "Fires written to trigger-fires.", ["cau
 DEAD_LETTERS = Counter(
     "triggers_dead_letters_total", "Records sent to trigger-dead-letters.", ["component"]
 )
-REGISTRY_SIZE = Gauge("triggers_registry_triggers", "Trigger definitions held by this process.")
+REGISTRY_SIZE = Gauge(
+    "triggers_registry_triggers",
+    "Trigger definitions held by this process.",
+    multiprocess_mode="livemax",  # serve --workers: every process holds them all
+)
 EVENT_TO_FIRE = Histogram(
     "triggers_event_to_fire_seconds",
     "From the event record's timestamp to its fire being written.",

@@ -129,13 +129,22 @@ def worker() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address [TRIGGERS_HTTP_HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port [TRIGGERS_HTTP_PORT].")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes accepting on the port [TRIGGERS_HTTP_WORKERS]."),
+    ] = None,
 ) -> None:
     """Run the HTTP service: webhooks, /v1 API, /healthz, /readyz, /metrics."""
     from processor.http.app import run_server
 
     settings = _settings()
     configure(settings.log_level, "serve")
-    run_server(settings, host or settings.http_host, port or settings.http_port)
+    run_server(
+        settings,
+        host or settings.http_host,
+        port or settings.http_port,
+        workers or settings.http_workers,
+    )
 
 
 @app.command()

@@ -1,22 +1,30 @@
 """The HTTP service (`triggers serve`): `/v1` API, health, readiness and metrics.
 
-One stateless process; run as many replicas as needed. Trigger definitions come from a
-live view of `trigger-definitions`; writes go to Kafka and answer only once acknowledged.
+One stateless process (or several on one port: `--workers`); run as many replicas as
+needed. Trigger definitions come from a live view of `trigger-definitions`; writes go to
+Kafka and answer only once acknowledged.
+
+    request ─► Front ─┬─ a webhook's path ──► Gateway (ASGI, no framework in between)
+                      └─ anything else ─────► FastAPI: /v1, console, health, metrics
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from processor import __version__, topics
 from processor.config import Settings
@@ -32,12 +40,67 @@ from processor.http.ui import pages as ui
 from processor.kafka.admin import wait_for_broker
 from processor.kafka.async_producer import AsyncProducer
 from processor.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from processor.webhooks.gateway import Gateway
+from processor.webhooks.gateway import Gateway, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+WEBHOOK_ROUTE = "/webhooks/{trigger_id}"
+CUSTOM_ROUTE = "/{path:path}"
+API_PREFIXES = ("/v1/", "/ui", "/healthz", "/readyz", "/metrics", "/openapi.json")
+"""Paths that are the API's whatever a trigger's `endpoint` says (FastAPI's own routes
+came first before the gateway took webhooks ahead of it)."""
+
+
+class Front:
+    """The ASGI application `triggers serve` runs: webhook calls go straight to the
+    gateway, everything else to the FastAPI application; both are counted and timed by
+    route template (`triggers_http_requests_total`, `triggers_http_request_seconds`)."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+
+    def _gateway_for(self, path: str) -> Gateway | None:
+        gateway: Gateway | None = getattr(self.api.state, "gateway", None)
+        if gateway is None or path.startswith(API_PREFIXES):
+            return None
+        if path.startswith("/webhooks/") or gateway.view.route(path):
+            return gateway
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        gateway = self._gateway_for(path)
+        if gateway is not None:
+            answer = await gateway.answer(scope, receive)
+            await answer.send(send)
+            status = answer.status
+            route = WEBHOOK_ROUTE if path.startswith("/webhooks/") else CUSTOM_ROUTE
+        else:
+            started_response: dict[str, int] = {}
+
+            async def sending(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    started_response["status"] = message["status"]
+                await send(message)
+
+            await self.api(scope, receive, sending)
+            status = started_response.get("status", 500)
+            route = getattr(scope.get("route"), "path", "unmatched")
+        HTTP_REQUESTS.labels(route, str(status)).inc()
+        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings) -> Front:
+    """The HTTP service: the gateway in front of the FastAPI application (`.api`)."""
+    return Front(create_api(settings))
+
+
+def create_api(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         view = DefinitionsView(settings)
@@ -74,18 +137,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/ui/static", StaticFiles(directory=ui.HERE / "static"), name="ui-static")
     app.add_exception_handler(ui.SignedOut, ui.signed_out_redirect)
 
-    @app.middleware("http")
-    async def measured(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Count and time every request by its route template (not its raw path)."""
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        HTTP_REQUESTS.labels(route, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
-        return response
-
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -102,6 +153,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     def metrics() -> Response:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # --workers: every process's
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
@@ -122,8 +177,8 @@ def create_app(settings: Settings) -> FastAPI:
         },
     )
     async def webhook(request: Request, trigger_id: str) -> Response:
-        gateway: Gateway = request.app.state.gateway
-        return await gateway.handle(request)
+        """Documents the route; the Front hands these calls to the gateway itself."""
+        return await _gateway_response(request)
 
     @app.api_route(
         "/{path:path}",
@@ -131,21 +186,53 @@ def create_app(settings: Settings) -> FastAPI:
         include_in_schema=False,
     )
     async def custom_endpoint(request: Request, path: str) -> Response:
-        """Every trigger's custom `endpoint` (and other methods on /webhooks/{id})."""
-        gateway: Gateway = request.app.state.gateway
-        return await gateway.handle(request)
+        """Whatever no route and no trigger's endpoint answers: the gateway's 404 (or
+        405, or 503 while definitions load), said the way webhook senders are told."""
+        return await _gateway_response(request)
 
     return app
 
 
-def run_server(settings: Settings, host: str, port: int) -> None:
-    """Serve in the foreground until SIGTERM or Ctrl-C."""
-    log.info("serving on http://%s:%d", host, port)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        log_config=None,
-    )
+async def _gateway_response(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    answer = await gateway.answer(request.scope, request.receive)
+    headers, content = answer.encoded()
+    response = Response(content, status_code=answer.status)
+    response.raw_headers = headers
+    return response
+
+
+def app_from_environment() -> Front:
+    """The application of one of several `--workers` processes, each started afresh by
+    uvicorn: its settings come from the same environment as the command's."""
+    from processor.config import get_settings
+    from processor.logs import configure
+
+    settings = get_settings()
+    configure(settings.log_level, "serve")
+    return create_app(settings)
+
+
+def run_server(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Serve in the foreground until SIGTERM or Ctrl-C.
+
+    With `workers` > 1, uvicorn binds the port once and runs that many processes that
+    accept on it (one interpreter each: the gateway is CPU-bound in Python), restarting
+    any that dies. Their metrics are summed over every process through files in a
+    directory of this run (prometheus_client's multiprocess mode)."""
+    log.info("serving on http://%s:%d (%d process(es))", host, port, workers)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,
+        "log_config": None,
+    }
+    if workers <= 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    with tempfile.TemporaryDirectory(prefix="triggers-metrics-") as metrics:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics  # read by each process at start
+        uvicorn.run(
+            "processor.http.app:app_from_environment", factory=True, workers=workers, **options
+        )

@@ -7,6 +7,11 @@ retried delivery gets the same id and starts no second run (the dispatcher drops
 
     route ─► method ─► IP allow-list ─► rate limit ─► size ─► signature ─► body ─► Kafka
      404      405          403             429         413      401      400/415    503
+
+The gateway speaks ASGI itself (`answer` takes the connection's scope and receive
+channel): webhook calls are most of what the HTTP service takes, and going through
+the framework's routing, middleware and request objects cost more than all of the
+above together (docs/benchmarks.md, "Webhook gateway").
 """
 
 from __future__ import annotations
@@ -17,14 +22,13 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl
 
 import orjson
-from fastapi import Request
-from fastapi.responses import JSONResponse, Response
 from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -36,9 +40,8 @@ from processor.definitions.view import DefinitionsView
 from processor.durations import parse_duration
 from processor.errors import KafkaUnavailable
 from processor.kafka.async_producer import AsyncProducer
-from processor.messages import CauseKind, WebhookDelivery, execution_id_for
+from processor.messages import CauseKind, execution_id_for
 from processor.metrics import WEBHOOK_AUTH_FAILURES, WEBHOOK_LATENCY, WEBHOOK_REQUESTS
-from processor.serde import to_json
 from processor.webhooks.signatures import (
     PRESETS,
     SLACK_HEADER,
@@ -55,6 +58,9 @@ from processor.webhooks.signatures import (
 log = logging.getLogger(__name__)
 SECRET_NAME = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 NEVER_FORWARDED = {"authorization", "proxy-authorization", "cookie"}
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class Refused(Exception):
@@ -63,7 +69,23 @@ class Refused(Exception):
         super().__init__(reason)
 
 
+_SCHEMES: dict[int, tuple[WebhookAuth, Scheme]] = {}
+"""Each trigger's scheme, spelled out once per definition (by the definition's identity:
+the entry holds the definition, so its id cannot be reused while the entry is here)."""
+
+
 def scheme_for(auth: WebhookAuth) -> Scheme:
+    known = _SCHEMES.get(id(auth))
+    if known is not None and known[0] is auth:
+        return known[1]
+    if len(_SCHEMES) > 4096:  # definitions replaced over a long life
+        _SCHEMES.clear()
+    scheme = _spelled_out(auth)
+    _SCHEMES[id(auth)] = (auth, scheme)
+    return scheme
+
+
+def _spelled_out(auth: WebhookAuth) -> Scheme:
     base = PRESETS.get(auth.type) or Scheme(header=auth.header or "")
     return with_overrides(
         base,
@@ -103,13 +125,18 @@ def authenticate(auth: WebhookAuth, headers: Mapping[str, str], body: bytes, now
     return verify_hmac(auth.type, scheme, secrets, headers, body, now)
 
 
+def is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
 def parse_body(content_type: str, body: bytes) -> Any:
     """JSON, form-encoded (Slack) or text; anything else is a 415."""
     media = content_type.split(";", 1)[0].strip().lower()
     if not body:
         return None
     try:
-        if media == "application/json" or media.endswith("+json"):
+        if is_json(media):
             return orjson.loads(body)
         if media == "application/x-www-form-urlencoded":
             fields = parse_qs(body.decode(), keep_blank_values=True)
@@ -136,6 +163,63 @@ def _is_slack_handshake(auth: WebhookAuth, body: Any) -> bool:
     )
 
 
+@dataclass(slots=True)
+class Answer:
+    """What the gateway says to a call: a status, a JSON payload and extra headers."""
+
+    status: int
+    payload: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """The response's headers and body, as ASGI sends them."""
+        content = orjson.dumps(self.payload)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+        ]
+        headers += [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
+        return headers, content
+
+    async def send(self, send: Send) -> None:
+        headers, content = self.encoded()
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+def delivery_json(
+    *,
+    delivery_id: str,
+    trigger_id: str,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    query: dict[str, str],
+    body: Any,
+    raw_json: bytes | None,
+    received_at: datetime,
+) -> bytes:
+    """A `WebhookDelivery` as it goes on `webhooks` (the model's own JSON, without nulls).
+
+    A JSON body that already parsed goes in as it came, byte for byte (`raw_json`): writing
+    back what was just read would cost as much again, and could only change it."""
+    fields: dict[str, Any] = {
+        "delivery_id": delivery_id,
+        "trigger_id": trigger_id,
+        "method": method,
+        "path": path,
+        "headers": headers,
+        "query": query,
+        "received_at": received_at,
+    }
+    if raw_json is None:
+        if body is not None:
+            fields["body"] = body
+        return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+    head = orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+    return b"".join((head[:-1], b',"body":', raw_json.strip(), b"}"))
+
+
 class Gateway:
     def __init__(self, settings: Settings, view: DefinitionsView, producer: AsyncProducer) -> None:
         self.settings = settings
@@ -145,12 +229,9 @@ class Gateway:
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
-    def client_ip(self, request: Request) -> str:
+    def client_ip(self, peer: str, headers: Mapping[str, str]) -> str:
         """The caller: the peer, or, behind trusted proxies, the nearest untrusted hop."""
-        peer = request.client.host if request.client else ""
-        hops = [
-            h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()
-        ]
+        hops = [h.strip() for h in headers.get("x-forwarded-for", "").split(",") if h.strip()]
         chain = [*hops, peer]
         for hop in reversed(chain):
             try:
@@ -161,13 +242,13 @@ class Gateway:
                 return hop
         return chain[0]
 
-    def _route(self, request: Request) -> TriggerDocument:
+    def _route(self, method: str, path: str) -> TriggerDocument:
         if not self.view.ready.is_set():
             raise Refused(503, "still loading trigger definitions", {"Retry-After": "1"})
-        with_methods = self.view.route(request.url.path)
+        with_methods = self.view.route(path)
         if not with_methods:
             raise Refused(404, "no enabled webhook trigger here")
-        trigger_id = with_methods.get(request.method)
+        trigger_id = with_methods.get(method)
         if trigger_id is None:
             raise Refused(
                 405,
@@ -179,11 +260,12 @@ class Gateway:
             raise Refused(404, "no enabled webhook trigger here")
         return trigger
 
-    def _admit(self, request: Request, trigger: TriggerDocument) -> None:
+    def _admit(self, scope: Scope, headers: Mapping[str, str], trigger: TriggerDocument) -> None:
         webhook = trigger.webhook
         assert webhook is not None
         if webhook.ip_whitelist:
-            ip = self.client_ip(request)
+            client = scope.get("client")
+            ip = self.client_ip(client[0] if client else "", headers)
             try:
                 address = ipaddress.ip_address(ip)
                 allowed = any(
@@ -201,32 +283,43 @@ class Gateway:
                 reset_at = self.limiter.get_window_stats(limit, trigger.trigger_id).reset_time
                 retry = max(1, int(reset_at - time.time()) + 1)
                 raise Refused(429, "rate limit reached", {"Retry-After": str(retry)})
-        declared = request.headers.get("content-length")
+        declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.settings.webhook_max_body_bytes:
             raise Refused(
                 413, f"bodies are limited to {self.settings.webhook_max_body_bytes} bytes"
             )
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, receive: Receive) -> bytes:
+        limit = self.settings.webhook_max_body_bytes
         chunks, size = [], 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Refused(400, "the caller hung up before sending the whole body")
+            chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.settings.webhook_max_body_bytes:
-                raise Refused(
-                    413, f"bodies are limited to {self.settings.webhook_max_body_bytes} bytes"
-                )
+            if size > limit:
+                raise Refused(413, f"bodies are limited to {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def handle(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The gateway as an ASGI application of its own."""
+        answer = await self.answer(scope, receive)
+        await answer.send(send)
+
+    async def answer(self, scope: Scope, receive: Receive) -> Answer:
         started = time.perf_counter()
         trigger_label = "unknown"
+        method: str = scope["method"]
+        path: str = scope["path"]
         try:
-            trigger = self._route(request)
+            trigger = self._route(method, path)
             trigger_label = trigger.trigger_id
-            self._admit(request, trigger)
-            body = await self._body(request)
-            headers = {k.lower(): v for k, v in request.headers.items()}
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            self._admit(scope, headers, trigger)
+            body = await self._body(receive)
             assert trigger.webhook is not None
             auth = trigger.webhook.authentication
             delivery_id = headers.get("idempotency-key")
@@ -236,41 +329,41 @@ class Gateway:
                     WEBHOOK_AUTH_FAILURES.labels(verdict.reason).inc()
                     raise Refused(401, verdict.reason, {"WWW-Authenticate": auth.type.value})
                 delivery_id = verdict.delivery_id or delivery_id
-            parsed = parse_body(headers.get("content-type", ""), body)
+            content_type = headers.get("content-type", "")
+            parsed = parse_body(content_type, body)
             if auth is not None and _is_slack_handshake(auth, parsed):
                 # Slack checks an Events API URL with a signed challenge before it sends
                 # anything; it wants the challenge back, and it is not an event.
                 WEBHOOK_REQUESTS.labels(trigger_label, "200").inc()
-                return JSONResponse({"challenge": parsed["challenge"]})
+                return Answer(200, {"challenge": parsed["challenge"]})
             if auth is not None and auth.type is AuthType.STRIPE and isinstance(parsed, dict):
                 delivery_id = str(parsed.get("id") or delivery_id)
             delivery_id = delivery_id or f"random:{uuid.uuid4()}"
             forwarded = {k: v for k, v in headers.items() if k not in NEVER_FORWARDED}
             if auth is not None and auth.type in (AuthType.BEARER, AuthType.BASIC) and auth.header:
                 forwarded.pop(auth.header, None)
-            delivery = WebhookDelivery(
+            value = delivery_json(
                 delivery_id=delivery_id,
                 trigger_id=trigger.trigger_id,
-                method=request.method,
-                path=request.url.path,
+                method=method,
+                path=path,
                 headers=forwarded,
-                query={k: v for k, v in request.query_params.items()},
+                query=dict(parse_qsl(scope["query_string"].decode("latin-1"), True)),
                 body=parsed,
+                raw_json=body if parsed is not None and is_json(content_type) else None,
                 received_at=datetime.now(UTC),
             )
             try:
-                await self.producer.send(self.topic, trigger.trigger_id.encode(), to_json(delivery))
+                await self.producer.send(self.topic, trigger.trigger_id.encode(), value)
             except KafkaUnavailable as exc:
                 raise Refused(503, str(exc), {"Retry-After": "5"}) from None
             execution_id = execution_id_for(trigger.trigger_id, CauseKind.WEBHOOK, delivery_id)
             WEBHOOK_REQUESTS.labels(trigger_label, "202").inc()
-            return JSONResponse({"execution_id": execution_id}, status_code=202)
+            return Answer(202, {"execution_id": execution_id})
         except Refused as refused:
             WEBHOOK_REQUESTS.labels(trigger_label, str(refused.status)).inc()
             if refused.status >= 500:
-                log.warning("webhook %s %s: %s", request.method, request.url.path, refused.reason)
-            return JSONResponse(
-                {"error": refused.reason}, status_code=refused.status, headers=refused.headers
-            )
+                log.warning("webhook %s %s: %s", method, path, refused.reason)
+            return Answer(refused.status, {"error": refused.reason}, refused.headers)
         finally:
             WEBHOOK_LATENCY.observe(time.perf_counter() - started)

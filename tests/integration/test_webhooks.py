@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+import orjson
 
 from processor import topics
 from tests.integration.conftest import KAFKA_SH
@@ -185,3 +186,49 @@ def test_gateway_answers_503_while_the_broker_is_down_and_202_after(
         stored = settle(deliveries, 3)
     # Only what was answered 2xx is in Kafka: none of the calls answered 503.
     assert [d["body"]["text"] for d in stored] == accepted
+
+
+def test_two_gateway_processes_on_one_port_store_every_call_and_sum_their_metrics(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    (tmp_path / "hook.yaml").write_text("""
+trigger:
+  id: json-hook
+  name: JSON hook
+  type: webhook
+  webhook:
+    endpoint: /hooks/json
+    authentication: {type: hmac, header: X-Signature, secret: "${HOOK_SECRET}"}
+  agent: {id: a}
+""")
+    pipeline.cli("apply", "-f", str(tmp_path / "hook.yaml"))
+    base = start_serve(pipeline, extra_env={"HOOK_SECRET": "s3", "TRIGGERS_HTTP_WORKERS": "2"})
+    [serve] = [p for p in pipeline.processes if p.args[1] == "serve"]
+    children = subprocess.run(
+        ["pgrep", "-f", "-P", str(serve.pid), "spawn_main"], capture_output=True, text=True
+    ).stdout.split()
+    assert len(children) == 2, children
+
+    sent = []
+    for n in range(40):  # a connection each, so the kernel hands them to both processes
+        body = b'{"n": %d,  "nested": {"a": [1, 2.50, "\\u00e9"]}}\n' % n
+        signature = hmac.new(b"s3", body, hashlib.sha256).hexdigest()
+        answer = httpx.post(
+            f"{base}/hooks/json",
+            content=body,
+            headers={"X-Signature": signature, "Content-Type": "application/json"},
+            timeout=20,
+        )
+        assert answer.status_code == 202, answer.text
+        sent.append(body)
+    with reading(pipeline.bootstrap, pipeline.topic(topics.WEBHOOKS), raw=True) as deliveries:
+        deliveries(lambda ds: len(ds) >= 40, timeout=30)
+        stored = settle(deliveries, 2)
+    assert len(stored) == 40
+    # The JSON body is stored as it came (not parsed and written again), and reads back.
+    for body, record in zip(sent, stored, strict=True):
+        assert b'"body":' + body.strip() + b"}" in record
+        assert orjson.loads(record)["body"] == orjson.loads(body)
+
+    metrics = httpx.get(f"{base}/metrics").text
+    assert 'triggers_webhook_requests_total{status="202",trigger_id="json-hook"} 40.0' in metrics
