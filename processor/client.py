@@ -2,7 +2,8 @@
 
 from processor.client import TriggersClient
 
-client = TriggersClient("localhost:9092")
+client = TriggersClient("localhost:9092")   # or TriggersClient(settings=Settings()) for
+                                            # TRIGGERS_KAFKA_* (a secured cluster)
 client.emit("order.created", source="shop", data={"order_id": "o1"})   # waits for the ack
 await client.emit_async("order.paid", source="shop", data={"order_id": "o1"})
 
@@ -33,8 +34,19 @@ from processor.serde import from_json, to_json
 
 
 class TriggersClient:
-    def __init__(self, bootstrap: str = "localhost:9092", topic_prefix: str = "") -> None:
-        self.settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=topic_prefix)
+    def __init__(
+        self,
+        bootstrap: str = "localhost:9092",
+        topic_prefix: str = "",
+        settings: Settings | None = None,
+        **kafka: Any,
+    ) -> None:
+        """`kafka`: any other setting by its field name, e.g. `kafka_security_protocol=
+        "SASL_SSL", kafka_sasl_username=..., kafka_sasl_password=...,
+        kafka_ssl_ca_location=...`; or `settings` whole (its bootstrap and prefix win)."""
+        self.settings = settings or Settings(
+            kafka_bootstrap=bootstrap, topic_prefix=topic_prefix, **kafka
+        )
         self._producer = new_producer(self.settings)
 
     def _topic(self, spec: topics.TopicSpec) -> str:

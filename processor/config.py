@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SecurityProtocol(StrEnum):
+    """How clients talk to the brokers (librdkafka's `security.protocol`)."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    """How clients prove who they are over SASL (librdkafka's `sasl.mechanism`)."""
+
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
 
 
 class Settings(BaseSettings):
@@ -16,6 +34,27 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = Field(
         "localhost:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    kafka_security_protocol: SecurityProtocol = Field(
+        SecurityProtocol.PLAINTEXT,
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every client.",
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        SaslMechanism.SCRAM_SHA_512,
+        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol).",
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (never logged or shown)."
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates."
+    )
+    kafka_ssl_certificate_location: Path | None = Field(
+        None, description="PEM client certificate, for brokers that ask for one (mTLS)."
+    )
+    kafka_ssl_key_location: Path | None = Field(
+        None, description="PEM private key of that client certificate."
     )
     topic_prefix: str = Field(
         "", description="Prefix added to every topic name, e.g. `staging.`; empty by default."
@@ -75,6 +114,28 @@ class Settings(BaseSettings):
         "input; larger data is left out and the input's event says `data_truncated`.",
     )
     log_level: str = Field("INFO", description="Log level of every component.")
+
+    @model_validator(mode="after")
+    def _kafka_security_is_whole(self) -> Settings:
+        """A secured connection's settings, complete and pointing at files that exist."""
+        protocol = self.kafka_security_protocol
+        if protocol in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL) and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"TRIGGERS_KAFKA_SECURITY_PROTOCOL={protocol} needs TRIGGERS_KAFKA_SASL_USERNAME "
+                "and TRIGGERS_KAFKA_SASL_PASSWORD"
+            )
+        for name in ("ca", "certificate", "key"):
+            path = getattr(self, f"kafka_ssl_{name}_location")
+            if path is not None and not path.is_file():
+                raise ValueError(f"TRIGGERS_KAFKA_SSL_{name.upper()}_LOCATION={path}: no such file")
+        if (self.kafka_ssl_certificate_location is None) != (self.kafka_ssl_key_location is None):
+            raise ValueError(
+                "TRIGGERS_KAFKA_SSL_CERTIFICATE_LOCATION and TRIGGERS_KAFKA_SSL_KEY_LOCATION "
+                "go together (a client certificate and its key)"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

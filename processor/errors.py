@@ -27,6 +27,11 @@ class KafkaUnavailable(TriggersError):
     """The broker did not answer in time."""
 
 
+class KafkaRefused(TriggersError):
+    """The broker refused our credentials, or we refused its certificate: retrying cannot
+    help; a setting must change (the message names it)."""
+
+
 class DataDirInUse(TriggersError):
     """Another worker on this machine already keeps its table state in this directory."""
 

@@ -6,7 +6,12 @@
 #   kafka.sh down    stop the broker that `up` started (by its pid), and only that one
 #   kafka.sh status  say whether a broker answers and whether it is ours
 #
-# State (jars, data, pid, log) lives in git-ignored folders beside this script.
+# Besides plaintext on 127.0.0.1:9092, the broker listens with SASL_SSL on 127.0.0.1:9094
+# (user `triggers`, password `triggers-secret`; SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN),
+# with a certificate signed by a CA made on the first start: clients trust
+# $state/tls/ca.pem (`kafka.sh ca` prints its path).
+#
+# State (jars, data, pid, log, TLS files) lives in git-ignored folders beside this script.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,6 +21,10 @@ pidfile="$state/kafka.pid"
 logfile="$state/kafka.log"
 props="$state/server.properties"
 bootstrap="127.0.0.1:9092"
+tls="$state/tls"
+tls_password="triggers-local-keystore"
+scram_user="triggers"
+scram_password="triggers-secret"
 java_opts="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 
 log() { printf 'kafka: %s\n' "$*" >&2; }
@@ -52,6 +61,37 @@ our_pid() {
   fi
 }
 
+make_certificates() {
+  # A CA and a broker certificate for 127.0.0.1 and localhost, made once per state folder.
+  if [[ -f "$tls/broker.p12" ]]; then return; fi
+  log "making a local CA and the broker's TLS certificate ($tls)"
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=triggers local CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout broker.key -out broker.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile san.ext -out broker.pem 2>/dev/null
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
+      -out broker.p12.partial -passout "pass:$tls_password"
+    mv broker.p12.partial broker.p12
+  )
+}
+
+create_scram_users() {
+  # Idempotent: the same credentials are set again on every start (one mechanism per
+  # request: the broker refuses two changes of one user's credentials in one).
+  local mechanism
+  for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+    kjava org.apache.kafka.tools.ConfigCommand --bootstrap-server "$bootstrap" --alter \
+      --add-config "$mechanism=[password=$scram_password]" \
+      --entity-type users --entity-name "$scram_user" >/dev/null
+  done
+}
+
 up() {
   if our_pid >/dev/null; then
     if serves_metadata; then log "already running (pid $(our_pid))"; return; fi
@@ -60,7 +100,12 @@ up() {
   fi
   resolve_jars
   mkdir -p "$state/data"
-  { cat "$here/server.properties"; printf '\nlog.dirs=%s\n' "$state/data"; } >"$props"
+  make_certificates
+  {
+    cat "$here/server.properties"
+    printf '\nlog.dirs=%s\n' "$state/data"
+    printf 'ssl.keystore.location=%s\nssl.keystore.password=%s\n' "$tls/broker.p12" "$tls_password"
+  } >"$props"
   if [[ ! -f "$state/data/meta.properties" ]]; then
     local cluster_id
     cluster_id=$(kjava kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
@@ -82,7 +127,8 @@ up() {
     if ((SECONDS > deadline)); then log "broker did not serve metadata in time"; exit 1; fi
     sleep 1
   done
-  log "ready on $bootstrap (pid $(our_pid))"
+  create_scram_users
+  log "ready on $bootstrap, and SASL_SSL on 127.0.0.1:9094 (pid $(our_pid))"
 }
 
 down() {
@@ -115,5 +161,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  ca) echo "$tls/ca.pem" ;;
+  *) echo "usage: $0 up|down|status|ca" >&2; exit 2 ;;
 esac

@@ -58,8 +58,19 @@ def run() -> None:
 
     # The client library's retry chatter would bury the one line that says what failed.
     LIBRDKAFKA_LOG.setLevel(logging.CRITICAL)
+    from pydantic import ValidationError
+
     try:
         app()
+    except ValidationError as exc:  # the settings (TRIGGERS_* variables)
+        for problem in exc.errors():
+            where = "".join(f"TRIGGERS_{p}".upper() for p in problem["loc"][:1])
+            err.print(
+                f"[red]error:[/red] {where + ': ' if where else ''}{problem['msg']}",
+                highlight=False,
+                markup=True,
+            )
+        sys.exit(1)
     except DefinitionError as exc:
         _print_problems(exc.problems)
         sys.exit(1)

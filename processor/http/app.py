@@ -220,6 +220,9 @@ def run_server(settings: Settings, host: str, port: int, workers: int = 1) -> No
     accept on it (one interpreter each: the gateway is CPU-bound in Python), restarting
     any that dies. Their metrics are summed over every process through files in a
     directory of this run (prometheus_client's multiprocess mode)."""
+    from processor.kafka.admin import refuse_early
+
+    refuse_early(settings)
     log.info("serving on http://%s:%d (%d process(es))", host, port, workers)
     options: dict[str, Any] = {
         "host": host,

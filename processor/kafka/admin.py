@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from processor.config import Settings
 from processor.errors import KafkaUnavailable
 from processor.kafka.clients import common_config
+from processor.kafka.security import refusal
 from processor.topics import ALL_TOPICS, partitions_for, topic_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,14 +31,39 @@ def _admin(settings: Settings) -> AdminClient:
 
 
 def wait_for_broker(settings: Settings, timeout_seconds: float = 10.0) -> None:
-    """Return once the broker serves metadata; raise KafkaUnavailable otherwise."""
+    """Return once the broker serves metadata. KafkaRefused at once if it refuses our
+    credentials (or we its certificate), KafkaUnavailable if it does not answer in time."""
+    reports: list[KafkaError] = []
+    # A producer, not an admin client: only it (through poll) reports connection errors.
+    probe = Producer({**common_config(settings), "error_cb": reports.append})
+    deadline = time.monotonic() + timeout_seconds
+    last: Any = None
+    while True:
+        try:
+            probe.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            return
+        except KafkaException as exc:
+            last = exc.args[0]
+        probe.poll(0)
+        for report in reports:
+            refused = refusal(settings, report)
+            if refused is not None:
+                raise refused
+        if time.monotonic() >= deadline:
+            raise KafkaUnavailable(
+                f"Kafka at {settings.kafka_bootstrap} did not answer in {timeout_seconds:.0f} s "
+                f"({last}); start it with `make kafka-up` or set TRIGGERS_KAFKA_BOOTSTRAP"
+            )
+
+
+def refuse_early(settings: Settings) -> None:
+    """Stop at start, saying which setting to fix, if the broker refuses our credentials
+    (or we its certificate): every client would otherwise retry forever. A broker that
+    does not answer yet is not an error: the clients wait for it."""
     try:
-        _admin(settings).list_topics(timeout=timeout_seconds)
-    except KafkaException as exc:
-        raise KafkaUnavailable(
-            f"Kafka at {settings.kafka_bootstrap} did not answer in {timeout_seconds:.0f} s "
-            f"({exc.args[0]}); start it with `make kafka-up` or set TRIGGERS_KAFKA_BOOTSTRAP"
-        ) from None
+        wait_for_broker(settings, 10.0)
+    except KafkaUnavailable as exc:
+        log.warning("%s; starting anyway, the clients keep trying", exc)
 
 
 def create_topics(settings: Settings, timeout_seconds: float = 30.0) -> list[TopicOutcome]:

@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, Producer
 
 from processor.config import Settings
 from processor.errors import KafkaUnavailable
+from processor.kafka.security import librdkafka_security
 
 PARTITIONER = "murmur2_random"
 LIBRDKAFKA_LOG = logging.getLogger("processor.kafka.librdkafka")
@@ -22,7 +23,11 @@ components show them in their log format and the CLI keeps them off the terminal
 
 def common_config(settings: Settings) -> dict[str, Any]:
     """What every client of ours, producer, consumer or admin, is configured with."""
-    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": LIBRDKAFKA_LOG}
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "logger": LIBRDKAFKA_LOG,
+        **librdkafka_security(settings),
+    }
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:

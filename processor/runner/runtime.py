@@ -173,6 +173,9 @@ class Runner:
 
 def run_runner(settings: Settings) -> None:
     """Run in the foreground until SIGTERM or Ctrl-C."""
+    from processor.kafka.admin import refuse_early
+
+    refuse_early(settings)
     runner = Runner(settings)
 
     def stop(signum: int, frame: Any) -> None:

@@ -34,6 +34,8 @@ from processor.deadletters import dead_letter
 from processor.definitions.registry import Registry
 from processor.dispatch.dispatcher import Dispatcher
 from processor.errors import BadRecord, DataDirInUse
+from processor.kafka.admin import refuse_early
+from processor.kafka.security import faust_credentials
 from processor.kafka.transactional import TransactionalLoop
 from processor.matching.scheduler import Scheduler
 from processor.messages import CronTick, Fire, WebhookDelivery
@@ -79,6 +81,7 @@ def create_app(
     app = App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
         store="memory://",  # the definitions table and the scheduler's last tick
         datadir=str(settings.data_dir / settings.app_id),
         web_enabled=False,
@@ -267,6 +270,7 @@ def run_worker(settings: Settings) -> None:
     from prometheus_client import start_http_server
 
     time_gc_pauses()
+    refuse_early(settings)
     with data_dir_claimed(settings):
         if settings.worker_metrics_port:
             start_http_server(settings.worker_metrics_port, addr=settings.http_host)
