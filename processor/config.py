@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(
         6, ge=1, description="Partitions of the keyed topics `triggers topics create` makes."
     )
+    topic_replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Replicas of every topic the product creates, Faust's included "
+        "(min.insync.replicas one less); unset: the broker's default for ours, 1 for Faust's.",
+    )
     app_id: str = Field(
         "triggers", description="Faust application id; also the prefix of consumer group ids."
     )
@@ -136,6 +142,16 @@ class Settings(BaseSettings):
                 "go together (a client certificate and its key)"
             )
         return self
+
+
+def replication(settings: Settings) -> tuple[int, dict[str, str]]:
+    """The replication factor to create a topic with (-1: the broker's default) and the
+    topic config that goes with it: with N > 1 replicas, a write is acknowledged once N-1
+    have it, so one broker can be down (a rolling restart) without refusing writes."""
+    factor = settings.topic_replication_factor
+    if factor is None:
+        return -1, {}
+    return factor, ({"min.insync.replicas": str(factor - 1)} if factor > 1 else {})
 
 
 @lru_cache(maxsize=1)

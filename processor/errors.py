@@ -32,6 +32,10 @@ class KafkaRefused(TriggersError):
     help; a setting must change (the message names it)."""
 
 
+class TopicsRefused(TriggersError):
+    """The broker would not create a topic as asked (e.g. more replicas than brokers)."""
+
+
 class DataDirInUse(TriggersError):
     """Another worker on this machine already keeps its table state in this directory."""
 

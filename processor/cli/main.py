@@ -169,12 +169,24 @@ def runner() -> None:
 
 
 @topics_app.command("create")
-def topics_create() -> None:
+def topics_create(
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Replicas of each topic, min.insync.replicas one less "
+            "[TRIGGERS_TOPIC_REPLICATION_FACTOR; default: the broker's].",
+        ),
+    ] = None,
+) -> None:
     """Create every topic the product needs; existing topics are left as they are."""
     from processor.kafka.admin import create_topics
 
+    settings = _settings()
+    if replication_factor is not None:
+        settings = settings.model_copy(update={"topic_replication_factor": replication_factor})
     try:
-        outcomes = create_topics(_settings())
+        outcomes = create_topics(settings)
     except TriggersError as exc:
         raise _fail(str(exc)) from None
     for outcome in outcomes:

@@ -10,8 +10,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from processor.config import Settings
-from processor.errors import KafkaUnavailable
+from processor.config import Settings, replication
+from processor.errors import KafkaUnavailable, TopicsRefused
 from processor.kafka.clients import common_config
 from processor.kafka.security import refusal
 from processor.topics import ALL_TOPICS, partitions_for, topic_name
@@ -73,17 +73,18 @@ def create_topics(settings: Settings, timeout_seconds: float = 30.0) -> list[Top
     existing = admin.list_topics(timeout=timeout_seconds).topics
     wanted = []
     outcomes = []
+    factor, replicated = replication(settings)
     for spec in ALL_TOPICS:
         name = topic_name(spec, settings)
         partitions = partitions_for(spec, settings)
         if name in existing:
             outcomes.append(TopicOutcome(name, len(existing[name].partitions), created=False))
             continue
-        config = dict(spec.config)
+        config = {**spec.config, **replicated}
         if spec.compacted:
             config["cleanup.policy"] = "compact"
         wanted.append(
-            NewTopic(name, num_partitions=partitions, replication_factor=-1, config=config)
+            NewTopic(name, num_partitions=partitions, replication_factor=factor, config=config)
         )
     if not wanted:
         return sorted(outcomes, key=lambda o: o.name)
@@ -92,8 +93,15 @@ def create_topics(settings: Settings, timeout_seconds: float = 30.0) -> list[Top
             future.result()
             created = True
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+            error = exc.args[0]
+            if error.code() == KafkaError.INVALID_REPLICATION_FACTOR:
+                raise TopicsRefused(
+                    f"cannot create {name} with {factor} replicas: {error.str()}; set "
+                    "TRIGGERS_TOPIC_REPLICATION_FACTOR (or --replication-factor) to at most "
+                    "the number of brokers"
+                ) from None
+            if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TopicsRefused(f"cannot create {name}: {error.str()}") from None
             created = False
         partitions = next(t.num_partitions for t in wanted if t.topic == name)
         outcomes.append(TopicOutcome(name, partitions, created))

@@ -29,7 +29,7 @@ from mode import Service
 from pydantic import ValidationError
 
 from processor import topics
-from processor.config import Settings
+from processor.config import Settings, replication
 from processor.deadletters import dead_letter
 from processor.definitions.registry import Registry
 from processor.dispatch.dispatcher import Dispatcher
@@ -86,7 +86,8 @@ def create_app(
         datadir=str(settings.data_dir / settings.app_id),
         web_enabled=False,
         producer_acks=-1,
-        topic_replication_factor=1,
+        # Faust's own topics (the scheduler table's changelog, the leader topic).
+        topic_replication_factor=settings.topic_replication_factor or 1,
         stream_wait_empty=True,
         # A killed worker's partitions move to the others after this long (Faust: 60 s).
         broker_session_timeout=SESSION_TIMEOUT_SECONDS,
@@ -95,7 +96,12 @@ def create_app(
     definitions = definitions_table(app, name(topics.TRIGGER_DEFINITIONS), registry)
     webhooks_topic = _raw_topic(app, name(topics.WEBHOOKS))
     ticks_topic = _raw_topic(app, name(topics.CRON_TICKS))
-    scheduler_state = app.Table("scheduler-state", default=None, partitions=1)
+    scheduler_state = app.Table(
+        "scheduler-state",
+        default=None,
+        partitions=1,
+        extra_topic_configs=replication(settings)[1],
+    )
     scheduler = Scheduler(registry)
     fires_topic = _raw_topic(app, name(topics.TRIGGER_FIRES))
     dead_letters_topic = _raw_topic(app, name(topics.DEAD_LETTERS))

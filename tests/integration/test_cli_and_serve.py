@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from processor import topics
 from tests.integration.kafka import ROOT, Pipeline
 
 EXAMPLES = ROOT / "examples"
@@ -33,6 +34,29 @@ def test_topics_create_is_idempotent(pipeline: Pipeline) -> None:
     again = pipeline.cli("topics", "create")
     assert "created" not in again.stdout
     assert f"exists  {pipeline.prefix}trigger-definitions (1 partitions)" in again.stdout
+
+
+def test_topics_create_with_replicas_says_when_the_cluster_has_too_few_brokers(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
+
+    fresh = Pipeline(bootstrap=kafka_bootstrap, workdir=tmp_path)  # no topics yet
+    refused = fresh.cli("topics", "create", "--replication-factor", "3", check=False)
+    assert refused.returncode == 1
+    assert "with 3 replicas" in refused.stderr and "TRIGGERS_TOPIC_REPLICATION_FACTOR" in (
+        refused.stderr.replace("\n", " ")
+    )
+    assert "Traceback" not in refused.stderr
+    fresh.cli("topics", "create", "--replication-factor", "1")
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    events = fresh.topic(topics.EVENTS)
+    partitions = admin.list_topics(events, timeout=10).topics[events].partitions.values()
+    assert [len(p.replicas) for p in partitions] == [1] * len(partitions)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, events)
+    config = admin.describe_configs([resource])[resource].result(30)
+    # One replica: nothing to relax, the topic sets no min.insync.replicas of its own.
+    assert config["min.insync.replicas"].source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value
 
 
 def test_apply_reports_created_then_unchanged_then_updated(

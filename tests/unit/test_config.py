@@ -46,3 +46,11 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [n for n in Settings.model_fields if f"TRIGGERS_{n.upper()}" not in readme]
     assert missing == []
+
+
+def test_replicas_keep_one_broker_spare_for_writes() -> None:
+    from processor.config import replication
+
+    assert replication(Settings()) == (-1, {})  # the broker's default
+    assert replication(Settings(topic_replication_factor=1)) == (1, {})
+    assert replication(Settings(topic_replication_factor=3)) == (3, {"min.insync.replicas": "2"})
