@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,6 +121,9 @@ class Settings(BaseSettings):
         "input; larger data is left out and the input's event says `data_truncated`.",
     )
     log_level: str = Field("INFO", description="Log level of every component.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`text` for a terminal, `json` for one JSON object per line."
+    )
 
     @model_validator(mode="after")
     def _kafka_security_is_whole(self) -> Settings:

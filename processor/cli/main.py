@@ -129,7 +129,7 @@ def worker() -> None:
     from processor.worker.app import run_worker
 
     settings = _settings()
-    configure(settings.log_level, "worker")
+    configure(settings.log_level, "worker", settings.log_format)
     try:
         run_worker(settings)
     except TriggersError as exc:
@@ -149,7 +149,7 @@ def serve(
     from processor.http.app import run_server
 
     settings = _settings()
-    configure(settings.log_level, "serve")
+    configure(settings.log_level, "serve", settings.log_format)
     run_server(
         settings,
         host or settings.http_host,
@@ -164,7 +164,7 @@ def runner() -> None:
     from processor.runner.runtime import run_runner
 
     settings = _settings()
-    configure(settings.log_level, "runner")
+    configure(settings.log_level, "runner", settings.log_format)
     run_runner(settings)
 
 

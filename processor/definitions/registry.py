@@ -15,6 +15,7 @@ from processor.definitions.endpoints import endpoint_of
 from processor.definitions.loader import parse_document
 from processor.definitions.model import TriggerDocument, TriggerType
 from processor.errors import DefinitionError
+from processor.logs import about
 from processor.matching.conditions import Condition, ConditionError, parse_condition
 from processor.matching.patterns import PatternIndex
 
@@ -88,7 +89,9 @@ class Registry:
         try:
             document = parse_document(orjson.loads(value), f"trigger-definitions[{trigger_id}]")
         except (orjson.JSONDecodeError, DefinitionError, RecursionError) as exc:
-            log.error("ignoring invalid definition %s: %s", trigger_id, exc)
+            log.error(
+                "ignoring invalid definition %s: %s", trigger_id, exc, extra=about(trigger_id)
+            )
             self._remove(trigger_id)
             return
         self.put(document.model_copy(update={"id": trigger_id}))
@@ -110,7 +113,7 @@ class Registry:
                 if follow is not None:
                     self.event_patterns.add(trigger_id + SECOND_ROLE, follow.pattern)
             except (ValueError, ConditionError) as exc:
-                log.error("trigger %s: %s", trigger_id, exc)
+                log.error("trigger %s: %s", trigger_id, exc, extra=about(trigger_id))
                 self._conditions.pop(trigger_id, None)
         self._candidates = {}
 

@@ -209,7 +209,7 @@ def app_from_environment() -> Front:
     from processor.logs import configure
 
     settings = get_settings()
-    configure(settings.log_level, "serve")
+    configure(settings.log_level, "serve", settings.log_format)
     return create_app(settings)
 
 

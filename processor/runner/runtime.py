@@ -29,6 +29,7 @@ from processor import topics
 from processor.config import Settings
 from processor.deadletters import dead_letter_for
 from processor.kafka.clients import new_consumer, new_producer
+from processor.logs import about
 from processor.messages import (
     ControlAction,
     ControlCommand,
@@ -142,7 +143,11 @@ class Runner:
             self.producer.produce(self.dead_letters_topic, key=key, value=letter)
             return
         log.info(
-            "run %s (agent %s): %s", command.execution_id, command.agent_id, behaviour.action.value
+            "run %s (agent %s): %s",
+            command.execution_id,
+            command.agent_id,
+            behaviour.action.value,
+            extra=about(command.trigger_id, command.execution_id),
         )
         self.pool.submit(self.execute, command, behaviour)
 

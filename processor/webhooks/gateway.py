@@ -40,6 +40,7 @@ from processor.definitions.view import DefinitionsView
 from processor.durations import parse_duration
 from processor.errors import KafkaUnavailable
 from processor.kafka.async_producer import AsyncProducer
+from processor.logs import about
 from processor.messages import CauseKind, execution_id_for
 from processor.metrics import WEBHOOK_AUTH_FAILURES, WEBHOOK_LATENCY, WEBHOOK_REQUESTS
 from processor.webhooks.signatures import (
@@ -363,7 +364,13 @@ class Gateway:
         except Refused as refused:
             WEBHOOK_REQUESTS.labels(trigger_label, str(refused.status)).inc()
             if refused.status >= 500:
-                log.warning("webhook %s %s: %s", method, path, refused.reason)
+                log.warning(
+                    "webhook %s %s: %s",
+                    method,
+                    path,
+                    refused.reason,
+                    extra=about(None if trigger_label == "unknown" else trigger_label),
+                )
             return Answer(refused.status, {"error": refused.reason}, refused.headers)
         finally:
             WEBHOOK_LATENCY.observe(time.perf_counter() - started)

@@ -37,6 +37,7 @@ from processor.errors import BadRecord, DataDirInUse
 from processor.kafka.admin import refuse_early
 from processor.kafka.security import faust_credentials
 from processor.kafka.transactional import TransactionalLoop
+from processor.logs import about, faust_logging_config
 from processor.matching.scheduler import Scheduler
 from processor.messages import CronTick, Fire, WebhookDelivery
 from processor.metrics import (
@@ -150,6 +151,7 @@ def create_app(
                 "delivery %s for trigger %s: trigger gone or disabled; not fired",
                 delivery.delivery_id,
                 delivery.trigger_id,
+                extra=about(trigger_id=delivery.trigger_id),
             )
             return
         fire, missing = fire_for_delivery(trigger, delivery)
@@ -288,6 +290,7 @@ def run_worker(settings: Settings) -> None:
             LoopService(EventMatcher(settings, registry, definitions_ready)),
             LoopService(Dispatcher(settings)),
             loglevel=settings.log_level.lower().replace("warning", "warn"),
+            logging_config=faust_logging_config(settings.log_level, "worker", settings.log_format),
             quiet=True,
         )
         worker.execute_from_commandline()

@@ -142,3 +142,33 @@ def test_binary_mode_cloudevents_on_an_extra_input_topic_fire(pipeline: Pipeline
         [command] = runs(lambda cs: len(cs) >= 1, timeout=60)
     assert command["cause"]["event_id"] == "bin-1"
     assert command["input"]["event"]["data"] == {"service": "web"}
+
+
+def test_json_logs_are_one_object_per_line_naming_the_execution(
+    pipeline: Pipeline, tmp_path
+) -> None:
+    (tmp_path / "deploy.yaml").write_text(ECHO_TRIGGER)
+    pipeline.cli("apply", "-f", str(tmp_path / "deploy.yaml"))
+    json_logs = {"TRIGGERS_LOG_FORMAT": "json"}
+    pipeline.start("worker", name="worker", extra_env=json_logs)
+    pipeline.start("runner", name="runner", extra_env=json_logs)
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.wait_ready("worker", "dispatcher restored")
+    pipeline.wait_ready("runner", "runner consuming")
+    pipeline.emit({"id": "e-json", "type": "deploy.finished", "source": "ci"})
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
+        records = executions(lambda rs: any(r["status"] == "completed" for r in rs), timeout=90)
+    pipeline.stop_all()
+    for name in ("worker", "runner"):
+        lines = [orjson.loads(line) for line in pipeline.log(name).splitlines() if line.strip()]
+        assert lines and all(
+            {"ts", "level", "component", "logger", "message"} <= set(line) for line in lines
+        )
+        assert {line["component"] for line in lines} == {name}
+    [run] = [
+        line
+        for line in map(orjson.loads, pipeline.log("runner").splitlines())
+        if line["message"].startswith("run ")
+    ]
+    assert run["execution_id"] == records[-1]["execution_id"]
+    assert run["trigger_id"] == records[-1]["trigger_id"]

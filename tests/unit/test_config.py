@@ -54,3 +54,25 @@ def test_replicas_keep_one_broker_spare_for_writes() -> None:
     assert replication(Settings()) == (-1, {})  # the broker's default
     assert replication(Settings(topic_replication_factor=1)) == (1, {})
     assert replication(Settings(topic_replication_factor=3)) == (3, {"min.insync.replicas": "2"})
+
+
+def test_json_log_lines_carry_the_component_and_the_ids_they_are_about() -> None:
+    import logging
+
+    import orjson
+
+    from processor.logs import JsonLines, about
+
+    record = logging.LogRecord("processor.x", logging.WARNING, "f.py", 1, "run %s", ("e1",), None)
+    for key, value in about("t1", "e1").items():
+        setattr(record, key, value)
+    line = orjson.loads(JsonLines("runner").format(record))
+    assert line["message"] == "run e1" and line["component"] == "runner"
+    assert (line["trigger_id"], line["execution_id"], line["level"]) == ("t1", "e1", "WARNING")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        failed = logging.LogRecord("x", logging.ERROR, "f.py", 1, "bad", (), sys.exc_info())
+    assert "ValueError: boom" in orjson.loads(JsonLines("worker").format(failed))["exception"]
