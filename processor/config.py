@@ -92,6 +92,25 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         9464, description="Port of the worker's Prometheus `/metrics`; 0 turns it off."
     )
+    worker_stall_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A worker's /healthz answers 503 once a consumer group of it has not "
+        "moved for this long while its lag grew.",
+    )
+    worker_health_interval_seconds: float = Field(
+        10.0, gt=0, description="How often a worker reads its consumer groups' lag."
+    )
+    metrics_trigger_label_limit: int = Field(
+        100,
+        ge=0,
+        description="Triggers a process labels its per-trigger series with (the first it "
+        'counts); the rest share `trigger_id="_other"`.',
+    )
+    metrics_trigger_ids: list[str] = Field(
+        default_factory=list,
+        description="Trigger ids always labelled on their own, beyond that limit (JSON list).",
+    )
     runner_metrics_port: int = Field(
         0, description="Port of the reference runner's Prometheus `/metrics`; 0 turns it off."
     )

@@ -2,7 +2,40 @@
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import Counter, Gauge, Histogram
+
+OTHER_TRIGGERS = "_other"
+
+
+class TriggerLabels:
+    """The `trigger_id` label of a series: the trigger's id for the triggers named in
+    TRIGGERS_METRICS_TRIGGER_IDS and for the first TRIGGERS_METRICS_TRIGGER_LABEL_LIMIT
+    others a process counts, `_other` for the rest. 100k triggers must not mean 100k
+    series per metric."""
+
+    def __init__(self, limit: int = 100, named: frozenset[str] = frozenset()) -> None:
+        self.limit = limit
+        self.named = named
+        self._labelled: set[str] = set()
+        self._lock = threading.Lock()
+
+    def configure(self, limit: int, named: list[str]) -> None:
+        with self._lock:
+            self.limit, self.named = limit, frozenset(named)
+
+    def __call__(self, trigger_id: str) -> str:
+        if trigger_id in self._labelled or trigger_id in self.named:
+            return trigger_id
+        with self._lock:
+            if len(self._labelled) < self.limit:
+                self._labelled.add(trigger_id)
+                return trigger_id
+        return OTHER_TRIGGERS
+
+
+trigger_label = TriggerLabels()
 
 EVENTS = Counter("triggers_events_total", "Domain events read by the matcher.", ["outcome"])
 MATCH_VERDICTS = Counter(
@@ -112,4 +145,10 @@ GC_PAUSES = Histogram(
     "the process waits while one runs.",
     ["generation"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+CONSUMER_LAG = Gauge(
+    "triggers_consumer_lag",
+    "Records of an input partition not yet committed by a consumer group of the worker.",
+    ["group", "topic", "partition"],
+    multiprocess_mode="livemax",
 )

@@ -39,7 +39,7 @@ from processor.http.triggers_api import router as triggers_router
 from processor.http.ui import pages as ui
 from processor.kafka.admin import wait_for_broker
 from processor.kafka.async_producer import AsyncProducer
-from processor.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from processor.metrics import HTTP_LATENCY, HTTP_REQUESTS, trigger_label
 from processor.webhooks.gateway import Gateway, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int = 1) -> No
     from processor.kafka.admin import refuse_early
 
     refuse_early(settings)
+    trigger_label.configure(settings.metrics_trigger_label_limit, settings.metrics_trigger_ids)
     log.info("serving on http://%s:%d (%d process(es))", host, port, workers)
     options: dict[str, Any] = {
         "host": host,

@@ -43,6 +43,7 @@ from processor.kafka.async_producer import AsyncProducer
 from processor.logs import about
 from processor.messages import CauseKind, execution_id_for
 from processor.metrics import WEBHOOK_AUTH_FAILURES, WEBHOOK_LATENCY, WEBHOOK_REQUESTS
+from processor.metrics import trigger_label as label_of
 from processor.webhooks.signatures import (
     PRESETS,
     SLACK_HEADER,
@@ -313,11 +314,13 @@ class Gateway:
     async def answer(self, scope: Scope, receive: Receive) -> Answer:
         started = time.perf_counter()
         trigger_label = "unknown"
+        trigger_id: str | None = None
         method: str = scope["method"]
         path: str = scope["path"]
         try:
             trigger = self._route(method, path)
-            trigger_label = trigger.trigger_id
+            trigger_id = trigger.trigger_id
+            trigger_label = label_of(trigger_id)
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             self._admit(scope, headers, trigger)
             body = await self._body(receive)
@@ -369,7 +372,7 @@ class Gateway:
                     method,
                     path,
                     refused.reason,
-                    extra=about(None if trigger_label == "unknown" else trigger_label),
+                    extra=about(trigger_id),
                 )
             return Answer(refused.status, {"error": refused.reason}, refused.headers)
         finally:

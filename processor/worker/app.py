@@ -46,11 +46,13 @@ from processor.metrics import (
     SCHEDULE_LATENESS,
     SCHEDULER_TICK,
     WEBHOOK_MAPPING_MISSES,
+    trigger_label,
 )
 from processor.serde import from_json, to_json
 from processor.webhooks.mapping import fire_for_delivery
 from processor.worker.definitions_table import caught_up, definitions_table
 from processor.worker.event_matcher import EventMatcher
+from processor.worker.health import ConsumerHealth, serve_metrics_and_health
 from processor.worker.transport import App
 
 log = logging.getLogger(__name__)
@@ -156,7 +158,7 @@ def create_app(
             return
         fire, missing = fire_for_delivery(trigger, delivery)
         if missing:
-            WEBHOOK_MAPPING_MISSES.labels(trigger.trigger_id).inc(len(missing))
+            WEBHOOK_MAPPING_MISSES.labels(trigger_label(trigger.trigger_id)).inc(len(missing))
         await send_fire(fire)
 
     @app.agent(webhooks_topic, concurrency=1)
@@ -275,20 +277,35 @@ def time_gc_pauses() -> None:
 
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGTERM or Ctrl-C."""
-    from prometheus_client import start_http_server
-
     time_gc_pauses()
+    trigger_label.configure(settings.metrics_trigger_label_limit, settings.metrics_trigger_ids)
     refuse_early(settings)
     with data_dir_claimed(settings):
-        if settings.worker_metrics_port:
-            start_http_server(settings.worker_metrics_port, addr=settings.http_host)
         registry = Registry()
         definitions_ready = threading.Event()
         app = create_app(settings, registry, definitions_ready)
+        matcher = EventMatcher(settings, registry, definitions_ready)
+        dispatcher = Dispatcher(settings)
+        if settings.worker_metrics_port:
+            faust_topics = [
+                topics.topic_name(t, settings) for t in (topics.WEBHOOKS, topics.CRON_TICKS)
+            ]
+            health = ConsumerHealth(
+                settings,
+                {
+                    matcher.group_id: matcher.topics,
+                    dispatcher.group_id: dispatcher.topics,
+                    settings.app_id: faust_topics,  # Faust's agents
+                },
+                settings.worker_health_interval_seconds,
+                settings.worker_stall_seconds,
+            )
+            health.start()
+            serve_metrics_and_health(health, settings.http_host, settings.worker_metrics_port)
         worker = faust.Worker(
             app,
-            LoopService(EventMatcher(settings, registry, definitions_ready)),
-            LoopService(Dispatcher(settings)),
+            LoopService(matcher),
+            LoopService(dispatcher),
             loglevel=settings.log_level.lower().replace("warning", "warn"),
             logging_config=faust_logging_config(settings.log_level, "worker", settings.log_format),
             quiet=True,

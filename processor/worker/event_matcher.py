@@ -57,6 +57,7 @@ from processor.metrics import (
     MATCHES_IN_PLACE,
     OVERSIZED_STATES,
     WINDOW_OUTCOMES,
+    trigger_label,
 )
 from processor.serde import from_json, to_json
 from processor.worker.local_state import LocalWindowStore
@@ -394,7 +395,7 @@ class EventMatcher(TransactionalLoop):
         if in_place:
             MATCHES_IN_PLACE.inc(in_place)
         for (trigger_id, verdict), count in verdicts.items():
-            MATCH_VERDICTS.labels(trigger_id, verdict).inc(count)
+            MATCH_VERDICTS.labels(trigger_label(trigger_id), verdict).inc(count)
 
     def _count(self, passed: int, dead: int, fired_events: int, fires: int) -> None:
         """A batch's events by outcome, and its direct fires (one metric update each)."""

@@ -76,3 +76,19 @@ def test_json_log_lines_carry_the_component_and_the_ids_they_are_about() -> None
 
         failed = logging.LogRecord("x", logging.ERROR, "f.py", 1, "bad", (), sys.exc_info())
     assert "ValueError: boom" in orjson.loads(JsonLines("worker").format(failed))["exception"]
+
+
+def test_per_trigger_series_are_bounded() -> None:
+    from processor.metrics import OTHER_TRIGGERS, TriggerLabels
+
+    labels = TriggerLabels(limit=2, named=frozenset({"vip"}))
+    assert [labels(t) for t in ("a", "b", "c", "a", "vip", "d")] == [
+        "a",
+        "b",
+        OTHER_TRIGGERS,
+        "a",
+        "vip",
+        OTHER_TRIGGERS,
+    ]
+    many = TriggerLabels(limit=100)
+    assert len({many(f"t{n}") for n in range(100_000)}) == 101  # 100 ids and "_other"

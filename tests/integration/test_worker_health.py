@@ -1,0 +1,100 @@
+"""A worker's /healthz tells the truth about its consumers, on the real broker.
+
+The stall is a real one: a transaction left open on `dispatch-state` (as a process
+killed mid-transaction leaves it, until the broker times it out) holds the dispatcher's
+restore, so fires pile up on `trigger-fires` and nothing takes them. Once the
+transaction ends, the dispatcher catches up and the probe is healthy again.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import httpx
+import orjson
+from confluent_kafka import Producer
+
+from processor import topics
+from tests.integration.kafka import Pipeline
+
+TRIGGER = """
+trigger:
+  name: Every deploy
+  type: event
+  overlap: allow_all
+  event: {pattern: "deploy.*"}
+  agent: {id: a}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def probe(port: int) -> tuple[int, dict[str, Any]]:
+    answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    return answer.status_code, answer.json()
+
+
+def test_healthz_turns_503_while_a_consumer_is_stuck_and_200_once_it_moves(
+    pipeline: Pipeline, tmp_path: Any
+) -> None:
+    (tmp_path / "t.yaml").write_text(TRIGGER)
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    zombie = Producer(
+        {
+            "bootstrap.servers": pipeline.bootstrap,
+            "transactional.id": f"{pipeline.prefix}zombie",
+            "transaction.timeout.ms": 300_000,
+        }
+    )
+    zombie.init_transactions(30)
+    zombie.begin_transaction()
+    state = pipeline.topic(topics.DISPATCH_STATE)
+    for partition in range(pipeline.settings.topic_partitions):
+        zombie.produce(state, key=b"zombie/x", value=b"{}", partition=partition)
+    zombie.flush(30)
+
+    port = free_port()
+    pipeline.start(
+        "worker",
+        name="worker",
+        extra_env={
+            "TRIGGERS_WORKER_METRICS_PORT": str(port),
+            "TRIGGERS_WORKER_STALL_SECONDS": "8",
+            "TRIGGERS_WORKER_HEALTH_INTERVAL_SECONDS": "1",
+        },
+    )
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.wait_ready("worker", "still have an open transaction")  # the dispatcher waits
+    group = f"{pipeline.settings.app_id}-dispatcher"
+    deadline = time.monotonic() + 60
+    assert probe(port)[0] == 200  # stuck, but not for long enough yet
+    n = 0
+    while True:
+        n += 1
+        pipeline.emit({"id": f"d-{n}", "type": "deploy.finished", "source": "ci"})
+        status, report = probe(port)
+        if status == 503:
+            break
+        assert time.monotonic() < deadline, report
+        time.sleep(0.5)
+    assert report["status"] == "stalled" and report["groups"][group]["stalled"]
+    assert report["groups"][group]["lag"] > 0
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    fires = pipeline.topic(topics.TRIGGER_FIRES)
+    assert f'triggers_consumer_lag{{group="{group}",partition="' in metrics and fires in metrics
+
+    zombie.abort_transaction(30)  # the stuck transaction ends: the dispatcher restores
+    deadline = time.monotonic() + 90
+    while True:
+        status, report = probe(port)
+        if status == 200:
+            break
+        assert time.monotonic() < deadline, orjson.dumps(report)
+        time.sleep(0.5)
+    assert report["status"] == "ok" and not report["groups"][group]["stalled"]
