@@ -7,7 +7,7 @@ UV := .tools/uv/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv browser kafka-up kafka-down kafka-status topics run test test-unit lint schemas screenshots bench chaos clean
+.PHONY: help venv browser tools kafka-up kafka-down kafka-status topics run test test-unit lint schemas screenshots bench chaos clean
 
 help:
 	@echo "make run          broker (unless TRIGGERS_KAFKA_BOOTSTRAP is set), topics, examples, worker + serve + runner"
@@ -32,6 +32,14 @@ $(BIN)/triggers: $(UV) pyproject.toml uv.lock
 
 venv: $(BIN)/triggers
 
+# Go tools the tests run, built from the versions deploy/tools/go.mod pins (the Go module
+# proxy is the only download): promtool for the alert rules' tests.
+PROMTOOL := .tools/bin/promtool
+$(PROMTOOL): deploy/tools/go.mod deploy/tools/go.sum
+	go -C deploy/tools build -o $(CURDIR)/$(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
+
+tools: $(PROMTOOL)
+
 # Debian's Chromium for the console's browser test (Playwright drives it; no browser download).
 browser:
 	@command -v chromium >/dev/null || { \
@@ -55,7 +63,7 @@ topics: venv
 run: venv
 	deploy/run-local.sh
 
-test: venv browser
+test: venv browser tools
 	$(BIN)/pytest
 
 test-unit: venv

@@ -72,6 +72,10 @@ EVENT_TO_FIRE = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 DISPATCHED = Counter("triggers_dispatch_commands_total", "Commands written to agent-runs.")
+BREAKER_STOPS = Counter(
+    "triggers_circuit_breaker_stops_total",
+    "Fires skipped because their trigger's circuit breaker was open.",
+)
 DUPLICATE_FIRES = Counter(
     "triggers_dispatch_duplicate_fires_total", "Fires dropped as already dispatched."
 )
@@ -150,5 +154,12 @@ CONSUMER_LAG = Gauge(
     "triggers_consumer_lag",
     "Records of an input partition not yet committed by a consumer group of the worker.",
     ["group", "topic", "partition"],
+    multiprocess_mode="livemax",
+)
+CONSUMER_STALLED = Gauge(
+    "triggers_consumer_stalled",
+    "1 while a consumer group of the worker has not moved for TRIGGERS_WORKER_STALL_SECONDS "
+    "as its lag grew (its /healthz answers 503), else 0.",
+    ["group"],
     multiprocess_mode="livemax",
 )

@@ -44,6 +44,7 @@ from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop
 from processor.messages import CancelRequest, ExecutionRecord, Fire, RunResult
 from processor.metrics import (
+    BREAKER_STOPS,
     DISPATCHED,
     DUPLICATE_FIRES,
     FIRE_TO_COMMAND,
@@ -92,6 +93,7 @@ class Dispatcher(TransactionalLoop):
         self.owners = ExecutionOwners(settings, self.executions_topic)
         self._transitions: Counter[str] = Counter()
         self._dispatched = 0
+        self._breaker_stops = 0
 
     def handle(self, messages: list[Message], producer: Producer) -> None:
         for message in messages:
@@ -106,6 +108,9 @@ class Dispatcher(TransactionalLoop):
         if self._dispatched:
             DISPATCHED.inc(self._dispatched)
             self._dispatched = 0
+        if self._breaker_stops:
+            BREAKER_STOPS.inc(self._breaker_stops)
+            self._breaker_stops = 0
 
     def periodic(self, producer: Producer) -> None:
         self._write(expire(self.state, datetime.now(UTC)), None, producer)
@@ -224,6 +229,7 @@ class Dispatcher(TransactionalLoop):
 
     def _write(self, effects: Effects, partition: int | None, producer: Producer) -> None:
         """Publish a decision's effects inside the open transaction."""
+        self._breaker_stops += effects.breaker_stops
         for command in effects.commands:
             producer.produce(
                 self.runs_topic, key=command.execution_id.encode(), value=to_json(command)

@@ -350,6 +350,8 @@ class Effects:
     encoded: list[bytes] = field(default_factory=list)
     """The JSON of each of `records`, as stored."""
     forgotten: list[tuple[str, str]] = field(default_factory=list)
+    breaker_stops: int = 0
+    """Fires skipped because their trigger's circuit breaker is open."""
 
     def __bool__(self) -> bool:
         return bool(self.commands or self.controls or self.records or self.forgotten)
@@ -418,6 +420,7 @@ def _release(state: DispatchState, effects: Effects, trigger_id: str, now: datet
         stopped = breaker_reason(state, trigger_id, waiting.circuit_breaker, now)
         if stopped is not None:
             _finish(state, effects, waiting, ExecutionStatus.SKIPPED, now, stopped, False)
+            effects.breaker_stops += 1
             continue
         if waiting.throttle is not None and throttled_until(
             state, trigger_id, waiting.throttle, waiting.throttle_key, now
@@ -452,6 +455,7 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
     stopped = breaker_reason(state, fire.trigger_id, fire.circuit_breaker, now)
     if stopped is not None:
         _finish(state, effects, record, ExecutionStatus.SKIPPED, now, stopped, False)
+        effects.breaker_stops += 1
         return effects
     if fire.throttle is not None and _throttle(state, effects, record, fire.throttle, now):
         return effects

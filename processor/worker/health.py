@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processor.config import Settings
 from processor.kafka.clients import common_config
-from processor.metrics import CONSUMER_LAG
+from processor.metrics import CONSUMER_LAG, CONSUMER_STALLED
 
 log = logging.getLogger(__name__)
 CALL_TIMEOUT_SECONDS = 10.0
@@ -105,6 +105,8 @@ class ConsumerHealth:
                 total_lag += lag
                 total_committed += max(position, 0)
             self.observe(group, total_committed, total_lag, now)
+        for group, progress in self.progress.items():
+            CONSUMER_STALLED.labels(group).set(int(progress.stalled(now, self.stall_seconds)))
         for gone in self._labels - seen:
             CONSUMER_LAG.remove(*gone)
         self._labels = seen

@@ -288,7 +288,8 @@ def test_circuit_breaker_opens_after_consecutive_failures_then_half_opens() -> N
     run("ok", RunStatus.COMPLETED, NOW)
     run("f1", RunStatus.FAILED, NOW)
     run("f2", RunStatus.FAILED, NOW)
-    on_fire(state, fire("stopped", circuit_breaker=spec), NOW + timedelta(seconds=59))
+    stopping = on_fire(state, fire("stopped", circuit_breaker=spec), NOW + timedelta(seconds=59))
+    assert stopping is not None and stopping.breaker_stops == 1  # counted for the metric
     stopped = state.get("t-1", "stopped")
     assert stopped is not None and stopped.status is ExecutionStatus.SKIPPED
     assert stopped.reason is not None and "2 consecutive failed" in stopped.reason
