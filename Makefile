@@ -33,12 +33,17 @@ $(BIN)/triggers: $(UV) pyproject.toml uv.lock
 venv: $(BIN)/triggers
 
 # Go tools the tests run, built from the versions deploy/tools/go.mod pins (the Go module
-# proxy is the only download): promtool for the alert rules' tests.
-PROMTOOL := .tools/bin/promtool
-$(PROMTOOL): deploy/tools/go.mod deploy/tools/go.sum
-	go -C deploy/tools build -o $(CURDIR)/$(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
+# proxy is the only download): promtool for the alert rules' tests, helm and a manifest
+# validator (Kubernetes' own API types, strict) for the chart's.
+GOTOOLS := .tools/bin/promtool .tools/bin/helm .tools/bin/validate-manifests
+.tools/bin/promtool: deploy/tools/go.mod deploy/tools/go.sum
+	go -C deploy/tools build -o $(CURDIR)/$@ github.com/prometheus/prometheus/cmd/promtool
+.tools/bin/helm: deploy/tools/go.mod deploy/tools/go.sum
+	go -C deploy/tools build -o $(CURDIR)/$@ helm.sh/helm/v3/cmd/helm
+.tools/bin/validate-manifests: deploy/tools/go.mod deploy/tools/go.sum deploy/tools/validate/main.go
+	go -C deploy/tools build -o $(CURDIR)/$@ ./validate
 
-tools: $(PROMTOOL)
+tools: $(GOTOOLS)
 
 # Debian's Chromium for the console's browser test (Playwright drives it; no browser download).
 browser:

@@ -301,7 +301,16 @@ def run_worker(settings: Settings) -> None:
                 settings.worker_stall_seconds,
             )
             health.start()
-            serve_metrics_and_health(health, settings.http_host, settings.worker_metrics_port)
+            serve_metrics_and_health(
+                health,
+                settings.http_host,
+                settings.worker_metrics_port,
+                ready=lambda: (
+                    definitions_ready.is_set()
+                    and matcher.ready.is_set()
+                    and dispatcher.ready.is_set()
+                ),
+            )
         worker = faust.Worker(
             app,
             LoopService(matcher),

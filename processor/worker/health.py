@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -169,21 +170,29 @@ class ConsumerHealth:
         return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions}
 
 
-def serve_metrics_and_health(health: ConsumerHealth, host: str, port: int) -> ThreadingHTTPServer:
-    """The worker's HTTP endpoint: `/metrics` (Prometheus) and `/healthz` (200, or 503
-    while a consumer group is stalled; JSON with each group's lag either way)."""
+def serve_metrics_and_health(
+    health: ConsumerHealth, host: str, port: int, ready: Callable[[], bool]
+) -> ThreadingHTTPServer:
+    """The worker's HTTP endpoint: `/metrics` (Prometheus), `/healthz` (200, or 503
+    while a consumer group is stalled; JSON with each group's lag either way) and
+    `/readyz` (200 once `ready()`: definitions loaded and both loops consuming)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._answer(200, generate_latest(), CONTENT_TYPE_LATEST)
+            elif path == "/readyz":
+                up = ready()
+                said = orjson.dumps({"status": "ready" if up else "starting"})
+                self._answer(200 if up else 503, said, "application/json")
             elif path == "/healthz":
                 healthy, groups = health.health()
                 body = {"status": "ok" if healthy else "stalled", "groups": groups}
                 self._answer(200 if healthy else 503, orjson.dumps(body), "application/json")
             else:
-                self._answer(404, b'{"error": "try /metrics or /healthz"}', "application/json")
+                missing = b'{"error": "try /metrics, /healthz or /readyz"}'
+                self._answer(404, missing, "application/json")
 
         def _answer(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)

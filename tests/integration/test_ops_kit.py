@@ -132,3 +132,80 @@ def test_the_compose_file_keeps_state_probes_health_and_wires_prometheus_and_gra
     # The rule file Prometheus is told to load is the one mounted.
     [rules] = scrape["rule_files"]
     assert any(m.endswith(f":{rules}:ro") for m in services["prometheus"]["volumes"])
+
+
+CHART = ROOT / "deploy" / "helm" / "kafka-agent-triggers"
+HELM = ROOT / ".tools" / "bin" / "helm"
+VALIDATE = ROOT / ".tools" / "bin" / "validate-manifests"
+SECURED_VALUES = [
+    "--set",
+    "kafka.securityProtocol=SASL_SSL,kafka.credentialsSecret=kafka-credentials,"
+    "kafka.caSecret=kafka-ca,apiKeysSecret=api-keys,envFromSecrets[0]=webhook-secrets",
+]
+
+
+def rendered(*values: str) -> str:
+    for tool in (HELM, VALIDATE):
+        if not tool.exists():
+            pytest.fail(f"{tool} is missing: `make tools` builds it (make test does)")
+    template = subprocess.run(
+        [str(HELM), "template", "triggers", str(CHART), *values],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert template.returncode == 0, template.stderr
+    return template.stdout
+
+
+@pytest.mark.parametrize("values", [[], SECURED_VALUES], ids=["defaults", "secured"])
+def test_the_helm_chart_lints_and_renders_valid_kubernetes_objects(values: list[str]) -> None:
+    lint = subprocess.run(
+        [str(HELM), "lint", "--strict", str(CHART), *values],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    manifests = rendered(*values)
+    checked = subprocess.run(
+        [str(VALIDATE)], input=manifests, capture_output=True, text=True, timeout=120
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    documents = [d for d in yaml.safe_load_all(manifests) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in documents}
+    assert {
+        ("StatefulSet", "triggers-worker"),
+        ("PodDisruptionBudget", "triggers-worker"),
+        ("Deployment", "triggers-serve"),
+        ("Service", "triggers-serve"),
+        ("Deployment", "triggers-runner"),
+        ("Job", "triggers-topics"),
+    } <= kinds
+    [worker] = [d for d in documents if d["kind"] == "StatefulSet"]
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+    assert worker["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+
+
+def test_the_chart_sets_only_settings_the_product_has_and_secrets_come_from_secrets() -> None:
+    from processor.config import Settings
+
+    known = {f"TRIGGERS_{name.upper()}" for name in Settings.model_fields}
+    manifests = rendered(*SECURED_VALUES)
+    used = set(re.findall(r"\bTRIGGERS_[A-Z_]+\b", manifests))
+    assert used - known == set()
+    for document in yaml.safe_load_all(manifests):
+        for container in _containers(document):
+            env = {e["name"]: e for e in container.get("env", [])}
+            for secret in ("TRIGGERS_KAFKA_SASL_PASSWORD", "TRIGGERS_API_KEYS"):
+                if secret in env:
+                    assert "secretKeyRef" in env[secret]["valueFrom"], secret
+
+
+def _containers(document: Any) -> list[dict[str, Any]]:
+    if not document or document["kind"] not in ("Deployment", "StatefulSet", "Job"):
+        return []
+    return list(document["spec"]["template"]["spec"]["containers"])

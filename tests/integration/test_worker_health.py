@@ -84,6 +84,8 @@ def test_healthz_turns_503_while_a_consumer_is_stuck_and_200_once_it_moves(
         assert time.monotonic() < deadline, report
         time.sleep(0.5)
     assert report["status"] == "stalled" and report["groups"][group]["stalled"]
+    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+    assert ready.status_code == 503  # the dispatcher has not started consuming
     assert report["groups"][group]["lag"] > 0
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     fires = pipeline.topic(topics.TRIGGER_FIRES)
@@ -98,3 +100,4 @@ def test_healthz_turns_503_while_a_consumer_is_stuck_and_200_once_it_moves(
         assert time.monotonic() < deadline, orjson.dumps(report)
         time.sleep(0.5)
     assert report["status"] == "ok" and not report["groups"][group]["stalled"]
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
