@@ -107,6 +107,7 @@ bench: venv $(QUIX)
 	$(BIN)/python bench/event_path.py --mix sparse
 	$(BIN)/python bench/event_path.py --scaling 10 1000 10000 100000
 	$(BIN)/python bench/worker_scale.py
+	$(BIN)/python bench/scale_out.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/plots.py
 

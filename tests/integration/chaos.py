@@ -200,16 +200,10 @@ def read_runs(pipeline: Pipeline) -> tuple[Counter[str], bool]:
     return seen, closed
 
 
-def run(
-    pipeline: Pipeline,
-    events: int,
-    kills: int,
-    seed: int = 7,
-    hosts: int = 50,
-    timeout: float = 1800,
-    out: Any = sys.stdout,
-) -> dict[str, Any]:
-    """The whole scenario; returns the report (and asserts nothing)."""
+def prepare(
+    pipeline: Pipeline, events: int, hosts: int, seed: int
+) -> tuple[Registry, list[tuple[bytes, bytes]], set[str], dict[str, int]]:
+    """The triggers applied, the stream, and what the oracle expects of it."""
     triggers_file = pipeline.workdir / "chaos.yaml"
     triggers_file.write_text(TRIGGERS)
     pipeline.cli("apply", "-f", str(triggers_file))
@@ -218,27 +212,42 @@ def run(
         registry.put(located.document.resolved("default"))
     stream = make_events(events, hosts, seed)
     expected, expected_counts = oracle(registry, stream)
-    print(f"chaos: {events} events, {len(expected)} expected executions", file=out)
+    return registry, stream, expected, expected_counts
 
-    # Kills spread over roughly the time the stream takes (about 3 ms an event here).
-    spread = max(12.0, events * 0.003 / max(kills, 1))
-    killer = Killer(pipeline, kills, seed, min_gap=spread / 2, max_gap=spread * 1.5)
-    killer.start_worker("a")
-    killer.start_worker("b")
-    pipeline.wait_ready(killer.workers["a"][0], "[^Worker]: Ready", timeout=120)
-    threading.Thread(target=killer.run, daemon=True).start()
+
+def produce_over_time(
+    pipeline: Pipeline,
+    stream: list[tuple[bytes, bytes]],
+    chunk: int = 2000,
+    pause: float = 0.5,
+    between: Any = None,
+) -> None:
+    """The stream in chunks, `pause` s apart (so what happens meanwhile lands mid-stream);
+    `between(n)` runs after chunk n, if given."""
     producer = Producer(
         {"bootstrap.servers": pipeline.bootstrap, "partitioner": "murmur2_random", "linger.ms": 20}
     )
     topic = pipeline.topic(topics.EVENTS)
-    started = time.monotonic()
-    for start in range(0, len(stream), 2000):  # spread over time, so kills land mid-stream
-        for key, value in stream[start : start + 2000]:
+    for n, start in enumerate(range(0, len(stream), chunk)):
+        for key, value in stream[start : start + chunk]:
             producer.produce(topic, value=value, key=key)
             producer.poll(0)
         producer.flush(30)
-        time.sleep(0.5)
-    killer.done.wait(timeout)
+        if between is not None:
+            between(n)
+        time.sleep(pause)
+
+
+def verify(
+    pipeline: Pipeline,
+    registry: Registry,
+    expected: set[str],
+    expected_counts: dict[str, int],
+    timeout: float,
+    out: Any,
+) -> dict[str, Any]:
+    """Wait for every expected command, then the read_committed verdict and the window
+    counts against the oracle."""
     deadline = time.monotonic() + timeout
     while True:
         seen, _ = read_runs(pipeline)
@@ -253,10 +262,7 @@ def run(
         for key, state in window_states(pipeline.settings).items()
         if registry.condition(key.split("\x1f")[0]).threshold is not None
     }
-    report = {
-        "events": events,
-        "kills": killer.log,
-        "seconds": round(time.monotonic() - started, 1),
+    return {
         "expected_executions": len(expected),
         "dispatched_distinct": len(set(seen)),
         "missing": sorted(expected - set(seen))[:20],
@@ -271,6 +277,102 @@ def run(
             if counts.get(key) != want
         },
     }
+
+
+def passed(report: dict[str, Any]) -> bool:
+    return not (
+        report["missing_count"]
+        or report["unexpected"]
+        or report["duplicated"]
+        or report["window_count_mismatches"]
+        or not report["transactions_closed"]
+    )
+
+
+def run(
+    pipeline: Pipeline,
+    events: int,
+    kills: int,
+    seed: int = 7,
+    hosts: int = 50,
+    timeout: float = 1800,
+    out: Any = sys.stdout,
+) -> dict[str, Any]:
+    """The whole scenario; returns the report (and asserts nothing)."""
+    registry, stream, expected, expected_counts = prepare(pipeline, events, hosts, seed)
+    print(f"chaos: {events} events, {len(expected)} expected executions", file=out)
+
+    # Kills spread over roughly the time the stream takes (about 3 ms an event here).
+    spread = max(12.0, events * 0.003 / max(kills, 1))
+    killer = Killer(pipeline, kills, seed, min_gap=spread / 2, max_gap=spread * 1.5)
+    killer.start_worker("a")
+    killer.start_worker("b")
+    pipeline.wait_ready(killer.workers["a"][0], "[^Worker]: Ready", timeout=120)
+    threading.Thread(target=killer.run, daemon=True).start()
+    started = time.monotonic()
+    produce_over_time(pipeline, stream)
+    killer.done.wait(timeout)
+    report = {
+        "events": events,
+        "kills": killer.log,
+        "seconds": round(time.monotonic() - started, 1),
+        **verify(pipeline, registry, expected, expected_counts, timeout, out),
+    }
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode(), file=out)
+    return report
+
+
+def scale_out_and_back(
+    pipeline: Pipeline,
+    events: int,
+    seed: int = 7,
+    hosts: int = 50,
+    timeout: float = 1800,
+    out: Any = sys.stdout,
+) -> dict[str, Any]:
+    """Under a steady stream, workers go 1 -> 3 -> 1: two start, each stops with SIGTERM
+    (as a scale-down or a rolling deploy does), then the last one is SIGKILLed once and
+    started again on its disk. Same verdict as the chaos run."""
+    registry, stream, expected, expected_counts = prepare(pipeline, events, hosts, seed)
+    print(f"scale: {events} events, {len(expected)} expected executions", file=out)
+    killer = Killer(pipeline, 0, seed)
+    steps: list[str] = []
+    chunks = max(1, -(-len(stream) // 500))
+
+    def step(n: int) -> None:
+        def note(what: str) -> None:
+            steps.append(f"{time.strftime('%H:%M:%S')} after chunk {n + 1}/{chunks}: {what}")
+
+        if n == chunks // 6:
+            killer.start_worker("b")
+            killer.start_worker("c")
+            for slot in ("b", "c"):  # in the group before the next step
+                pipeline.wait_ready(killer.workers[slot][0], "[^Worker]: Ready", timeout=120)
+            note("start b and c (3 workers)")
+        elif n == 2 * chunks // 6:
+            pipeline.stop(killer.workers.pop("c")[1], signal.SIGTERM)
+            note("SIGTERM c (2 workers)")
+        elif n == 3 * chunks // 6:
+            pipeline.stop(killer.workers.pop("b")[1], signal.SIGTERM)
+            note("SIGTERM b (1 worker)")
+        elif n == 4 * chunks // 6:
+            pipeline.stop(killer.workers["a"][1], signal.SIGKILL)
+            note("SIGKILL a")
+            killer.start_worker("a")
+            pipeline.wait_ready(killer.workers["a"][0], "[^Worker]: Ready", timeout=120)
+            note("start a again on its disk")
+
+    killer.start_worker("a")
+    pipeline.wait_ready(killer.workers["a"][0], "[^Worker]: Ready", timeout=120)
+    started = time.monotonic()
+    # At least a minute of stream, so every step lands while events flow.
+    produce_over_time(pipeline, stream, chunk=500, pause=max(1.0, 60 / chunks), between=step)
+    report = {
+        "events": events,
+        "steps": steps,
+        "seconds": round(time.monotonic() - started, 1),
+        **verify(pipeline, registry, expected, expected_counts, timeout, out),
+    }
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode(), file=out)
     return report
 
@@ -282,21 +384,21 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--report", type=Path, help="Also write the report here (JSON).")
+    parser.add_argument(
+        "--scale", action="store_true", help="Workers 1 -> 3 -> 1 instead of random kills."
+    )
     args = parser.parse_args()
     pipeline = Pipeline(bootstrap=args.bootstrap, workdir=Path(tempfile.mkdtemp(prefix="chaos-")))
     wait_for_broker(pipeline.settings, 30)
     create_topics(pipeline.settings)
     try:
-        report = run(pipeline, args.events, args.kills, args.seed)
+        if args.scale:
+            report = scale_out_and_back(pipeline, args.events, args.seed)
+        else:
+            report = run(pipeline, args.events, args.kills, args.seed)
     finally:
         pipeline.stop_all()
-    ok = not (
-        report["missing_count"]
-        or report["unexpected"]
-        or report["duplicated"]
-        or report["window_count_mismatches"]
-        or not report["transactions_closed"]
-    )
+    ok = passed(report)
     if args.report:
         args.report.write_bytes(orjson.dumps({**report, "pass": ok}, option=orjson.OPT_INDENT_2))
     print("chaos: PASS" if ok else "chaos: FAIL")

@@ -88,6 +88,19 @@ def test_short_chaos_run_is_exactly_once(pipeline: Pipeline) -> None:
     assert report["expected_executions"] > 500
 
 
+def test_workers_scaling_1_to_3_to_1_lose_and_double_nothing(pipeline: Pipeline) -> None:
+    """Scale out and back under a stream (SIGTERM each, then one SIGKILL), then the same
+    read_committed verifier and window oracle."""
+    log = io.StringIO()
+    report = chaos.scale_out_and_back(pipeline, events=6000, seed=5, hosts=20, timeout=600, out=log)
+    assert len(report["steps"]) == 5, log.getvalue()
+    assert report["missing_count"] == 0, log.getvalue()
+    assert report["unexpected"] == [] and report["duplicated"] == {}, log.getvalue()
+    assert report["transactions_closed"], log.getvalue()
+    assert report["window_count_mismatches"] == {}, log.getvalue()
+    assert report["expected_executions"] > 500
+
+
 def test_poison_on_every_input_topic_is_dead_lettered_and_processing_goes_on(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
