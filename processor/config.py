@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,6 +18,13 @@ class SecurityProtocol(StrEnum):
     SSL = "SSL"
     SASL_PLAINTEXT = "SASL_PLAINTEXT"
     SASL_SSL = "SASL_SSL"
+
+
+class ApiKey(BaseModel):
+    """An API key's workspace, and the name it goes by in `requested_by` (never the key)."""
+
+    workspace: str
+    name: str
 
 
 class SaslMechanism(StrEnum):
@@ -114,9 +121,10 @@ class Settings(BaseSettings):
     runner_metrics_port: int = Field(
         0, description="Port of the reference runner's Prometheus `/metrics`; 0 turns it off."
     )
-    api_keys: dict[str, str] = Field(
+    api_keys: dict[str, str | ApiKey] = Field(
         default_factory=dict,
-        description='API keys mapped to workspaces, JSON: {"k-alpha": "alpha"}.',
+        description='API keys mapped to workspaces, JSON: {"k-alpha": "alpha"}, or to a '
+        'workspace and a name: {"k-ci": {"workspace": "alpha", "name": "ci-bot"}}.',
     )
     operator_workspace: str = Field(
         "default",

@@ -1,18 +1,58 @@
-"""Dead letters: a record the product cannot use is kept, with where it came from and why."""
+"""Dead letters: a record the product cannot use is kept, with where it came from and why,
+whole (value, key and headers, up to `MAX_KEPT_BYTES`), so that once the definition or the
+producer is fixed it can be sent back where it came from, byte for byte (`redrive`).
+
+    source topic ──(rejected)──► trigger-dead-letters  [letter p:o]
+         ▲                              │
+         └──── redrive(p:o) ────────────┴─► marker "redrive:p:o" on the letter's partition
+               (one transaction: the original record again, and the marker)
+
+A letter's id is its place on `trigger-dead-letters` (`partition:offset`). A redriven
+letter is marked by a record on the same partition after it, so it is never redriven
+twice; the copy on the source topic carries the header `triggers-redriven-from`.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import Message
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from processor.messages import DeadLetter
+from processor import topics
+from processor.config import Settings
+from processor.errors import KafkaUnavailable, TriggersError
+from processor.messages import DeadLetter, utcnow
 from processor.metrics import DEAD_LETTERS
-from processor.serde import to_json
+from processor.serde import from_json, to_json
 
-MAX_KEPT_BYTES = 64 * 1024
-"""A dead letter keeps at most this much of the record's value (and key), so a huge
-rejected record still fits the dead-letter topic; `value_bytes` tells the full size."""
+MAX_KEPT_BYTES = 3 * 1024 * 1024
+"""A dead letter keeps the record's value (and key) up to this much: every record of
+`events` (2 MiB at most) whole; `value_bytes` tells the full size of anything larger."""
+MAX_LETTER_BYTES = 5 * 1024 * 1024
+"""`max.message.bytes` of `trigger-dead-letters`: a 3 MiB value in base64, and the rest."""
+MARKER_HEADER = "triggers-redrive"
+"""Marks a record on `trigger-dead-letters` that says a letter was redriven."""
+REDRIVEN_FROM = "triggers-redriven-from"
+"""On the redriven copy: the dead letter it came from (`topic/partition:offset`)."""
+Headers = list[tuple[str, bytes | None]]
+
+
+class NotRedrivable(TriggersError):
+    """A letter that cannot be redriven: unknown, already redriven, or not whole."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        super().__init__(reason)
+
+
+def _b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode() if data is not None else None
 
 
 def dead_letter(
@@ -24,6 +64,7 @@ def dead_letter(
     value: bytes | None,
     error: str,
     component: str,
+    headers: Headers | None = None,
 ) -> tuple[bytes | None, bytes]:
     """The (key, value) to write to `trigger-dead-letters` for a rejected record."""
     DEAD_LETTERS.labels(component).inc()
@@ -32,9 +73,10 @@ def dead_letter(
         topic=topic,
         partition=partition,
         offset=offset,
-        key=base64.b64encode(key[:MAX_KEPT_BYTES]).decode() if key is not None else None,
-        value=base64.b64encode(kept).decode() if kept is not None else None,
+        key=_b64(key[:MAX_KEPT_BYTES]) if key is not None else None,
+        value=_b64(kept),
         value_bytes=len(value) if value is not None else 0,
+        headers=[(name, _b64(data)) for name, data in headers] if headers else None,
         error=error,
         component=component,
     )
@@ -51,4 +93,168 @@ def dead_letter_for(message: Message, error: str, component: str) -> tuple[bytes
         value=message.value(),
         error=error,
         component=component,
+        headers=_headers(message),
     )
+
+
+def _headers(message: Message) -> Headers:
+    found: Headers = []
+    for header in message.headers() or []:
+        name, data = header[0], header[1]
+        found.append((str(name), data.encode() if isinstance(data, str) else data))
+    return found
+
+
+def decoded(data: str | None) -> bytes | None:
+    if data is None:
+        return None
+    try:
+        return base64.b64decode(data)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def is_marker(message: Message) -> bool:
+    return any(header[0] == MARKER_HEADER for header in message.headers() or [])
+
+
+def letter_id(message: Message) -> str:
+    return f"{message.partition()}:{message.offset()}"
+
+
+def marked(messages: list[Message]) -> set[str]:
+    """The ids of letters redriven, from the markers among `messages`."""
+    found = set()
+    for message in messages:
+        if is_marker(message):
+            found.add(orjson.loads(message.value() or b"{}").get("redriven", ""))
+    return found
+
+
+def latest_letters(
+    settings: Settings, per_partition: int = 500
+) -> list[tuple[str, DeadLetter, bool]]:
+    """The last letters of each partition of `trigger-dead-letters`, newest first: each
+    with its id and whether it was redriven (markers left out)."""
+    from processor.kafka.reader import read_tail
+
+    messages = read_tail(settings, topics.topic_name(topics.DEAD_LETTERS, settings), per_partition)
+    redriven = marked(messages)
+    letters = []
+    for message in messages:
+        if is_marker(message):
+            continue
+        try:
+            letter = from_json(DeadLetter, message.value() or b"")
+        except ValueError:
+            continue
+        letters.append((letter_id(message), letter, letter_id(message) in redriven))
+    letters.sort(key=lambda found: found[1].at, reverse=True)
+    return letters
+
+
+@dataclass(frozen=True)
+class Redriven:
+    letter: str
+    topic: str
+    partition: int
+
+
+def parse_letter_id(text: str) -> tuple[int, int]:
+    partition, _, offset = text.partition(":")
+    if not (partition.isdigit() and offset.isdigit()):
+        raise NotRedrivable(404, f"{text!r} is not a dead letter id (partition:offset)")
+    return int(partition), int(offset)
+
+
+def read_letter(settings: Settings, text: str) -> tuple[DeadLetter, bool]:
+    """The letter with this id, and whether it was redriven already (a marker after it)."""
+    partition, offset = parse_letter_id(text)
+    topic = topics.topic_name(topics.DEAD_LETTERS, settings)
+    from processor.kafka.clients import consumer_config
+
+    reader = Consumer(
+        consumer_config(settings, f"{settings.app_id}-redrive", **{"enable.partition.eof": True})
+    )
+    try:
+        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        if not low <= offset < high:
+            raise NotRedrivable(404, f"no dead letter {text}")
+        reader.assign([TopicPartition(topic, partition, offset)])
+        letter: DeadLetter | None = None
+        redriven = False
+        while True:
+            message = reader.poll(10)
+            if message is None:
+                raise KafkaUnavailable(f"reading dead letter {text} timed out")
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    break
+                raise KafkaUnavailable(f"reading dead letter {text}: {error}")
+            if letter is None:
+                if message.offset() != offset or is_marker(message):
+                    raise NotRedrivable(404, f"no dead letter {text}")
+                letter = from_json(DeadLetter, message.value() or b"")
+            elif is_marker(message) and text in marked([message]):
+                redriven = True
+                break
+        if letter is None:
+            raise NotRedrivable(404, f"no dead letter {text}")
+        return letter, redriven
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"reading dead letter {text}: {exc}") from None
+    finally:
+        reader.close()
+
+
+def redrive(settings: Settings, text: str, requested_by: str) -> Redriven:
+    """Send the letter's original record back to its source topic (same partition, key,
+    value and headers, plus `triggers-redriven-from`) and mark the letter, in one
+    transaction. Refused (409) if it was redriven already or was not kept whole."""
+    from processor.kafka.clients import new_producer
+
+    letter, redriven = read_letter(settings, text)
+    if redriven:
+        raise NotRedrivable(409, f"dead letter {text} was redriven already")
+    if letter.value is not None and len(decoded(letter.value) or b"") < letter.value_bytes:
+        raise NotRedrivable(
+            409,
+            f"dead letter {text} kept only the first {MAX_KEPT_BYTES} of its "
+            f"{letter.value_bytes} bytes; it cannot be sent again whole",
+        )
+    dead_letters = topics.topic_name(topics.DEAD_LETTERS, settings)
+    partition, _ = parse_letter_id(text)
+    headers: list[tuple[str, Any]] = [(name, decoded(data)) for name, data in letter.headers or []]
+    headers.append((REDRIVEN_FROM, f"{dead_letters}/{text}".encode()))
+    marker = {"redriven": text, "to": letter.topic, "by": requested_by, "at": utcnow().isoformat()}
+    producer: Producer = new_producer(
+        settings,
+        **{
+            # One id per letter: two redrives of it at once fence each other.
+            "transactional.id": f"{settings.app_id}-redrive-{text}",
+            "transaction.timeout.ms": 30_000,
+            "client.id": f"redrive-{socket.gethostname()}-{os.getpid()}",
+        },
+    )
+    try:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.produce(
+            letter.topic,
+            key=decoded(letter.key),
+            value=decoded(letter.value),
+            headers=headers,
+            partition=letter.partition,
+        )
+        producer.produce(
+            dead_letters,
+            key=f"redrive:{text}".encode(),
+            value=orjson.dumps(marker),
+            headers=[(MARKER_HEADER, b"1")],
+            partition=partition,
+        )
+        producer.commit_transaction(30)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"redriving dead letter {text}: {exc.args[0]}") from None
+    return Redriven(text, letter.topic, letter.partition)

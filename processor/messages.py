@@ -65,6 +65,8 @@ class CauseKind(StrEnum):
     """A webhook delivery arrived."""
     MANUAL = "manual"
     """A person or script asked for a run."""
+    RERUN = "rerun"
+    """A person or script asked to run an earlier execution again (cause `execution_id`)."""
 
 
 class Cause(BaseModel):
@@ -266,8 +268,13 @@ class DeadLetter(_Message):
     partition: int
     offset: int
     key: str | None = Field(None, description="Original key, base64.")
-    value: str | None = Field(None, description="Original value, base64 (its first 64 KiB).")
+    value: str | None = Field(
+        None, description="Original value, base64: all of it, up to 3 MiB (see value_bytes)."
+    )
     value_bytes: int = Field(0, description="Size of the original value.")
+    headers: list[tuple[str, str | None]] | None = Field(
+        None, description="Original headers: name and base64 value, in order."
+    )
     error: str
     component: str
     at: datetime = Field(default_factory=utcnow)

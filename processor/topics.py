@@ -36,7 +36,11 @@ AGENT_RUNS = TopicSpec("agent-runs")
 AGENT_RUN_CONTROL = TopicSpec("agent-run-control")
 AGENT_RUN_RESULTS = TopicSpec("agent-run-results")
 TRIGGER_EXECUTIONS = TopicSpec("trigger-executions", compacted=True)
-DEAD_LETTERS = TopicSpec("trigger-dead-letters", config={"retention.ms": str(14 * DAY_MS)})
+DEAD_LETTERS = TopicSpec(
+    "trigger-dead-letters",
+    # A letter keeps the rejected record whole (up to 3 MiB, in base64): see deadletters.
+    config={"retention.ms": str(14 * DAY_MS), "max.message.bytes": str(5 * 1024 * 1024)},
+)
 # Internal to the dispatcher: results re-keyed by trigger id, and its state changelog.
 # Both must have as many partitions as `trigger-fires` (same key, same partition).
 DISPATCH_RESULTS = TopicSpec("dispatch-results")

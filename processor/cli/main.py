@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import uuid
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,6 +34,10 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Manage the product's Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+letters_app = typer.Typer(
+    help="Look at rejected records and send them back once fixed.", no_args_is_help=True
+)
+app.add_typer(letters_app, name="dead-letters")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -406,6 +411,226 @@ def run_now(
         [(trigger_id.encode(), to_json(fire))],
     )
     out.print(f"started {document.name} execution_id={fire.execution_id}", highlight=False)
+
+
+@app.command()
+def backfill(
+    trigger: Annotated[str, typer.Argument(help="A schedule trigger's id or name.")],
+    from_: Annotated[datetime, typer.Option("--from", help="First scheduled time included.")],
+    to: Annotated[datetime, typer.Option("--to", help="Scheduled times before this one.")],
+    overlap: Annotated[
+        str | None,
+        typer.Option(help="Overlap policy for these fires instead of the trigger's own."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the fires; start nothing.")
+    ] = False,
+) -> None:
+    """Every fire the schedule would have made for scheduled times in [--from, --to) (a
+    time without a zone is UTC), through the trigger's concurrency and overlap policy.
+    Times that already ran, or a repeated backfill, start nothing new."""
+    import getpass
+
+    from processor.definitions.model import OverlapPolicy
+    from processor.errors import TriggerDisabled
+    from processor.kafka.clients import produce_and_wait
+    from processor.matching.scheduler import NotBackfillable, backfill_fires
+    from processor.serde import to_json
+
+    settings = _settings()
+    try:
+        policy = OverlapPolicy(overlap) if overlap else None
+    except ValueError:
+        choices = ", ".join(p.value for p in OverlapPolicy)
+        raise _fail(f"--overlap {overlap!r}: use one of {choices}") from None
+    trigger_id, raw = _find(settings, trigger)
+    document = parse_document(raw, f"trigger {trigger_id}").model_copy(update={"id": trigger_id})
+    try:
+        fires = backfill_fires(
+            document, _utc(from_) or from_, _utc(to) or to, f"cli:{getpass.getuser()}", policy
+        )
+    except (NotBackfillable, TriggerDisabled) as exc:
+        raise _fail(str(exc)) from None
+    latest, _ = _read_executions(settings)
+    fresh = [fire for fire in fires if fire.execution_id not in latest]
+    starting = {fire.execution_id for fire in fresh}
+    if not dry_run and fresh:
+        produce_and_wait(
+            settings,
+            topics.topic_name(topics.TRIGGER_FIRES, settings),
+            [(trigger_id.encode(), to_json(fire)) for fire in fresh],
+        )
+    for fire in fires:
+        if fire.execution_id not in starting:
+            verb = "ran already"
+        else:
+            verb = "would fire" if dry_run else "firing"
+        out.print(
+            f"{fire.input['scheduled_time']}  {verb}  execution_id={fire.execution_id}",
+            highlight=False,
+        )
+    out.print(
+        f"{len(fires)} scheduled times, {len(fresh)} {'to start' if dry_run else 'started'}",
+        highlight=False,
+    )
+
+
+@app.command()
+def rerun(
+    execution_id: Annotated[
+        str | None, typer.Argument(help="The execution to run again (or use --trigger).")
+    ] = None,
+    trigger: Annotated[
+        str | None, typer.Option(help="Re-run this trigger's executions of --status.")
+    ] = None,
+    status: Annotated[str, typer.Option(help="With --trigger: failed or timed_out.")] = "failed",
+    since: Annotated[
+        datetime | None, typer.Option(help="With --trigger: triggered at or after.")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="With --trigger: triggered before.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List them; start nothing.")] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="The same key never starts a second run (default: every call runs)."),
+    ] = None,
+) -> None:
+    """Run an execution again with the same input (cause `rerun`), or every failed (or
+    timed-out) execution of a trigger in a time range; prints the new execution ids."""
+    import getpass
+
+    from processor.kafka.clients import produce_and_wait
+    from processor.matching.fires import RERUN_MAX, rerun_candidates, rerun_fire
+    from processor.messages import ExecutionStatus
+    from processor.serde import to_json
+
+    settings = _settings()
+    if (execution_id is None) == (trigger is None):
+        raise _fail("give an execution id, or --trigger (with --status, --since, --until)")
+    if status not in ("failed", "timed_out"):
+        raise _fail(f"--status {status!r}: use failed or timed_out")
+    latest, _ = _read_executions(settings)
+    if execution_id is not None:
+        original = latest.get(execution_id)
+        if original is None:
+            raise _fail(f"no execution {execution_id} in trigger-executions")
+        chosen, key = [original], idempotency_key
+        trigger_id = original.trigger_id
+    else:
+        assert trigger is not None
+        trigger_id = _find(settings, trigger)[0]
+        wanted = ExecutionStatus(status)
+        mine = [r for r in latest.values() if r.trigger_id == trigger_id]
+        chosen = rerun_candidates(mine, wanted, _utc(since), _utc(until))
+        if len(chosen) > RERUN_MAX:
+            raise _fail(
+                f"{len(chosen)} executions match; one re-run takes at most {RERUN_MAX}: "
+                "narrow --since/--until"
+            )
+        key = idempotency_key or f"bulk:{wanted.value}:{_utc(since)}:{_utc(until)}"
+    raw = _find(settings, trigger_id)[1]
+    document = parse_document(raw, f"trigger {trigger_id}").model_copy(update={"id": trigger_id})
+    try:
+        fires = [rerun_fire(document, r, f"cli:{getpass.getuser()}", key) for r in chosen]
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
+    if not dry_run and fires:
+        produce_and_wait(
+            settings,
+            topics.topic_name(topics.TRIGGER_FIRES, settings),
+            [(trigger_id.encode(), to_json(fire)) for fire in fires],
+        )
+    verb = "would re-run" if dry_run else "re-running"
+    for original, fire in zip(chosen, fires, strict=True):
+        out.print(
+            f"{verb} {original.execution_id} as execution_id={fire.execution_id}",
+            highlight=False,
+        )
+    if not chosen:
+        out.print("nothing to re-run", highlight=False)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time given without a zone is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+@letters_app.command("list")
+def letters_list(
+    limit: Annotated[int, typer.Option(min=1, help="Most letters shown.")] = 20,
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """The latest dead letters, newest first: id, when, from where, why."""
+    from processor.deadletters import decoded, latest_letters
+
+    letters = latest_letters(_settings())
+    shown = letters[:limit]
+    if output is not Output.TABLE:
+        _print(
+            [
+                {
+                    "id": i,
+                    "redriven": redriven,
+                    **letter.model_dump(mode="json", exclude={"value", "key", "headers"}),
+                }
+                for i, letter, redriven in shown
+            ],
+            output,
+        )
+        return
+    for i, letter, redriven in shown:
+        mark = "redriven" if redriven else ""
+        source = f"{letter.topic}[{letter.partition}]@{letter.offset}"
+        value = (decoded(letter.value) or b"")[:60].decode(errors="replace")
+        out.print(
+            f"{i:>8}  {letter.at.isoformat(timespec='seconds')}  {source}  {letter.component}:"
+            f" {letter.error}  {mark}  {value!r}",
+            highlight=False,
+            markup=False,
+        )
+    if not shown:
+        out.print("no dead letters", highlight=False)
+
+
+@letters_app.command("show")
+def letters_show(
+    letter: Annotated[str, typer.Argument(help="The letter's id (partition:offset).")],
+) -> None:
+    """One dead letter, whole: where it came from, why, its headers and value."""
+    from processor.deadletters import NotRedrivable, decoded, read_letter
+
+    try:
+        found, redriven = read_letter(_settings(), letter)
+    except NotRedrivable as exc:
+        raise _fail(str(exc)) from None
+    shown = found.model_dump(mode="json")
+    shown["key"] = (decoded(found.key) or b"").decode(errors="replace") if found.key else None
+    shown["value"] = (decoded(found.value) or b"").decode(errors="replace")
+    shown["headers"] = {
+        name: (decoded(data) or b"").decode(errors="replace") for name, data in found.headers or []
+    }
+    shown["redriven"] = redriven
+    sys.stdout.write(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@letters_app.command("redrive")
+def letters_redrive(
+    letter: Annotated[str, typer.Argument(help="The letter's id (partition:offset).")],
+) -> None:
+    """Send a dead letter's record back to its topic, byte for byte with its headers, once
+    (after the definition or the producer that made it fail was fixed)."""
+    import getpass
+
+    from processor.deadletters import NotRedrivable, redrive
+
+    try:
+        done = redrive(_settings(), letter, f"cli:{getpass.getuser()}")
+    except NotRedrivable as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"redriven {done.letter} to {done.topic}[{done.partition}]", highlight=False)
 
 
 @app.command()

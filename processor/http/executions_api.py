@@ -5,21 +5,22 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from processor import topics
 from processor.dispatch.dispatcher import CANCEL_HEADER
 from processor.dispatch.history import ExecutionsView
 from processor.dispatch.status import TriggerStatus, trigger_status
-from processor.errors import KafkaUnavailable
-from processor.http.auth import request_workspace
-from processor.http.triggers_api import definitions_view, owned_trigger
+from processor.errors import KafkaUnavailable, TriggerDisabled
+from processor.http.auth import request_workspace, requested_by
+from processor.http.triggers_api import body_as, definitions_view, json_body, owned_trigger
 from processor.kafka.async_producer import AsyncProducer
-from processor.messages import CancelRequest, ExecutionRecord, ExecutionStatus
+from processor.matching.fires import RERUN_MAX, rerun_candidates, rerun_fire
+from processor.messages import CancelRequest, ExecutionRecord, ExecutionStatus, Fire
 from processor.serde import to_json
 
 router = APIRouter(prefix="/v1/triggers/{trigger_id}/executions", tags=["executions"])
@@ -97,6 +98,104 @@ def get_execution(
     if record is None:
         raise HTTPException(404, f"no execution {execution_id} of trigger {trigger_id}")
     return record.model_dump(mode="json", exclude_none=True)
+
+
+class Rerun(BaseModel):
+    execution_id: str = Field(description="The new execution.")
+    reruns: str = Field(description="The execution it runs again.")
+
+
+class BulkRerunRequest(BaseModel):
+    status: Literal["failed", "timed_out"] = Field(description="Which executions to run again.")
+    since: datetime | None = Field(None, description="Triggered at or after.")
+    until: datetime | None = Field(None, description="Triggered before.")
+    dry_run: bool = Field(False, description="Only list what would run again.")
+
+
+class BulkRerun(BaseModel):
+    dry_run: bool
+    reruns: list[Rerun] = Field(description="Oldest original first.")
+
+
+async def _start_rerun(request: Request, fire: Fire) -> None:
+    producer: AsyncProducer = request.app.state.gateway.producer
+    try:
+        await producer.send(request.app.state.fires_topic, fire.trigger_id.encode(), to_json(fire))
+    except KafkaUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+
+
+@router.post(
+    "/rerun",
+    status_code=202,
+    response_model=BulkRerun,
+    summary="Re-run failed or timed-out executions",
+    description=f"Every execution of the trigger with that status in the range (at most "
+    f"{RERUN_MAX}; narrow the range for more) runs again as a new execution with the same "
+    "input, cause `rerun`. `dry_run` lists them and starts nothing.",
+    responses={
+        409: {"description": "The trigger is disabled"},
+        422: {"description": "Over the cap"},
+    },
+    openapi_extra=json_body(BulkRerunRequest),
+)
+async def rerun_executions(
+    request: Request, trigger_id: str, workspace: Workspace
+) -> dict[str, Any]:
+    document = owned_trigger(definitions_view(request), trigger_id, workspace)
+    asked = await body_as(request, BulkRerunRequest)
+    status = ExecutionStatus(asked.status)
+    chosen = rerun_candidates(
+        _history(request).list(trigger_id, status), status, asked.since, asked.until
+    )
+    if len(chosen) > RERUN_MAX:
+        raise HTTPException(
+            422,
+            f"{len(chosen)} executions match; one re-run takes at most {RERUN_MAX}: narrow "
+            "since/until",
+        )
+    # The same request again (a retry) gives the same execution ids: nothing new starts.
+    # A dry run shows the ids the real one will use.
+    bulk_key = f"bulk:{status.value}:{asked.since}:{asked.until}"
+    reruns = []
+    for original in chosen:
+        try:
+            fire = rerun_fire(document, original, requested_by(request), bulk_key)
+        except TriggerDisabled as exc:
+            raise HTTPException(409, str(exc)) from None
+        if not asked.dry_run:
+            await _start_rerun(request, fire)
+        reruns.append({"execution_id": fire.execution_id, "reruns": original.execution_id})
+    return {"dry_run": asked.dry_run, "reruns": reruns}
+
+
+@router.post(
+    "/{execution_id}/rerun",
+    status_code=202,
+    response_model=Rerun,
+    summary="Run an execution again",
+    description="A new execution with the same input (cause `rerun`, naming this one). An "
+    "`Idempotency-Key` header makes a retried request return the same execution id and "
+    "start no second run. 409 for a disabled trigger.",
+    responses={409: {"description": "The trigger is disabled"}},
+)
+async def rerun_execution(
+    request: Request,
+    trigger_id: str,
+    execution_id: str,
+    workspace: Workspace,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    document = owned_trigger(definitions_view(request), trigger_id, workspace)
+    original = _history(request).get(trigger_id, execution_id)
+    if original is None:
+        raise HTTPException(404, f"no execution {execution_id} of trigger {trigger_id}")
+    try:
+        fire = rerun_fire(document, original, requested_by(request), idempotency_key)
+    except TriggerDisabled as exc:
+        raise HTTPException(409, str(exc)) from None
+    await _start_rerun(request, fire)
+    return {"execution_id": fire.execution_id, "reruns": execution_id}
 
 
 @router.post(

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from processor import topics
 from processor.config import Settings
+from processor.deadletters import NotRedrivable, decoded, latest_letters, read_letter, redrive
 from processor.definitions.view import DefinitionsView
-from processor.errors import TriggersError
-from processor.http.auth import request_workspace
+from processor.errors import KafkaUnavailable, TriggersError
+from processor.http.auth import request_workspace, requested_by
 from processor.http.triggers_api import definitions_view
-from processor.kafka.reader import read_tail
 from processor.matching.decode import decode_event
 from processor.matching.explain import explain_with_state
 from processor.messages import DeadLetter
-from processor.serde import from_json
 
 router = APIRouter(prefix="/v1", tags=["debugging"])
 Workspace = Annotated[str, Depends(request_workspace)]
@@ -65,6 +61,7 @@ async def explain(request: Request, workspace: Workspace) -> list[dict[str, Any]
 
 
 class DeadLetterOut(BaseModel):
+    id: str = Field(description="The letter's place on trigger-dead-letters, partition:offset.")
     topic: str
     partition: int
     offset: int
@@ -73,6 +70,21 @@ class DeadLetterOut(BaseModel):
     at: str
     key: str | None = Field(None, description="Original key, as text where it decodes.")
     value: str | None = Field(None, description="Original value (first 2000 characters).")
+    value_bytes: int = Field(0, description="Size of the original value.")
+    headers: dict[str, str | None] = Field(
+        default_factory=dict, description="Original headers, as text."
+    )
+    redriven: bool = Field(False, description="Sent back to its topic already.")
+
+
+class DeadLetterFull(DeadLetterOut):
+    value_base64: str | None = Field(None, description="The original value, whole, base64.")
+
+
+class RedriveOut(BaseModel):
+    id: str
+    topic: str = Field(description="Where the record went back to.")
+    partition: int
 
 
 @router.get(
@@ -89,57 +101,98 @@ async def dead_letters(
     no workspace (a malformed event on a shared topic) go to TRIGGERS_OPERATOR_WORKSPACE."""
     view = definitions_view(request)
     settings: Settings = request.app.state.settings
-    topic = topics.topic_name(topics.DEAD_LETTERS, settings)
-    messages = await asyncio.to_thread(read_tail, settings, topic, 500)
-    letters = []
-    for message in messages:
-        try:
-            letter = from_json(DeadLetter, message.value() or b"")
-        except ValueError:
-            continue
-        owner = _owner(letter, view) or settings.operator_workspace
-        if owner == workspace:
-            letters.append(letter)
-    letters.sort(key=lambda letter: letter.at, reverse=True)
-    return [_out(letter) for letter in letters[:limit]]
+    letters = await asyncio.to_thread(latest_letters, settings)
+    mine = [found for found in letters if owner_of(found[1], view, settings) == workspace]
+    return [_out(*found) for found in mine[:limit]]
 
 
-def _decoded(data: str | None) -> bytes | None:
-    if data is None:
-        return None
+@router.get(
+    "/dead-letters/{letter_id}",
+    response_model=DeadLetterFull,
+    summary="One dead letter, with its whole value",
+)
+async def dead_letter_one(request: Request, letter_id: str, workspace: Workspace) -> dict[str, Any]:
+    letter, redriven = await _owned_letter(request, letter_id, workspace)
+    return {**_out(letter_id, letter, redriven), "value_base64": letter.value}
+
+
+@router.post(
+    "/dead-letters/{letter_id}/redrive",
+    status_code=202,
+    response_model=RedriveOut,
+    summary="Send a dead letter's record back to its topic",
+    description="The original record, byte for byte with its headers (and "
+    "`triggers-redriven-from`), to its source topic and partition, once: a redriven letter "
+    "is marked, and a second redrive answers 409. 404 for an unknown letter or another "
+    "workspace's.",
+    responses={409: {"description": "Redriven already, or not kept whole"}},
+)
+async def dead_letter_redrive(
+    request: Request, letter_id: str, workspace: Workspace
+) -> dict[str, Any]:
+    await _owned_letter(request, letter_id, workspace)
+    settings: Settings = request.app.state.settings
     try:
-        return base64.b64decode(data)
-    except (binascii.Error, ValueError):
-        return None
+        done = await asyncio.to_thread(redrive, settings, letter_id, requested_by(request))
+    except NotRedrivable as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    except KafkaUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    return {"id": done.letter, "topic": done.topic, "partition": done.partition}
 
 
-def _owner(letter: DeadLetter, view: DefinitionsView) -> str | None:
+async def _owned_letter(
+    request: Request, letter_id: str, workspace: str
+) -> tuple[DeadLetter, bool]:
+    settings: Settings = request.app.state.settings
+    try:
+        letter, redriven = await asyncio.to_thread(read_letter, settings, letter_id)
+    except NotRedrivable as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    except KafkaUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    if owner_of(letter, definitions_view(request), settings) != workspace:
+        raise HTTPException(404, f"no dead letter {letter_id}")
+    return letter, redriven
+
+
+def owner_of(letter: DeadLetter, view: DefinitionsView, settings: Settings) -> str:
     """The workspace a rejected record names: its own `workspace_id`, or that of the
-    trigger it names."""
-    raw = _decoded(letter.value)
+    trigger it names; TRIGGERS_OPERATOR_WORKSPACE when it names none."""
+    raw = decoded(letter.value)
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
         body = None
-    if not isinstance(body, dict):
-        return None
-    workspace = body.get("workspace_id") or body.get("workspace")
-    if isinstance(workspace, str):
-        return workspace
-    trigger_id = body.get("trigger_id")
-    document = view.get(trigger_id) if isinstance(trigger_id, str) else None
-    return document.workspace if document is not None else None
+    if isinstance(body, dict):
+        workspace = body.get("workspace_id") or body.get("workspace")
+        if isinstance(workspace, str):
+            return workspace
+        trigger_id = body.get("trigger_id")
+        document = view.get(trigger_id) if isinstance(trigger_id, str) else None
+        if document is not None and document.workspace:
+            return document.workspace
+    return settings.operator_workspace
 
 
-def _out(letter: DeadLetter) -> dict[str, Any]:
-    key, value = _decoded(letter.key), _decoded(letter.value)
+def _text(data: bytes | None) -> str | None:
+    return data.decode(errors="replace") if data is not None else None
+
+
+def _out(letter_id_: str, letter: DeadLetter, redriven: bool) -> dict[str, Any]:
+    key, value = decoded(letter.key), decoded(letter.value)
+    text = _text(value)
     return {
+        "id": letter_id_,
         "topic": letter.topic,
         "partition": letter.partition,
         "offset": letter.offset,
         "component": letter.component,
         "error": letter.error,
         "at": letter.at.isoformat(),
-        "key": key.decode(errors="replace") if key is not None else None,
-        "value": value.decode(errors="replace")[:2000] if value is not None else None,
+        "key": _text(key),
+        "value": text[:2000] if text is not None else None,
+        "value_bytes": letter.value_bytes,
+        "headers": {name: _text(decoded(data)) for name, data in letter.headers or []},
+        "redriven": redriven,
     }

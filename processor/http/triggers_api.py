@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
@@ -17,17 +18,41 @@ from pydantic import BaseModel, Field, ValidationError
 
 from processor.definitions.endpoints import endpoint_problems
 from processor.definitions.loader import parse_document
-from processor.definitions.model import TriggerDocument, document_json
+from processor.definitions.model import OverlapPolicy, TriggerDocument, document_json
 from processor.definitions.store import DefinitionWriter
 from processor.definitions.view import DefinitionsView
 from processor.errors import DefinitionError, KafkaUnavailable, TriggerDisabled
-from processor.http.auth import request_workspace
+from processor.http.auth import request_workspace, requested_by
 from processor.kafka.async_producer import AsyncProducer
 from processor.matching.fires import manual_fire
+from processor.matching.scheduler import BACKFILL_MAX, NotBackfillable, backfill_fires
 from processor.serde import to_json
 
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
 Workspace = Annotated[str, Depends(request_workspace)]
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads `model` itself (after it checked the
+    trigger is the caller's, so another workspace's trigger is a 404, never a 422)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+async def body_as(request: Request, model: type[M]) -> M:
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise HTTPException(
+            422, {"problems": [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]}
+        ) from None
+
+
 DOCUMENT_BODY = {
     "requestBody": {
         "required": True,
@@ -314,7 +339,7 @@ async def run_trigger(
     except ValidationError as exc:
         raise HTTPException(422, {"problems": [str(e["msg"]) for e in exc.errors()]}) from None
     try:
-        fire = manual_fire(document, asked.input, f"api:{workspace}", idempotency_key)
+        fire = manual_fire(document, asked.input, requested_by(request), idempotency_key)
     except TriggerDisabled as exc:
         raise HTTPException(409, str(exc)) from None
     producer: AsyncProducer = request.app.state.producer
@@ -323,3 +348,85 @@ async def run_trigger(
     except KafkaUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
     return {"execution_id": fire.execution_id}
+
+
+class BackfillRequest(BaseModel):
+    from_: datetime = Field(alias="from", description="First scheduled time included.")
+    to: datetime = Field(description="Scheduled times before this one.")
+    overlap: OverlapPolicy | None = Field(
+        None, description="For these fires instead of the trigger's own policy."
+    )
+    dry_run: bool = Field(False, description="Only list the fires; start nothing.")
+
+
+class BackfillFire(BaseModel):
+    execution_id: str
+    scheduled_time: str
+    known: bool = Field(description="Already in trigger-executions: not started again.")
+
+
+class BackfillDone(BaseModel):
+    dry_run: bool
+    started: int = Field(description="Fires written (0 for a dry run).")
+    fires: list[BackfillFire] = Field(description="Oldest first.")
+
+
+@router.post(
+    "/{trigger_id}/backfill",
+    status_code=202,
+    response_model=BackfillDone,
+    summary="Backfill a schedule",
+    description=f"Every fire the schedule would have made for scheduled times in "
+    f"[from, to), at most {BACKFILL_MAX} (a longer range is a 422 with that number), with "
+    "the execution id the scheduler gives each time: a repeated backfill, or a time that "
+    "already ran, starts nothing new. They go through the trigger's concurrency and "
+    "overlap policy (or `overlap`). 409 for a disabled trigger, 422 for one that is not a "
+    "schedule.",
+    responses={
+        409: {"description": "Disabled"},
+        422: {"description": "Not a schedule, or over the cap"},
+    },
+    openapi_extra=json_body(BackfillRequest),
+)
+async def backfill(request: Request, trigger_id: str, workspace: Workspace) -> dict[str, Any]:
+    document = owned_trigger(definitions_view(request), trigger_id, workspace)
+    asked = await body_as(request, BackfillRequest)
+    try:
+        fires = backfill_fires(
+            document, _utc(asked.from_), _utc(asked.to), requested_by(request), asked.overlap
+        )
+    except TriggerDisabled as exc:
+        raise HTTPException(409, str(exc)) from None
+    except NotBackfillable as exc:
+        raise HTTPException(422, str(exc)) from None
+    history = request.app.state.executions
+    listed, fresh = [], []
+    for fire in fires:
+        known = history.get(trigger_id, fire.execution_id) is not None
+        listed.append(
+            {
+                "execution_id": fire.execution_id,
+                "scheduled_time": fire.input["scheduled_time"],
+                "known": known,
+            }
+        )
+        if not known:
+            fresh.append(fire)
+    if not asked.dry_run and fresh:
+        producer: AsyncProducer = request.app.state.producer
+        try:
+            for fire in fresh:
+                await producer.send(
+                    request.app.state.fires_topic, trigger_id.encode(), to_json(fire)
+                )
+        except KafkaUnavailable as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    return {
+        "dry_run": asked.dry_run,
+        "started": 0 if asked.dry_run else len(fresh),
+        "fires": listed,
+    }
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -16,6 +16,7 @@ from processor.errors import KafkaUnavailable
 from processor.kafka.security import librdkafka_security
 
 PARTITIONER = "murmur2_random"
+PRODUCER_MAX_BYTES = 6 * 1024 * 1024
 LIBRDKAFKA_LOG = logging.getLogger("processor.kafka.librdkafka")
 """librdkafka's own log lines (connection failures and the like), as Python logging, so
 components show them in their log format and the CLI keeps them off the terminal."""
@@ -37,6 +38,9 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        # Dead letters keep rejected records whole (trigger-dead-letters allows 5 MiB);
+        # every other topic keeps the broker's limit, checked before we write.
+        "message.max.bytes": PRODUCER_MAX_BYTES,
         **extra,
     }
 

@@ -52,6 +52,8 @@ CALL_TIMEOUT_SECONDS = 30.0
 """The timeout given to each transactional call."""
 CALL_DEADLINE_SECONDS = 45.0
 """When the loop gives up on a transactional call that ignores its timeout."""
+IDLE_CHECK_SECONDS = 30.0
+"""How long a loop reads nothing before it checks that its consumer is not stuck."""
 
 
 class TransactionalLoop:
@@ -131,7 +133,8 @@ class TransactionalLoop:
         consumer = self._new_consumer()
         producer = self._new_producer()
         log.info("%s started (group %s)", self.name, self.group_id)
-        last_periodic = time.monotonic()
+        last_periodic = last_read = time.monotonic()
+        stuck_at: dict[tuple[str, int], int] | None = None
         while not self._stopping.is_set():
             # Wait for the first record only, then take what is already fetched: a batch
             # when busy, no waiting for one when not (consume(n) blocks until n arrive).
@@ -139,6 +142,22 @@ class TransactionalLoop:
             messages = [] if first is None else [first, *consumer.consume(self.batch_size - 1, 0)]
             self.ready.set()
             messages = [m for m in messages if self._usable(m)]
+            if messages:
+                last_read, stuck_at = time.monotonic(), None
+            elif time.monotonic() - last_read >= IDLE_CHECK_SECONDS:
+                last_read = time.monotonic()
+                behind = self._behind(consumer)
+                if behind and behind == stuck_at:
+                    log.warning(
+                        "%s read nothing for %d s while %s had records to read; its consumer"
+                        " looks stuck (seen after a broker restart): new consumer",
+                        self.name,
+                        2 * IDLE_CHECK_SECONDS,
+                        sorted(behind),
+                    )
+                    consumer, stuck_at = self._replace_consumer(consumer), None
+                    continue
+                stuck_at = behind or None
             due = (
                 self.periodic_seconds is not None
                 and time.monotonic() - last_periodic >= self.periodic_seconds
@@ -292,6 +311,21 @@ class TransactionalLoop:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.forget(partitions)
+
+    def _behind(self, consumer: Consumer) -> dict[tuple[str, int], int]:
+        """The assigned partitions whose end is past this consumer's position (more than
+        one commit marker past it), with that position: what it should be reading."""
+        try:
+            found = {}
+            for tp in consumer.position(consumer.assignment()):
+                if tp.offset < 0:
+                    continue
+                _, high = consumer.get_watermark_offsets(tp, timeout=5)
+                if high > tp.offset + 1:
+                    found[(tp.topic, tp.partition)] = tp.offset
+            return found
+        except KafkaException:
+            return {}  # the broker does not answer: nothing to conclude
 
     def _usable(self, message: Message) -> bool:
         error = message.error()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import jsonpath
@@ -10,7 +11,15 @@ import orjson
 
 from processor.definitions.model import ThrottleSpec, TriggerDocument
 from processor.errors import TriggerDisabled
-from processor.messages import Cause, CauseKind, Fire, execution_id_for, utcnow
+from processor.messages import (
+    Cause,
+    CauseKind,
+    ExecutionRecord,
+    ExecutionStatus,
+    Fire,
+    execution_id_for,
+    utcnow,
+)
 
 
 def new_fire(
@@ -69,6 +78,56 @@ def throttle_key(throttle: ThrottleSpec | None, input_: dict[str, Any]) -> str |
         value
         if isinstance(value, str)
         else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    )
+
+
+RERUN_MAX = 500
+"""The most executions one bulk re-run starts (narrow the range for more)."""
+
+
+def rerun_fire(
+    trigger: TriggerDocument,
+    original: ExecutionRecord,
+    requested_by: str,
+    idempotency_key: str | None = None,
+) -> Fire:
+    """A new execution of `original`'s trigger with `original`'s input (its cause says
+    which execution it re-runs). The same idempotency key gives the same execution id
+    (a retried request starts no second run); without one, every request is a new run.
+    A disabled trigger is refused."""
+    if not trigger.enabled:
+        raise TriggerDisabled(
+            f"trigger {trigger.name!r} ({trigger.trigger_id}) is disabled; enable it first "
+            f"(`triggers enable {trigger.trigger_id}`)"
+        )
+    key = f"{original.execution_id}/{idempotency_key or uuid.uuid4()}"
+    cause = Cause(
+        type=CauseKind.RERUN,
+        execution_id=original.execution_id,
+        requested_by=requested_by,
+        requested_at=utcnow().isoformat(),
+        **({"idempotency_key": idempotency_key} if idempotency_key else {}),
+    )
+    return new_fire(trigger, CauseKind.RERUN, key, cause, dict(original.input_data or {}))
+
+
+def rerun_candidates(
+    records: list[ExecutionRecord],
+    status: ExecutionStatus,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[ExecutionRecord]:
+    """The executions a bulk re-run takes: of `status`, triggered in [since, until),
+    oldest first."""
+    return sorted(
+        (
+            r
+            for r in records
+            if r.status is status
+            and (since is None or r.triggered_at >= since)
+            and (until is None or r.triggered_at < until)
+        ),
+        key=lambda r: (r.triggered_at, r.execution_id),
     )
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from processor.definitions.model import TriggerDocument
+from processor.definitions.model import OverlapPolicy, TriggerDocument
 from processor.definitions.registry import Registry
 from processor.matching.fires import new_fire
-from processor.matching.schedules import DueIndex, Schedule, schedule_of
+from processor.matching.schedules import DueIndex, Schedule, schedule_of, scheduled_between
 from processor.messages import Cause, CauseKind, Fire
 
 
@@ -29,6 +29,66 @@ def schedule_fire(trigger: TriggerDocument, scheduled: float, now: float) -> Fir
         Cause(type=CauseKind.SCHEDULE, scheduled_time=iso(scheduled)),
         {"scheduled_time": iso(scheduled), "actual_time": iso(now)},
     )
+
+
+BACKFILL_MAX = 1000
+"""The most fires one backfill makes (a longer range is refused with this number)."""
+
+
+class NotBackfillable(ValueError):
+    """A backfill that cannot be done as asked: the message says why and what to do."""
+
+
+def backfill_fires(
+    trigger: TriggerDocument,
+    start: datetime,
+    end: datetime,
+    requested_by: str,
+    overlap: OverlapPolicy | None = None,
+) -> list[Fire]:
+    """Every fire the trigger's schedule would have made for scheduled times in
+    [start, end), oldest first, each with the execution id the scheduler gives that time
+    (so what already ran, or a repeated backfill, starts nothing new) and its
+    `scheduled_time`; `overlap` replaces the trigger's policy for these fires."""
+    from processor.errors import TriggerDisabled
+
+    if trigger.schedule is None:
+        raise NotBackfillable(
+            f"trigger {trigger.name!r} is a {trigger.type.value} trigger; only schedule "
+            "triggers can be backfilled"
+        )
+    if not trigger.enabled:
+        raise TriggerDisabled(
+            f"trigger {trigger.name!r} ({trigger.trigger_id}) is disabled; enable it first "
+            f"(`triggers enable {trigger.trigger_id}`)"
+        )
+    if end <= start:
+        raise NotBackfillable(f"the range is empty: --to {end.isoformat()} is not after --from")
+    times = scheduled_between(
+        Schedule(trigger.trigger_id, trigger.schedule),
+        start.timestamp(),
+        end.timestamp(),
+        BACKFILL_MAX + 1,
+    )
+    if len(times) > BACKFILL_MAX:
+        raise NotBackfillable(
+            f"the range holds more than {BACKFILL_MAX} scheduled times; one backfill makes "
+            f"at most {BACKFILL_MAX}: split the range"
+        )
+    now = datetime.now(UTC).timestamp()
+    fires = []
+    for scheduled in times:
+        fire = schedule_fire(trigger, scheduled, now)
+        fire.cause = Cause(
+            type=CauseKind.SCHEDULE,
+            scheduled_time=iso(scheduled),
+            backfill=True,
+            requested_by=requested_by,
+        )
+        if overlap is not None:
+            fire.overlap = overlap
+        fires.append(fire)
+    return fires
 
 
 class Scheduler:

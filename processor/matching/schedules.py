@@ -140,6 +140,17 @@ def _fires_between(schedule: Schedule, lower: float, upper: float, limit: int) -
     return found
 
 
+def scheduled_between(schedule: Schedule, start: float, end: float, limit: int) -> list[float]:
+    """Scheduled times in [start, end), oldest first, at most `limit` (a backfill's
+    range; the times themselves, not their jittered fire times)."""
+    found: list[float] = []
+    t = start - 1e-6
+    while (s := schedule.next_after(t)) is not None and s < end and len(found) < limit:
+        found.append(s)
+        t = s
+    return found
+
+
 def due_fires(schedule: Schedule, previous_tick: float, tick: float) -> list[float]:
     """Scheduled times to fire at this tick (see the module docstring for the policy)."""
     spec = schedule.spec

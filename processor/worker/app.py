@@ -35,6 +35,7 @@ from processor.definitions.registry import Registry
 from processor.dispatch.dispatcher import Dispatcher
 from processor.errors import BadRecord, DataDirInUse
 from processor.kafka.admin import refuse_early
+from processor.kafka.clients import PRODUCER_MAX_BYTES
 from processor.kafka.security import faust_credentials
 from processor.kafka.transactional import TransactionalLoop
 from processor.logs import about, faust_logging_config
@@ -89,6 +90,7 @@ def create_app(
         datadir=str(settings.data_dir / settings.app_id),
         web_enabled=False,
         producer_acks=-1,
+        producer_max_request_size=PRODUCER_MAX_BYTES,  # dead letters keep records whole
         # Faust's own topics (the scheduler table's changelog, the leader topic).
         topic_replication_factor=settings.topic_replication_factor or 1,
         stream_wait_empty=True,
@@ -221,8 +223,19 @@ async def _dead_letter(topic: Any, message: Any, reason: str, component: str) ->
         value=message.value,
         error=reason,
         component=component,
+        headers=[
+            (str(name), data.encode() if isinstance(data, str) else data)
+            for name, data in _header_pairs(message.headers)
+        ],
     )
     await topic.send(key=key, value=value)
+
+
+def _header_pairs(headers: Any) -> list[tuple[Any, Any]]:
+    """A Faust record's headers (a list of pairs, or a mapping) as pairs."""
+    if not headers:
+        return []
+    return list(headers.items()) if hasattr(headers, "items") else list(headers)
 
 
 class LoopService(Service):

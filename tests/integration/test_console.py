@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -132,6 +134,21 @@ def test_console_shows_a_fire_live_explains_and_keeps_workspaces_apart(
     expect(page.locator("main .state").first).to_have_text("disabled")
     page.get_by_role("button", name="Enable").click()
     expect(page.locator("main .state").first).to_have_text("enabled")
+    # Run now from the trigger's page: a manual run, asked for by the signed-in key.
+    page.get_by_role("button", name="Run now").click()
+    deadline = time.monotonic() + 60
+    while True:
+        runs = httpx.get(
+            f"{base}/v1/triggers/ui-demo/executions",
+            headers={"Authorization": "Bearer k-alpha"},
+            timeout=10,
+        ).json()["items"]
+        manual = [r for r in runs if r["cause"]["type"] == "manual"]
+        if manual:
+            break
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.5)
+    assert manual[0]["cause"]["requested_by"] == "api:alpha"
 
     # Cancel a running execution from its page; the runtime confirms.
     pipeline.produce(topics.EVENTS, orjson.dumps({"type": "job.stuck", "source": "t", "id": "s1"}))
@@ -142,6 +159,12 @@ def test_console_shows_a_fire_live_explains_and_keeps_workspaces_apart(
     page.goto(f"{base}{href}")
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator("#execution-status")).to_have_text("cancelled", timeout=30_000)
+    # A finished execution can run again: a new one, with the same input, runs.
+    page.get_by_role("button", name="Re-run").click()
+    page.goto(f"{base}/ui/executions?status=running")
+    rerun = page.locator("#execution-rows tr[data-status='running']", has_text="Stuck job")
+    expect(rerun).to_have_count(1, timeout=60_000)
+    assert rerun.get_by_role("link").last.get_attribute("href") != href
 
     page.get_by_role("link", name="Explain").click()
     page.get_by_label("Event (JSON)").fill(

@@ -308,3 +308,70 @@ def test_results_without_trigger_id_are_joined_unknown_ones_dead_lettered_and_fo
         assert time.monotonic() < deadline, pipeline.log("follow")
         time.sleep(0.3)
     assert f"pending    {execution_id}" in pipeline.log("follow")
+
+
+def test_rerun_one_execution_or_every_failed_one_with_the_same_input(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    (tmp_path / "t.yaml").write_text(
+        "trigger: {id: flaky, name: Flaky, workspace: alpha, type: event,"
+        " event: {pattern: job.flaky}, overlap: allow_all,"
+        " agent: {id: f, input: {runner: {action: fail, error: boom}, region: eu}}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    base = start_serve(pipeline)
+    pipeline.start("worker", name="worker")
+    pipeline.start("runner", name="runner")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.emit({"type": "job.flaky", "source": "t", "id": "f1", "data": {"n": 1}})
+    pipeline.emit({"type": "job.flaky", "source": "t", "id": "f2", "data": {"n": 2}})
+    url = f"{base}/v1/triggers/flaky/executions"
+
+    def failed(count: int) -> list[dict]:
+        deadline = time.monotonic() + 60
+        while True:
+            items = httpx.get(url, params={"status": "failed"}, headers=ALPHA).json()["items"]
+            if len(items) >= count:
+                return items
+            assert time.monotonic() < deadline, f"{len(items)} failed executions, not {count}"
+            time.sleep(0.3)
+
+    first, second = sorted(failed(2), key=lambda r: r["triggered_at"])
+    # One, over the API: a new execution with the same input, its cause naming the first.
+    once = {**ALPHA, "Idempotency-Key": "retry-1"}
+    answer = httpx.post(f"{url}/{first['execution_id']}/rerun", headers=once)
+    assert answer.status_code == 202, answer.text
+    rerun_id = answer.json()["execution_id"]
+    assert answer.json()["reruns"] == first["execution_id"] and rerun_id != first["execution_id"]
+    again = httpx.post(f"{url}/{first['execution_id']}/rerun", headers=once)
+    assert again.json()["execution_id"] == rerun_id  # a retried request: no second run
+    assert httpx.post(f"{url}/{first['execution_id']}/rerun", headers=BETA).status_code == 404
+    assert httpx.post(f"{url}/nope/rerun", headers=ALPHA).status_code == 404
+    records = failed(3)
+    [rerun] = [r for r in records if r["execution_id"] == rerun_id]
+    assert rerun["cause"]["type"] == "rerun"
+    assert rerun["cause"]["execution_id"] == first["execution_id"]
+    assert rerun["input_data"] == first["input_data"]  # the event's data included
+
+    # Every failed one in a range, from the CLI: a dry run first, then the run.
+    since = first["triggered_at"]
+    until = datetime.fromisoformat(second["triggered_at"]).timestamp() + 0.001
+    until_text = datetime.fromtimestamp(until).astimezone().isoformat()
+    bulk = {"status": "failed", "since": since, "until": until_text}
+    listed = httpx.post(f"{url}/rerun", json={**bulk, "dry_run": True}, headers=ALPHA).json()
+    assert [r["reruns"] for r in listed["reruns"]] == [
+        first["execution_id"],
+        second["execution_id"],
+    ]
+    started = httpx.post(f"{url}/rerun", json=bulk, headers=ALPHA)
+    assert started.status_code == 202
+    assert started.json()["reruns"] == listed["reruns"]  # the ids the dry run showed
+    assert httpx.post(f"{url}/rerun", json=bulk, headers=ALPHA).json() == started.json()
+    records = failed(5)
+    assert len(records) == 5  # two originals, one single re-run, two from the bulk: no more
+    cli = pipeline.cli("rerun", second["execution_id"])
+    assert "re-running" in cli.stdout and second["execution_id"] in cli.stdout
+    dry = pipeline.cli("rerun", "--trigger", "flaky", "--status", "timed_out", "--dry-run")
+    assert "nothing to re-run" in dry.stdout
+    refused = pipeline.cli("rerun", "no-such-execution", check=False)
+    assert refused.returncode == 1 and "no execution no-such-execution" in refused.stderr

@@ -109,3 +109,78 @@ def test_a_worker_stopped_for_a_while_catches_up_by_the_policy(
     assert times[0] - last_before >= 10, (last_before, times)
     assert times[0] <= restarted_at, (restarted_at, times)
     assert [b - a for a, b in itertools.pairwise(times)] == [2.0] * (len(times) - 1)
+
+
+def test_a_backfill_fires_each_missed_time_once_through_the_dispatcher(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tests.integration.kafka import start_serve
+
+    (tmp_path / "b.yaml").write_text(
+        "trigger: {id: minutely, name: Minutely, type: schedule, overlap: allow_all,"
+        " schedule: {cron: '0 0 1 1 *'}, agent: {id: clock}}\n"  # once a year: no live fires
+        "---\n"
+        "trigger: {id: on-event, name: On event, type: event, event: {pattern: a.b},"
+        " agent: {id: clock}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "b.yaml"))
+    keys = '{"k-ops": "default", "k-beta": "beta"}'
+    base = start_serve(pipeline, extra_env={"TRIGGERS_API_KEYS": keys})
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    ops = {"Authorization": "Bearer k-ops"}
+    url = f"{base}/v1/triggers/minutely/backfill"
+    years = {"from": "2021-06-01T00:00:00Z", "to": "2026-06-01T00:00:00Z"}
+
+    dry = httpx.post(url, json={**years, "dry_run": True}, headers=ops, timeout=30)
+    assert dry.status_code == 202, dry.text
+    assert [f["scheduled_time"][:10] for f in dry.json()["fires"]] == [
+        "2022-01-01",
+        "2023-01-01",
+        "2024-01-01",
+        "2025-01-01",
+        "2026-01-01",
+    ]
+    assert dry.json()["started"] == 0
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
+        done = httpx.post(url, json=years, headers=ops, timeout=30)
+        assert done.status_code == 202 and done.json()["started"] == 5
+        assert [f["execution_id"] for f in done.json()["fires"]] == [
+            f["execution_id"] for f in dry.json()["fires"]
+        ]
+        runs(lambda cs: len(cs) >= 5, timeout=60)
+        # The CLI over a wider range: the five are known, the one before them is new.
+        cli = pipeline.cli("backfill", "Minutely", "--from", "2020-06-01", "--to", "2026-06-01")
+        assert cli.stdout.count("ran already") == 5 and "6 scheduled times, 1 started" in cli.stdout
+        runs(lambda cs: len(cs) >= 6, timeout=60)
+        commands = settle(runs, 3)  # everything read, a little after: nothing doubled
+    assert sorted(c["input"]["scheduled_time"][:4] for c in commands) == [
+        "2021", "2022", "2023", "2024", "2025", "2026"
+    ]  # fmt: skip
+    assert all(c["cause"]["backfill"] and c["cause"]["type"] == "schedule" for c in commands)
+    deadline = time.monotonic() + 30
+    while True:  # once the service's view has them, a repeat starts nothing
+        again = httpx.post(url, json=years, headers=ops, timeout=30).json()
+        if again["started"] == 0:
+            break
+        assert time.monotonic() < deadline, again
+        time.sleep(1)
+    assert all(f["known"] for f in again["fires"])
+
+    centuries = {"from": "0900-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}
+    over = httpx.post(url, json=centuries, headers=ops, timeout=30)
+    assert over.status_code == 422 and "at most 1000" in over.text
+    decade = {"from": "2000-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}
+    not_a_schedule = httpx.post(
+        f"{base}/v1/triggers/on-event/backfill", json=decade, headers=ops, timeout=30
+    )
+    assert not_a_schedule.status_code == 422 and "only schedule triggers" in not_a_schedule.text
+    assert (
+        httpx.post(url, json=years, headers={"Authorization": "Bearer k-beta"}).status_code == 404
+    )
+    refused = pipeline.cli(
+        "backfill", "On event", "--from", "2020-01-01", "--to", "2021-01-01", check=False
+    )
+    assert refused.returncode == 1 and "only schedule triggers" in refused.stderr

@@ -28,7 +28,11 @@ def test_run_now_from_the_cli_and_the_api_starts_one_manual_run_each(pipeline: P
     pipeline.cli("apply", "-f", str(report))
     trigger_id = pipeline.cli("get", "Daily Sales Report", "-o", "id").stdout.strip()
     base = start_serve(
-        pipeline, extra_env={"TRIGGERS_API_KEYS": '{"k-alpha": "default", "k-beta": "beta"}'}
+        pipeline,
+        extra_env={
+            "TRIGGERS_API_KEYS": '{"k-alpha": "default", "k-beta": "beta",'
+            ' "k-ci": {"workspace": "default", "name": "ci-bot"}}'
+        },
     )
     pipeline.start("worker", name="worker")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
@@ -47,11 +51,16 @@ def test_run_now_from_the_cli_and_the_api_starts_one_manual_run_each(pipeline: P
         assert first.json() == again.json()
         assert httpx.post(url, headers={"Authorization": "Bearer k-beta"}).status_code == 404
         assert httpx.post(url, headers=alpha, content=b"[1]").status_code == 422
+        named = httpx.post(url, headers={"Authorization": "Bearer k-ci"})
+        assert named.status_code == 202
 
-        commands = runs(lambda seen: len(seen) >= 2)
+        commands = runs(lambda seen: len(seen) >= 3)
         commands += settle(runs, 3)
     by_id = {c["execution_id"]: c for c in commands}
-    assert set(by_id) == {cli_id, first.json()["execution_id"]}
+    assert set(by_id) == {cli_id, first.json()["execution_id"], named.json()["execution_id"]}
+    # Who asked: the key's name when it has one (never the key), else its workspace.
+    assert by_id[named.json()["execution_id"]]["cause"]["requested_by"] == "api:ci-bot"
+    assert "k-ci" not in str(by_id[named.json()["execution_id"]])
     from_cli = by_id[cli_id]
     assert from_cli["cause"]["type"] == "manual"
     assert from_cli["cause"]["requested_by"].startswith("cli:")

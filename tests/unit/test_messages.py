@@ -133,6 +133,7 @@ SAMPLES: list[tuple[str, BaseModel]] = [
             partition=1,
             offset=7,
             value="e30=",
+            headers=[("trace", "YWJj"), ("empty", None)],
             error="no type",
             component="event-matcher",
             at=NOW,

@@ -183,8 +183,10 @@ async def trigger_page(request: Request, trigger_id: str) -> Response:
 
 
 @router.post("/triggers/{trigger_id}/{action}")
-async def set_enabled(request: Request, trigger_id: str, action: str) -> Response:
-    if action not in ("enable", "disable"):
+async def trigger_action(request: Request, trigger_id: str, action: str) -> Response:
+    """Enable, disable, or run now (cause `manual`, `requested_by` the signed-in key's
+    name); back to the trigger's page."""
+    if action not in ("enable", "disable", "run"):
         raise HTTPException(404, "no such action")
     async with Api(request) as api:
         await api.call("POST", f"/v1/triggers/{quote(trigger_id)}/{action}")
@@ -261,6 +263,15 @@ async def cancel(request: Request, trigger_id: str, execution_id: str) -> Respon
     )
 
 
+@router.post("/triggers/{trigger_id}/executions/{execution_id}/rerun")
+async def rerun(request: Request, trigger_id: str, execution_id: str) -> Response:
+    """Run a finished execution again; back to the trigger's page, where the new
+    execution shows up among its runs as soon as the dispatcher has it."""
+    async with Api(request) as api:
+        await api.call("POST", f"/v1/triggers/{trigger_id}/executions/{execution_id}/rerun")
+    return RedirectResponse(f"/ui/triggers/{quote(trigger_id)}", status_code=303)
+
+
 def timeline(record: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(time, state, detail) of each change the record's timestamps show, in order."""
     steps = [(record.get("triggered_at"), "fired", _cause_text(record.get("cause", {})))]
@@ -307,3 +318,10 @@ async def dead_letters_page(request: Request) -> Response:
     async with Api(request) as api:
         letters = await api.get("/v1/dead-letters", limit=100)
     return _page(request, "dead_letters.html", letters=letters, nav="dead-letters")
+
+
+@router.post("/dead-letters/{letter_id}/redrive")
+async def redrive_letter(request: Request, letter_id: str) -> Response:
+    async with Api(request) as api:
+        await api.call("POST", f"/v1/dead-letters/{quote(letter_id)}/redrive")
+    return RedirectResponse("/ui/dead-letters", status_code=303)

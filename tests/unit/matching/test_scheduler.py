@@ -58,3 +58,68 @@ def test_a_change_made_during_a_sync_is_picked_up_by_the_next_one() -> None:
     assert not scheduler.in_step
     assert len(fired(scheduler, START + 1)) == 2
     assert scheduler.in_step
+
+
+def test_a_backfill_fires_each_scheduled_time_in_the_range_with_the_schedulers_ids() -> None:
+    from datetime import UTC, datetime
+
+    from processor.definitions.loader import parse_document
+    from processor.definitions.model import OverlapPolicy
+    from processor.matching.scheduler import backfill_fires, schedule_fire
+
+    hourly = parse_document(
+        {
+            "name": "Hourly",
+            "type": "schedule",
+            "schedule": {"cron": "0 * * * *"},
+            "agent": {"id": "a"},
+        },
+        "t",
+    ).resolved("default")
+    start, end = datetime(2026, 11, 30, 9, tzinfo=UTC), datetime(2026, 11, 30, 12, tzinfo=UTC)
+    fires = backfill_fires(hourly, start, end, "cli:ana", OverlapPolicy.ALLOW_ALL)
+    assert [f.input["scheduled_time"] for f in fires] == [
+        "2026-11-30T09:00:00+00:00",
+        "2026-11-30T10:00:00+00:00",
+        "2026-11-30T11:00:00+00:00",
+    ]  # [from, to): 12:00 is left out
+    live = schedule_fire(hourly, datetime(2026, 11, 30, 10, tzinfo=UTC).timestamp(), 0)
+    assert fires[1].execution_id == live.execution_id  # what ran already is not run again
+    assert all(f.overlap is OverlapPolicy.ALLOW_ALL for f in fires)
+    extra = fires[0].cause.model_extra or {}
+    assert extra["backfill"] is True and extra["requested_by"] == "cli:ana"
+
+
+def test_a_backfill_refuses_what_it_cannot_do_and_says_what_to_do() -> None:
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from processor.definitions.loader import parse_document
+    from processor.errors import TriggerDisabled
+    from processor.matching.scheduler import BACKFILL_MAX, NotBackfillable, backfill_fires
+
+    def doc(**extra: object) -> object:
+        return parse_document(
+            {
+                "name": "M",
+                "type": "schedule",
+                "schedule": {"cron": "* * * * *"},
+                "agent": {"id": "a"},
+                **extra,
+            },
+            "t",
+        ).resolved("default")
+
+    day = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC))
+    with pytest.raises(NotBackfillable, match=f"at most {BACKFILL_MAX}: split the range"):
+        backfill_fires(doc(), *day, "x")  # type: ignore[arg-type]
+    with pytest.raises(NotBackfillable, match="the range is empty"):
+        backfill_fires(doc(), day[1], day[0], "x")  # type: ignore[arg-type]
+    with pytest.raises(TriggerDisabled, match="triggers enable"):
+        backfill_fires(doc(enabled=False), *day, "x")  # type: ignore[arg-type]
+    event = parse_document(
+        {"name": "E", "type": "event", "event": {"pattern": "a.*"}, "agent": {"id": "a"}}, "t"
+    ).resolved("default")
+    with pytest.raises(NotBackfillable, match="only schedule triggers"):
+        backfill_fires(event, *day, "x")
