@@ -131,8 +131,10 @@ def test_a_window_state_that_would_pass_the_record_limit_is_a_dead_letter_not_a_
         found = letters(
             lambda seen: any(d["component"] == "window-evaluator" for d in seen), timeout=120
         )
-    [letter] = [d for d in found if d["component"] == "window-evaluator"]
-    assert "starts afresh" in letter["error"]
+    # One letter per time the state passed the limit: once or twice for these 300 events,
+    # depending on how the worker's batches split them.
+    grown = [d for d in found if d["component"] == "window-evaluator"]
+    assert grown and all("starts afresh" in d["error"] for d in grown), grown
     assert pipeline.processes[0].poll() is None
 
 
