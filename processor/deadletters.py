@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaException, Message, Producer
 
 from processor import topics
 from processor.config import Settings
 from processor.errors import KafkaUnavailable, TriggersError
+from processor.matching.decode import Headers, header_pairs
 from processor.messages import DeadLetter, utcnow
 from processor.metrics import DEAD_LETTERS
 from processor.serde import from_json, to_json
@@ -34,13 +35,10 @@ from processor.serde import from_json, to_json
 MAX_KEPT_BYTES = 3 * 1024 * 1024
 """A dead letter keeps the record's value (and key) up to this much: every record of
 `events` (2 MiB at most) whole; `value_bytes` tells the full size of anything larger."""
-MAX_LETTER_BYTES = 5 * 1024 * 1024
-"""`max.message.bytes` of `trigger-dead-letters`: a 3 MiB value in base64, and the rest."""
 MARKER_HEADER = "triggers-redrive"
 """Marks a record on `trigger-dead-letters` that says a letter was redriven."""
 REDRIVEN_FROM = "triggers-redriven-from"
 """On the redriven copy: the dead letter it came from (`topic/partition:offset`)."""
-Headers = list[tuple[str, bytes | None]]
 
 
 class NotRedrivable(TriggersError):
@@ -93,16 +91,8 @@ def dead_letter_for(message: Message, error: str, component: str) -> tuple[bytes
         value=message.value(),
         error=error,
         component=component,
-        headers=_headers(message),
+        headers=header_pairs(message.headers()),
     )
-
-
-def _headers(message: Message) -> Headers:
-    found: Headers = []
-    for header in message.headers() or []:
-        name, data = header[0], header[1]
-        found.append((str(name), data.encode() if isinstance(data, str) else data))
-    return found
 
 
 def decoded(data: str | None) -> bytes | None:
@@ -168,44 +158,18 @@ def parse_letter_id(text: str) -> tuple[int, int]:
 
 
 def read_letter(settings: Settings, text: str) -> tuple[DeadLetter, bool]:
-    """The letter with this id, and whether it was redriven already (a marker after it)."""
+    """The letter with this id, and whether it was redriven already (a marker after it,
+    on its partition)."""
+    from processor.kafka.reader import read_to_end
+
     partition, offset = parse_letter_id(text)
     topic = topics.topic_name(topics.DEAD_LETTERS, settings)
-    from processor.kafka.clients import consumer_config
-
-    reader = Consumer(
-        consumer_config(settings, f"{settings.app_id}-redrive", **{"enable.partition.eof": True})
-    )
-    try:
-        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-        if not low <= offset < high:
-            raise NotRedrivable(404, f"no dead letter {text}")
-        reader.assign([TopicPartition(topic, partition, offset)])
-        letter: DeadLetter | None = None
-        redriven = False
-        while True:
-            message = reader.poll(10)
-            if message is None:
-                raise KafkaUnavailable(f"reading dead letter {text} timed out")
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    break
-                raise KafkaUnavailable(f"reading dead letter {text}: {error}")
-            if letter is None:
-                if message.offset() != offset or is_marker(message):
-                    raise NotRedrivable(404, f"no dead letter {text}")
-                letter = from_json(DeadLetter, message.value() or b"")
-            elif is_marker(message) and text in marked([message]):
-                redriven = True
-                break
-        if letter is None:
-            raise NotRedrivable(404, f"no dead letter {text}")
-        return letter, redriven
-    except KafkaException as exc:
-        raise KafkaUnavailable(f"reading dead letter {text}: {exc}") from None
-    finally:
-        reader.close()
+    from_it = read_to_end(settings, topic, [partition], start=lambda _, low, high: offset)
+    first = next(from_it, None)
+    if first is None or first.offset() != offset or is_marker(first):
+        raise NotRedrivable(404, f"no dead letter {text}")
+    letter = from_json(DeadLetter, first.value() or b"")
+    return letter, text in marked(list(from_it))
 
 
 def redrive(settings: Settings, text: str, requested_by: str) -> Redriven:

@@ -25,6 +25,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A time given without a zone (on a command line, in a request) read as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def execution_id_for(trigger_id: str, cause_kind: str, cause_key: str) -> str:
     """The deterministic id of the execution that `cause_key` causes for a trigger.
 

@@ -38,7 +38,8 @@ AGENT_RUN_RESULTS = TopicSpec("agent-run-results")
 TRIGGER_EXECUTIONS = TopicSpec("trigger-executions", compacted=True)
 DEAD_LETTERS = TopicSpec(
     "trigger-dead-letters",
-    # A letter keeps the rejected record whole (up to 3 MiB, in base64): see deadletters.
+    # A letter keeps the rejected record whole (deadletters.MAX_KEPT_BYTES, 3 MiB, in
+    # base64, with its headers): 5 MiB holds it.
     config={"retention.ms": str(14 * DAY_MS), "max.message.bytes": str(5 * 1024 * 1024)},
 )
 # Internal to the dispatcher: results re-keyed by trigger id, and its state changelog.

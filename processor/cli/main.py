@@ -446,9 +446,7 @@ def backfill(
     trigger_id, raw = _find(settings, trigger)
     document = parse_document(raw, f"trigger {trigger_id}").model_copy(update={"id": trigger_id})
     try:
-        fires = backfill_fires(
-            document, _utc(from_) or from_, _utc(to) or to, f"cli:{getpass.getuser()}", policy
-        )
+        fires = backfill_fires(document, from_, to, f"cli:{getpass.getuser()}", policy)
     except (NotBackfillable, TriggerDisabled) as exc:
         raise _fail(str(exc)) from None
     latest, _ = _read_executions(settings)
@@ -493,7 +491,10 @@ def rerun(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List them; start nothing.")] = False,
     idempotency_key: Annotated[
         str | None,
-        typer.Option(help="The same key never starts a second run (default: every call runs)."),
+        typer.Option(
+            help="With an execution id: the same key never starts a second run (default: "
+            "every call runs; a bulk re-run's ids follow from its status and range)."
+        ),
     ] = None,
 ) -> None:
     """Run an execution again with the same input (cause `rerun`), or every failed (or
@@ -501,7 +502,7 @@ def rerun(
     import getpass
 
     from processor.kafka.clients import produce_and_wait
-    from processor.matching.fires import RERUN_MAX, rerun_candidates, rerun_fire
+    from processor.matching.fires import TooManyReruns, bulk_rerun_fires, rerun_fire
     from processor.messages import ExecutionStatus
     from processor.serde import to_json
 
@@ -511,30 +512,22 @@ def rerun(
     if status not in ("failed", "timed_out"):
         raise _fail(f"--status {status!r}: use failed or timed_out")
     latest, _ = _read_executions(settings)
-    if execution_id is not None:
-        original = latest.get(execution_id)
-        if original is None:
-            raise _fail(f"no execution {execution_id} in trigger-executions")
-        chosen, key = [original], idempotency_key
-        trigger_id = original.trigger_id
-    else:
-        assert trigger is not None
-        trigger_id = _find(settings, trigger)[0]
-        wanted = ExecutionStatus(status)
-        mine = [r for r in latest.values() if r.trigger_id == trigger_id]
-        chosen = rerun_candidates(mine, wanted, _utc(since), _utc(until))
-        if len(chosen) > RERUN_MAX:
-            raise _fail(
-                f"{len(chosen)} executions match; one re-run takes at most {RERUN_MAX}: "
-                "narrow --since/--until"
-            )
-        key = idempotency_key or f"bulk:{wanted.value}:{_utc(since)}:{_utc(until)}"
-    raw = _find(settings, trigger_id)[1]
+    original = latest.get(execution_id) if execution_id is not None else None
+    if execution_id is not None and original is None:
+        raise _fail(f"no execution {execution_id} in trigger-executions")
+    trigger_id, raw = _find(settings, original.trigger_id if original else str(trigger))
     document = parse_document(raw, f"trigger {trigger_id}").model_copy(update={"id": trigger_id})
+    who = f"cli:{getpass.getuser()}"
     try:
-        fires = [rerun_fire(document, r, f"cli:{getpass.getuser()}", key) for r in chosen]
-    except TriggersError as exc:
+        if original is not None:
+            chosen = [(original, rerun_fire(document, original, who, idempotency_key))]
+        else:
+            mine = [r for r in latest.values() if r.trigger_id == trigger_id]
+            wanted = ExecutionStatus(status)
+            chosen = bulk_rerun_fires(document, mine, wanted, since, until, who)
+    except (TriggersError, TooManyReruns) as exc:
         raise _fail(str(exc)) from None
+    fires = [fire for _, fire in chosen]
     if not dry_run and fires:
         produce_and_wait(
             settings,
@@ -542,20 +535,13 @@ def rerun(
             [(trigger_id.encode(), to_json(fire)) for fire in fires],
         )
     verb = "would re-run" if dry_run else "re-running"
-    for original, fire in zip(chosen, fires, strict=True):
+    for rerun_of, fire in chosen:
         out.print(
-            f"{verb} {original.execution_id} as execution_id={fire.execution_id}",
+            f"{verb} {rerun_of.execution_id} as execution_id={fire.execution_id}",
             highlight=False,
         )
     if not chosen:
         out.print("nothing to re-run", highlight=False)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """A time given without a zone is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 @letters_app.command("list")
@@ -721,7 +707,7 @@ def status(
 ) -> None:
     """Show whether a trigger is enabled, disabled or paused by its circuit breaker
     (and why), its last fire, runs in the last hour and, for schedules, the next fire."""
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     from processor.dispatch.state import Failures
     from processor.dispatch.status import trigger_status

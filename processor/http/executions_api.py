@@ -17,10 +17,16 @@ from processor.dispatch.history import ExecutionsView
 from processor.dispatch.status import TriggerStatus, trigger_status
 from processor.errors import KafkaUnavailable, TriggerDisabled
 from processor.http.auth import request_workspace, requested_by
-from processor.http.triggers_api import body_as, definitions_view, json_body, owned_trigger
+from processor.http.triggers_api import (
+    body_as,
+    definitions_view,
+    json_body,
+    owned_trigger,
+    send_fires,
+)
 from processor.kafka.async_producer import AsyncProducer
-from processor.matching.fires import RERUN_MAX, rerun_candidates, rerun_fire
-from processor.messages import CancelRequest, ExecutionRecord, ExecutionStatus, Fire
+from processor.matching.fires import RERUN_MAX, TooManyReruns, bulk_rerun_fires, rerun_fire
+from processor.messages import CancelRequest, ExecutionRecord, ExecutionStatus
 from processor.serde import to_json
 
 router = APIRouter(prefix="/v1/triggers/{trigger_id}/executions", tags=["executions"])
@@ -117,14 +123,6 @@ class BulkRerun(BaseModel):
     reruns: list[Rerun] = Field(description="Oldest original first.")
 
 
-async def _start_rerun(request: Request, fire: Fire) -> None:
-    producer: AsyncProducer = request.app.state.gateway.producer
-    try:
-        await producer.send(request.app.state.fires_topic, fire.trigger_id.encode(), to_json(fire))
-    except KafkaUnavailable as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
-
-
 @router.post(
     "/rerun",
     status_code=202,
@@ -145,27 +143,18 @@ async def rerun_executions(
     document = owned_trigger(definitions_view(request), trigger_id, workspace)
     asked = await body_as(request, BulkRerunRequest)
     status = ExecutionStatus(asked.status)
-    chosen = rerun_candidates(
-        _history(request).list(trigger_id, status), status, asked.since, asked.until
-    )
-    if len(chosen) > RERUN_MAX:
-        raise HTTPException(
-            422,
-            f"{len(chosen)} executions match; one re-run takes at most {RERUN_MAX}: narrow "
-            "since/until",
+    history = _history(request).list(trigger_id, status)
+    try:
+        chosen = bulk_rerun_fires(
+            document, history, status, asked.since, asked.until, requested_by(request)
         )
-    # The same request again (a retry) gives the same execution ids: nothing new starts.
-    # A dry run shows the ids the real one will use.
-    bulk_key = f"bulk:{status.value}:{asked.since}:{asked.until}"
-    reruns = []
-    for original in chosen:
-        try:
-            fire = rerun_fire(document, original, requested_by(request), bulk_key)
-        except TriggerDisabled as exc:
-            raise HTTPException(409, str(exc)) from None
-        if not asked.dry_run:
-            await _start_rerun(request, fire)
-        reruns.append({"execution_id": fire.execution_id, "reruns": original.execution_id})
+    except TooManyReruns as exc:
+        raise HTTPException(422, str(exc)) from None
+    except TriggerDisabled as exc:
+        raise HTTPException(409, str(exc)) from None
+    if not asked.dry_run:
+        await send_fires(request, [fire for _, fire in chosen])
+    reruns = [{"execution_id": f.execution_id, "reruns": o.execution_id} for o, f in chosen]
     return {"dry_run": asked.dry_run, "reruns": reruns}
 
 
@@ -194,7 +183,7 @@ async def rerun_execution(
         fire = rerun_fire(document, original, requested_by(request), idempotency_key)
     except TriggerDisabled as exc:
         raise HTTPException(409, str(exc)) from None
-    await _start_rerun(request, fire)
+    await send_fires(request, [fire])
     return {"execution_id": fire.execution_id, "reruns": execution_id}
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -20,6 +21,7 @@ from processor.matching.explain import explain_with_state
 from processor.messages import DeadLetter
 
 router = APIRouter(prefix="/v1", tags=["debugging"])
+T = TypeVar("T")
 Workspace = Annotated[str, Depends(request_workspace)]
 EVENT_BODY = {
     "requestBody": {
@@ -132,12 +134,7 @@ async def dead_letter_redrive(
 ) -> dict[str, Any]:
     await _owned_letter(request, letter_id, workspace)
     settings: Settings = request.app.state.settings
-    try:
-        done = await asyncio.to_thread(redrive, settings, letter_id, requested_by(request))
-    except NotRedrivable as exc:
-        raise HTTPException(exc.status, str(exc)) from None
-    except KafkaUnavailable as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    done = await _answered(redrive, settings, letter_id, requested_by(request))
     return {"id": done.letter, "topic": done.topic, "partition": done.partition}
 
 
@@ -145,15 +142,20 @@ async def _owned_letter(
     request: Request, letter_id: str, workspace: str
 ) -> tuple[DeadLetter, bool]:
     settings: Settings = request.app.state.settings
+    letter, redriven = await _answered(read_letter, settings, letter_id)
+    if owner_of(letter, definitions_view(request), settings) != workspace:
+        raise HTTPException(404, f"no dead letter {letter_id}")
+    return letter, redriven
+
+
+async def _answered(call: Callable[..., T], *args: Any) -> T:
+    """`call` off the event loop; what it refuses, as the HTTP answer it stands for."""
     try:
-        letter, redriven = await asyncio.to_thread(read_letter, settings, letter_id)
+        return await asyncio.to_thread(call, *args)
     except NotRedrivable as exc:
         raise HTTPException(exc.status, str(exc)) from None
     except KafkaUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
-    if owner_of(letter, definitions_view(request), settings) != workspace:
-        raise HTTPException(404, f"no dead letter {letter_id}")
-    return letter, redriven
 
 
 def owner_of(letter: DeadLetter, view: DefinitionsView, settings: Settings) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -26,6 +26,7 @@ from processor.http.auth import request_workspace, requested_by
 from processor.kafka.async_producer import AsyncProducer
 from processor.matching.fires import manual_fire
 from processor.matching.scheduler import BACKFILL_MAX, NotBackfillable, backfill_fires
+from processor.messages import Fire
 from processor.serde import to_json
 
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
@@ -42,6 +43,19 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
             "content": {"application/json": {"schema": model.model_json_schema()}},
         }
     }
+
+
+async def send_fires(request: Request, fires: list[Fire]) -> None:
+    """Write fires to `trigger-fires` through the service's one producer (together, so
+    they share its batches); return once Kafka acknowledged all, else a 503."""
+    producer: AsyncProducer = request.app.state.producer
+    topic = request.app.state.fires_topic
+    try:
+        await asyncio.gather(
+            *(producer.send(topic, fire.trigger_id.encode(), to_json(fire)) for fire in fires)
+        )
+    except KafkaUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
 
 
 async def body_as(request: Request, model: type[M]) -> M:
@@ -342,11 +356,7 @@ async def run_trigger(
         fire = manual_fire(document, asked.input, requested_by(request), idempotency_key)
     except TriggerDisabled as exc:
         raise HTTPException(409, str(exc)) from None
-    producer: AsyncProducer = request.app.state.producer
-    try:
-        await producer.send(request.app.state.fires_topic, trigger_id.encode(), to_json(fire))
-    except KafkaUnavailable as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    await send_fires(request, [fire])
     return {"execution_id": fire.execution_id}
 
 
@@ -393,7 +403,7 @@ async def backfill(request: Request, trigger_id: str, workspace: Workspace) -> d
     asked = await body_as(request, BackfillRequest)
     try:
         fires = backfill_fires(
-            document, _utc(asked.from_), _utc(asked.to), requested_by(request), asked.overlap
+            document, asked.from_, asked.to, requested_by(request), asked.overlap
         )
     except TriggerDisabled as exc:
         raise HTTPException(409, str(exc)) from None
@@ -412,21 +422,10 @@ async def backfill(request: Request, trigger_id: str, workspace: Workspace) -> d
         )
         if not known:
             fresh.append(fire)
-    if not asked.dry_run and fresh:
-        producer: AsyncProducer = request.app.state.producer
-        try:
-            for fire in fresh:
-                await producer.send(
-                    request.app.state.fires_topic, trigger_id.encode(), to_json(fire)
-                )
-        except KafkaUnavailable as exc:
-            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    if not asked.dry_run:
+        await send_fires(request, fresh)
     return {
         "dry_run": asked.dry_run,
         "started": 0 if asked.dry_run else len(fresh),
         "fires": listed,
     }
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

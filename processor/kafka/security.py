@@ -95,14 +95,6 @@ def refusal(settings: Settings, error: KafkaError) -> KafkaRefused | None:
             f"TRIGGERS_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol.value} "
             "against the listener at that address"
         )
-    if "Disconnected while requesting ApiVersion" in text and settings.kafka_security_protocol in (
-        SecurityProtocol.PLAINTEXT,
-        SecurityProtocol.SASL_PLAINTEXT,
-    ):
-        return KafkaRefused(
-            f"{where} closed the connection at once ({_detail(text)}): it may want TLS; "
-            "check TRIGGERS_KAFKA_SECURITY_PROTOCOL"
-        )
     return None
 
 

@@ -30,6 +30,17 @@ _CE_HEADER = "ce_"
 Headers = Sequence[tuple[str, bytes | None]]
 
 
+def header_pairs(raw: Any) -> list[tuple[str, bytes | None]] | None:
+    """A record's headers as (name, bytes) pairs, whether a client gives them as pairs
+    (confluent-kafka, aiokafka) or as a mapping (Faust); None when it has none."""
+    if not raw:
+        return None
+    pairs = raw.items() if hasattr(raw, "items") else raw
+    return [
+        (str(name), value.encode() if isinstance(value, str) else value) for name, value in pairs
+    ]
+
+
 def _binary_attributes(headers: Headers) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     for name, value in headers:

@@ -17,6 +17,7 @@ from processor.messages import (
     ExecutionRecord,
     ExecutionStatus,
     Fire,
+    as_utc,
     execution_id_for,
     utcnow,
 )
@@ -81,6 +82,19 @@ def throttle_key(throttle: ThrottleSpec | None, input_: dict[str, Any]) -> str |
     )
 
 
+def ensure_enabled(trigger: TriggerDocument) -> None:
+    """Refuse an operator's run of a disabled trigger, saying how to enable it."""
+    if not trigger.enabled:
+        raise TriggerDisabled(
+            f"trigger {trigger.name!r} ({trigger.trigger_id}) is disabled; enable it first "
+            f"(`triggers enable {trigger.trigger_id}`)"
+        )
+
+
+class TooManyReruns(ValueError):
+    """A bulk re-run over RERUN_MAX executions."""
+
+
 RERUN_MAX = 500
 """The most executions one bulk re-run starts (narrow the range for more)."""
 
@@ -95,11 +109,7 @@ def rerun_fire(
     which execution it re-runs). The same idempotency key gives the same execution id
     (a retried request starts no second run); without one, every request is a new run.
     A disabled trigger is refused."""
-    if not trigger.enabled:
-        raise TriggerDisabled(
-            f"trigger {trigger.name!r} ({trigger.trigger_id}) is disabled; enable it first "
-            f"(`triggers enable {trigger.trigger_id}`)"
-        )
+    ensure_enabled(trigger)
     key = f"{original.execution_id}/{idempotency_key or uuid.uuid4()}"
     cause = Cause(
         type=CauseKind.RERUN,
@@ -131,6 +141,30 @@ def rerun_candidates(
     )
 
 
+def bulk_rerun_fires(
+    trigger: TriggerDocument,
+    records: list[ExecutionRecord],
+    status: ExecutionStatus,
+    since: datetime | None,
+    until: datetime | None,
+    requested_by: str,
+) -> list[tuple[ExecutionRecord, Fire]]:
+    """Every `status` execution of `records` triggered in [since, until) (no zone: UTC),
+    oldest first, with the fire that runs it again. The same request again gives the same
+    execution ids, so a retried bulk re-run (or the real run after its dry run) starts
+    nothing else. More than RERUN_MAX is refused."""
+    since = as_utc(since) if since else None
+    until = as_utc(until) if until else None
+    chosen = rerun_candidates(records, status, since, until)
+    if len(chosen) > RERUN_MAX:
+        raise TooManyReruns(
+            f"{len(chosen)} executions match; one re-run takes at most {RERUN_MAX}: narrow "
+            "the range (since/until)"
+        )
+    key = f"bulk:{status.value}:{since}:{until}"
+    return [(original, rerun_fire(trigger, original, requested_by, key)) for original in chosen]
+
+
 def manual_fire(
     trigger: TriggerDocument,
     input_: dict[str, Any],
@@ -143,11 +177,7 @@ def manual_fire(
     gives the same execution id, so a retried request starts no second run; without one,
     every request is a new run. A disabled trigger is refused.
     """
-    if not trigger.enabled:
-        raise TriggerDisabled(
-            f"trigger {trigger.name!r} ({trigger.trigger_id}) is disabled; enable it first "
-            f"(`triggers enable {trigger.trigger_id}`)"
-        )
+    ensure_enabled(trigger)
     key = idempotency_key or str(uuid.uuid4())
     cause = Cause(
         type=CauseKind.MANUAL,

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 from processor.definitions.model import OverlapPolicy, TriggerDocument
 from processor.definitions.registry import Registry
-from processor.matching.fires import new_fire
+from processor.matching.fires import ensure_enabled, new_fire
 from processor.matching.schedules import DueIndex, Schedule, schedule_of, scheduled_between
-from processor.messages import Cause, CauseKind, Fire
+from processor.messages import Cause, CauseKind, Fire, as_utc
 
 
 def iso(t: float) -> str:
@@ -50,18 +50,13 @@ def backfill_fires(
     [start, end), oldest first, each with the execution id the scheduler gives that time
     (so what already ran, or a repeated backfill, starts nothing new) and its
     `scheduled_time`; `overlap` replaces the trigger's policy for these fires."""
-    from processor.errors import TriggerDisabled
-
     if trigger.schedule is None:
         raise NotBackfillable(
             f"trigger {trigger.name!r} is a {trigger.type.value} trigger; only schedule "
             "triggers can be backfilled"
         )
-    if not trigger.enabled:
-        raise TriggerDisabled(
-            f"trigger {trigger.name!r} ({trigger.trigger_id}) is disabled; enable it first "
-            f"(`triggers enable {trigger.trigger_id}`)"
-        )
+    ensure_enabled(trigger)
+    start, end = as_utc(start), as_utc(end)
     if end <= start:
         raise NotBackfillable(f"the range is empty: --to {end.isoformat()} is not after --from")
     times = scheduled_between(

@@ -39,6 +39,7 @@ from processor.kafka.clients import PRODUCER_MAX_BYTES
 from processor.kafka.security import faust_credentials
 from processor.kafka.transactional import TransactionalLoop
 from processor.logs import about, faust_logging_config
+from processor.matching.decode import header_pairs
 from processor.matching.scheduler import Scheduler
 from processor.messages import CronTick, Fire, WebhookDelivery
 from processor.metrics import (
@@ -223,19 +224,9 @@ async def _dead_letter(topic: Any, message: Any, reason: str, component: str) ->
         value=message.value,
         error=reason,
         component=component,
-        headers=[
-            (str(name), data.encode() if isinstance(data, str) else data)
-            for name, data in _header_pairs(message.headers)
-        ],
+        headers=header_pairs(message.headers),
     )
     await topic.send(key=key, value=value)
-
-
-def _header_pairs(headers: Any) -> list[tuple[Any, Any]]:
-    """A Faust record's headers (a list of pairs, or a mapping) as pairs."""
-    if not headers:
-        return []
-    return list(headers.items()) if hasattr(headers, "items") else list(headers)
 
 
 class LoopService(Service):

@@ -45,7 +45,7 @@ from processor.errors import BadRecord
 from processor.kafka.clients import new_consumer
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop
-from processor.matching.decode import event_type, read_event, structured_body
+from processor.matching.decode import event_type, header_pairs, read_event, structured_body
 from processor.matching.events import Matched, match_event
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
 from processor.messages import Fire, WindowMatch
@@ -70,13 +70,6 @@ TICK_SECONDS = 1.0
 """How often absence and debounce deadlines are checked."""
 RESTORE_WAIT_SECONDS = 10.0
 PARTITIONS_KEPT = 100_000
-
-
-def _headers(message: Message) -> list[tuple[str, bytes | None]] | None:
-    headers: Any = message.headers()
-    if not headers:
-        return None
-    return [(name, value.encode() if isinstance(value, str) else value) for name, value in headers]
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -350,7 +343,7 @@ class EventMatcher(TransactionalLoop):
         fired_at = time.time()
         candidates = self.registry.candidates
         for message in messages:
-            value, headers = message.value(), _headers(message)
+            value, headers = message.value(), header_pairs(message.headers())
             body = structured_body(value, headers)
             if body is not None:
                 type_ = event_type(body)
