@@ -213,12 +213,20 @@ trigger:
     for n in range(40):  # a connection each, so the kernel hands them to both processes
         body = b'{"n": %d,  "nested": {"a": [1, 2.50, "\\u00e9"]}}\n' % n
         signature = hmac.new(b"s3", body, hashlib.sha256).hexdigest()
-        answer = httpx.post(
-            f"{base}/hooks/json",
-            content=body,
-            headers={"X-Signature": signature, "Content-Type": "application/json"},
-            timeout=20,
-        )
+        # /readyz answered by one process says nothing of the other: a process still loading
+        # the definitions answers 503 with Retry-After, and a sender calls again.
+        deadline = time.monotonic() + 30
+        while True:
+            answer = httpx.post(
+                f"{base}/hooks/json",
+                content=body,
+                headers={"X-Signature": signature, "Content-Type": "application/json"},
+                timeout=20,
+            )
+            if answer.status_code != 503 or time.monotonic() > deadline:
+                break
+            assert "Retry-After" in answer.headers, answer.headers
+            time.sleep(0.2)
         assert answer.status_code == 202, answer.text
         sent.append(body)
     with reading(pipeline.bootstrap, pipeline.topic(topics.WEBHOOKS), raw=True) as deliveries:
