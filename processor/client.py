@@ -144,6 +144,7 @@ class TriggersClient:
             output=output,
             error=error,
             at=utcnow(),
+            attempt=command.attempt,
         )
         self._producer.produce(
             self._topic(topics.AGENT_RUN_RESULTS),

@@ -13,7 +13,14 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from processor.definitions.model import CircuitBreakerSpec, OverlapPolicy, ThrottleSpec
+from processor.definitions.model import (
+    CircuitBreakerSpec,
+    ConcurrencySpec,
+    OnFailure,
+    OverlapPolicy,
+    RetrySpec,
+    ThrottleSpec,
+)
 
 JsonObject = dict[str, Any]
 
@@ -100,6 +107,10 @@ class Fire(_Message):
     throttle: ThrottleSpec | None = None
     throttle_key: str | None = Field(None, description="The value of `throttle.key`, if any.")
     circuit_breaker: CircuitBreakerSpec | None = None
+    retry: RetrySpec | None = None
+    on_failure: OnFailure | None = Field(None, description="Set when it is `emit`.")
+    concurrency: ConcurrencySpec | None = None
+    concurrency_key: str | None = Field(None, description="The value of `concurrency.key`, if any.")
     cause: Cause
     input: JsonObject = Field(default_factory=dict)
     fired_at: datetime = Field(default_factory=utcnow)
@@ -174,19 +185,25 @@ class RunResult(_Message):
     output: Any = None
     error: str | None = None
     at: datetime | None = None
+    attempt: int | None = Field(
+        None,
+        description="Echoed from the command: a result of an earlier attempt than the "
+        "execution's current one is ignored.",
+    )
 
 
 class ExecutionStatus(StrEnum):
     """The life of an execution, as recorded on `trigger-executions`."""
 
     PENDING = "pending"
-    """Command issued; no runtime has reported yet."""
+    """Command issued and no runtime has reported yet; or waiting to be issued (buffered,
+    throttled, or a retry waiting for its backoff: `retry_at`)."""
     RUNNING = "running"
     """A runtime reported it started."""
     COMPLETED = "completed"
     """Finished with an output."""
     FAILED = "failed"
-    """Finished with an error."""
+    """Finished with an error (after its last attempt, if the trigger retries)."""
     CANCELLED = "cancelled"
     """Stopped on request."""
     TIMED_OUT = "timed_out"
@@ -232,6 +249,14 @@ class ExecutionRecord(_Message):
     throttle: ThrottleSpec | None = None
     throttle_key: str | None = None
     circuit_breaker: CircuitBreakerSpec | None = None
+    attempt: int = Field(1, description="The current attempt, 1 unless the trigger retries.")
+    retry_at: datetime | None = Field(
+        None, description="When the next attempt starts, while it waits for its backoff."
+    )
+    retry: RetrySpec | None = None
+    on_failure: OnFailure | None = None
+    concurrency: ConcurrencySpec | None = None
+    concurrency_key: str | None = None
 
     @model_validator(mode="before")
     @classmethod

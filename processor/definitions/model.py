@@ -142,6 +142,97 @@ class CircuitBreakerSpec(_Doc):
         return parse_duration(self.cooldown)
 
 
+class Backoff(StrEnum):
+    """How the delay before each retry grows."""
+
+    EXPONENTIAL = "exponential"
+    """`initial`, then twice the last delay, up to `max`. The default."""
+    FIXED = "fixed"
+    """`initial` every time."""
+
+
+class RetryOn(StrEnum):
+    """Which endings of an attempt start another."""
+
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+
+RETRY_ATTEMPTS_MAX = 100
+
+
+class RetrySpec(_Doc):
+    """Run a failed attempt again after a delay; `attempts` counts the first one too.
+
+    A retry is the same execution (same `execution_id`, `attempt` 2, 3, ...). When the
+    attempts run out the execution is `failed` (or `timed_out`) for good."""
+
+    attempts: int = Field(
+        ge=1, le=RETRY_ATTEMPTS_MAX, description="Attempts in all, the first included."
+    )
+    backoff: Backoff = Field(Backoff.EXPONENTIAL, description="See Backoff.")
+    initial: str = Field("10s", description="Delay before the first retry.")
+    max: str = Field("10m", description="Longest delay between two attempts.")
+    jitter: bool = Field(
+        True,
+        description="Wait between half the delay and all of it (chosen per execution and "
+        "attempt), so executions that failed together do not retry together.",
+    )
+    on: list[RetryOn] = Field(
+        default_factory=lambda: [RetryOn.FAILED, RetryOn.TIMED_OUT],
+        min_length=1,
+        description="Which endings are retried: failed, timed_out.",
+    )
+
+    @field_validator("initial", "max")
+    @classmethod
+    def _delay_parses(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("a delay must be longer than zero")
+        return value
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> RetrySpec:
+        if self.max_seconds < self.initial_seconds:
+            raise ValueError(
+                f"max ({self.max}) is shorter than initial ({self.initial}); "
+                "make max at least initial"
+            )
+        return self
+
+    @property
+    def initial_seconds(self) -> float:
+        return parse_duration(self.initial)
+
+    @property
+    def max_seconds(self) -> float:
+        return parse_duration(self.max)
+
+
+class OnFailure(StrEnum):
+    """What happens when an execution has failed or timed out for good."""
+
+    NONE = "none"
+    """Nothing beyond its record. The default."""
+    EMIT = "emit"
+    """Write a CloudEvent `trigger.execution.failed` to `events` (any trigger can match it)."""
+
+
+class ConcurrencySpec(_Doc):
+    """At most `limit` executions at once per value of `key` (e.g. one per customer)."""
+
+    limit: int = Field(ge=1, description="Executions of one key allowed to run at once.")
+    key: str = Field(
+        description="JSONPath into the run's input, e.g. `$.event.data.customer_id` (a run "
+        "whose input has no value shares the empty key)."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key_parses(cls, value: str) -> str:
+        return _jsonpath(value, "$.event.data.customer_id")
+
+
 class CatchUp(StrEnum):
     """What a schedule does about fires missed while no worker ran (beyond `grace`)."""
 
@@ -468,6 +559,13 @@ class TriggerDocument(_Doc):
     throttle: ThrottleSpec | None = Field(None, description="Rate limit on runs; see ThrottleSpec.")
     circuit_breaker: CircuitBreakerSpec | None = Field(
         None, description="Pause after consecutive failures; see CircuitBreakerSpec."
+    )
+    retry: RetrySpec | None = Field(None, description="Retry failed attempts; see RetrySpec.")
+    on_failure: OnFailure = Field(OnFailure.NONE, description="See OnFailure.")
+    concurrency: ConcurrencySpec | None = Field(
+        None,
+        description="Per-key limit on running executions, next to `max_concurrent`; "
+        "`overlap` decides about a fire over either. See ConcurrencySpec.",
     )
 
     @model_validator(mode="before")

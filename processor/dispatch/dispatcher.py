@@ -11,7 +11,8 @@ yields the same commands once.
     fires ──────────────┐                         ┌─► agent-runs          (key execution id)
     agent-run-results ──┼─► [batch] ─ on_fire ────┼─► trigger-executions  (key execution id)
     dispatch-results ───┘           on_result ────┼─► dispatch-state      (partition = fire's)
-       ▲  (results re-keyed by trigger id) ◄──────┘─► dispatch-results    (key trigger id)
+       ▲  (results re-keyed by trigger id) ◄──────┼─► dispatch-results    (key trigger id)
+                                    expire ───────┴─► events  (on_failure: emit)
 
 State lives on the partition number of the trigger's fires, so whoever owns partition p
 of `trigger-fires` restores partition p of `dispatch-state` before it processes anything.
@@ -87,6 +88,7 @@ class Dispatcher(TransactionalLoop):
         self.executions_topic = topics.topic_name(topics.TRIGGER_EXECUTIONS, settings)
         self.dead_letters_topic = topics.topic_name(topics.DEAD_LETTERS, settings)
         self.control_topic = topics.topic_name(topics.AGENT_RUN_CONTROL, settings)
+        self.events_topic = topics.topic_name(topics.EVENTS, settings)
         self.state = DispatchState()
         self.partitions: dict[str, int] = {}
         """The partition that owns each trigger's state (that of its fires)."""
@@ -248,6 +250,8 @@ class Dispatcher(TransactionalLoop):
                 partition=self._partition(record.trigger_id, partition),
             )
             self._transitions[record.status] += 1
+        for event in effects.events:
+            producer.produce(self.events_topic, key=event.source.encode(), value=to_json(event))
         for trigger_id, execution_id in effects.forgotten:
             producer.produce(
                 self.state_topic,

@@ -14,11 +14,22 @@ Transitions (anything else is ignored, so late or repeated results change nothin
       ├──► pending (buffered: not issued yet) ──slot frees──► pending (issued)
       └──► skipped (overlap policy, or the buffer is full)
 
-`max_concurrent` counts issued executions that are pending or running. When a fire
-finds them all taken, the trigger's `overlap` policy decides: skip it, buffer it
-(`buffer_one` keeps only the newest waiting fire, `buffer_all` up to BUFFER_LIMIT in
-order), cancel the oldest running one (`cancel_other`), or start it anyway
-(`allow_all`). A buffered fire is issued as soon as a slot frees.
+`max_concurrent` counts issued executions that are pending or running, and
+`concurrency` (a limit per value of its key) counts them per key. When a fire finds
+either limit reached, the trigger's `overlap` policy decides: skip it, buffer it
+(`buffer_one` keeps only the newest waiting fire, of its key when there is one;
+`buffer_all` up to BUFFER_LIMIT in order), cancel the oldest running one (of its key if
+that limit is the one reached: `cancel_other`), or start it anyway (`allow_all`, which
+enforces neither). A buffered fire is issued as soon as a slot of its own key frees;
+one waiting for its key does not hold up others behind it.
+
+Retries (`retry`): an attempt that failed or timed out (as `retry.on` says) while
+attempts remain goes back to `pending` with `attempt` one higher and `retry_at` its
+backoff's end; it keeps its slot, and at `retry_at` the same execution id is issued
+again. Results of an earlier attempt change nothing. When the attempts run out, the
+execution is finished for good, and with `on_failure: emit` a CloudEvent
+`trigger.execution.failed` goes to `events`. The breaker counts executions (their last
+attempt), never attempts.
 
 Before the overlap policy, two more gates (every fire they stop is recorded `skipped`
 with the reason):
@@ -41,6 +52,7 @@ Dedupe horizon: a finished execution is remembered for DEDUPE_HORIZON (7 days, p
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,14 +60,18 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from processor.definitions.model import (
+    Backoff,
     CircuitBreakerSpec,
     OverlapPolicy,
+    RetrySpec,
     ThrottleExcess,
     ThrottleSpec,
 )
 from processor.messages import (
+    CauseKind,
     ControlAction,
     ControlCommand,
+    DomainEvent,
     ExecutionCommand,
     ExecutionRecord,
     ExecutionStatus,
@@ -67,6 +83,7 @@ from processor.serde import to_json
 
 BUFFER_LIMIT = 100
 DEDUPE_HORIZON = timedelta(days=7)
+FAILED_EVENT_TYPE = "trigger.execution.failed"
 
 _RESULT_STATUS = {
     RunStatus.RUNNING: ExecutionStatus.RUNNING,
@@ -89,6 +106,9 @@ class Head(NamedTuple):
     triggered_at: float
     order: int
     """When it was first stored, among all: ties in time keep that order."""
+    retry_at: float | None
+    key: str | None
+    """Its `concurrency_key`."""
     record: bytes
     """The record's JSON, as written to `trigger-executions` and `dispatch-state`."""
 
@@ -118,6 +138,10 @@ class DispatchState:
     _deadlines: list[tuple[float, str, str]] = field(default_factory=list)
     """(deadline, trigger id, execution id) of issued executions; stale entries (the
     execution finished, or its deadline moved) are passed over when popped."""
+    _retries: list[tuple[float, str, str]] = field(default_factory=list)
+    """(retry_at, trigger id, execution id) of executions waiting for their next attempt."""
+    _keyed: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    """Per trigger and concurrency key, the open executions whose command was issued."""
     _throttled: set[str] = field(default_factory=set)
     """Triggers that may have fires waiting for their throttle's period."""
     _starts: dict[tuple[str, str | None], list[float]] = field(default_factory=dict)
@@ -154,8 +178,10 @@ class DispatchState:
         was_finished = previous is not None and previous.status not in _OPEN
         count_finish_after(self.breakers, was_finished, record)
         updated_at = record.updated_at.timestamp()
+        retry_at = _seconds(record.retry_at)
         if previous is None:
             self._stored += 1
+        key = record.concurrency_key
         heads[execution_id] = Head(
             record.status.value,
             issued_at,
@@ -163,13 +189,18 @@ class DispatchState:
             updated_at,
             record.triggered_at.timestamp(),
             self._stored if previous is None else previous.order,
+            retry_at,
+            key,
             raw,
         )
         issued = self._issued.setdefault(trigger_id, set())
         waiting = self._waiting.setdefault(trigger_id, set())
+        keyed = self._keyed.setdefault((trigger_id, key), set()) if key is not None else None
         if finished:
             issued.discard(execution_id)
             waiting.discard(execution_id)
+            if keyed is not None:
+                keyed.discard(execution_id)
             heapq.heappush(self._finished, (updated_at, trigger_id, execution_id))
         elif issued_at is None:
             waiting.add(execution_id)
@@ -178,14 +209,20 @@ class DispatchState:
         else:
             waiting.discard(execution_id)
             issued.add(execution_id)
-            if deadline is not None and (previous is None or previous.deadline != deadline):
+            if keyed is not None:
+                keyed.add(execution_id)
+            if retry_at is not None:
+                heapq.heappush(self._retries, (retry_at, trigger_id, execution_id))
+            elif deadline is not None and (previous is None or previous.deadline != deadline):
                 heapq.heappush(self._deadlines, (deadline, trigger_id, execution_id))
         return raw
 
     def forget(self, trigger_id: str, execution_id: str) -> None:
-        self._heads.get(trigger_id, {}).pop(execution_id, None)
+        head = self._heads.get(trigger_id, {}).pop(execution_id, None)
         self._issued.get(trigger_id, set()).discard(execution_id)
         self._waiting.get(trigger_id, set()).discard(execution_id)
+        if head is not None and head.key is not None:
+            self._keyed.get((trigger_id, head.key), set()).discard(execution_id)
 
     def drop_trigger_ids(self) -> None:
         """Forget everything, e.g. on partition revocation (restored on assignment)."""
@@ -194,6 +231,8 @@ class DispatchState:
         self._waiting.clear()
         self._finished.clear()
         self._deadlines.clear()
+        self._retries.clear()
+        self._keyed.clear()
         self._throttled.clear()
         self._starts.clear()
         self.breakers.clear()
@@ -215,6 +254,17 @@ class DispatchState:
             at, trigger_id, execution_id = heapq.heappop(self._deadlines)
             head = self._heads.get(trigger_id, {}).get(execution_id)
             if head is not None and head.status in _OPEN and head.deadline == at:
+                found.append(ExecutionRecord.model_validate_json(head.record))
+        return found
+
+    def retries_due(self, now: datetime) -> list[ExecutionRecord]:
+        """Pop the executions whose next attempt is due (soonest first)."""
+        found = []
+        cutoff = now.timestamp()
+        while self._retries and self._retries[0][0] <= cutoff:
+            at, trigger_id, execution_id = heapq.heappop(self._retries)
+            head = self._heads.get(trigger_id, {}).get(execution_id)
+            if head is not None and head.status in _OPEN and head.retry_at == at:
                 found.append(ExecutionRecord.model_validate_json(head.record))
         return found
 
@@ -241,20 +291,30 @@ class DispatchState:
         """How many executions of the trigger are issued and not finished."""
         return len(self._issued.get(trigger_id, ()))
 
-    def active(self, trigger_id: str) -> list[ExecutionRecord]:
-        """Issued and not finished, oldest first."""
-        return self._oldest_first(trigger_id, self._issued, lambda h: h.issued_at or h.triggered_at)
+    def active_count_of_key(self, trigger_id: str, key: str) -> int:
+        """How many executions of the trigger with this concurrency key are issued and
+        not finished."""
+        return len(self._keyed.get((trigger_id, key), ()))
+
+    def active(self, trigger_id: str, key: str | None = None) -> list[ExecutionRecord]:
+        """Issued and not finished (of one concurrency key, if given), oldest first."""
+        ids = self._issued.get(trigger_id, set())
+        if key is not None:
+            ids = self._keyed.get((trigger_id, key), set())
+        return self._oldest_first(trigger_id, ids, lambda h: h.issued_at or h.triggered_at)
 
     def buffered(self, trigger_id: str) -> list[ExecutionRecord]:
         """Waiting for a slot, oldest first."""
-        return self._oldest_first(trigger_id, self._waiting, lambda h: h.triggered_at)
+        return self._oldest_first(
+            trigger_id, self._waiting.get(trigger_id, set()), lambda h: h.triggered_at
+        )
 
     def _oldest_first(
-        self, trigger_id: str, index: dict[str, set[str]], when: Callable[[Head], float]
+        self, trigger_id: str, ids: set[str], when: Callable[[Head], float]
     ) -> list[ExecutionRecord]:
         known = self._heads.get(trigger_id, {})
         heads = sorted(
-            (known[e] for e in index.get(trigger_id, ()) if e in known),
+            (known[e] for e in ids if e in known),
             key=lambda h: (when(h), h.order),
         )
         return [ExecutionRecord.model_validate_json(h.record) for h in heads]
@@ -350,11 +410,13 @@ class Effects:
     encoded: list[bytes] = field(default_factory=list)
     """The JSON of each of `records`, as stored."""
     forgotten: list[tuple[str, str]] = field(default_factory=list)
+    events: list[DomainEvent] = field(default_factory=list)
+    """CloudEvents for `events` (`on_failure: emit`)."""
     breaker_stops: int = 0
     """Fires skipped because their trigger's circuit breaker is open."""
 
     def __bool__(self) -> bool:
-        return bool(self.commands or self.controls or self.records or self.forgotten)
+        return bool(self.commands or self.controls or self.records or self.forgotten or self.events)
 
 
 def _record(state: DispatchState, effects: Effects, record: ExecutionRecord) -> ExecutionRecord:
@@ -369,7 +431,13 @@ def _issue(state: DispatchState, effects: Effects, record: ExecutionRecord, now:
         state,
         effects,
         record.model_copy(
-            update={"issued_at": now, "deadline": deadline, "updated_at": now, "reason": None}
+            update={
+                "issued_at": now,
+                "deadline": deadline,
+                "updated_at": now,
+                "reason": None,
+                "retry_at": None,
+            }
         ),
     )
     effects.commands.append(
@@ -383,6 +451,7 @@ def _issue(state: DispatchState, effects: Effects, record: ExecutionRecord, now:
             cause=issued.cause,
             issued_at=now,
             deadline=deadline,
+            attempt=issued.attempt,
         )
     )
 
@@ -396,13 +465,20 @@ def _finish(
     reason: str,
     cancel_runtime: bool,
 ) -> None:
-    _record(
+    finished = _record(
         state,
         effects,
         record.model_copy(
-            update={"status": status, "updated_at": now, "completed_at": now, "reason": reason}
+            update={
+                "status": status,
+                "updated_at": now,
+                "completed_at": now,
+                "reason": reason,
+                "retry_at": None,
+            }
         ),
     )
+    _announce_failure(effects, finished, now)
     if cancel_runtime:
         effects.controls.append(
             ControlCommand(execution_id=record.execution_id, action=ControlAction.CANCEL)
@@ -414,9 +490,11 @@ def _release(state: DispatchState, effects: Effects, trigger_id: str, now: datet
     bucket allows (a throttled one waits; others behind it may go). While the circuit
     breaker is open, waiting fires are skipped instead."""
     for waiting in state.buffered(trigger_id):
-        full = state.active_count(trigger_id) >= waiting.max_concurrent
-        if full and waiting.overlap is not OverlapPolicy.ALLOW_ALL:
-            return
+        if waiting.overlap is not OverlapPolicy.ALLOW_ALL:
+            if state.active_count(trigger_id) >= waiting.max_concurrent:
+                return
+            if _key_full(state, waiting):
+                continue
         stopped = breaker_reason(state, trigger_id, waiting.circuit_breaker, now)
         if stopped is not None:
             _finish(state, effects, waiting, ExecutionStatus.SKIPPED, now, stopped, False)
@@ -451,6 +529,10 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
         throttle=fire.throttle,
         throttle_key=fire.throttle_key,
         circuit_breaker=fire.circuit_breaker,
+        retry=fire.retry,
+        on_failure=fire.on_failure,
+        concurrency=fire.concurrency,
+        concurrency_key=fire.concurrency_key,
     )
     stopped = breaker_reason(state, fire.trigger_id, fire.circuit_breaker, now)
     if stopped is not None:
@@ -461,32 +543,42 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
         return effects
     # O(1) before the policy decision: the open executions are sorted only when a policy
     # needs their order (cancel_other), not for every fire.
-    if (
-        fire.overlap is OverlapPolicy.ALLOW_ALL
-        or state.active_count(fire.trigger_id) < fire.max_concurrent
+    key_full = _key_full(state, record)
+    if fire.overlap is OverlapPolicy.ALLOW_ALL or (
+        not key_full and state.active_count(fire.trigger_id) < fire.max_concurrent
     ):
         _issue(state, effects, record, now)
         return effects
-    full = f"max_concurrent ({fire.max_concurrent}) executions are running"
+    if key_full:
+        assert fire.concurrency is not None
+        full = (
+            f"concurrency.limit ({fire.concurrency.limit}) executions of key "
+            f"{fire.concurrency_key!r} are running"
+        )
+    else:
+        full = f"max_concurrent ({fire.max_concurrent}) executions are running"
     if fire.overlap is OverlapPolicy.SKIP:
         _finish(
             state, effects, record, ExecutionStatus.SKIPPED, now, f"{full} (overlap: skip)", False
         )
     elif fire.overlap is OverlapPolicy.CANCEL_OTHER:
+        oldest = state.active(fire.trigger_id, fire.concurrency_key if key_full else None)[0]
         _finish(
             state,
             effects,
-            state.active(fire.trigger_id)[0],
+            oldest,
             ExecutionStatus.CANCELLED,
             now,
             f"cancelled for newer execution {fire.execution_id} (overlap: cancel_other)",
-            True,
+            oldest.retry_at is None,
         )
         _issue(state, effects, record, now)
     else:
         waiting = state.buffered(fire.trigger_id)
         if fire.overlap is OverlapPolicy.BUFFER_ONE:
             for older in waiting:
+                if older.concurrency_key != fire.concurrency_key:
+                    continue
                 reason = f"replaced by newer fire {fire.execution_id} (overlap: buffer_one)"
                 _finish(state, effects, older, ExecutionStatus.SKIPPED, now, reason, False)
         elif len(waiting) >= BUFFER_LIMIT:
@@ -549,7 +641,14 @@ def on_result(state: DispatchState, result: RunResult, now: datetime) -> Effects
     status = _RESULT_STATUS[result.status]
     if current.status.finished or status is current.status:
         return effects
+    if current.retry_at is not None or (
+        result.attempt is not None and result.attempt != current.attempt
+    ):
+        return effects  # a report of an earlier attempt
     at = result.at or now
+    if status is ExecutionStatus.FAILED and _retries(current, status):
+        _retry(state, effects, current, now, f"failed: {result.error or 'no error given'}")
+        return effects
     update: dict[str, object] = {"status": status, "updated_at": now}
     if status is ExecutionStatus.RUNNING or current.started_at is None:
         update["started_at"] = at
@@ -557,8 +656,9 @@ def on_result(state: DispatchState, result: RunResult, now: datetime) -> Effects
         update["completed_at"] = at
         update["output_data"] = result.output
         update["error_message"] = result.error
-    _record(state, effects, current.model_copy(update=update))
+    finished = _record(state, effects, current.model_copy(update=update))
     if status.finished:
+        _announce_failure(effects, finished, now)
         _release(state, effects, current.trigger_id, now)
     return effects
 
@@ -570,8 +670,16 @@ def expire(state: DispatchState, now: datetime) -> Effects:
     effects = Effects()
     for record in state.past_deadline(now):
         reason = f"no result within {record.timeout_seconds} s (timeout_seconds)"
+        if _retries(record, ExecutionStatus.TIMED_OUT):
+            effects.controls.append(
+                ControlCommand(execution_id=record.execution_id, action=ControlAction.CANCEL)
+            )
+            _retry(state, effects, record, now, f"timed out: {reason}")
+            continue
         _finish(state, effects, record, ExecutionStatus.TIMED_OUT, now, reason, True)
         _release(state, effects, record.trigger_id, now)
+    for record in state.retries_due(now):
+        _issue(state, effects, record, now)
     for trigger_id in state.throttle_waiting():
         _release(state, effects, trigger_id, now)
     for trigger_id, execution_id in state.finished_before(
@@ -603,7 +711,108 @@ def on_cancel(state: DispatchState, trigger_id: str, execution_id: str, now: dat
         ExecutionStatus.CANCELLED,
         now,
         "cancelled on request",
-        cancel_runtime=current.issued_at is not None,
+        cancel_runtime=current.issued_at is not None and current.retry_at is None,
     )
     _release(state, effects, trigger_id, now)
     return effects
+
+
+def _key_full(state: DispatchState, record: ExecutionRecord) -> bool:
+    """Whether the record's concurrency key has `concurrency.limit` executions issued."""
+    if record.concurrency is None or record.concurrency_key is None:
+        return False
+    return (
+        state.active_count_of_key(record.trigger_id, record.concurrency_key)
+        >= record.concurrency.limit
+    )
+
+
+def _retries(record: ExecutionRecord, status: ExecutionStatus) -> bool:
+    """Whether an attempt of `record` ending as `status` is followed by another."""
+    spec = record.retry
+    return (
+        spec is not None
+        and record.attempt < spec.attempts
+        and any(on.value == status.value for on in spec.on)
+    )
+
+
+def retry_delay(spec: RetrySpec, execution_id: str, attempt: int) -> float:
+    """Seconds from the end of attempt `attempt` to the start of the next: `initial`,
+    doubled per attempt for `exponential`, at most `max`; with `jitter`, between half
+    that and all of it, the same for the same execution and attempt."""
+    delay = spec.initial_seconds
+    if spec.backoff is Backoff.EXPONENTIAL:
+        delay *= 2.0 ** min(attempt - 1, 64)
+    delay = min(delay, spec.max_seconds)
+    if spec.jitter:
+        digest = hashlib.blake2b(f"{execution_id}/{attempt}".encode(), digest_size=8).digest()
+        delay *= 0.5 + int.from_bytes(digest) / 2**65
+    return delay
+
+
+def _retry(
+    state: DispatchState, effects: Effects, record: ExecutionRecord, now: datetime, ended: str
+) -> None:
+    """Put the execution back to `pending` for its next attempt after the backoff; it
+    keeps its slot (no other fire takes it while it waits)."""
+    assert record.retry is not None
+    at = now + timedelta(seconds=retry_delay(record.retry, record.execution_id, record.attempt))
+    _record(
+        state,
+        effects,
+        record.model_copy(
+            update={
+                "status": ExecutionStatus.PENDING,
+                "attempt": record.attempt + 1,
+                "retry_at": at,
+                "deadline": None,
+                "updated_at": now,
+                "error_message": ended,
+                "reason": (
+                    f"attempt {record.attempt} {ended}; attempt {record.attempt + 1} of "
+                    f"{record.retry.attempts} at {at.isoformat()}"
+                ),
+            }
+        ),
+    )
+
+
+def _announce_failure(effects: Effects, record: ExecutionRecord, now: datetime) -> None:
+    """With `on_failure: emit`, a failed or timed-out execution (for good) becomes a
+    `trigger.execution.failed` CloudEvent. Not for an execution that a failure event
+    itself started: a failing failure handler would otherwise announce itself forever."""
+    if record.on_failure is None or record.status not in (
+        ExecutionStatus.FAILED,
+        ExecutionStatus.TIMED_OUT,
+    ):
+        return
+    cause = record.cause
+    if cause.type is CauseKind.EVENT and getattr(cause, "event_type", None) == FAILED_EVENT_TYPE:
+        return
+    effects.events.append(
+        DomainEvent(
+            id=record.execution_id,
+            type=FAILED_EVENT_TYPE,
+            source=f"/triggers/{record.trigger_id}",
+            time=now,
+            subject=record.execution_id,
+            datacontenttype="application/json",
+            workspace_id=record.workspace_id,
+            data={
+                "trigger_id": record.trigger_id,
+                "trigger_name": record.trigger_name,
+                "agent_id": record.agent_id,
+                "execution_id": record.execution_id,
+                "status": record.status.value,
+                "attempts": record.attempt,
+                "error": (
+                    record.reason
+                    if record.status is ExecutionStatus.TIMED_OUT
+                    else record.error_message
+                ),
+                "cause": cause.type.value,
+                "triggered_at": record.triggered_at.isoformat(),
+            },
+        )
+    )

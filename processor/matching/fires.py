@@ -9,7 +9,7 @@ from typing import Any
 import jsonpath
 import orjson
 
-from processor.definitions.model import ThrottleSpec, TriggerDocument
+from processor.definitions.model import OnFailure, TriggerDocument
 from processor.errors import TriggerDisabled
 from processor.messages import (
     Cause,
@@ -28,7 +28,7 @@ def new_fire(
 ) -> Fire:
     """A fire whose execution id derives from the trigger and what caused it; the input
     is the trigger's `input` with `input_` on top; the execution settings (concurrency,
-    timeout, throttle and its key, circuit breaker) travel along."""
+    timeout, throttle, circuit breaker, retry, per-key concurrency) travel along."""
     input_ = {**trigger.agent.input, **input_}
     return Fire(
         execution_id=execution_id_for(trigger.trigger_id, kind, cause_key),
@@ -40,8 +40,12 @@ def new_fire(
         max_concurrent=trigger.max_concurrent,
         overlap=trigger.overlap,
         throttle=trigger.throttle,
-        throttle_key=throttle_key(trigger.throttle, input_),
+        throttle_key=key_value(trigger.throttle.key if trigger.throttle else None, input_),
         circuit_breaker=trigger.circuit_breaker,
+        retry=trigger.retry,
+        on_failure=trigger.on_failure if trigger.on_failure is OnFailure.EMIT else None,
+        concurrency=trigger.concurrency,
+        concurrency_key=key_value(trigger.concurrency.key if trigger.concurrency else None, input_),
         cause=cause,
         input=input_,
     )
@@ -63,13 +67,14 @@ def map_paths(mapping: dict[str, str], root: Any) -> tuple[dict[str, Any], list[
     return mapped, missing
 
 
-def throttle_key(throttle: ThrottleSpec | None, input_: dict[str, Any]) -> str | None:
-    """The throttle bucket of a run: the first value `throttle.key` finds in its input,
-    as compact JSON ("" when it finds none); None when the whole trigger is one bucket."""
-    if throttle is None or throttle.key is None:
+def key_value(path: str | None, input_: dict[str, Any]) -> str | None:
+    """The bucket of a run under `throttle.key` or `concurrency.key`: the first value
+    `path` finds in its input, as compact JSON ("" when it finds none); None when there
+    is no key (the whole trigger is one bucket)."""
+    if path is None:
         return None
     try:
-        found = jsonpath.findall(throttle.key, input_)
+        found = jsonpath.findall(path, input_)
     except jsonpath.JSONPathError:
         found = []
     if not found:

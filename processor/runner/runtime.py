@@ -6,6 +6,7 @@ What it does with a command is chosen by the command's input, key `runner`:
     {"runner": {"action": "sleep", "seconds": 2}}        completed after 2 s
     {"runner": {"action": "fail", "error": "boom"}}      failed with that error
     {"runner": {"action": "hang"}}                       runs until cancelled
+    {"runner": {"action": "echo", "fail_attempts": 2}}   attempts 1 and 2 fail, then echo
 
 Every action reports `running` first, and a cancel on `agent-run-control` ends a
 sleeping or hanging run as `cancelled`. Runs execute on a thread pool, so a slow one
@@ -61,6 +62,8 @@ class Behaviour(BaseModel):
     action: Action = Action.ECHO
     seconds: float = 0.0
     error: str = "failed on request"
+    fail_attempts: int = 0
+    """Fail attempts up to this one with `error`, whatever the action (to try retries)."""
 
 
 class Runner:
@@ -81,6 +84,7 @@ class Runner:
             trigger_id=command.trigger_id,
             status=status,
             at=datetime.now(UTC),
+            attempt=command.attempt,
             **fields,
         )
         self.producer.produce(
@@ -90,9 +94,14 @@ class Runner:
         RUNNER_COMMANDS.labels(status.value).inc()
 
     def execute(self, command: ExecutionCommand, behaviour: Behaviour) -> None:
+        if command.attempt > 1:  # a cancel of an earlier attempt does not stop this one
+            self.cancels[command.execution_id] = threading.Event()
         cancel = self.cancels.setdefault(command.execution_id, threading.Event())
         try:
             self.report(command, RunStatus.RUNNING)
+            if command.attempt <= behaviour.fail_attempts:
+                self.report(command, RunStatus.FAILED, error=behaviour.error)
+                return
             if behaviour.action is Action.HANG:
                 cancelled = self._wait(cancel, None)
             elif behaviour.action is Action.SLEEP:

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
+from processor.definitions.model import ConcurrencySpec, OnFailure, RetrySpec
 from processor.messages import (
     Cause,
     CauseKind,
@@ -95,6 +96,7 @@ SAMPLES: list[tuple[str, BaseModel]] = [
             status=RunStatus.COMPLETED,
             output={"ok": True},
             at=NOW,
+            attempt=2,
         ),
     ),
     (
@@ -112,6 +114,12 @@ SAMPLES: list[tuple[str, BaseModel]] = [
             triggered_at=NOW,
             updated_at=NOW,
             completed_at=NOW,
+            attempt=2,
+            retry_at=NOW,
+            retry=RetrySpec(attempts=3, initial="1s"),
+            on_failure=OnFailure.EMIT,
+            concurrency=ConcurrencySpec(limit=1, key="$.c"),
+            concurrency_key="acme",
         ),
     ),
     (

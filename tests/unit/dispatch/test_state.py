@@ -5,19 +5,27 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from processor.definitions.model import (
+    Backoff,
     CircuitBreakerSpec,
+    ConcurrencySpec,
+    OnFailure,
     OverlapPolicy,
+    RetryOn,
+    RetrySpec,
     ThrottleExcess,
     ThrottleSpec,
 )
 from processor.dispatch.state import (
     BUFFER_LIMIT,
     DEDUPE_HORIZON,
+    FAILED_EVENT_TYPE,
     DispatchState,
     UnknownExecution,
     expire,
+    on_cancel,
     on_fire,
     on_result,
+    retry_delay,
 )
 from processor.messages import Cause, CauseKind, ExecutionStatus, Fire, RunResult, RunStatus
 
@@ -38,10 +46,9 @@ def fire(
         workspace_id="default",
         max_concurrent=max_concurrent,
         overlap=overlap,
-        cause=Cause(type=CauseKind.MANUAL),
         input={"k": 1},
         fired_at=NOW,
-        **{"timeout_seconds": 60, **settings},  # type: ignore[arg-type]
+        **{"timeout_seconds": 60, "cause": Cause(type=CauseKind.MANUAL), **settings},  # type: ignore[arg-type]
     )
 
 
@@ -340,3 +347,208 @@ def test_the_running_count_follows_every_change_without_sorting() -> None:
     assert state.active_count("t-1") == len(state.active("t-1")) == 0
     state.drop_trigger_ids()
     assert state.active_count("t-1") == 0
+
+
+# -- retries ---------------------------------------------------------------------------
+
+
+def retry(attempts: int = 3, **fields: object) -> RetrySpec:
+    return RetrySpec.model_validate(
+        {"attempts": attempts, "initial": "10s", "max": "1m", "jitter": False, **fields}
+    )
+
+
+def test_retry_delays_grow_exponentially_up_to_max_and_jitter_stays_in_its_half() -> None:
+    spec = retry()
+    assert [retry_delay(spec, "x", n) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
+    assert retry_delay(retry(backoff=Backoff.FIXED), "x", 4) == 10
+    jittered = retry(jitter=True)
+    delays = [retry_delay(jittered, f"x-{n}", 2) for n in range(50)]
+    assert all(10 <= d <= 20 for d in delays) and len(set(delays)) > 40
+    assert retry_delay(jittered, "x-1", 2) == retry_delay(jittered, "x-1", 2)
+    assert retry_delay(retry(attempts=100), "x", 99) == 60  # no overflow
+
+
+def test_a_failed_attempt_is_retried_as_the_same_execution_after_its_backoff() -> None:
+    state = DispatchState()
+    on_fire(state, fire(retry=retry()), NOW)
+    waiting = on_result(state, result(RunStatus.FAILED, error="boom", attempt=1), NOW)
+    [record] = waiting.records
+    assert not waiting.commands
+    assert record.status is ExecutionStatus.PENDING and record.attempt == 2
+    assert record.retry_at == NOW + timedelta(seconds=10)
+    assert record.error_message == "failed: boom" and "attempt 2 of 3" in (record.reason or "")
+    assert not expire(state, NOW + timedelta(seconds=9)).commands
+    [command] = expire(state, NOW + timedelta(seconds=10)).commands
+    assert command.execution_id == "x-1" and command.attempt == 2
+    assert command.deadline == NOW + timedelta(seconds=70)
+    assert not expire(state, NOW + timedelta(seconds=11)).commands  # issued once
+
+
+def test_attempts_run_out_then_failed_for_good_and_one_failure_event() -> None:
+    state = DispatchState()
+    on_fire(state, fire(retry=retry(attempts=2), on_failure=OnFailure.EMIT), NOW)
+    on_result(state, result(RunStatus.FAILED, error="one", attempt=1), NOW)
+    expire(state, NOW + timedelta(seconds=10))
+    # a late report of attempt 1 changes nothing
+    late = on_result(state, result(RunStatus.COMPLETED, attempt=1), NOW + timedelta(seconds=11))
+    assert not late
+    final = on_result(
+        state, result(RunStatus.FAILED, error="two", attempt=2), NOW + timedelta(seconds=12)
+    )
+    [record] = final.records
+    assert record.status is ExecutionStatus.FAILED and record.attempt == 2
+    assert record.error_message == "two"
+    [event] = final.events
+    assert event.type == FAILED_EVENT_TYPE and event.id == "x-1"
+    assert event.source == "/triggers/t-1" and event.workspace_id == "default"
+    assert event.data["attempts"] == 2 and event.data["error"] == "two"
+    assert event.data["status"] == "failed" and event.data["execution_id"] == "x-1"
+
+
+def test_no_failure_event_without_emit_nor_for_an_execution_a_failure_event_started() -> None:
+    state = DispatchState()
+    on_fire(state, fire("plain"), NOW)
+    assert not on_result(state, result(RunStatus.FAILED, "plain"), NOW).events
+    handler = fire(
+        "handler",
+        on_failure=OnFailure.EMIT,
+        cause=Cause(type=CauseKind.EVENT, event_type=FAILED_EVENT_TYPE),
+    )
+    on_fire(state, handler, NOW)
+    assert not on_result(state, result(RunStatus.FAILED, "handler"), NOW).events
+    on_fire(state, fire("emits", OverlapPolicy.ALLOW_ALL, on_failure=OnFailure.EMIT), NOW)
+    assert on_result(state, result(RunStatus.FAILED, "emits"), NOW).events
+
+
+def test_a_timeout_is_retried_when_retry_on_says_so_and_the_runtime_is_told_to_cancel() -> None:
+    state = DispatchState()
+    on_fire(state, fire("t", retry=retry(on=[RetryOn.TIMED_OUT])), NOW)
+    timed_out = expire(state, NOW + timedelta(seconds=60))
+    [control] = timed_out.controls
+    assert control.execution_id == "t"
+    assert statuses(state) == {"t": "pending"} and state.get("t-1", "t").attempt == 2  # type: ignore[union-attr]
+    [command] = expire(state, NOW + timedelta(seconds=70)).commands
+    assert command.attempt == 2
+    # failed is not in `on`: a failed attempt is final
+    on_result(state, result(RunStatus.FAILED, "t", attempt=2), NOW + timedelta(seconds=71))
+    assert statuses(state) == {"t": "failed"}
+
+
+def test_a_waiting_retry_keeps_its_slot_can_be_cancelled_and_counts_once_for_the_breaker() -> None:
+    state = DispatchState()
+    breaker = CircuitBreakerSpec(failures=2, cooldown="1m")
+    on_fire(state, fire("a", retry=retry(), circuit_breaker=breaker), NOW)
+    on_result(state, result(RunStatus.FAILED, "a", attempt=1), NOW)
+    on_result(state, result(RunStatus.FAILED, "a", attempt=1), NOW)  # a repeated report
+    assert state.breakers.get("t-1") is None  # attempts are not executions
+    skipped = on_fire(state, fire("b"), NOW)  # max_concurrent 1: a's retry holds the slot
+    assert skipped is not None and statuses(state)["b"] == "skipped"
+    cancelled = on_cancel(state, "t-1", "a", NOW)
+    assert not cancelled.controls  # nothing runs at the runtime while it waits
+    assert statuses(state)["a"] == "cancelled"
+    assert not expire(state, NOW + timedelta(seconds=30)).commands
+
+
+def test_a_waiting_retry_survives_a_restore_from_the_records() -> None:
+    state = DispatchState()
+    records = []
+    for effects in (
+        on_fire(state, fire(retry=retry()), NOW),
+        on_result(state, result(RunStatus.FAILED, attempt=1), NOW),
+    ):
+        assert effects is not None
+        records += effects.records
+    restored = DispatchState()
+    for record in records:
+        restored.put(record)
+    assert not expire(restored, NOW + timedelta(seconds=5)).commands
+    [command] = expire(restored, NOW + timedelta(seconds=10)).commands
+    assert command.attempt == 2
+    assert not expire(restored, NOW + timedelta(seconds=20)).commands
+
+
+def test_retry_policies_refuse_what_cannot_work() -> None:
+    from pydantic import ValidationError
+
+    for bad, says in (
+        ({"attempts": 0}, "greater than or equal to 1"),
+        ({"attempts": 3, "initial": "soon"}, "not a duration"),
+        ({"attempts": 3, "initial": "1m", "max": "10s"}, "shorter than initial"),
+        ({"attempts": 3, "on": ["cancelled"]}, "failed"),
+        ({"attempts": 3, "backoff": "random"}, "exponential"),
+    ):
+        with pytest.raises(ValidationError, match=says):
+            RetrySpec.model_validate(bad)
+
+
+# -- per-key concurrency ---------------------------------------------------------------
+
+
+def keyed(name: str, customer: str, **settings: object) -> Fire:
+    return fire(
+        name,
+        max_concurrent=settings.pop("max_concurrent", 10),  # type: ignore[arg-type]
+        concurrency=ConcurrencySpec(limit=1, key="$.customer"),
+        concurrency_key=customer,
+        **settings,
+    )
+
+
+def test_one_run_per_key_while_other_keys_go_on() -> None:
+    state = DispatchState()
+    for name, customer in (("a1", "acme"), ("a2", "acme"), ("b1", "beta")):
+        on_fire(state, keyed(name, customer), NOW)
+    assert statuses(state) == {"a1": "pending", "a2": "skipped", "b1": "pending"}
+    reason = state.get("t-1", "a2").reason  # type: ignore[union-attr]
+    assert reason is not None and "concurrency.limit (1)" in reason and "'acme'" in reason
+    on_result(state, result(RunStatus.COMPLETED, "a1"), NOW)
+    on_fire(state, keyed("a3", "acme"), NOW)
+    assert statuses(state)["a3"] == "pending"
+
+
+def test_a_buffered_key_waits_for_its_own_slot_and_does_not_hold_up_other_keys() -> None:
+    state = DispatchState()
+    policy = {"overlap": OverlapPolicy.BUFFER_ALL, "max_concurrent": 2}
+    on_fire(state, keyed("a1", "acme", **policy), NOW)
+    on_fire(state, keyed("a2", "acme", **policy), NOW)  # waits for acme
+    on_fire(state, keyed("b1", "beta", **policy), NOW)  # goes: beta is free, 2 slots
+    assert statuses(state) == {"a1": "pending", "a2": "pending", "b1": "pending"}
+    assert state.get("t-1", "a2").issued_at is None  # type: ignore[union-attr]
+    released = on_result(state, result(RunStatus.COMPLETED, "b1"), NOW)
+    assert not released.commands  # beta's slot freed, but acme still runs a1
+    on_fire(state, keyed("c1", "gamma", **policy), NOW)
+    assert state.get("t-1", "c1").issued_at == NOW  # type: ignore[union-attr]
+    [command] = on_result(state, result(RunStatus.COMPLETED, "a1"), NOW).commands
+    assert command.execution_id == "a2"
+
+
+def test_both_limits_hold_and_cancel_other_cancels_within_the_key() -> None:
+    state = DispatchState()
+    on_fire(state, keyed("a1", "acme", max_concurrent=2), NOW)
+    on_fire(state, keyed("b1", "beta", max_concurrent=2), NOW)
+    on_fire(state, keyed("c1", "gamma", max_concurrent=2), NOW)  # the trigger's 2 are taken
+    reason = state.get("t-1", "c1").reason  # type: ignore[union-attr]
+    assert statuses(state)["c1"] == "skipped" and "max_concurrent (2)" in (reason or "")
+    cancel = {"overlap": OverlapPolicy.CANCEL_OTHER, "max_concurrent": 2}
+    state = DispatchState()
+    on_fire(state, keyed("a1", "acme", **cancel), NOW)
+    on_fire(state, keyed("b1", "beta", **cancel), NOW + timedelta(seconds=1))
+    effects = on_fire(state, keyed("b2", "beta", **cancel), NOW + timedelta(seconds=2))
+    assert effects is not None and [c.execution_id for c in effects.controls] == ["b1"]
+    assert statuses(state) == {"a1": "pending", "b1": "cancelled", "b2": "pending"}
+
+
+def test_buffer_one_keeps_the_newest_waiting_fire_of_each_key() -> None:
+    state = DispatchState()
+    one = {"overlap": OverlapPolicy.BUFFER_ONE}
+    for name, customer in (("a1", "acme"), ("b1", "beta"), ("a2", "acme"), ("b2", "beta")):
+        on_fire(state, keyed(name, customer, **one), NOW)
+    on_fire(state, keyed("a3", "acme", **one), NOW)
+    assert statuses(state) == {
+        "a1": "pending",
+        "b1": "pending",
+        "a2": "skipped",
+        "b2": "pending",
+        "a3": "pending",
+    }

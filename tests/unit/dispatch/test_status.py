@@ -3,10 +3,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from processor.definitions.loader import parse_document
-from processor.definitions.model import ThrottleSpec
 from processor.dispatch.state import Failures
 from processor.dispatch.status import TriggerState, trigger_status
-from processor.matching.fires import throttle_key
+from processor.matching.fires import key_value
 from processor.messages import Cause, CauseKind, ExecutionRecord, ExecutionStatus
 
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
@@ -78,10 +77,9 @@ def test_activity_counts_and_disabled_and_next_schedule_fire() -> None:
     assert trigger_status(schedule, Failures(), [], NOW).next_fire_at == NOW + timedelta(hours=1)
 
 
-def test_throttle_key_is_the_first_value_found_as_text() -> None:
-    spec = ThrottleSpec(limit=1, period="1m", key="$.event.data.customer")
-    assert throttle_key(spec, {"event": {"data": {"customer": "acme"}}}) == "acme"
-    assert throttle_key(spec, {"event": {"data": {"customer": {"id": 7}}}}) == '{"id":7}'
-    assert throttle_key(spec, {}) == ""
-    assert throttle_key(ThrottleSpec(limit=1, period="1m"), {"x": 1}) is None
-    assert throttle_key(None, {"x": 1}) is None
+def test_a_key_is_the_first_value_found_as_text() -> None:
+    path = "$.event.data.customer"
+    assert key_value(path, {"event": {"data": {"customer": "acme"}}}) == "acme"
+    assert key_value(path, {"event": {"data": {"customer": {"id": 7}}}}) == '{"id":7}'
+    assert key_value(path, {}) == ""
+    assert key_value(None, {"x": 1}) is None
