@@ -66,9 +66,10 @@ def test_failed_attempts_retry_with_backoff_then_fail_for_good_and_announce_it(
 
     def done(records: list[dict[str, Any]]) -> bool:
         latest = finals(records)
-        return latest.get("flaky", {}).get("status") == "completed" and latest.get(
-            "on-failure", {}
-        ).get("status") == "completed"
+        return (
+            latest.get("flaky", {}).get("status") == "completed"
+            and latest.get("on-failure", {}).get("status") == "completed"
+        )
 
     with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
         records = executions(done, timeout=90)
@@ -179,7 +180,12 @@ def test_one_run_per_customer_at_a_time_while_other_customers_run_alongside(
     pipeline.wait_ready("runner", "runner consuming")
     for n, customer in enumerate(["acme", "beta", "acme", "beta", "acme", "beta"]):
         pipeline.emit(
-            {"type": "order.placed", "source": "shop", "id": f"o-{n}", "data": {"customer": customer}}
+            {
+                "type": "order.placed",
+                "source": "shop",
+                "id": f"o-{n}",
+                "data": {"customer": customer},
+            }
         )
 
     def finals(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -201,9 +207,7 @@ def test_one_run_per_customer_at_a_time_while_other_customers_run_alongside(
         ordered = sorted(runs)
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(ordered)), (customer, ordered)
     # ... while the other customer's runs went on at the same time
-    assert any(
-        a[0] < b[1] and b[0] < a[1] for a in spans["acme"] for b in spans["beta"]
-    ), spans
+    assert any(a[0] < b[1] and b[0] < a[1] for a in spans["acme"] for b in spans["beta"]), spans
     waited = [r for r in records if r["status"] == "pending" and "issued_at" not in r]
     assert waited and all("concurrency.limit (1)" in r["reason"] for r in waited)
 
