@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import itertools
 import signal
+import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from processor import topics
-from tests.integration.kafka import Pipeline, reading, settle
+from tests.integration.kafka import Pipeline, reading, settle, start_serve
 
 RETRYING = """
 trigger:
   id: flaky
+  workspace: alpha
   name: Flaky job
   type: event
   event: {pattern: job.flaky}
@@ -25,6 +28,7 @@ trigger:
 ---
 trigger:
   id: doomed
+  workspace: alpha
   name: Doomed job
   type: event
   event: {pattern: job.doomed}
@@ -34,6 +38,7 @@ trigger:
 ---
 trigger:
   id: on-failure
+  workspace: alpha
   name: Failure handler
   type: event
   event:
@@ -54,6 +59,7 @@ def test_failed_attempts_retry_with_backoff_then_fail_for_good_and_announce_it(
 ) -> None:
     (tmp_path / "t.yaml").write_text(RETRYING)
     pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    base = start_serve(pipeline)
     pipeline.start("worker", name="worker")
     pipeline.start("runner", name="runner")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
@@ -105,6 +111,22 @@ def test_failed_attempts_retry_with_backoff_then_fail_for_good_and_announce_it(
     assert handled["cause"]["event_type"] == "trigger.execution.failed"
     assert handled["input_data"]["failed"] == latest["doomed"]["execution_id"]
     assert handled["input_data"]["attempts"] == 3
+
+    # The API and the console show the attempts; another workspace sees nothing.
+    doomed = latest["doomed"]["execution_id"]
+    path = f"/v1/triggers/doomed/executions/{doomed}"
+    deadline = time.monotonic() + 30
+    while True:  # the service reads the executions topic as it starts (503 until then)
+        answer = httpx.get(base + path, headers={"Authorization": "Bearer k-alpha"})
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert answer.status_code == 200 and answer.json()["attempt"] == 3
+    assert httpx.get(base + path, headers={"Authorization": "Bearer k-beta"}).status_code == 404
+    with httpx.Client(base_url=base, follow_redirects=True) as console:
+        console.post("/ui/login", data={"key": "k-alpha"}).raise_for_status()
+        page = console.get(f"/ui/triggers/doomed/executions/{doomed}").text
+    assert "attempt 3 of 3" in page and "database is down" in page
 
 
 def test_a_waiting_retry_is_neither_lost_nor_doubled_when_the_worker_is_killed(

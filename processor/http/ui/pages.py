@@ -281,6 +281,8 @@ def timeline(record: dict[str, Any]) -> list[tuple[str, str, str]]:
         steps.append((record["updated_at"], "waiting", record.get("reason") or ""))
     if record.get("started_at"):
         steps.append((record["started_at"], "running", "the runtime started it"))
+    if record.get("retry_at"):
+        steps.append((record["updated_at"], "retrying", record.get("reason") or ""))
     if record["status"] in FINISHED:
         detail = record.get("error_message") or record.get("reason") or ""
         steps.append((record.get("completed_at") or record["updated_at"], record["status"], detail))

@@ -37,3 +37,20 @@ def test_timeline_lists_each_state_the_record_went_through() -> None:
     assert steps[0][2] == "type: event, event_id: e1" and steps[-1][2] == "boom"
     waiting = {**record, "status": "pending", "issued_at": None, "started_at": None}
     assert [s for _, s, _ in timeline(waiting)] == ["fired", "waiting"]
+
+
+def test_timeline_shows_a_retry_waiting_for_its_backoff() -> None:
+    record = {
+        "status": "pending",
+        "cause": {"type": "manual"},
+        "triggered_at": "2026-11-25T10:00:00+00:00",
+        "issued_at": "2026-11-25T10:00:01+00:00",
+        "started_at": "2026-11-25T10:00:02+00:00",
+        "updated_at": "2026-11-25T10:00:03+00:00",
+        "retry_at": "2026-11-25T10:00:13+00:00",
+        "attempt": 2,
+        "reason": "attempt 1 failed: boom; attempt 2 of 3 at 2026-11-25T10:00:13+00:00",
+    }
+    steps = timeline(record)
+    assert [state for _, state, _ in steps] == ["fired", "pending", "running", "retrying"]
+    assert "attempt 2 of 3" in steps[-1][2]
