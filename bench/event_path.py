@@ -7,6 +7,9 @@ severity >= high, within 5 minutes; the window resets after a fire):
 
 - **triggers**: one `triggers worker` process, with the Error Handler and N other
   active event triggers (that never match these events);
+- **triggers_split**: the same, with the dispatcher in a process of its own
+  (`TRIGGERS_WORKER_DISPATCHER=false` and `triggers dispatcher`), so the matchers and
+  the dispatcher each have an interpreter;
 - **passthrough**: a confluent-kafka consume-count-produce loop, no state store, no
   transactions: the ceiling for any Python consumer on these topics;
 - **faust_agent**: the passthrough's loop as a Faust agent (one record per `await`,
@@ -154,6 +157,8 @@ class Run:
             "BENCH_RUNS_TOPIC": self.topic(topics.AGENT_RUNS),
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.helpers: list[subprocess.Popen[bytes]] = []
+        """Processes besides the contender (not paused with it)."""
         self.runs = Consumer(
             {
                 "bootstrap.servers": BOOTSTRAP,
@@ -171,22 +176,35 @@ class Run:
     def topic(self, spec: topics.TopicSpec) -> str:
         return topics.topic_name(spec, self.settings)
 
-    def start(self, command: list[str], ready: str, log_name: str) -> None:
+    def start(
+        self,
+        command: list[str],
+        ready: str,
+        log_name: str,
+        helper: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         log = open(self.workdir / log_name, "wb")  # noqa: SIM115 - lives with the process
-        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        )
+        if helper:
+            self.helpers.append(process)
+        else:
+            self.process = process
         deadline = time.monotonic() + 180
         while ready not in (self.workdir / log_name).read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((self.workdir / log_name).read_text(errors="replace")[-3000:])
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
+        for process in [p for p in (self.process, *self.helpers) if p is not None]:
+            process.terminate()
             try:
-                self.process.wait(30)
+                process.wait(30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                process.kill()
         self.runs.close()
         self.delete_topics()
 
@@ -317,8 +335,8 @@ def others(count: int) -> str:
     return "\n---\n".join(docs) + "\n"
 
 
-def run_triggers(other_triggers: int, seed: int) -> dict[str, Any]:
-    run = Run("triggers")
+def run_triggers(other_triggers: int, seed: int, split: bool = False) -> dict[str, Any]:
+    run = Run("triggers_split" if split else "triggers")
     try:
         # The seed's rule as it is, but every firing becomes a command (no runtime here
         # finishes runs, and the default max_concurrent 1 / skip would drop the rest).
@@ -332,6 +350,15 @@ def run_triggers(other_triggers: int, seed: int) -> dict[str, Any]:
             path.write_text(others(other_triggers))
             subprocess.run(
                 [TRIGGERS, "apply", "-f", str(path)], env=run.env, check=True, capture_output=True
+            )
+        if split:
+            run.env["TRIGGERS_WORKER_DISPATCHER"] = "false"
+            run.start(
+                [TRIGGERS, "dispatcher"],
+                "dispatcher started",
+                "dispatcher.log",
+                helper=True,
+                env={"TRIGGERS_WORKER_METRICS_PORT": "0"},
             )
         run.start([TRIGGERS, "worker"], "[^Worker]: Ready", "worker.log")
         global HALF_RATE
@@ -384,7 +411,9 @@ MIX_HELP = "errors: every event is one the rule reads; sparse: 1 in 100 (see MIX
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--others", type=int, default=1000)
-    parser.add_argument("--only", choices=["triggers", "passthrough", "faust_agent", "quix"])
+    parser.add_argument(
+        "--only", choices=["triggers", "triggers_split", "passthrough", "faust_agent", "quix"]
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mix", choices=["errors", "sparse"], default="errors", help=MIX_HELP)
     parser.add_argument("--backlog", type=int, default=0, help="events in the backlog phase")
@@ -405,7 +434,7 @@ def main() -> int:
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     results["mix"] = MIX
-    for name in ("passthrough", "faust_agent", "quix", "triggers"):
+    for name in ("passthrough", "faust_agent", "quix", "triggers", "triggers_split"):
         if args.only and name != args.only:
             continue
         if name == "quix" and not QUIX_PYTHON.exists():
@@ -413,15 +442,15 @@ def main() -> int:
             continue
         started = time.monotonic()
         results[name] = (
-            run_triggers(args.others, args.seed)
-            if name == "triggers"
+            run_triggers(args.others, args.seed, split=name == "triggers_split")
+            if name.startswith("triggers")
             else run_peer(name, args.seed)
         )
         print(
             f"{name}: {json.dumps(results[name])} ({time.monotonic() - started:.0f}s)", flush=True
         )
     base = results.get("passthrough", {}).get("throughput_events_per_s")
-    for name in ("faust_agent", "quix", "triggers"):
+    for name in ("faust_agent", "quix", "triggers", "triggers_split"):
         if base and name in results and results[name]["throughput_events_per_s"]:
             results[name]["throughput_vs_passthrough"] = round(
                 results[name]["throughput_events_per_s"] / base, 3

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Processes of `triggers serve` accepting on its port (one core each).",
     )
+    worker_dispatcher: bool = Field(
+        True,
+        description="Whether `triggers worker` runs the dispatcher too; false when "
+        "`triggers dispatcher` runs it in processes of its own.",
+    )
     worker_metrics_port: int = Field(
         9464, description="Port of the worker's Prometheus `/metrics`; 0 turns it off."
     )

@@ -142,6 +142,20 @@ def worker() -> None:
 
 
 @app.command()
+def dispatcher() -> None:
+    """Run only the dispatcher, for workers started with TRIGGERS_WORKER_DISPATCHER=false
+    (foreground; SIGTERM or Ctrl-C stops)."""
+    from processor.worker.app import run_dispatcher
+
+    settings = _settings()
+    configure(settings.log_level, "dispatcher", settings.log_format)
+    try:
+        run_dispatcher(settings)
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address [TRIGGERS_HTTP_HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port [TRIGGERS_HTTP_PORT].")] = None,

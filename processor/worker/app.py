@@ -1,7 +1,8 @@
 """The worker: a Faust application hosting two transactional batch loops.
 
 events (+ extra topics), trigger-matches ──► EventMatcher (thread) ──► trigger-fires
-webhooks, cron-ticks ──► Faust agents ──► trigger-fires ──► Dispatcher (thread)
+webhooks, cron-ticks ──► Faust agents ──► trigger-fires ──► Dispatcher (thread, or its own
+                                                                  process: `triggers dispatcher`)
 trigger-definitions ──► DefinitionsTable ──► Registry (pattern index, shared by all)
 
 Faust hosts the application and runs the low-volume flows: the definitions table,
@@ -17,6 +18,7 @@ import fcntl
 import gc
 import logging
 import math
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -289,38 +291,56 @@ def run_worker(settings: Settings) -> None:
         definitions_ready = threading.Event()
         app = create_app(settings, registry, definitions_ready)
         matcher = EventMatcher(settings, registry, definitions_ready)
-        dispatcher = Dispatcher(settings)
+        loops: list[TransactionalLoop] = [matcher]
+        if settings.worker_dispatcher:
+            loops.append(Dispatcher(settings))
         if settings.worker_metrics_port:
             faust_topics = [
                 topics.topic_name(t, settings) for t in (topics.WEBHOOKS, topics.CRON_TICKS)
             ]
-            health = ConsumerHealth(
+            groups = {loop.group_id: loop.topics for loop in loops}
+            groups[settings.app_id] = faust_topics  # Faust's agents
+            _serve_health(
                 settings,
-                {
-                    matcher.group_id: matcher.topics,
-                    dispatcher.group_id: dispatcher.topics,
-                    settings.app_id: faust_topics,  # Faust's agents
-                },
-                settings.worker_health_interval_seconds,
-                settings.worker_stall_seconds,
-            )
-            health.start()
-            serve_metrics_and_health(
-                health,
-                settings.http_host,
-                settings.worker_metrics_port,
-                ready=lambda: (
-                    definitions_ready.is_set()
-                    and matcher.ready.is_set()
-                    and dispatcher.ready.is_set()
-                ),
+                groups,
+                lambda: definitions_ready.is_set() and all(loop.ready.is_set() for loop in loops),
             )
         worker = faust.Worker(
             app,
-            LoopService(matcher),
-            LoopService(dispatcher),
+            *(LoopService(loop) for loop in loops),
             loglevel=settings.log_level.lower().replace("warning", "warn"),
             logging_config=faust_logging_config(settings.log_level, "worker", settings.log_format),
             quiet=True,
         )
         worker.execute_from_commandline()
+
+
+def run_dispatcher(settings: Settings) -> None:
+    """Run only the dispatcher, in the foreground until SIGTERM or Ctrl-C: for workers
+    started with TRIGGERS_WORKER_DISPATCHER=false, so that the matchers and the
+    dispatcher each have an interpreter (a core) of their own. Any number may run: they
+    share the dispatcher's consumer group, as workers do."""
+    time_gc_pauses()
+    trigger_label.configure(settings.metrics_trigger_label_limit, settings.metrics_trigger_ids)
+    refuse_early(settings)
+    dispatcher = Dispatcher(settings)
+    if settings.worker_metrics_port:
+        _serve_health(settings, {dispatcher.group_id: dispatcher.topics}, dispatcher.ready.is_set)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    dispatcher.start()
+    log.info("dispatcher process running (group %s)", dispatcher.group_id)
+    stop.wait()
+    log.info("dispatcher process stopping")
+    dispatcher.stop()
+
+
+def _serve_health(
+    settings: Settings, groups: dict[str, list[str]], ready: Callable[[], bool]
+) -> None:
+    health = ConsumerHealth(
+        settings, groups, settings.worker_health_interval_seconds, settings.worker_stall_seconds
+    )
+    health.start()
+    serve_metrics_and_health(health, settings.http_host, settings.worker_metrics_port, ready)

@@ -124,7 +124,11 @@ def test_the_compose_file_keeps_state_probes_health_and_wires_prometheus_and_gra
         t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
     }
     runner_port = services["runner"]["environment"]["TRIGGERS_RUNNER_METRICS_PORT"]
-    assert targets == {"worker:9464", "serve:8080", f"runner:{runner_port}"}
+    assert targets == {"worker:9464", "dispatcher:9464", "serve:8080", f"runner:{runner_port}"}
+    # The dispatcher's own container (the `split` profile) is probed like the worker.
+    assert services["dispatcher"]["command"] == ["dispatcher"]
+    assert services["dispatcher"]["profiles"] == ["split"]
+    assert "/healthz" in " ".join(services["dispatcher"]["healthcheck"]["test"])
     for name in ("prometheus", "grafana"):
         for mount in services[name]["volumes"]:
             source = mount.split(":")[0]
@@ -158,7 +162,12 @@ def rendered(*values: str) -> str:
     return template.stdout
 
 
-@pytest.mark.parametrize("values", [[], SECURED_VALUES], ids=["defaults", "secured"])
+SPLIT_VALUES = ["--set", "dispatcher.replicas=2"]
+
+
+@pytest.mark.parametrize(
+    "values", [[], SECURED_VALUES, SPLIT_VALUES], ids=["defaults", "secured", "split"]
+)
 def test_the_helm_chart_lints_and_renders_valid_kubernetes_objects(values: list[str]) -> None:
     lint = subprocess.run(
         [str(HELM), "lint", "--strict", str(CHART), *values],
@@ -188,6 +197,15 @@ def test_the_helm_chart_lints_and_renders_valid_kubernetes_objects(values: list[
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
     assert worker["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    dispatchers = [d for d in documents if d["metadata"]["name"] == "triggers-dispatcher"]
+    worker_env = {e["name"]: e.get("value") for e in container["env"]}
+    if values is SPLIT_VALUES:  # the dispatcher in its own pods, and the workers leave it
+        [dispatcher] = dispatchers
+        assert dispatcher["spec"]["replicas"] == 2
+        assert dispatcher["spec"]["template"]["spec"]["containers"][0]["args"] == ["dispatcher"]
+        assert worker_env["TRIGGERS_WORKER_DISPATCHER"] == "false"
+    else:
+        assert dispatchers == [] and "TRIGGERS_WORKER_DISPATCHER" not in worker_env
 
 
 def test_the_chart_sets_only_settings_the_product_has_and_secrets_come_from_secrets() -> None:

@@ -101,3 +101,49 @@ def test_healthz_turns_503_while_a_consumer_is_stuck_and_200_once_it_moves(
         time.sleep(0.5)
     assert report["status"] == "ok" and not report["groups"][group]["stalled"]
     assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+
+
+def test_a_worker_without_the_dispatcher_and_a_dispatcher_process_run_a_fire_once(
+    pipeline: Pipeline, tmp_path: Any
+) -> None:
+    """TRIGGERS_WORKER_DISPATCHER=false leaves dispatching to `triggers dispatcher`; the
+    worker alone issues nothing, and the dispatcher process serves its own probes."""
+    from tests.integration.kafka import reading, settle
+
+    (tmp_path / "t.yaml").write_text(TRIGGER)
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    worker_port, dispatcher_port = free_port(), free_port()
+    pipeline.start(
+        "worker",
+        name="worker",
+        extra_env={
+            "TRIGGERS_WORKER_DISPATCHER": "false",
+            "TRIGGERS_WORKER_METRICS_PORT": str(worker_port),
+        },
+    )
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.emit({"type": "deploy.started", "source": "ci", "id": "d-1"})
+    with (
+        reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires,
+        reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs,
+    ):
+        fires(lambda fs: len(fs) == 1, timeout=60)
+        assert settle(runs, 3) == []  # nobody dispatches yet
+        groups = httpx.get(f"http://127.0.0.1:{worker_port}/healthz", timeout=10).json()
+        assert not any(g.endswith("-dispatcher") for g in groups["groups"]), groups
+        pipeline.start(
+            "dispatcher",
+            name="dispatcher",
+            extra_env={"TRIGGERS_WORKER_METRICS_PORT": str(dispatcher_port)},
+        )
+        [command] = runs(lambda cs: len(cs) >= 1, timeout=60)
+        assert settle(runs, 3) == [command]
+    assert command["trigger_id"] and command["attempt"] == 1
+    deadline = time.monotonic() + 30
+    while httpx.get(f"http://127.0.0.1:{dispatcher_port}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    status, health = probe(dispatcher_port)
+    assert status == 200 and list(health["groups"]) == [f"{pipeline.settings.app_id}-dispatcher"]
+    metrics = httpx.get(f"http://127.0.0.1:{dispatcher_port}/metrics", timeout=10).text
+    assert "triggers_dispatch_commands_total 1.0" in metrics
