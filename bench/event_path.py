@@ -259,6 +259,7 @@ def percentiles(values: list[float], scale: float = 1.0, digits: int = 2) -> dic
     return {
         "p50": round(statistics.median(ordered) * scale, digits),
         "p99": round(ordered[int(len(ordered) * 0.99) - 1] * scale, digits),
+        "worst": [round(v * scale, digits) for v in ordered[-5:]],
     }
 
 
@@ -274,9 +275,13 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
     steady = events(LATENCY_RATE * LATENCY_SECONDS, seed + 1)
     sent = run.produce(steady, LATENCY_RATE)
     commands = run.collect(expected_fires(steady), 120)
-    latencies = sorted(
-        (at - sent[cid]) * 1000 for at, c in commands if (cid := crossing_id(c)) in sent
+    timed = sorted(
+        ((at - sent[cid]) * 1000, sent[cid] - min(sent.values()))
+        for at, c in commands
+        if (cid := crossing_id(c)) in sent
     )
+    latencies = [ms for ms, _ in timed]
+    worst_at = [round(offset, 2) for _, offset in timed[-5:]]
     # Throughput: the contender is paused (SIGSTOP) while the backlog is written, so it
     # then works through a full backlog; timed from its resumption to the last command.
     size = BACKLOG_SIZE or (BACKLOG if MIX == "errors" else BACKLOG_SPARSE)
@@ -299,7 +304,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
         profiler.wait(60)
     last = max(at for at, _ in done) if done else float("nan")
     found = {
-        "latency_ms": {**percentiles(latencies), "samples": len(latencies)},
+        "latency_ms": {**percentiles(latencies), "samples": len(latencies), "worst_at_s": worst_at},
         "throughput_events_per_s": round(size / (last - first), 1) if done else None,
         "fires": {"expected": expected_fires(backlog), "seen": len(done)},
     }
@@ -317,10 +322,19 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
             "samples": len(under_load),
             "events_per_s": round(rate),
         }
-    if SAVE_METRICS and run.name == "triggers":
-        # The worker's own account of the run (transaction and GC times, ...).
+    if SAVE_METRICS and run.name.startswith("triggers"):
+        # The worker's own account of the run (transaction and GC times, ...), and the
+        # dispatcher process's when it has one.
+        saved = Path(SAVE_METRICS)
+        if run.name != "triggers":
+            saved = saved.with_name(f"{saved.stem}_{run.name}{saved.suffix}")
         with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics") as answer:
-            Path(SAVE_METRICS).write_bytes(answer.read())
+            saved.write_bytes(answer.read())
+        if run.helpers:
+            with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT + 1}/metrics") as answer:
+                saved.with_name(f"{saved.stem}_dispatcher{saved.suffix}").write_bytes(
+                    answer.read()
+                )
     return found
 
 
@@ -358,7 +372,7 @@ def run_triggers(other_triggers: int, seed: int, split: bool = False) -> dict[st
                 "dispatcher started",
                 "dispatcher.log",
                 helper=True,
-                env={"TRIGGERS_WORKER_METRICS_PORT": "0"},
+                env={"TRIGGERS_WORKER_METRICS_PORT": str(METRICS_PORT + 1 if SAVE_METRICS else 0)},
             )
         run.start([TRIGGERS, "worker"], "[^Worker]: Ready", "worker.log")
         global HALF_RATE

@@ -55,7 +55,7 @@ from processor.serde import from_json, to_json
 
 log = logging.getLogger(__name__)
 COMPONENT = "dispatcher"
-BATCH_SIZE = 500
+BATCH_SIZE = 2000
 CANCEL_HEADER = "triggers-cancel"
 """Marks a cancel request among the re-keyed results on `dispatch-results`."""
 EXPIRY_INTERVAL_SECONDS = 1.0

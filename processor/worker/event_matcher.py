@@ -65,7 +65,7 @@ from processor.worker.local_state import LocalWindowStore
 log = logging.getLogger(__name__)
 COMPONENT = "event-matcher"
 WINDOW_COMPONENT = "window-evaluator"
-BATCH_SIZE = 2000
+BATCH_SIZE = 10000
 TICK_SECONDS = 1.0
 """How often absence and debounce deadlines are checked."""
 RESTORE_WAIT_SECONDS = 10.0
