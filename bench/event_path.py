@@ -332,9 +332,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
             saved.write_bytes(answer.read())
         if run.helpers:
             with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT + 1}/metrics") as answer:
-                saved.with_name(f"{saved.stem}_dispatcher{saved.suffix}").write_bytes(
-                    answer.read()
-                )
+                saved.with_name(f"{saved.stem}_dispatcher{saved.suffix}").write_bytes(answer.read())
     return found
 
 

@@ -143,14 +143,20 @@ class Killer:
     generation: int = 0
     min_gap: float = 4.0
     max_gap: float = 12.0
+    split: bool = False
+    """Workers without the dispatcher, and `triggers dispatcher` processes in the slots
+    whose name starts with `dispatcher`."""
 
     def start_worker(self, slot: str) -> None:
         """A worker in `slot`; a replacement restarts on the same disk (its local copy of
         the window state, half-written when it was killed, is read back with the tail)."""
         self.generation += 1
         name = f"{slot}-{self.generation}"
-        disk = {"TRIGGERS_DATA_DIR": str(self.pipeline.workdir / f"data-{slot}")}
-        self.workers[slot] = (name, self.pipeline.start("worker", name=name, extra_env=disk))
+        env = {"TRIGGERS_DATA_DIR": str(self.pipeline.workdir / f"data-{slot}")}
+        command = "dispatcher" if slot.startswith("dispatcher") else "worker"
+        if self.split and command == "worker":
+            env["TRIGGERS_WORKER_DISPATCHER"] = "false"
+        self.workers[slot] = (name, self.pipeline.start(command, name=name, extra_env=env))
 
     def run(self) -> None:
         rng = random.Random(self.seed)
@@ -297,16 +303,23 @@ def run(
     hosts: int = 50,
     timeout: float = 1800,
     out: Any = sys.stdout,
+    split: bool = False,
 ) -> dict[str, Any]:
-    """The whole scenario; returns the report (and asserts nothing)."""
+    """The whole scenario; returns the report (and asserts nothing). With `split`, two
+    workers without the dispatcher and two `triggers dispatcher` processes, all killed
+    in turn."""
     registry, stream, expected, expected_counts = prepare(pipeline, events, hosts, seed)
     print(f"chaos: {events} events, {len(expected)} expected executions", file=out)
 
     # Kills spread over roughly the time the stream takes (about 3 ms an event here).
     spread = max(12.0, events * 0.003 / max(kills, 1))
-    killer = Killer(pipeline, kills, seed, min_gap=spread / 2, max_gap=spread * 1.5)
+    killer = Killer(pipeline, kills, seed, min_gap=spread / 2, max_gap=spread * 1.5, split=split)
     killer.start_worker("a")
     killer.start_worker("b")
+    if split:
+        killer.start_worker("dispatcher-1")
+        killer.start_worker("dispatcher-2")
+        pipeline.wait_ready(killer.workers["dispatcher-1"][0], "dispatcher started", timeout=120)
     pipeline.wait_ready(killer.workers["a"][0], "[^Worker]: Ready", timeout=120)
     threading.Thread(target=killer.run, daemon=True).start()
     started = time.monotonic()
@@ -387,6 +400,11 @@ def main() -> int:
     parser.add_argument(
         "--scale", action="store_true", help="Workers 1 -> 3 -> 1 instead of random kills."
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="Workers without the dispatcher and two `triggers dispatcher` processes.",
+    )
     args = parser.parse_args()
     pipeline = Pipeline(bootstrap=args.bootstrap, workdir=Path(tempfile.mkdtemp(prefix="chaos-")))
     wait_for_broker(pipeline.settings, 30)
@@ -395,7 +413,7 @@ def main() -> int:
         if args.scale:
             report = scale_out_and_back(pipeline, args.events, args.seed)
         else:
-            report = run(pipeline, args.events, args.kills, args.seed)
+            report = run(pipeline, args.events, args.kills, args.seed, split=args.split)
     finally:
         pipeline.stop_all()
     ok = passed(report)

@@ -88,6 +88,28 @@ def test_short_chaos_run_is_exactly_once(pipeline: Pipeline) -> None:
     assert report["expected_executions"] > 500
 
 
+def test_short_chaos_run_with_the_dispatcher_in_processes_of_its_own_is_exactly_once(
+    pipeline: Pipeline,
+) -> None:
+    """The same, with TRIGGERS_WORKER_DISPATCHER=false workers and two `triggers
+    dispatcher` processes; the kills go round all four (each dispatcher killed once)."""
+    log = io.StringIO()
+    report = chaos.run(
+        pipeline, events=4000, kills=4, seed=13, hosts=20, timeout=600, out=log, split=True
+    )
+    assert [k.split()[-1].rsplit("-", 1)[0] for k in report["kills"]] == [
+        "a",
+        "b",
+        "dispatcher-1",
+        "dispatcher-2",
+    ], log.getvalue()
+    assert report["missing_count"] == 0, log.getvalue()
+    assert report["unexpected"] == [] and report["duplicated"] == {}, log.getvalue()
+    assert report["transactions_closed"], log.getvalue()
+    assert report["window_count_mismatches"] == {}, log.getvalue()
+    assert report["expected_executions"] > 500
+
+
 def test_workers_scaling_1_to_3_to_1_lose_and_double_nothing(pipeline: Pipeline) -> None:
     """Scale out and back under a stream (SIGTERM each, then one SIGKILL), then the same
     read_committed verifier and window oracle."""
