@@ -75,6 +75,8 @@ METRICS_PORT = 9477
 SAVE_METRICS = os.environ.get("BENCH_METRICS", "")
 """With BENCH_METRICS=<file>, the worker serves metrics on METRICS_PORT and they are saved
 there at the end of its run."""
+WARM_EVENTS = int(os.environ.get("BENCH_WARM_EVENTS", "50"))
+"""Events before the latency phase (above 50, sent at its rate)."""
 HALF_RATE = False
 """Also measure latency at half the throughput just measured (the worker's row)."""
 
@@ -269,8 +271,8 @@ def crossing_id(command: dict[str, Any]) -> str | None:
 
 
 def measure(run: Run, seed: int) -> dict[str, Any]:
-    warm = events(50, seed)
-    run.produce(warm, None)
+    warm = events(WARM_EVENTS, seed)
+    run.produce(warm, LATENCY_RATE if WARM_EVENTS > 50 else None)
     run.collect(expected_fires(warm), 120)
     steady = events(LATENCY_RATE * LATENCY_SECONDS, seed + 1)
     sent = run.produce(steady, LATENCY_RATE)
