@@ -24,8 +24,8 @@ from pathlib import Path
 
 from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
+from processor.language.patterns import compile_pattern
 from processor.matching.events import match_event
-from processor.matching.patterns import compile_pattern
 from processor.messages import DomainEvent
 
 SIZES = (10, 1_000, 10_000, 100_000)

@@ -646,8 +646,8 @@ def sign(
     its sender would set them: `triggers sign T "$body" | curl -H @- --data "$body" URL`."""
     import time
 
+    from processor.language.signatures import AuthType, signed_headers
     from processor.webhooks.gateway import SECRET_NAME, scheme_for
-    from processor.webhooks.signatures import AuthType, signed_headers
 
     settings = _settings()
     trigger_id, raw = _find(settings, trigger)

@@ -27,9 +27,10 @@ from pydantic import (
     model_validator,
 )
 
-from processor.durations import parse_duration
-from processor.matching.patterns import compile_pattern
-from processor.webhooks.signatures import SLACK_HEADER, AuthType
+from processor.language.conditions import ConditionError, parse_condition
+from processor.language.durations import parse_duration
+from processor.language.patterns import compile_pattern
+from processor.language.signatures import SLACK_HEADER, AuthType
 
 TRIGGER_NAMESPACE = uuid.UUID("0b7d3c2e-5f47-4f7e-8a51-9c3f2d6e1a70")
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -523,8 +524,6 @@ class EventSpec(_Doc):
     @field_validator("condition")
     @classmethod
     def _condition_parses(cls, value: Any) -> Any:
-        from processor.matching.conditions import ConditionError, parse_condition
-
         try:
             parse_condition(value, "")
         except ConditionError as exc:

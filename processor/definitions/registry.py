@@ -15,9 +15,9 @@ from processor.definitions.endpoints import endpoint_of
 from processor.definitions.loader import parse_document
 from processor.definitions.model import TriggerDocument, TriggerType
 from processor.errors import DefinitionError
+from processor.language.conditions import Condition, ConditionError, parse_condition
+from processor.language.patterns import PatternIndex
 from processor.logs import about
-from processor.matching.conditions import Condition, ConditionError, parse_condition
-from processor.matching.patterns import PatternIndex
 
 log = logging.getLogger(__name__)
 SECOND_ROLE = "\x1fsecond"

@@ -15,7 +15,7 @@ import orjson
 
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import SECOND_ROLE, Registry
-from processor.matching.conditions import MISSING, Outcome, field_reader
+from processor.language.conditions import MISSING, Outcome, field_reader
 from processor.matching.decode import Event, event_of
 from processor.matching.fires import map_paths, new_fire
 from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch

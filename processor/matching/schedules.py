@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from processor.definitions.model import CatchUp, ScheduleSpec, TriggerDocument
-from processor.durations import parse_duration
+from processor.language.durations import parse_duration
 
 
 def _seconds_first(expression: str) -> bool:

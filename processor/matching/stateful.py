@@ -15,7 +15,7 @@ from typing import Any
 
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
-from processor.durations import parse_duration
+from processor.language.durations import parse_duration
 from processor.matching import sequences, windows
 from processor.matching.events import Matched, fire_for
 from processor.messages import Cause, CauseKind, Fire

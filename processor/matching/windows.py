@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from processor.matching.conditions import Threshold
+from processor.language.conditions import Threshold
 
 MAX_PENDING = 5000
 MAX_CONSUMED = 1000

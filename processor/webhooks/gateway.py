@@ -37,14 +37,10 @@ from processor import topics
 from processor.config import Settings
 from processor.definitions.model import TriggerDocument, WebhookAuth
 from processor.definitions.view import DefinitionsView
-from processor.durations import parse_duration
 from processor.errors import KafkaUnavailable
 from processor.kafka.async_producer import AsyncProducer
-from processor.logs import about
-from processor.messages import CauseKind, execution_id_for
-from processor.metrics import WEBHOOK_AUTH_FAILURES, WEBHOOK_LATENCY, WEBHOOK_REQUESTS
-from processor.metrics import trigger_label as label_of
-from processor.webhooks.signatures import (
+from processor.language.durations import parse_duration
+from processor.language.signatures import (
     PRESETS,
     SLACK_HEADER,
     AuthType,
@@ -56,6 +52,10 @@ from processor.webhooks.signatures import (
     verify_token,
     with_overrides,
 )
+from processor.logs import about
+from processor.messages import CauseKind, execution_id_for
+from processor.metrics import WEBHOOK_AUTH_FAILURES, WEBHOOK_LATENCY, WEBHOOK_REQUESTS
+from processor.metrics import trigger_label as label_of
 
 log = logging.getLogger(__name__)
 SECRET_NAME = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")

@@ -5,7 +5,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.matching.conditions import parse_condition
+from processor.language.conditions import parse_condition
 from processor.matching.windows import (
     MAX_CONSUMED,
     MAX_PENDING,

@@ -36,5 +36,5 @@ def test_no_sensitive_value_is_compared_with_equality() -> None:
 
 
 def test_signature_and_key_checks_use_compare_digest() -> None:
-    for module in ("webhooks/signatures.py", "http/auth.py"):
+    for module in ("language/signatures.py", "http/auth.py"):
         assert "hmac.compare_digest" in (PROCESSOR / module).read_text(), module

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.matching.patterns import PatternIndex, compile_pattern
+from processor.language.patterns import PatternIndex, compile_pattern
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.webhooks.signatures import (
+from processor.language.signatures import (
     PRESETS,
     AuthType,
     Rejected,

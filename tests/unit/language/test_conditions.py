@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.matching.conditions import (
+from processor.language.conditions import (
     DEFAULT_SEVERITY_SCALE,
     ConditionError,
     parse_condition,

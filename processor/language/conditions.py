@@ -33,8 +33,8 @@ import jsonpath
 import re2
 import yaml
 
-from processor.durations import parse_duration
-from processor.matching.patterns import compile_pattern
+from processor.language.durations import parse_duration
+from processor.language.patterns import compile_pattern
 
 DEFAULT_SEVERITY_SCALE: tuple[str, ...] = (
     "debug",
