@@ -28,13 +28,12 @@ from pydantic import (
 )
 
 from processor.language.conditions import ConditionError, parse_condition
-from processor.language.durations import parse_duration
+from processor.language.durations import Duration
 from processor.language.patterns import compile_pattern
 from processor.language.signatures import SLACK_HEADER, AuthType
 
 TRIGGER_NAMESPACE = uuid.UUID("0b7d3c2e-5f47-4f7e-8a51-9c3f2d6e1a70")
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
-__all__ = ["parse_duration"]
 
 
 def trigger_id_for(workspace: str, name: str) -> str:
@@ -98,7 +97,7 @@ class ThrottleSpec(_Doc):
     """At most `limit` runs start in any sliding `period`, per trigger or per `key`."""
 
     limit: int = Field(ge=1, description="Most runs started within one `period`.")
-    period: str = Field(description="The sliding window, e.g. `1m` or `1h`.")
+    period: Duration = Field(description="The sliding window, e.g. `1m` or `1h`.")
     key: str | None = Field(
         None,
         description="JSONPath into the run's input; each value found is throttled on its "
@@ -108,8 +107,8 @@ class ThrottleSpec(_Doc):
 
     @field_validator("period")
     @classmethod
-    def _period_parses(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
+    def _period_parses(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
             raise ValueError("the period must be longer than zero")
         return value
 
@@ -120,27 +119,28 @@ class ThrottleSpec(_Doc):
 
     @property
     def period_seconds(self) -> float:
-        return parse_duration(self.period)
+        return self.period.seconds
 
 
 class CircuitBreakerSpec(_Doc):
     """Pause a trigger after `failures` consecutive failed or timed-out runs."""
 
     failures: int = Field(ge=1, description="Consecutive failed or timed-out runs that open it.")
-    cooldown: str = Field(
-        "5m", description="How long it stays open; then one trial run decides (half-open)."
+    cooldown: Duration = Field(
+        Duration("5m"),
+        description="How long it stays open; then one trial run decides (half-open).",
     )
 
     @field_validator("cooldown")
     @classmethod
-    def _cooldown_parses(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
+    def _cooldown_parses(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
             raise ValueError("the cooldown must be longer than zero")
         return value
 
     @property
     def cooldown_seconds(self) -> float:
-        return parse_duration(self.cooldown)
+        return self.cooldown.seconds
 
 
 class Backoff(StrEnum):
@@ -172,8 +172,8 @@ class RetrySpec(_Doc):
         ge=1, le=RETRY_ATTEMPTS_MAX, description="Attempts in all, the first included."
     )
     backoff: Backoff = Field(Backoff.EXPONENTIAL, description="See Backoff.")
-    initial: str = Field("10s", description="Delay before the first retry.")
-    max: str = Field("10m", description="Longest delay between two attempts.")
+    initial: Duration = Field(Duration("10s"), description="Delay before the first retry.")
+    max: Duration = Field(Duration("10m"), description="Longest delay between two attempts.")
     jitter: bool = Field(
         True,
         description="Wait between half the delay and all of it (chosen per execution and "
@@ -187,8 +187,8 @@ class RetrySpec(_Doc):
 
     @field_validator("initial", "max")
     @classmethod
-    def _delay_parses(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
+    def _delay_parses(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
             raise ValueError("a delay must be longer than zero")
         return value
 
@@ -203,11 +203,11 @@ class RetrySpec(_Doc):
 
     @property
     def initial_seconds(self) -> float:
-        return parse_duration(self.initial)
+        return self.initial.seconds
 
     @property
     def max_seconds(self) -> float:
-        return parse_duration(self.max)
+        return self.max.seconds
 
 
 class OnFailure(StrEnum):
@@ -275,7 +275,7 @@ class ScheduleSpec(_Doc):
     cron: str | None = Field(
         None, description="Cron expression: 5 fields, an optional 6th for seconds, or @daily."
     )
-    every: str | None = Field(None, description="Interval instead of cron, e.g. `15m`.")
+    every: Duration | None = Field(None, description="Interval instead of cron, e.g. `15m`.")
     at: datetime | None = Field(None, description="One-shot fire time instead of cron.")
     timezone: str = Field("UTC", description="IANA timezone the cron is read in.")
     start_date: datetime | None = Field(None, description="No fire before this time.")
@@ -287,14 +287,8 @@ class ScheduleSpec(_Doc):
         60, ge=0, description="A fire this late or less is always made (covers failover)."
     )
     catch_up: CatchUp = Field(CatchUp.LATEST, description="Policy for older missed fires.")
-    catch_up_window: str = Field("1h", description="How far back catch-up looks.")
+    catch_up_window: Duration = Field(Duration("1h"), description="How far back catch-up looks.")
     max_catch_up: int = Field(10, ge=1, description="Most fires `catch_up: all` makes at once.")
-
-    @field_validator("catch_up_window")
-    @classmethod
-    def _window_parses(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
     @field_validator("cron")
     @classmethod
@@ -310,8 +304,8 @@ class ScheduleSpec(_Doc):
 
     @field_validator("every")
     @classmethod
-    def _every_parses(cls, value: str | None) -> str | None:
-        if value is not None and parse_duration(value) <= 0:
+    def _every_parses(cls, value: Duration | None) -> Duration | None:
+        if value is not None and value.seconds <= 0:
             raise ValueError("the interval must be longer than zero")
         return value
 
@@ -403,12 +397,12 @@ def _secret_reference(value: str) -> str:
 
 class RateLimit(_Doc):
     requests: int = Field(ge=1, description="Requests allowed per period.")
-    period: str = Field("1m", description="Length of the period, e.g. `1m`.")
+    period: Duration = Field(Duration("1m"), description="Length of the period, e.g. `1m`.")
 
     @field_validator("period")
     @classmethod
-    def _period_parses(cls, value: str) -> str:
-        if parse_duration(value) < 1:
+    def _period_parses(cls, value: Duration) -> Duration:
+        if value.seconds < 1:
             raise ValueError("the period must be at least 1s")
         return value
 
@@ -466,14 +460,14 @@ class FollowUp(_Doc):
     """The B of "A then B" / "A not followed by B": matched to an A by a shared key."""
 
     pattern: EventPattern = Field(min_length=1, description="B's event type glob, or `re:` regex.")
-    within: str = Field(description="How long after A, e.g. `30m`.")
+    within: Duration = Field(description="How long after A, e.g. `30m`.")
     key: str = Field(description="Field both events carry, e.g. `data.order_id`.")
     source: Sources = Field(default_factory=list, description="B's accepted sources.")
 
     @field_validator("within")
     @classmethod
-    def _within_parses(cls, value: str) -> str:
-        if parse_duration(value) <= 0:
+    def _within_parses(cls, value: Duration) -> Duration:
+        if value.seconds <= 0:
             raise ValueError("`within` must be longer than zero")
         return value
 
@@ -481,15 +475,17 @@ class FollowUp(_Doc):
 class Debounce(_Doc):
     """Fire once the key has been quiet for `quiet`, with every event of the burst."""
 
-    quiet: str = Field(description="Fire after this long without a new event, e.g. `30s`.")
-    max_wait: str | None = Field(None, description="Fire at the latest this long after the first.")
+    quiet: Duration = Field(description="Fire after this long without a new event, e.g. `30s`.")
+    max_wait: Duration | None = Field(
+        None, description="Fire at the latest this long after the first."
+    )
     key: str | None = Field(None, description="One burst per value of this field (default: one).")
     max_events: int = Field(100, ge=1, le=1000, description="Events handed to the agent, at most.")
 
     @field_validator("quiet", "max_wait")
     @classmethod
-    def _durations_parse(cls, value: str | None) -> str | None:
-        if value is not None and parse_duration(value) <= 0:
+    def _durations_parse(cls, value: Duration | None) -> Duration | None:
+        if value is not None and value.seconds <= 0:
             raise ValueError("the duration must be longer than zero")
         return value
 

@@ -33,7 +33,6 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from processor.definitions.model import CatchUp, ScheduleSpec, TriggerDocument
-from processor.language.durations import parse_duration
 
 
 def _seconds_first(expression: str) -> bool:
@@ -62,7 +61,7 @@ class Schedule:
             at = self.spec.at.timestamp()
             found: float | None = at if at > t else None
         elif self.spec.every is not None:
-            interval = parse_duration(self.spec.every)
+            interval = self.spec.every.seconds
             anchor = start if start is not None else 0.0
             found = anchor + (math.floor((t - anchor) / interval) + 1) * interval
         else:
@@ -77,7 +76,7 @@ class Schedule:
             at = self.spec.at.timestamp()
             return at if at <= t and self._bounds_ok(at) else None
         if self.spec.every is not None:
-            interval = parse_duration(self.spec.every)
+            interval = self.spec.every.seconds
             start = self.spec.start_date.timestamp() if self.spec.start_date else 0.0
             found = start + math.floor((t - start) / interval) * interval
             return found if found >= start and self._bounds_ok(found) else None
@@ -158,7 +157,7 @@ def due_fires(schedule: Schedule, previous_tick: float, tick: float) -> list[flo
     on_time = _fires_between(schedule, max(previous_tick, grace_start), tick, 10_000)
     if previous_tick >= grace_start or spec.catch_up is CatchUp.SKIP:
         return on_time
-    window_start = max(previous_tick, tick - parse_duration(spec.catch_up_window))
+    window_start = max(previous_tick, tick - spec.catch_up_window.seconds)
     if spec.catch_up is CatchUp.LATEST:
         latest = schedule.previous_at_or_before(grace_start)
         missed = [latest] if latest is not None and latest > window_start else []

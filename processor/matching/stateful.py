@@ -15,7 +15,6 @@ from typing import Any
 
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
-from processor.language.durations import parse_duration
 from processor.matching import sequences, windows
 from processor.matching.events import Matched, fire_for
 from processor.messages import Cause, CauseKind, Fire
@@ -75,7 +74,7 @@ def evaluate(registry: Registry, state: dict[str, Any], match: Matched, now: flo
     event = trigger.event
     _reshape(trigger, state)
     if event.followed_by is not None:
-        within = parse_duration(event.followed_by.within)
+        within = event.followed_by.within.seconds
         if match.role == "first":
             sequences.on_first(state, match.event_key, match.time, match.event)
             return Evaluation("first")
@@ -88,7 +87,7 @@ def evaluate(registry: Registry, state: dict[str, Any], match: Matched, now: flo
             "fired", [_pattern_fire(trigger, "followed_by", match.group, found, match.event)]
         )
     if event.not_followed_by is not None:
-        within = parse_duration(event.not_followed_by.within)
+        within = event.not_followed_by.within.seconds
         if match.role == "first":
             sequences.on_first(state, match.event_key, match.time, match.event)
         else:
@@ -113,7 +112,7 @@ def on_tick(
     event = trigger.event
     _reshape(trigger, state)
     if event.not_followed_by is not None:
-        within = parse_duration(event.not_followed_by.within)
+        within = event.not_followed_by.within.seconds
         fires = [
             _pattern_fire(trigger, "not_followed_by", group, fire, fire.details["first"])
             for fire in sequences.on_tick_absence(state, within, now)
@@ -148,7 +147,7 @@ def _reshape(trigger: TriggerDocument, state: dict[str, Any]) -> None:
 def _debounce_times(trigger: TriggerDocument) -> tuple[float, float | None]:
     assert trigger.event is not None and trigger.event.debounce is not None
     spec = trigger.event.debounce
-    return parse_duration(spec.quiet), parse_duration(spec.max_wait) if spec.max_wait else None
+    return spec.quiet.seconds, spec.max_wait.seconds if spec.max_wait else None
 
 
 def _threshold(

@@ -39,7 +39,6 @@ from processor.definitions.model import TriggerDocument, WebhookAuth
 from processor.definitions.view import DefinitionsView
 from processor.errors import KafkaUnavailable
 from processor.kafka.async_producer import AsyncProducer
-from processor.language.durations import parse_duration
 from processor.language.signatures import (
     PRESETS,
     SLACK_HEADER,
@@ -279,7 +278,7 @@ class Gateway:
                 raise Refused(403, f"{ip} is not allowed to call this webhook")
         if webhook.rate_limit is not None:
             limit = RateLimitItemPerSecond(
-                webhook.rate_limit.requests, int(parse_duration(webhook.rate_limit.period))
+                webhook.rate_limit.requests, int(webhook.rate_limit.period.seconds)
             )
             if not self.limiter.hit(limit, trigger.trigger_id):
                 reset_at = self.limiter.get_window_stats(limit, trigger.trigger_id).reset_time

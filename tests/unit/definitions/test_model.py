@@ -9,12 +9,13 @@ from processor.definitions.loader import load_paths, parse_document
 from processor.definitions.model import (
     OverlapPolicy,
     TriggerType,
-    parse_duration,
+    document_json,
     trigger_id_for,
     warnings_for,
 )
 from processor.definitions.schema import trigger_file_schema
 from processor.errors import DefinitionError
+from processor.language.durations import Duration, parse_duration
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
@@ -291,3 +292,26 @@ def test_input_mapping_on_a_schedule_trigger_is_refused(tmp_path: Path) -> None:
     )
     assert len(problems) == 1
     assert "agent.input_mapping: a schedule fire carries no payload to map" in problems[0]
+
+
+def test_durations_are_parsed_once_and_keep_their_text() -> None:
+    document = parse_document(
+        {
+            "trigger": {
+                "name": "D",
+                "type": "event",
+                "event": {"pattern": "x", "debounce": {"quiet": "1.5m"}},
+                "agent": {"id": "a"},
+                "throttle": {"limit": 1, "period": "2h"},
+            }
+        },
+        "d.yaml",
+    )
+    assert document.event is not None and document.event.debounce is not None
+    quiet = document.event.debounce.quiet
+    assert isinstance(quiet, Duration) and quiet.seconds == 90.0 and quiet == "1.5m"
+    assert document.throttle is not None and document.throttle.period_seconds == 7200.0
+    stored = document_json(document)  # the text as written, not seconds
+    assert stored["event"]["debounce"]["quiet"] == "1.5m" and stored["throttle"]["period"] == "2h"
+    again = type(document).model_validate(stored)
+    assert again.event is not None and again.event.debounce.quiet.seconds == 90.0  # type: ignore[union-attr]
