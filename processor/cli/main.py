@@ -448,7 +448,7 @@ def backfill(
     from processor.definitions.model import OverlapPolicy
     from processor.errors import TriggerDisabled
     from processor.kafka.clients import produce_and_wait
-    from processor.matching.scheduler import NotBackfillable, backfill_fires
+    from processor.matching.schedules import NotBackfillable, backfill_fires
     from processor.serde import to_json
 
     settings = _settings()

@@ -25,7 +25,7 @@ from processor.errors import DefinitionError, KafkaUnavailable, TriggerDisabled
 from processor.http.auth import request_workspace, requested_by
 from processor.kafka.async_producer import AsyncProducer
 from processor.matching.fires import manual_fire
-from processor.matching.scheduler import BACKFILL_MAX, NotBackfillable, backfill_fires
+from processor.matching.schedules import BACKFILL_MAX, NotBackfillable, backfill_fires
 from processor.messages import Fire
 from processor.serde import to_json
 

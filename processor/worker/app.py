@@ -42,7 +42,7 @@ from processor.kafka.security import faust_credentials
 from processor.kafka.transactional import TransactionalLoop
 from processor.logs import about, faust_logging_config
 from processor.matching.decode import header_pairs
-from processor.matching.scheduler import Scheduler
+from processor.matching.schedules import Scheduler
 from processor.messages import CronTick, Fire, WebhookDelivery
 from processor.metrics import (
     FIRES,

@@ -8,7 +8,7 @@ from typing import Any
 from processor.definitions.loader import parse_document
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
-from processor.matching.scheduler import Scheduler
+from processor.matching.schedules import Scheduler
 
 START = 1_800_000_000.0  # a whole minute
 
@@ -65,7 +65,7 @@ def test_a_backfill_fires_each_scheduled_time_in_the_range_with_the_schedulers_i
 
     from processor.definitions.loader import parse_document
     from processor.definitions.model import OverlapPolicy
-    from processor.matching.scheduler import backfill_fires, schedule_fire
+    from processor.matching.schedules import backfill_fires, schedule_fire
 
     hourly = parse_document(
         {
@@ -97,7 +97,7 @@ def test_a_backfill_refuses_what_it_cannot_do_and_says_what_to_do() -> None:
 
     from processor.definitions.loader import parse_document
     from processor.errors import TriggerDisabled
-    from processor.matching.scheduler import BACKFILL_MAX, NotBackfillable, backfill_fires
+    from processor.matching.schedules import BACKFILL_MAX, NotBackfillable, backfill_fires
 
     def doc(**extra: object) -> object:
         return parse_document(
