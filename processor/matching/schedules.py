@@ -342,6 +342,17 @@ class Scheduler:
         self._known = current
         self._synced_version = version
 
+    def fires_for_tick(
+        self, last_tick: float | None, tick: float, now: float
+    ) -> list[tuple[Fire, float]] | None:
+        """The fires of a tick given the last tick handled (None on a first start ever:
+        nothing to catch up on); None for a tick already handled (one from before a
+        leader change), which leaves the last tick as it was."""
+        previous = tick - 1 if last_tick is None else last_tick
+        if tick <= previous:
+            return None
+        return self.on_tick(previous, tick, now)
+
     def on_tick(self, previous_tick: float, tick: float, now: float) -> list[tuple[Fire, float]]:
         """Fires due at this tick, each with its (jittered) fire time."""
         self.sync(previous_tick)

@@ -40,10 +40,10 @@ from processor.kafka.admin import refuse_early
 from processor.kafka.clients import PRODUCER_MAX_BYTES
 from processor.kafka.security import faust_credentials
 from processor.kafka.transactional import TransactionalLoop
-from processor.logs import about, faust_logging_config
+from processor.logs import faust_logging_config
 from processor.matching.decode import header_pairs
 from processor.matching.schedules import Scheduler
-from processor.messages import CronTick, Fire, WebhookDelivery
+from processor.messages import CronTick, Fire
 from processor.metrics import (
     FIRES,
     GC_PAUSES,
@@ -53,7 +53,7 @@ from processor.metrics import (
     trigger_label,
 )
 from processor.serde import from_json, to_json
-from processor.webhooks.mapping import fire_for_delivery
+from processor.webhooks.mapping import map_delivery
 from processor.worker.definitions_table import caught_up, definitions_table
 from processor.worker.event_matcher import EventMatcher
 from processor.worker.health import ConsumerHealth, serve_metrics_and_health
@@ -151,19 +151,12 @@ def create_app(
             definitions_ready.set()
 
     async def map_one(message: Any) -> None:
-        delivery = from_json(WebhookDelivery, message.value)
-        trigger = registry.get(delivery.trigger_id)
-        if trigger is None or not trigger.enabled or trigger.webhook is None:
-            log.info(
-                "delivery %s for trigger %s: trigger gone or disabled; not fired",
-                delivery.delivery_id,
-                delivery.trigger_id,
-                extra=about(trigger_id=delivery.trigger_id),
-            )
+        mapped = map_delivery(registry, message.value)
+        if mapped is None:
             return
-        fire, missing = fire_for_delivery(trigger, delivery)
+        fire, missing = mapped
         if missing:
-            WEBHOOK_MAPPING_MISSES.labels(trigger_label(trigger.trigger_id)).inc(len(missing))
+            WEBHOOK_MAPPING_MISSES.labels(trigger_label(fire.trigger_id)).inc(len(missing))
         await send_fire(fire)
 
     @app.agent(webhooks_topic, concurrency=1)
@@ -190,18 +183,17 @@ def create_app(
 
     async def schedule_one(message: Any) -> None:
         tick_at = from_json(CronTick, message.value).tick.timestamp()
-        previous = scheduler_state.get("last_tick")
-        if previous is None:
-            previous = tick_at - 1  # first start ever: nothing to catch up on
-        if tick_at <= previous:
-            return  # a tick from before a leader change, already handled
+        last_tick = scheduler_state.get("last_tick")
         started = time.perf_counter()
         if not scheduler.in_step:
             # Off the event loop: with 100k schedules the first sync blocked every
             # agent of the worker for ~13 s after Ready.
-            await asyncio.to_thread(scheduler.sync, previous)
+            await asyncio.to_thread(scheduler.sync, tick_at - 1 if last_tick is None else last_tick)
         now = time.time()
-        for fire, fire_time in scheduler.on_tick(previous, tick_at, now):
+        due = scheduler.fires_for_tick(last_tick, tick_at, now)
+        if due is None:
+            return
+        for fire, fire_time in due:
             await send_fire(fire)
             SCHEDULE_LATENESS.observe(max(0.0, now - fire_time))
         scheduler_state["last_tick"] = tick_at

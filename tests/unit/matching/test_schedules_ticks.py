@@ -123,3 +123,16 @@ def test_a_backfill_refuses_what_it_cannot_do_and_says_what_to_do() -> None:
     ).resolved("default")
     with pytest.raises(NotBackfillable, match="only schedule triggers"):
         backfill_fires(event, *day, "x")
+
+
+def test_a_tick_already_handled_makes_nothing_and_a_first_tick_catches_nothing_up() -> None:
+    registry = Registry()
+    registry.put(every_second("one"))
+    scheduler = Scheduler(registry)
+    scheduler.sync(START)
+    first = scheduler.fires_for_tick(None, START + 1, START + 1)
+    assert first is not None and len(first) == 1  # only the tick's own second
+    assert scheduler.fires_for_tick(START + 1, START + 1, START + 2) is None  # a replay
+    assert scheduler.fires_for_tick(START + 5, START + 3, START + 6) is None  # older leader's
+    later = scheduler.fires_for_tick(START + 1, START + 3, START + 3)
+    assert later is not None and len(later) == 2  # seconds 2 and 3

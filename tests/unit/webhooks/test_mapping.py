@@ -80,3 +80,30 @@ def test_client_ip_believes_forwarded_for_only_through_trusted_proxies() -> None
     plain = Gateway(Settings(), view=None, producer=None)  # type: ignore[arg-type]
     assert plain.client_ip("10.1.1.1", forwarded("203.0.113.7")) == "10.1.1.1"
     assert plain.client_ip("10.1.1.1", {}) == "10.1.1.1"
+
+
+def test_a_delivery_record_maps_to_a_fire_unless_its_trigger_is_gone_or_disabled() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from processor.definitions.registry import Registry
+    from processor.serde import to_json
+    from processor.webhooks.mapping import map_delivery
+
+    delivery = WebhookDelivery(
+        delivery_id="d-2",
+        trigger_id=TRIGGER.trigger_id,
+        method="POST",
+        path="/webhooks/x",
+        body={"text": "hi"},
+        received_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    registry = Registry()
+    assert map_delivery(registry, to_json(delivery)) is None  # no such trigger
+    registry.put(TRIGGER)
+    mapped = map_delivery(registry, to_json(delivery))
+    assert mapped is not None and mapped[0].input["text"] == "hi"
+    registry.put(TRIGGER.model_copy(update={"enabled": False}))
+    assert map_delivery(registry, to_json(delivery)) is None
+    with pytest.raises(ValidationError):
+        map_delivery(registry, b'{"not": "a delivery"}')
