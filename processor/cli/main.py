@@ -691,27 +691,13 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
 
 
 def _read_executions(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every execution's latest record by execution id, and each trigger's current run
-    of failures (counted in topic order, as the dispatcher and the API count it)."""
-    from processor.dispatch.state import Failures, count_finish
-    from processor.kafka.reader import read_to_end
-    from processor.messages import ExecutionRecord
-    from processor.serde import from_json
+    """`read_latest`, or the CLI's one-line failure when Kafka cannot be read."""
+    from processor.executions.history import read_latest
 
-    latest: dict[str, ExecutionRecord] = {}
-    failures: dict[str, Failures] = {}
     try:
-        for message in read_to_end(
-            settings, topics.topic_name(topics.TRIGGER_EXECUTIONS, settings)
-        ):
-            if message.value() is None:
-                continue
-            record = from_json(ExecutionRecord, message.value() or b"")
-            count_finish(failures, latest.get(record.execution_id), record)
-            latest[record.execution_id] = record
+        return read_latest(settings)
     except TriggersError as exc:
         raise _fail(str(exc)) from None
-    return latest, failures
 
 
 @app.command()
@@ -724,7 +710,7 @@ def status(
     from datetime import datetime
 
     from processor.dispatch.state import Failures
-    from processor.dispatch.status import trigger_status
+    from processor.executions.status import trigger_status
 
     settings = _settings()
     trigger_id, raw = _find(settings, trigger)

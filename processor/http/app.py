@@ -30,8 +30,8 @@ from processor import __version__, topics
 from processor.config import Settings
 from processor.definitions.store import DefinitionWriter
 from processor.definitions.view import DefinitionsView
-from processor.dispatch.history import ExecutionsView
 from processor.errors import KafkaUnavailable
+from processor.executions.history import ExecutionsView
 from processor.http.executions_api import router as executions_router
 from processor.http.executions_api import status_router
 from processor.http.tools_api import router as tools_router

@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field
 
 from processor import topics
 from processor.dispatch.dispatcher import CANCEL_HEADER
-from processor.dispatch.history import ExecutionsView
-from processor.dispatch.status import TriggerStatus, trigger_status
 from processor.errors import KafkaUnavailable, TriggerDisabled
+from processor.executions.history import ExecutionsView
+from processor.executions.status import TriggerStatus, trigger_status
 from processor.http.auth import request_workspace, requested_by
 from processor.http.triggers_api import (
     body_as,

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from processor.definitions.loader import parse_document
 from processor.dispatch.state import Failures
-from processor.dispatch.status import TriggerState, trigger_status
+from processor.executions.status import TriggerState, trigger_status
 from processor.matching.fires import key_value
 from processor.messages import Cause, CauseKind, ExecutionRecord, ExecutionStatus
 

@@ -1,7 +1,9 @@
-"""Execution history for the API: a live view of the compacted `trigger-executions`.
+"""Execution history: a live view of the compacted `trigger-executions` (the API and the
+console), and a one-off read of it (the CLI).
 
-Retention: per trigger, the newest MAX_PER_TRIGGER executions and none older than
-MAX_AGE are served; the topic itself is compacted (one record per execution).
+Retention of the live view: per trigger, the newest MAX_PER_TRIGGER executions and none
+older than MAX_AGE are served; the topic itself is compacted (one record per execution),
+and `read_latest` reads all of it.
 """
 
 from __future__ import annotations
@@ -16,11 +18,28 @@ from processor import topics
 from processor.config import Settings
 from processor.dispatch.state import Failures, count_finish
 from processor.kafka.follower import Follower
+from processor.kafka.reader import read_to_end
 from processor.messages import ExecutionRecord, ExecutionStatus
 from processor.serde import from_json
 
 MAX_PER_TRIGGER = 1000
 MAX_AGE = timedelta(days=30)
+
+
+def read_latest(settings: Settings) -> tuple[dict[str, ExecutionRecord], dict[str, Failures]]:
+    """Every execution's latest record by execution id, and each trigger's current run
+    of failures (counted in topic order, as the dispatcher and the live view count it).
+    Raises KafkaUnavailable (a TriggersError) when the topic cannot be read."""
+    latest: dict[str, ExecutionRecord] = {}
+    failures: dict[str, Failures] = {}
+    for message in read_to_end(settings, topics.topic_name(topics.TRIGGER_EXECUTIONS, settings)):
+        value = message.value()
+        if value is None:
+            continue
+        record = from_json(ExecutionRecord, value)
+        count_finish(failures, latest.get(record.execution_id), record)
+        latest[record.execution_id] = record
+    return latest, failures
 
 
 class ExecutionsView:
