@@ -54,6 +54,16 @@ def _jsonpath(path: str, example: str) -> str:
     return path
 
 
+def _longer_than_zero(value: Duration) -> Duration:
+    if value.seconds <= 0:
+        raise ValueError("a duration must be longer than zero")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_longer_than_zero)]
+"""A duration field that zero would make meaningless (a period, a delay, a wait)."""
+
+
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -97,7 +107,7 @@ class ThrottleSpec(_Doc):
     """At most `limit` runs start in any sliding `period`, per trigger or per `key`."""
 
     limit: int = Field(ge=1, description="Most runs started within one `period`.")
-    period: Duration = Field(description="The sliding window, e.g. `1m` or `1h`.")
+    period: PositiveDuration = Field(description="The sliding window, e.g. `1m` or `1h`.")
     key: str | None = Field(
         None,
         description="JSONPath into the run's input; each value found is throttled on its "
@@ -105,42 +115,20 @@ class ThrottleSpec(_Doc):
     )
     excess: ThrottleExcess = Field(ThrottleExcess.DROP, description="See ThrottleExcess.")
 
-    @field_validator("period")
-    @classmethod
-    def _period_parses(cls, value: Duration) -> Duration:
-        if value.seconds <= 0:
-            raise ValueError("the period must be longer than zero")
-        return value
-
     @field_validator("key")
     @classmethod
     def _key_parses(cls, value: str | None) -> str | None:
         return _jsonpath(value, "$.customer_id") if value is not None else None
-
-    @property
-    def period_seconds(self) -> float:
-        return self.period.seconds
 
 
 class CircuitBreakerSpec(_Doc):
     """Pause a trigger after `failures` consecutive failed or timed-out runs."""
 
     failures: int = Field(ge=1, description="Consecutive failed or timed-out runs that open it.")
-    cooldown: Duration = Field(
+    cooldown: PositiveDuration = Field(
         Duration("5m"),
         description="How long it stays open; then one trial run decides (half-open).",
     )
-
-    @field_validator("cooldown")
-    @classmethod
-    def _cooldown_parses(cls, value: Duration) -> Duration:
-        if value.seconds <= 0:
-            raise ValueError("the cooldown must be longer than zero")
-        return value
-
-    @property
-    def cooldown_seconds(self) -> float:
-        return self.cooldown.seconds
 
 
 class Backoff(StrEnum):
@@ -172,8 +160,10 @@ class RetrySpec(_Doc):
         ge=1, le=RETRY_ATTEMPTS_MAX, description="Attempts in all, the first included."
     )
     backoff: Backoff = Field(Backoff.EXPONENTIAL, description="See Backoff.")
-    initial: Duration = Field(Duration("10s"), description="Delay before the first retry.")
-    max: Duration = Field(Duration("10m"), description="Longest delay between two attempts.")
+    initial: PositiveDuration = Field(Duration("10s"), description="Delay before the first retry.")
+    max: PositiveDuration = Field(
+        Duration("10m"), description="Longest delay between two attempts."
+    )
     jitter: bool = Field(
         True,
         description="Wait between half the delay and all of it (chosen per execution and "
@@ -185,29 +175,14 @@ class RetrySpec(_Doc):
         description="Which endings are retried: failed, timed_out.",
     )
 
-    @field_validator("initial", "max")
-    @classmethod
-    def _delay_parses(cls, value: Duration) -> Duration:
-        if value.seconds <= 0:
-            raise ValueError("a delay must be longer than zero")
-        return value
-
     @model_validator(mode="after")
     def _max_not_below_initial(self) -> RetrySpec:
-        if self.max_seconds < self.initial_seconds:
+        if self.max.seconds < self.initial.seconds:
             raise ValueError(
                 f"max ({self.max}) is shorter than initial ({self.initial}); "
                 "make max at least initial"
             )
         return self
-
-    @property
-    def initial_seconds(self) -> float:
-        return self.initial.seconds
-
-    @property
-    def max_seconds(self) -> float:
-        return self.max.seconds
 
 
 class OnFailure(StrEnum):
@@ -275,7 +250,9 @@ class ScheduleSpec(_Doc):
     cron: str | None = Field(
         None, description="Cron expression: 5 fields, an optional 6th for seconds, or @daily."
     )
-    every: Duration | None = Field(None, description="Interval instead of cron, e.g. `15m`.")
+    every: PositiveDuration | None = Field(
+        None, description="Interval instead of cron, e.g. `15m`."
+    )
     at: datetime | None = Field(None, description="One-shot fire time instead of cron.")
     timezone: str = Field("UTC", description="IANA timezone the cron is read in.")
     start_date: datetime | None = Field(None, description="No fire before this time.")
@@ -300,13 +277,6 @@ class ScheduleSpec(_Doc):
                 f"{value!r} is not a cron expression; write 5 fields "
                 "(minute hour day month weekday), 6 with seconds first, or @hourly/@daily"
             )
-        return value
-
-    @field_validator("every")
-    @classmethod
-    def _every_parses(cls, value: Duration | None) -> Duration | None:
-        if value is not None and value.seconds <= 0:
-            raise ValueError("the interval must be longer than zero")
         return value
 
     @field_validator("timezone")
@@ -460,34 +430,22 @@ class FollowUp(_Doc):
     """The B of "A then B" / "A not followed by B": matched to an A by a shared key."""
 
     pattern: EventPattern = Field(min_length=1, description="B's event type glob, or `re:` regex.")
-    within: Duration = Field(description="How long after A, e.g. `30m`.")
+    within: PositiveDuration = Field(description="How long after A, e.g. `30m`.")
     key: str = Field(description="Field both events carry, e.g. `data.order_id`.")
     source: Sources = Field(default_factory=list, description="B's accepted sources.")
-
-    @field_validator("within")
-    @classmethod
-    def _within_parses(cls, value: Duration) -> Duration:
-        if value.seconds <= 0:
-            raise ValueError("`within` must be longer than zero")
-        return value
 
 
 class Debounce(_Doc):
     """Fire once the key has been quiet for `quiet`, with every event of the burst."""
 
-    quiet: Duration = Field(description="Fire after this long without a new event, e.g. `30s`.")
-    max_wait: Duration | None = Field(
+    quiet: PositiveDuration = Field(
+        description="Fire after this long without a new event, e.g. `30s`."
+    )
+    max_wait: PositiveDuration | None = Field(
         None, description="Fire at the latest this long after the first."
     )
     key: str | None = Field(None, description="One burst per value of this field (default: one).")
     max_events: int = Field(100, ge=1, le=1000, description="Events handed to the agent, at most.")
-
-    @field_validator("quiet", "max_wait")
-    @classmethod
-    def _durations_parse(cls, value: Duration | None) -> Duration | None:
-        if value is not None and value.seconds <= 0:
-            raise ValueError("the duration must be longer than zero")
-        return value
 
 
 class EventSpec(_Doc):

@@ -248,23 +248,26 @@ class DispatchState:
 
     def past_deadline(self, now: datetime) -> list[ExecutionRecord]:
         """Pop the open executions whose deadline has come (soonest first)."""
-        found = []
-        cutoff = now.timestamp()
-        while self._deadlines and self._deadlines[0][0] <= cutoff:
-            at, trigger_id, execution_id = heapq.heappop(self._deadlines)
-            head = self._heads.get(trigger_id, {}).get(execution_id)
-            if head is not None and head.status in _OPEN and head.deadline == at:
-                found.append(ExecutionRecord.model_validate_json(head.record))
-        return found
+        return self._pop_due(self._deadlines, now, lambda head: head.deadline)
 
     def retries_due(self, now: datetime) -> list[ExecutionRecord]:
         """Pop the executions whose next attempt is due (soonest first)."""
+        return self._pop_due(self._retries, now, lambda head: head.retry_at)
+
+    def _pop_due(
+        self,
+        heap: list[tuple[float, str, str]],
+        now: datetime,
+        when: Callable[[Head], float | None],
+    ) -> list[ExecutionRecord]:
+        """Pop the heap's entries up to `now` whose execution is still open and still due
+        at that time (`when`); the others are stale (finished, or moved) and go."""
         found = []
         cutoff = now.timestamp()
-        while self._retries and self._retries[0][0] <= cutoff:
-            at, trigger_id, execution_id = heapq.heappop(self._retries)
+        while heap and heap[0][0] <= cutoff:
+            at, trigger_id, execution_id = heapq.heappop(heap)
             head = self._heads.get(trigger_id, {}).get(execution_id)
-            if head is not None and head.status in _OPEN and head.retry_at == at:
+            if head is not None and head.status in _OPEN and when(head) == at:
                 found.append(ExecutionRecord.model_validate_json(head.record))
         return found
 
@@ -344,7 +347,7 @@ class Failures:
         breaker is half-open), else None."""
         if self.consecutive < spec.failures or self.last_at is None:
             return None
-        return self.last_at + timedelta(seconds=spec.cooldown_seconds)
+        return self.last_at + timedelta(seconds=spec.cooldown.seconds)
 
 
 def count_finish(
@@ -387,7 +390,7 @@ def throttled_until(
     state: DispatchState, trigger_id: str, spec: ThrottleSpec, key: str | None, now: datetime
 ) -> datetime | None:
     """When the throttle next lets a run of this bucket start, or None if it may now."""
-    period = spec.period_seconds
+    period = spec.period.seconds
     starts = state.started_after(trigger_id, key, now.timestamp() - period)
     if len(starts) < spec.limit:
         return None
@@ -741,10 +744,10 @@ def retry_delay(spec: RetrySpec, execution_id: str, attempt: int) -> float:
     """Seconds from the end of attempt `attempt` to the start of the next: `initial`,
     doubled per attempt for `exponential`, at most `max`; with `jitter`, between half
     that and all of it, the same for the same execution and attempt."""
-    delay = spec.initial_seconds
+    delay = spec.initial.seconds
     if spec.backoff is Backoff.EXPONENTIAL:
         delay *= 2.0 ** min(attempt - 1, 64)
-    delay = min(delay, spec.max_seconds)
+    delay = min(delay, spec.max.seconds)
     if spec.jitter:
         digest = hashlib.blake2b(f"{execution_id}/{attempt}".encode(), digest_size=8).digest()
         delay *= 0.5 + int.from_bytes(digest) / 2**65

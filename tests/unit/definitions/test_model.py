@@ -243,7 +243,10 @@ def test_webhook_endpoints_cannot_clash_or_use_reserved_paths() -> None:
         ("throttle: {limit: 2, period: 1m, key: '$[['}", "is not a JSONPath"),
         ("throttle: {limit: 2, period: 1m, excess: hold}", "'drop' or 'queue'"),
         ("circuit_breaker: {failures: 0}", "circuit_breaker.failures"),
-        ("circuit_breaker: {failures: 3, cooldown: 0s}", "cooldown must be longer"),
+        (
+            "circuit_breaker: {failures: 3, cooldown: 0s}",
+            "circuit_breaker.cooldown: a duration must be longer than zero",
+        ),
     ],
 )
 def test_flow_control_errors_say_what_is_wrong(tmp_path: Path, section: str, expected: str) -> None:
@@ -265,9 +268,9 @@ def test_flow_control_settings_load() -> None:
         },
         "t.yaml",
     )
-    assert document.throttle is not None and document.throttle.period_seconds == 3600
+    assert document.throttle is not None and document.throttle.period.seconds == 3600
     assert document.throttle.excess.value == "drop"
-    assert document.circuit_breaker is not None and document.circuit_breaker.cooldown_seconds == 300
+    assert document.circuit_breaker is not None and document.circuit_breaker.cooldown.seconds == 300
 
 
 def test_a_glob_that_looks_like_a_regex_warns_and_suggests_re() -> None:
@@ -310,7 +313,7 @@ def test_durations_are_parsed_once_and_keep_their_text() -> None:
     assert document.event is not None and document.event.debounce is not None
     quiet = document.event.debounce.quiet
     assert isinstance(quiet, Duration) and quiet.seconds == 90.0 and quiet == "1.5m"
-    assert document.throttle is not None and document.throttle.period_seconds == 7200.0
+    assert document.throttle is not None and document.throttle.period.seconds == 7200.0
     stored = document_json(document)  # the text as written, not seconds
     assert stored["event"]["debounce"]["quiet"] == "1.5m" and stored["throttle"]["period"] == "2h"
     again = type(document).model_validate(stored)
