@@ -277,8 +277,9 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
     steady = events(LATENCY_RATE * LATENCY_SECONDS, seed + 1)
     sent = run.produce(steady, LATENCY_RATE)
     commands = run.collect(expected_fires(steady), 120)
+    began = min(sent.values())
     timed = sorted(
-        ((at - sent[cid]) * 1000, sent[cid] - min(sent.values()))
+        ((at - sent[cid]) * 1000, sent[cid] - began)
         for at, c in commands
         if (cid := crossing_id(c)) in sent
     )

@@ -310,6 +310,12 @@ def backfill_fires(
     return fires
 
 
+def previous_tick(last_tick: float | None, tick: float) -> float:
+    """The tick handled before `tick`: the last one stored, or, on a first start ever
+    (None), the second before it, so there is nothing to catch up on."""
+    return tick - 1 if last_tick is None else last_tick
+
+
 class Scheduler:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -343,12 +349,11 @@ class Scheduler:
         self._synced_version = version
 
     def fires_for_tick(
-        self, last_tick: float | None, tick: float, now: float
+        self, previous: float, tick: float, now: float
     ) -> list[tuple[Fire, float]] | None:
-        """The fires of a tick given the last tick handled (None on a first start ever:
-        nothing to catch up on); None for a tick already handled (one from before a
-        leader change), which leaves the last tick as it was."""
-        previous = tick - 1 if last_tick is None else last_tick
+        """The fires of a tick after the `previous` one handled (see `previous_tick`);
+        None for a tick already handled (one from before a leader change), which leaves
+        the last tick as it was."""
         if tick <= previous:
             return None
         return self.on_tick(previous, tick, now)

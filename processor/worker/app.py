@@ -42,7 +42,7 @@ from processor.kafka.security import faust_credentials
 from processor.kafka.transactional import TransactionalLoop
 from processor.logs import faust_logging_config
 from processor.matching.decode import header_pairs
-from processor.matching.schedules import Scheduler
+from processor.matching.schedules import Scheduler, previous_tick
 from processor.messages import CronTick, Fire
 from processor.metrics import (
     FIRES,
@@ -183,14 +183,14 @@ def create_app(
 
     async def schedule_one(message: Any) -> None:
         tick_at = from_json(CronTick, message.value).tick.timestamp()
-        last_tick = scheduler_state.get("last_tick")
+        previous = previous_tick(scheduler_state.get("last_tick"), tick_at)
         started = time.perf_counter()
         if not scheduler.in_step:
             # Off the event loop: with 100k schedules the first sync blocked every
             # agent of the worker for ~13 s after Ready.
-            await asyncio.to_thread(scheduler.sync, tick_at - 1 if last_tick is None else last_tick)
+            await asyncio.to_thread(scheduler.sync, previous)
         now = time.time()
-        due = scheduler.fires_for_tick(last_tick, tick_at, now)
+        due = scheduler.fires_for_tick(previous, tick_at, now)
         if due is None:
             return
         for fire, fire_time in due:

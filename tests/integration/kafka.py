@@ -120,6 +120,13 @@ class Pipeline:
     def emit(self, event: dict[str, Any]) -> None:
         self.produce(topics.EVENTS, orjson.dumps(event))
 
+    def start_worker_and_runner(self) -> None:
+        """A worker and the reference runner, once both consume."""
+        self.start("worker", name="worker")
+        self.start("runner", name="runner")
+        self.wait_ready("worker", "[^Worker]: Ready")
+        self.wait_ready("runner", "runner consuming")
+
     def wait_ready(self, name: str, marker: str, timeout: float = 90.0) -> None:
         """Wait until a process's log shows `marker` (e.g. the worker finished start-up)."""
         deadline = time.monotonic() + timeout

@@ -93,10 +93,7 @@ def test_console_shows_a_fire_live_explains_and_keeps_workspaces_apart(
     (tmp_path / "t.yaml").write_text(TRIGGERS)
     pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
     base = start_serve(pipeline, extra_env={"TRIGGERS_OPERATOR_WORKSPACE": "alpha"})
-    pipeline.start("worker", name="worker")
-    pipeline.start("runner", name="runner")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
-    pipeline.wait_ready("runner", "runner consuming")
+    pipeline.start_worker_and_runner()
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     requested: list[str] = []

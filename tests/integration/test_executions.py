@@ -36,10 +36,7 @@ def test_timeout_cancels_at_the_runtime_and_the_buffered_fire_runs(
 ) -> None:
     (tmp_path / "t.yaml").write_text(TRIGGER)
     pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    pipeline.start("worker", name="worker")
-    pipeline.start("runner", name="runner")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
-    pipeline.wait_ready("runner", "runner consuming")
+    pipeline.start_worker_and_runner()
     for job in ("j1", "j2", "j3"):  # one key: one partition, so they arrive in this order
         pipeline.produce(
             topics.EVENTS,
@@ -209,10 +206,7 @@ def test_throttle_drops_or_queues_and_the_breaker_pauses_after_failures(
     (tmp_path / "t.yaml").write_text(FLOW)
     pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
     base = start_serve(pipeline)
-    pipeline.start("worker", name="worker")
-    pipeline.start("runner", name="runner")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
-    pipeline.wait_ready("runner", "runner consuming")
+    pipeline.start_worker_and_runner()
     for n, customer in enumerate(["acme", "acme", "acme", "globex"]):
         order = {
             "type": "order.placed",

@@ -60,10 +60,7 @@ def test_failed_attempts_retry_with_backoff_then_fail_for_good_and_announce_it(
     (tmp_path / "t.yaml").write_text(RETRYING)
     pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
     base = start_serve(pipeline)
-    pipeline.start("worker", name="worker")
-    pipeline.start("runner", name="runner")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
-    pipeline.wait_ready("runner", "runner consuming")
+    pipeline.start_worker_and_runner()
     pipeline.emit({"type": "job.flaky", "source": "api", "id": "f-1"})
     pipeline.emit({"type": "job.doomed", "source": "api", "id": "d-1"})
 
@@ -196,10 +193,7 @@ def test_one_run_per_customer_at_a_time_while_other_customers_run_alongside(
 ) -> None:
     (tmp_path / "t.yaml").write_text(CONCURRENCY)
     pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    pipeline.start("worker", name="worker")
-    pipeline.start("runner", name="runner")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
-    pipeline.wait_ready("runner", "runner consuming")
+    pipeline.start_worker_and_runner()
     for n, customer in enumerate(["acme", "beta", "acme", "beta", "acme", "beta"]):
         pipeline.emit(
             {

@@ -8,7 +8,7 @@ from typing import Any
 from processor.definitions.loader import parse_document
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
-from processor.matching.schedules import Scheduler
+from processor.matching.schedules import Scheduler, previous_tick
 
 START = 1_800_000_000.0  # a whole minute
 
@@ -130,7 +130,7 @@ def test_a_tick_already_handled_makes_nothing_and_a_first_tick_catches_nothing_u
     registry.put(every_second("one"))
     scheduler = Scheduler(registry)
     scheduler.sync(START)
-    first = scheduler.fires_for_tick(None, START + 1, START + 1)
+    first = scheduler.fires_for_tick(previous_tick(None, START + 1), START + 1, START + 1)
     assert first is not None and len(first) == 1  # only the tick's own second
     assert scheduler.fires_for_tick(START + 1, START + 1, START + 2) is None  # a replay
     assert scheduler.fires_for_tick(START + 5, START + 3, START + 6) is None  # older leader's
