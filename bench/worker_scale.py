@@ -39,8 +39,8 @@ from processor import topics
 from processor.definitions.loader import load_paths
 from processor.definitions.registry import Registry
 from processor.matching.events import Matched
-from processor.matching.stateful import evaluate, new_state
-from processor.matching.window_state import encode
+from processor.matching.state import encode
+from processor.matching.stateful import evaluate, state_for
 from processor.worker.event_matcher import partition_of
 
 OBSERVE_SECONDS = 60
@@ -94,7 +94,7 @@ def _seed_changelog(run: Run, keys: int, registry: Registry) -> float:
             None,
             {**event, "data": {"severity": "high", "host": host}},
         )
-        state = new_state(registry.get(WINDOW_TRIGGER))  # type: ignore[arg-type]
+        state = state_for(registry.get(WINDOW_TRIGGER), None)  # type: ignore[arg-type]
         evaluate(registry, state, match, now)
         raw_key = match.key()
         while True:

@@ -128,9 +128,6 @@ class WindowMatch(_Message):
     value: float | None = Field(None, description="The aggregated field's value, if any.")
     event: JsonObject = Field(default_factory=dict, description="Bounded summary of the event.")
 
-    def key(self) -> bytes:
-        return f"{self.trigger_id}\x1f{self.group}".encode()
-
 
 class ExecutionCommand(_Message):
     """Run an agent: written to `agent-runs`, keyed by execution id."""

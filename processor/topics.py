@@ -30,7 +30,7 @@ TRIGGER_MATCHES = TopicSpec("trigger-matches")
 """Internal: events that passed a threshold trigger's condition, keyed by trigger + group."""
 WINDOW_STATE = TopicSpec("trigger-window-state", compacted=True)
 """Internal: the changelog of the window state of each `trigger-matches` partition (same
-partition number, same key); see processor/matching/window_state.py."""
+partition number, same key); its records are processor/matching/state.py's."""
 TRIGGER_FIRES = TopicSpec("trigger-fires")
 AGENT_RUNS = TopicSpec("agent-runs")
 AGENT_RUN_CONTROL = TopicSpec("agent-run-control")

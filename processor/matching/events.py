@@ -18,6 +18,7 @@ from processor.definitions.registry import SECOND_ROLE, Registry
 from processor.language.conditions import MISSING, Outcome, field_reader
 from processor.matching.decode import Event, event_of
 from processor.matching.fires import map_paths, new_fire
+from processor.matching.state import StateKey
 from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch
 
 EVENT_DATA_MAX_BYTES = 65_536
@@ -59,7 +60,7 @@ class Matched:
     """Bounded summary of the event."""
 
     def key(self) -> bytes:
-        return f"{self.trigger_id}\x1f{self.group}".encode()
+        return StateKey(self.trigger_id, self.group).encode()
 
     def message(self) -> WindowMatch:
         return WindowMatch(

@@ -1,8 +1,8 @@
 """`triggers explain`: why an event did or did not fire each trigger.
 
 The same matcher the workers run, with every test recorded, plus the current count of
-threshold windows (read from `trigger-window-state`, the window state's changelog, so no
-worker is asked).
+threshold windows, read from the window state's changelog through state.py (no worker is
+asked).
 """
 
 from __future__ import annotations
@@ -11,16 +11,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from processor import topics
 from processor.config import Settings
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
-from processor.errors import TriggersError
-from processor.kafka.reader import read_to_end
 from processor.matching.decode import event_of
 from processor.matching.events import Verdict, match_event
-from processor.matching.window_state import decode
-from processor.matching.windows import behind_newest, empty_state, window_count
+from processor.matching.state import KeyState, StateKey, WindowState, committed_states
+from processor.matching.windows import behind_newest, window_count
 from processor.messages import DomainEvent
 
 
@@ -49,7 +46,7 @@ class TriggerExplanation:
 def explain(
     registry: Registry,
     event: DomainEvent,
-    window_state: Callable[[str, str], dict[str, Any] | None] = lambda trigger, group: None,
+    states: Callable[[StateKey], KeyState | None] = lambda key: None,
 ) -> list[TriggerExplanation]:
     """One explanation per candidate trigger (those whose pattern matches the type)."""
     explanations = []
@@ -65,7 +62,9 @@ def explain(
         window = None
         if threshold is not None:
             group = threshold.group_of(read.fields)
-            state = window_state(trigger.trigger_id, group) or empty_state()
+            state = states(StateKey(trigger.trigger_id, group))
+            if not isinstance(state, WindowState):  # none yet, or of another kind
+                state = WindowState()
             behind = None if read.time is None else behind_newest(state, read.time)
             late = behind is not None and behind >= threshold.window_seconds
             window = {
@@ -97,23 +96,6 @@ def explain(
     return explanations
 
 
-def window_states(settings: Settings) -> dict[str, Any]:
-    """Current window states by key (`<trigger id>\x1f<group>`), as committed to
-    `trigger-window-state` (empty when that topic does not exist)."""
-    states: dict[str, Any] = {}
-    try:
-        for message in read_to_end(settings, topics.topic_name(topics.WINDOW_STATE, settings)):
-            key = (message.key() or b"").decode()
-            value = message.value()
-            if value is None:
-                states.pop(key, None)
-            else:
-                states[key] = decode(value)[0]
-    except TriggersError:
-        return {}
-    return states
-
-
 def explain_with_state(
     settings: Settings, documents: Iterable[TriggerDocument], event: DomainEvent
 ) -> list[TriggerExplanation]:
@@ -122,5 +104,4 @@ def explain_with_state(
     registry = Registry()
     for document in documents:
         registry.put(document)
-    states = window_states(settings)
-    return explain(registry, event, lambda t, g: states.get(f"{t}\x1f{g}"))
+    return explain(registry, event, committed_states(settings).get)

@@ -1,22 +1,29 @@
 """The stateful evaluator's decision for one match or tick (no Kafka here).
 
 One evaluator per (trigger, key) handles thresholds (windows.py) and sequence,
-absence and debounce patterns (sequences.py). The caller loads the key's state from its
-table, calls `evaluate` (an event) or `on_tick` (time passing), and stores the state
-back, with the returned deadline: when `on_tick` next has something to do for the key.
+absence and debounce patterns (sequences.py). The caller takes the key's state through
+`state_for` (a fresh one for a new key, or for a trigger edited into another kind),
+calls `evaluate` (an event) or `on_tick` (time passing), and keeps the state, with the
+returned deadline: when `on_tick` next has something to do for the key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import Any
 
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
 from processor.matching import sequences, windows
 from processor.matching.events import Matched, fire_for
+from processor.matching.state import (
+    DebounceState,
+    KeyState,
+    PatternFire,
+    SequenceState,
+    WindowState,
+)
 from processor.messages import Cause, CauseKind, Fire
 
 
@@ -32,23 +39,28 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def _kind(trigger: TriggerDocument) -> ModuleType:
-    """The module whose state the trigger keeps: sequences, or threshold windows."""
+def kind_of(trigger: TriggerDocument) -> type[KeyState]:
+    """The state a trigger keeps per key."""
     event = trigger.event
-    if event is not None and (event.followed_by or event.not_followed_by or event.debounce):
-        return sequences
-    return windows
+    if event is not None and event.debounce:
+        return DebounceState
+    if event is not None and (event.followed_by or event.not_followed_by):
+        return SequenceState
+    return WindowState
 
 
-def new_state(trigger: TriggerDocument) -> dict[str, Any]:
-    return _kind(trigger).empty_state()  # type: ignore[no-any-return]
+def state_for(trigger: TriggerDocument, state: KeyState | None) -> KeyState:
+    """The key's state if it is of the trigger's kind; else (a new key, or a trigger
+    edited into another kind) a fresh one."""
+    kind = kind_of(trigger)
+    return state if type(state) is kind else kind()
 
 
 def _pattern_fire(
     trigger: TriggerDocument,
     kind: str,
     group: str,
-    fire: sequences.PatternFire,
+    fire: PatternFire,
     event: dict[str, Any],
 ) -> Fire:
     cause = Cause(
@@ -67,12 +79,26 @@ def _pattern_fire(
     )
 
 
-def evaluate(registry: Registry, state: dict[str, Any], match: Matched, now: float) -> Evaluation:
+def evaluate(registry: Registry, state: KeyState, match: Matched, now: float) -> Evaluation:
+    """An event for the key; `state` is `state_for` the trigger (else: no outcome)."""
     trigger = registry.get(match.trigger_id)
-    if trigger is None or not trigger.enabled or trigger.event is None:
+    if (
+        trigger is None
+        or not trigger.enabled
+        or trigger.event is None
+        or type(state) is not kind_of(trigger)
+    ):
         return Evaluation(None)
     event = trigger.event
-    _reshape(trigger, state)
+    if isinstance(state, WindowState):
+        return _threshold(registry, trigger, state, match)
+    if isinstance(state, DebounceState):
+        assert event.debounce is not None
+        quiet, max_wait = _debounce_times(trigger)
+        sequences.on_debounced_event(
+            state, match.event_key, match.event, now, event.debounce.max_events
+        )
+        return Evaluation("debounced", deadline=sequences.debounce_deadline(state, quiet, max_wait))
     if event.followed_by is not None:
         within = event.followed_by.within.seconds
         if match.role == "first":
@@ -93,25 +119,23 @@ def evaluate(registry: Registry, state: dict[str, Any], match: Matched, now: flo
         else:
             sequences.on_second_absence(state, within, match.event_key, match.time)
         return Evaluation(match.role, deadline=sequences.absence_deadline(state, within))
-    if event.debounce is not None:
-        quiet, max_wait = _debounce_times(trigger)
-        sequences.on_debounced_event(
-            state, match.event_key, match.event, now, event.debounce.max_events
-        )
-        return Evaluation("debounced", deadline=sequences.debounce_deadline(state, quiet, max_wait))
-    return _threshold(registry, trigger, state, match)
+    return Evaluation(None)
 
 
 def on_tick(
-    registry: Registry, trigger_id: str, group: str, state: dict[str, Any], now: float
+    registry: Registry, trigger_id: str, group: str, state: KeyState, now: float
 ) -> Evaluation:
     """Time passed: absence deadlines and quiet debounces fire."""
     trigger = registry.get(trigger_id)
-    if trigger is None or not trigger.enabled or trigger.event is None:
+    if (
+        trigger is None
+        or not trigger.enabled
+        or trigger.event is None
+        or type(state) is not kind_of(trigger)
+    ):
         return Evaluation(None)
     event = trigger.event
-    _reshape(trigger, state)
-    if event.not_followed_by is not None:
+    if isinstance(state, SequenceState) and event.not_followed_by is not None:
         within = event.not_followed_by.within.seconds
         fires = [
             _pattern_fire(trigger, "not_followed_by", group, fire, fire.details["first"])
@@ -120,7 +144,7 @@ def on_tick(
         return Evaluation(
             "fired" if fires else "waiting", fires, sequences.absence_deadline(state, within)
         )
-    if event.debounce is not None:
+    if isinstance(state, DebounceState):
         quiet, max_wait = _debounce_times(trigger)
         fire = sequences.on_tick_debounce(state, quiet, max_wait, now)
         fires = (
@@ -136,14 +160,6 @@ def on_tick(
     return Evaluation(None)
 
 
-def _reshape(trigger: TriggerDocument, state: dict[str, Any]) -> None:
-    """A trigger edited into another kind starts from a fresh state for that kind."""
-    kind = _kind(trigger)
-    if not state.keys() >= kind.STATE_KEYS:
-        state.clear()
-        state.update(kind.empty_state())
-
-
 def _debounce_times(trigger: TriggerDocument) -> tuple[float, float | None]:
     assert trigger.event is not None and trigger.event.debounce is not None
     spec = trigger.event.debounce
@@ -151,7 +167,7 @@ def _debounce_times(trigger: TriggerDocument) -> tuple[float, float | None]:
 
 
 def _threshold(
-    registry: Registry, trigger: TriggerDocument, state: dict[str, Any], match: Matched
+    registry: Registry, trigger: TriggerDocument, state: WindowState, match: Matched
 ) -> Evaluation:
     threshold = registry.condition(match.trigger_id).threshold
     if threshold is None:

@@ -5,59 +5,44 @@ memory, under p. Matches and ticks change it (stateful.py decides); each changed
 written to the compacted `trigger-window-state` topic once per checkpoint, in the same
 transaction as the fires it caused and the input offsets, so a new owner of p that
 reads partition p of that topic `read_committed` has exactly the state that goes with
-the committed offsets: no fire is lost or made twice by a crash in between.
-
-    key   = b"<trigger id>\\x1f<group>"            (the key of the match)
-    value = {"state": {...}, "deadline": <epoch seconds or null>}   (null value: gone)
-
-This module owns that encoding; `triggers explain` and the chaos verifier read through
-`decode`.
+the committed offsets: no fire is lost or made twice by a crash in between. The records,
+their keys and their encoding are state.py's.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
 
 from processor.definitions.registry import Registry
 from processor.matching.events import Matched
-from processor.matching.stateful import evaluate, new_state, on_tick
+from processor.matching.state import KeyState, StateKey, decode, encode
+from processor.matching.stateful import evaluate, on_tick, state_for
 from processor.messages import Fire
 
 MAX_STATE_BYTES = 512 * 1024
 """A key's state record must stay well under the broker's 1 MiB record limit."""
 
 
-def encode(state: dict[str, Any], deadline: float | None) -> bytes:
-    return orjson.dumps({"state": state, "deadline": deadline})
-
-
-def decode(value: bytes) -> tuple[dict[str, Any], float | None]:
-    found = orjson.loads(value)
-    return found["state"], found.get("deadline")
-
-
 @dataclass
 class Oversized:
     """A key whose state grew past MAX_STATE_BYTES: it was started afresh."""
 
-    key: str
+    key: StateKey
     size: int
 
 
 @dataclass
 class WindowPartitions:
-    states: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    deadlines: dict[int, dict[str, float]] = field(default_factory=dict)
-    dirty: dict[int, set[str]] = field(default_factory=dict)
+    states: dict[int, dict[StateKey, KeyState]] = field(default_factory=dict)
+    deadlines: dict[int, dict[StateKey, float]] = field(default_factory=dict)
+    dirty: dict[int, set[StateKey]] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
     """Window outcomes since the last `take_outcomes` (counted, fired, duplicate, ...)."""
 
-    def load(self, partition: int, key: str, value: bytes | None) -> None:
+    def load(self, partition: int, record_key: bytes, value: bytes | None) -> None:
         """Apply one changelog record (restore)."""
+        key = StateKey.parse(record_key)
         states = self.states.setdefault(partition, {})
         deadlines = self.deadlines.setdefault(partition, {})
         if value is None:
@@ -80,12 +65,12 @@ class WindowPartitions:
 
     def observe(self, registry: Registry, partition: int, match: Matched, now: float) -> list[Fire]:
         """A match for a key: its state changes, and maybe a trigger fires."""
-        key = f"{match.trigger_id}\x1f{match.group}"
+        key = StateKey(match.trigger_id, match.group)
         trigger = registry.get(match.trigger_id)
         if trigger is None:
             return []
         states = self.states.setdefault(partition, {})
-        state = states.get(key) or new_state(trigger)
+        state = state_for(trigger, states.get(key))
         evaluation = evaluate(registry, state, match, now)
         if evaluation.outcome is None:
             return []
@@ -105,8 +90,7 @@ class WindowPartitions:
                 if state is None:
                     self._deadline(partition, key, None)
                     continue
-                trigger_id, _, group = key.partition("\x1f")
-                evaluation = on_tick(registry, trigger_id, group, state, now)
+                evaluation = on_tick(registry, key.trigger_id, key.group, state, now)
                 self._deadline(partition, key, evaluation.deadline)
                 self.outcomes["fired"] += len(evaluation.fires)
                 fires += evaluation.fires
@@ -139,7 +123,7 @@ class WindowPartitions:
         taken, self.outcomes = self.outcomes, Counter()
         return taken
 
-    def _deadline(self, partition: int, key: str, deadline: float | None) -> None:
+    def _deadline(self, partition: int, key: StateKey, deadline: float | None) -> None:
         self.dirty.setdefault(partition, set()).add(key)
         deadlines = self.deadlines.setdefault(partition, {})
         if deadline is None:

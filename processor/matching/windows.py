@@ -37,6 +37,7 @@ from enum import StrEnum
 from typing import Any
 
 from processor.language.conditions import Threshold
+from processor.matching.state import PendingEvent, WindowState
 
 MAX_PENDING = 5000
 MAX_CONSUMED = 1000
@@ -94,13 +95,6 @@ _DECIDED = {outcome: Decision(outcome) for outcome in Outcome if outcome is not 
 """The decisions without a fire, made once: one per event would cost more than the rest."""
 
 
-def empty_state() -> dict[str, Any]:
-    return {"pending": [], "consumed": {}, "latest": None, "last_fire_end": None}
-
-
-STATE_KEYS = frozenset(empty_state())
-
-
 def _aggregate(threshold: Threshold, values: list[float | None]) -> tuple[bool, float | None]:
     aggregate = threshold.aggregate
     if aggregate is None:
@@ -111,45 +105,45 @@ def _aggregate(threshold: Threshold, values: list[float | None]) -> tuple[bool, 
     return aggregate.holds(numbers), aggregate.value(numbers)
 
 
-def window_count(state: dict[str, Any], threshold: Threshold) -> int:
+def window_count(state: WindowState, threshold: Threshold) -> int:
     """Events in the window ending at the newest event of the key."""
-    latest = state["latest"]
+    latest = state.latest
     if latest is None:
         return 0
-    return sum(1 for p in state["pending"] if p[0] > latest - threshold.window_seconds)
+    return sum(1 for p in state.pending if p.time > latest - threshold.window_seconds)
 
 
-def behind_newest(state: dict[str, Any], at: float) -> float:
+def behind_newest(state: WindowState, at: float) -> float:
     """How far an event at `at` is behind the newest event of its key (0 when it is the
     newest): a whole window or more is past the allowed lateness (rule 2)."""
-    latest = state["latest"]
+    latest = state.latest
     return 0.0 if latest is None or at >= latest else latest - at
 
 
-def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> Decision:
+def observe(state: WindowState, threshold: Threshold, event: WindowEvent) -> Decision:
     """Add an event to a key's window state (mutated in place) and decide."""
     width = threshold.window_seconds
-    pending: list[list[Any]] = state["pending"]  # [time, id, value, summary], by time
-    consumed: dict[str, float] = state["consumed"]  # id -> time of events fires counted
+    pending = state.pending
+    consumed = state.consumed
     event_id, at = event.id, event.time
     if event_id in consumed:
         return _DECIDED[Outcome.DUPLICATE]
     for p in pending:
-        if p[1] == event_id:
+        if p.id == event_id:
             return _DECIDED[Outcome.DUPLICATE]
     if behind_newest(state, at) >= width:
         return _DECIDED[Outcome.LATE]
-    latest = state["latest"]
+    latest = state.latest
     latest = at if latest is None or at > latest else latest
     horizon = latest - width
-    state["latest"] = latest
-    entry = [at, event_id, event.value, event.summary]
-    if not pending or pending[-1][0] <= at:
+    state.latest = latest
+    entry = PendingEvent(at, event_id, event.value, event.summary)
+    if not pending or pending[-1].time <= at:
         pending.append(entry)  # in order: the common case
     else:
         pending.insert(bisect.bisect_right(pending, at, key=_time), entry)
-    if pending[0][0] <= horizon or len(pending) > MAX_PENDING:
-        state["pending"] = pending = [p for p in pending if p[0] > horizon][-MAX_PENDING:]
+    if pending[0].time <= horizon or len(pending) > MAX_PENDING:
+        state.pending = pending = [p for p in pending if p.time > horizon][-MAX_PENDING:]
     if len(pending) < threshold.count:
         return _DECIDED[Outcome.COUNTED]  # no window can reach the threshold yet
 
@@ -161,17 +155,17 @@ def observe(state: dict[str, Any], threshold: Threshold, event: WindowEvent) -> 
     fire = decision.fire
     assert fire is not None
     start, end = fire.window_start, fire.window_end
-    counted = [p for p in pending if start < p[0] <= end]
-    state["pending"] = [p for p in pending if not start < p[0] <= end]
-    consumed.update((p[1], p[0]) for p in counted)
+    counted = [p for p in pending if start < p.time <= end]
+    state.pending = [p for p in pending if not start < p.time <= end]
+    consumed.update((p.id, p.time) for p in counted)
     _forget_oldest(consumed, horizon)
-    last = state["last_fire_end"]
-    state["last_fire_end"] = end if last is None else max(last, end)
+    last = state.last_fire_end
+    state.last_fire_end = end if last is None else max(last, end)
     return decision
 
 
-def _time(entry: list[Any]) -> float:
-    return float(entry[0])
+def _time(entry: PendingEvent) -> float:
+    return entry.time
 
 
 def _forget_oldest(consumed: dict[str, float], horizon: float) -> None:
@@ -187,20 +181,20 @@ def _forget_oldest(consumed: dict[str, float], horizon: float) -> None:
 
 
 def _first_window_reaching(
-    state: dict[str, Any], threshold: Threshold, event: WindowEvent
+    state: WindowState, threshold: Threshold, event: WindowEvent
 ) -> Decision | None:
     width = threshold.window_seconds
-    pending = state["pending"]
+    pending = state.pending
     held_by_cooldown = False
-    ends = [p[0] for p in pending if event.time <= p[0] < event.time + width]
+    ends = [p.time for p in pending if event.time <= p.time < event.time + width]
     for end in ends:
-        inside = [p for p in pending if end - width < p[0] <= end]
+        inside = [p for p in pending if end - width < p.time <= end]
         if len(inside) < threshold.count:
             continue
-        holds, aggregate = _aggregate(threshold, [p[2] for p in inside])
+        holds, aggregate = _aggregate(threshold, [p.value for p in inside])
         if not holds:
             continue
-        last = state["last_fire_end"]
+        last = state.last_fire_end
         if (
             threshold.cooldown_seconds
             and last is not None
@@ -208,7 +202,7 @@ def _first_window_reaching(
         ):
             held_by_cooldown = True
             continue
-        sample = [p[3] for p in inside[:SAMPLE_SIZE]]
+        sample = [p.summary for p in inside[:SAMPLE_SIZE]]
         return Decision(
             Outcome.FIRED,
             WindowFire(event.id, len(inside), end - width, end, sample, aggregate),

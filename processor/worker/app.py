@@ -6,9 +6,10 @@ webhooks, cron-ticks ──► Faust agents ──► trigger-fires ──► Di
 trigger-definitions ──► DefinitionsTable ──► Registry (pattern index, shared by all)
 
 Faust hosts the application and runs the low-volume flows: the definitions table,
-webhook mapping, the leader's ticker and the scheduler. Events and window state, most
-of what a worker does, go through the EventMatcher's confluent-kafka batches instead of
-Faust's per-record streams (docs/benchmarks.md has the measurements).
+webhook mapping, the leader's ticker and the scheduler (their handlers are flows.py's;
+this module only wires them to topics). Events and window state, most of what a worker
+does, go through the EventMatcher's confluent-kafka batches instead of Faust's
+per-record streams (docs/benchmarks.md has the measurements).
 """
 
 from __future__ import annotations
@@ -17,43 +18,30 @@ import asyncio
 import fcntl
 import gc
 import logging
-import math
 import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from mode import Service
-from pydantic import ValidationError
 
 from processor import topics
 from processor.config import Settings, replication
-from processor.deadletters import dead_letter
 from processor.definitions.registry import Registry
 from processor.dispatch.dispatcher import Dispatcher
-from processor.errors import BadRecord, DataDirInUse
+from processor.errors import DataDirInUse
 from processor.kafka.admin import refuse_early
 from processor.kafka.clients import PRODUCER_MAX_BYTES
 from processor.kafka.security import faust_credentials
 from processor.kafka.transactional import TransactionalLoop
 from processor.logs import faust_logging_config
-from processor.matching.decode import header_pairs
-from processor.matching.schedules import Scheduler, previous_tick
-from processor.messages import CronTick, Fire
-from processor.metrics import (
-    FIRES,
-    GC_PAUSES,
-    SCHEDULE_LATENESS,
-    SCHEDULER_TICK,
-    WEBHOOK_MAPPING_MISSES,
-    trigger_label,
-)
-from processor.serde import from_json, to_json
-from processor.webhooks.mapping import map_delivery
+from processor.matching.schedules import Scheduler
+from processor.metrics import GC_PAUSES, trigger_label
+from processor.serde import to_json
+from processor.worker import flows
 from processor.worker.definitions_table import caught_up, definitions_table
 from processor.worker.event_matcher import EventMatcher
 from processor.worker.health import ConsumerHealth, serve_metrics_and_health
@@ -62,9 +50,6 @@ from processor.worker.transport import App
 log = logging.getLogger(__name__)
 WEBHOOK_COMPONENT = "webhook-mapper"
 SCHEDULER_COMPONENT = "scheduler"
-TICK_SECONDS = 1.0
-TICK_AFTER_SECONDS = 0.005
-"""How long after a second begins the leader ticks for it."""
 SESSION_TIMEOUT_SECONDS = 15.0
 
 
@@ -111,36 +96,16 @@ def create_app(
         extra_topic_configs=replication(settings)[1],
     )
     scheduler = Scheduler(registry)
-    fires_topic = _raw_topic(app, name(topics.TRIGGER_FIRES))
-    dead_letters_topic = _raw_topic(app, name(topics.DEAD_LETTERS))
+    send_fire = flows.counted(_sender(_raw_topic(app, name(topics.TRIGGER_FIRES))))
+    send_letter = _sender(_raw_topic(app, name(topics.DEAD_LETTERS)))
+    send_tick = _sender(ticks_topic)
 
     async def each_record(
         stream: Any, component: str, handle: Callable[[Any], Awaitable[None]]
     ) -> None:
-        """Run `handle` on every record: a record it cannot use becomes a dead letter with
-        the reason, and a bug is logged and dead-lettered too. The stream never stops."""
         await caught_up(definitions, settings)
         async for event in stream.events():
-            message = event.message
-            try:
-                await handle(message)
-            except (BadRecord, ValidationError, ValueError) as exc:
-                await _dead_letter(dead_letters_topic, message, str(exc), component)
-            except Exception as exc:
-                log.exception(
-                    "%s failed on %s[%d]@%d",
-                    component,
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                )
-                await _dead_letter(
-                    dead_letters_topic, message, f"internal error: {exc!r}", component
-                )
-
-    async def send_fire(fire: Fire) -> None:
-        await fires_topic.send(key=fire.trigger_id.encode(), value=to_json(fire))
-        FIRES.labels(fire.cause.type.value).inc()
+            await flows.guarded(event.message, handle, send_letter, component)
 
     @app.task  # type: ignore[untyped-decorator]
     async def definitions_loaded() -> None:
@@ -150,77 +115,43 @@ def create_app(
         if definitions_ready is not None:
             definitions_ready.set()
 
-    async def map_one(message: Any) -> None:
-        mapped = map_delivery(registry, message.value)
-        if mapped is None:
-            return
-        fire, missing = mapped
-        if missing:
-            WEBHOOK_MAPPING_MISSES.labels(trigger_label(fire.trigger_id)).inc(len(missing))
-        await send_fire(fire)
-
     @app.agent(webhooks_topic, concurrency=1)
     async def map_webhooks(stream: Any) -> None:
-        await each_record(stream, WEBHOOK_COMPONENT, map_one)
+        async def handle(message: Any) -> None:
+            await flows.map_webhook(registry, message.value, send_fire)
+
+        await each_record(stream, WEBHOOK_COMPONENT, handle)
 
     @app.task  # type: ignore[untyped-decorator]
     async def tick() -> None:
         """Only the leader ticks, just after each second begins; each tick carries that
-        second. (A Faust timer ticks every second too, but at whatever fraction of a
-        second the worker started: schedules fired up to a second late, 0.85 s at p50
-        in the scheduler bench.)"""
+        second."""
         leading = False
         while not app.should_stop:
-            await app.sleep(TICK_SECONDS - time.time() % TICK_SECONDS + TICK_AFTER_SECONDS)
+            await app.sleep(flows.tick_delay(time.time()))
             if not app.is_leader():
                 leading = False
                 continue
             if not leading:
                 log.info("this worker is the leader: ticking %s", name(topics.CRON_TICKS))
                 leading = True
-            second = datetime.fromtimestamp(math.floor(time.time()), UTC)
-            await ticks_topic.send(key=b"tick", value=to_json(CronTick(tick=second)))
-
-    async def schedule_one(message: Any) -> None:
-        tick_at = from_json(CronTick, message.value).tick.timestamp()
-        previous = previous_tick(scheduler_state.get("last_tick"), tick_at)
-        started = time.perf_counter()
-        if not scheduler.in_step:
-            # Off the event loop: with 100k schedules the first sync blocked every
-            # agent of the worker for ~13 s after Ready.
-            await asyncio.to_thread(scheduler.sync, previous)
-        now = time.time()
-        due = scheduler.fires_for_tick(previous, tick_at, now)
-        if due is None:
-            return
-        for fire, fire_time in due:
-            await send_fire(fire)
-            SCHEDULE_LATENESS.observe(max(0.0, now - fire_time))
-        scheduler_state["last_tick"] = tick_at
-        SCHEDULER_TICK.observe(time.perf_counter() - started)
+            await send_tick(b"tick", to_json(flows.tick_of(time.time())))
 
     @app.agent(ticks_topic, concurrency=1)
     async def schedule_fires(stream: Any) -> None:
-        await each_record(stream, SCHEDULER_COMPONENT, schedule_one)
+        async def handle(message: Any) -> None:
+            await flows.schedule_tick(scheduler, scheduler_state, message.value, send_fire)
+
+        await each_record(stream, SCHEDULER_COMPONENT, handle)
 
     return app
 
 
-async def _dead_letter(topic: Any, message: Any, reason: str, component: str) -> None:
-    log.warning(
-        "dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
-    )
-    key, value = dead_letter(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        error=reason,
-        component=component,
-        headers=header_pairs(message.headers),
-    )
-    await topic.send(key=key, value=value)
+def _sender(topic: Any) -> flows.Send:
+    async def send(key: bytes | None, value: bytes) -> None:
+        await topic.send(key=key, value=value)
+
+    return send
 
 
 class LoopService(Service):

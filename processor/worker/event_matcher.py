@@ -47,6 +47,7 @@ from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop
 from processor.matching.decode import event_type, header_pairs, read_event, structured_body
 from processor.matching.events import Matched, match_event
+from processor.matching.state import changelog_topic, local_store
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
 from processor.messages import Fire, WindowMatch
 from processor.metrics import (
@@ -99,7 +100,7 @@ class EventMatcher(TransactionalLoop):
         self.registry = registry
         self.definitions_ready = definitions_ready
         self.fires_topic = topics.topic_name(topics.TRIGGER_FIRES, settings)
-        self.state_topic = topics.topic_name(topics.WINDOW_STATE, settings)
+        self.state_topic = changelog_topic(settings)
         self.dead_letters_topic = topics.topic_name(topics.DEAD_LETTERS, settings)
         self.data_max_bytes = settings.event_data_max_bytes
         self.windows = WindowPartitions()
@@ -110,9 +111,7 @@ class EventMatcher(TransactionalLoop):
         """The `trigger-matches` partition of each window key seen (murmur2 is slow)."""
         self._fires: Counter[str] = Counter()
         """Window fires of this transaction by cause, counted once per checkpoint."""
-        self.local: LocalWindowStore | None = LocalWindowStore(
-            settings.data_dir / settings.app_id / "window-state"
-        )
+        self.local: LocalWindowStore | None = LocalWindowStore(local_store(settings))
         """The state's copy on this worker's disk (None if it failed: then the topic alone)."""
         self._unsaved: list[tuple[int, bytes, bytes | None]] = []
         """State records of the open transaction, for the local store once it commits."""
@@ -188,8 +187,9 @@ class EventMatcher(TransactionalLoop):
         self._unsaved += records
         for grown in oversized:
             reason = (
-                f"window state of {grown.key!r} reached {grown.size} bytes (limit "
-                f"{MAX_STATE_BYTES}); it starts afresh"
+                f"window state of trigger {grown.key.trigger_id!r}, group "
+                f"{grown.key.group!r} reached {grown.size} bytes (limit {MAX_STATE_BYTES}); "
+                "it starts afresh"
             )
             log.warning("%s", reason)
             OVERSIZED_STATES.inc()
@@ -278,7 +278,7 @@ class EventMatcher(TransactionalLoop):
             key = message.key()
             if key is not None:
                 partition = message.partition() or 0
-                self.windows.load(partition, key.decode(), message.value())
+                self.windows.load(partition, key, message.value())
                 tail.append((partition, key, message.value()))
         self._save_restored([p for p in owned if p not in kept], tail, reached)
         log.info(
@@ -302,7 +302,7 @@ class EventMatcher(TransactionalLoop):
                     continue
                 count = 0
                 for key, value in self.local.records(partition):
-                    self.windows.load(partition, key.decode(), value)
+                    self.windows.load(partition, key, value)
                     count += 1
                 loaded[partition] = count
         except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception

@@ -40,8 +40,8 @@ from processor.definitions.registry import Registry
 from processor.kafka.admin import create_topics, wait_for_broker
 from processor.matching.decode import decode_event
 from processor.matching.events import match_event
-from processor.matching.explain import window_states
-from processor.matching.stateful import evaluate, new_state
+from processor.matching.state import KeyState, StateKey, WindowState, committed_states
+from processor.matching.stateful import evaluate, state_for
 from processor.matching.windows import window_count
 from tests.integration.kafka import Pipeline
 
@@ -109,7 +109,7 @@ def oracle(
     registry: Registry, events: list[tuple[bytes, bytes]]
 ) -> tuple[set[str], dict[str, int]]:
     """Expected execution ids and window counts: the input replayed once, in order."""
-    states: dict[str, dict[str, Any]] = {}
+    states: dict[StateKey, KeyState] = {}
     expected: set[str] = set()
     for _, value in events:
         event = decode_event(value, [], topic="oracle", partition=0, offset=0, timestamp_ms=None)
@@ -118,16 +118,21 @@ def oracle(
                 expected.add(match.fire.execution_id)
             if match.window is None:
                 continue
-            key = f"{match.window.trigger_id}\x1f{match.window.group}"
-            state = states.setdefault(key, new_state(match.trigger))
+            key = StateKey(match.window.trigger_id, match.window.group)
+            state = states.setdefault(key, state_for(match.trigger, None))
             for fire in evaluate(registry, state, match.window, time.time()).fires:
                 expected.add(fire.execution_id)
+    return expected, window_counts(registry, states)
+
+
+def window_counts(registry: Registry, states: dict[StateKey, KeyState]) -> dict[str, int]:
+    """The count of each threshold window key, by its key as text."""
     counts = {}
     for key, state in states.items():
-        threshold = registry.condition(key.split("\x1f")[0]).threshold
-        assert threshold is not None
-        counts[key] = window_count(state, threshold)
-    return expected, counts
+        threshold = registry.condition(key.trigger_id).threshold
+        if threshold is not None and isinstance(state, WindowState):
+            counts[str(key)] = window_count(state, threshold)
+    return counts
 
 
 @dataclass
@@ -263,11 +268,7 @@ def verify(
         time.sleep(10)
     time.sleep(10)  # let any late duplicate land
     seen, closed = read_runs(pipeline)
-    counts = {
-        key: window_count(state, registry.condition(key.split("\x1f")[0]).threshold)  # type: ignore[arg-type]
-        for key, state in window_states(pipeline.settings).items()
-        if registry.condition(key.split("\x1f")[0]).threshold is not None
-    }
+    counts = window_counts(registry, committed_states(pipeline.settings))
     return {
         "expected_executions": len(expected),
         "dispatched_distinct": len(set(seen)),

@@ -81,13 +81,14 @@ def test_condition_decides_and_thresholds_forward_to_the_window() -> None:
 
 
 def test_threshold_fire_has_a_deterministic_id_and_carries_the_window() -> None:
+    from processor.matching.state import WindowState
     from processor.matching.stateful import evaluate
-    from processor.matching.windows import Outcome, empty_state
+    from processor.matching.windows import Outcome
 
     registry = registry_with(
         trigger("counted", "error.*", condition={"count_threshold": 2, "window": "1m"})
     )
-    state = empty_state()
+    state = WindowState()
     first, second = (
         match_event(
             registry, DomainEvent(id=i, type="error.db", source="s", time=f"2026-01-01T00:00:0{n}Z")

@@ -3,7 +3,8 @@ from __future__ import annotations
 from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
 from processor.matching.events import Verdict, match_event
-from processor.matching.stateful import evaluate, new_state, on_tick
+from processor.matching.state import StateKey
+from processor.matching.stateful import evaluate, on_tick, state_for
 from processor.messages import DomainEvent
 
 
@@ -28,9 +29,10 @@ def run(registry: Registry, events: list[DomainEvent], states: dict, now: float)
         for match in match_event(registry, event):
             if match.window is None:
                 continue
-            key = f"{match.window.trigger_id}\x1f{match.window.group}"
+            key = StateKey(match.window.trigger_id, match.window.group)
             trigger = registry.get(match.window.trigger_id)
-            state = states.setdefault(key, new_state(trigger))
+            assert trigger is not None
+            state = states[key] = state_for(trigger, states.get(key))
             fires += evaluate(registry, state, match.window, now).fires
     return fires
 
@@ -94,11 +96,16 @@ def test_a_not_followed_by_b_fires_when_time_runs_out_and_not_when_b_came() -> N
         100,
     )
     trigger_id = registry.documents()[0].trigger_id
-    before = on_tick(registry, trigger_id, "unpaid", states[f"{trigger_id}\x1funpaid"], 1799)
+    before = on_tick(registry, trigger_id, "unpaid", states[StateKey(trigger_id, "unpaid")], 1799)
     assert before.fires == [] and before.deadline == 1800
-    [fire] = on_tick(registry, trigger_id, "unpaid", states[f"{trigger_id}\x1funpaid"], 1800).fires
+    [fire] = on_tick(
+        registry, trigger_id, "unpaid", states[StateKey(trigger_id, "unpaid")], 1800
+    ).fires
     assert fire.input["not_followed_by"]["first"]["id"] == "c2"
-    assert on_tick(registry, trigger_id, "paid", states[f"{trigger_id}\x1fpaid"], 5000).fires == []
+    assert (
+        on_tick(registry, trigger_id, "paid", states[StateKey(trigger_id, "paid")], 5000).fires
+        == []
+    )
 
 
 def test_missing_key_is_a_verdict_not_an_error() -> None:
@@ -119,7 +126,7 @@ def test_debounce_fires_after_quiet_with_the_burst_and_at_max_wait() -> None:
     for i, now in enumerate([0, 5, 8, 9]):
         event = DomainEvent(id=f"e{i}", type="file.saved", source="ed", data={"user": "ann"})
         run(registry, [event], states, now)
-    state = states[f"{trigger_id}\x1fann"]
+    state = states[StateKey(trigger_id, "ann")]
     assert on_tick(registry, trigger_id, "ann", state, 18).fires == []
     [fire] = on_tick(registry, trigger_id, "ann", state, 19).fires
     burst = fire.input["debounce"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
 from processor.matching import window_state
-from processor.matching.window_state import WindowPartitions, decode
+from processor.matching.state import StateKey, decode
+from processor.matching.window_state import WindowPartitions
 from processor.messages import WindowMatch
 
 HANDLER = {
@@ -41,7 +42,7 @@ def test_the_third_match_fires_and_each_changed_key_is_one_record_per_checkpoint
     assert len(fires) == 1 and fires[0].input["window"]["count"] == 3
     records, oversized = windows.changelog()
     assert oversized == []
-    assert [(p, k) for p, k, _ in records] == [(4, f"{handler}\x1f".encode())]
+    assert [(p, k) for p, k, _ in records] == [(4, StateKey(handler).encode())]
     assert windows.changelog() == ([], [])  # nothing changed since
     assert windows.take_outcomes() == {"counted": 2, "fired": 1}
 
@@ -54,7 +55,7 @@ def test_a_new_owner_restores_the_same_state_and_does_not_fire_twice() -> None:
     records, _ = first.changelog()
     second = WindowPartitions()
     for partition, key, value in records:
-        second.load(partition, key.decode(), value)
+        second.load(partition, key, value)
     assert second.states == first.states
     assert second.observe(registry, 0, match(handler, 1), 0.0) == []  # a duplicate
     assert len(second.observe(registry, 0, match(handler, 2), 0.0)) == 1
@@ -67,7 +68,7 @@ def test_a_state_past_the_record_limit_starts_afresh_with_a_tombstone(monkeypatc
     monkeypatch.setattr(window_state, "MAX_STATE_BYTES", 10)
     records, oversized = windows.changelog()
     assert [(p, v) for p, _, v in records] == [(1, None)]
-    assert oversized[0].key == f"{handler}\x1f" and oversized[0].size > 10
+    assert oversized[0].key == StateKey(handler) and oversized[0].size > 10
     assert windows.states[1] == {}
 
 
@@ -79,7 +80,7 @@ def test_deadlines_survive_a_restore_and_expire_fires_the_quiet_key() -> None:
     [(_, key, value)] = records
     assert value is not None and decode(value)[1] is not None
     restored = WindowPartitions()
-    restored.load(2, key.decode(), value)
+    restored.load(2, key, value)
     assert restored.expire(registry, 1001.0) == []
     [fire] = restored.expire(registry, 2000.0)
     assert fire.trigger_id == quiet

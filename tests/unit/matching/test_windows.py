@@ -6,12 +6,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from processor.language.conditions import parse_condition
+from processor.matching.state import WindowState
 from processor.matching.windows import (
     MAX_CONSUMED,
     MAX_PENDING,
     Outcome,
     WindowEvent,
-    empty_state,
     observe,
 )
 
@@ -23,7 +23,7 @@ def threshold(**condition: object):
 
 
 def feed(events: list[tuple[float, str]], **condition: object) -> list[Outcome]:
-    state, t = empty_state(), threshold(**condition)
+    state, t = WindowState(), threshold(**condition)
     return [observe(state, t, WindowEvent(time, event_id)).outcome for time, event_id in events]
 
 
@@ -43,7 +43,7 @@ def test_events_spread_wider_than_the_window_never_fire() -> None:
 
 
 def test_duplicates_are_not_counted_before_or_after_a_fire() -> None:
-    state, t = empty_state(), threshold(count_threshold=3)
+    state, t = WindowState(), threshold(count_threshold=3)
     for i in range(2):
         observe(state, t, WindowEvent(float(i), f"e{i}"))
     assert observe(state, t, WindowEvent(1.0, "e1")).outcome is Outcome.DUPLICATE
@@ -54,7 +54,7 @@ def test_duplicates_are_not_counted_before_or_after_a_fire() -> None:
 
 
 def test_an_event_older_than_the_last_fire_still_counts() -> None:
-    state, t = empty_state(), threshold(count_threshold=2)
+    state, t = WindowState(), threshold(count_threshold=2)
     observe(state, t, WindowEvent(1.0, "a"))
     assert observe(state, t, WindowEvent(5.0, "b")).outcome is Outcome.FIRED
     assert observe(state, t, WindowEvent(4.0, "older")).outcome is Outcome.COUNTED
@@ -65,19 +65,19 @@ def test_an_event_older_than_the_last_fire_still_counts() -> None:
 def test_any_arrival_order_inside_one_window_span_gives_floor_n_over_count_fires(
     order: list[int], count: int
 ) -> None:
-    state, t = empty_state(), threshold(count_threshold=count)
+    state, t = WindowState(), threshold(count_threshold=count)
     fired = [observe(state, t, WindowEvent(100.0 + n, f"e{n}")).outcome for n in order]
     assert fired.count(Outcome.FIRED) == len(order) // count
 
 
 def test_a_burst_sharing_one_time_keeps_firing_and_the_state_small() -> None:
-    state, t = empty_state(), threshold(count_threshold=5)
+    state, t = WindowState(), threshold(count_threshold=5)
     fires = sum(
         observe(state, t, WindowEvent(100.0, f"b{i}")).outcome is Outcome.FIRED
         for i in range(20_000)
     )
     assert fires == 4000
-    assert len(state["pending"]) < 5 and len(state["consumed"]) <= MAX_CONSUMED
+    assert len(state.pending) < 5 and len(state.consumed) <= MAX_CONSUMED
     assert observe(state, t, WindowEvent(101.0, "fresh")).outcome is Outcome.COUNTED
 
 
@@ -101,7 +101,7 @@ def test_cooldown_holds_fires_after_one() -> None:
 
 
 def test_aggregate_over_the_window() -> None:
-    state, t = empty_state(), threshold(aggregate="sum(amount) >= 100")
+    state, t = WindowState(), threshold(aggregate="sum(amount) >= 100")
     assert observe(state, t, WindowEvent(1.0, "a", 60.0)).outcome is Outcome.COUNTED
     decision = observe(state, t, WindowEvent(2.0, "b", 50.0))
     assert (
@@ -110,7 +110,7 @@ def test_aggregate_over_the_window() -> None:
         and decision.fire.aggregate == 110.0
     )
     avg = threshold(aggregate="avg(amount) > 10", count_threshold=3)
-    state = empty_state()
+    state = WindowState()
     outcomes = [
         observe(state, avg, WindowEvent(float(i), str(i), v)).outcome
         for i, v in enumerate([5, 30, 20])
@@ -119,7 +119,7 @@ def test_aggregate_over_the_window() -> None:
 
 
 def test_fire_carries_count_bounds_and_a_bounded_sample() -> None:
-    state, t = empty_state(), threshold(count_threshold=12)
+    state, t = WindowState(), threshold(count_threshold=12)
     decision = None
     for i in range(12):
         decision = observe(state, t, WindowEvent(100.0 + i, f"e{i}", summary={"id": f"e{i}"}))
@@ -130,10 +130,10 @@ def test_fire_carries_count_bounds_and_a_bounded_sample() -> None:
 
 
 def test_memory_per_key_is_bounded() -> None:
-    state, t = empty_state(), threshold(count_threshold=MAX_PENDING + 1)
+    state, t = WindowState(), threshold(count_threshold=MAX_PENDING + 1)
     for i in range(MAX_PENDING + 50):
         observe(state, t, WindowEvent(float(i) / 1000, f"e{i}"))
-    assert len(state["pending"]) == MAX_PENDING
+    assert len(state.pending) == MAX_PENDING
 
 
 @given(
@@ -149,7 +149,7 @@ def test_replaying_any_input_in_any_order_adds_no_fire(
     events = [
         (float(first_time.setdefault(event_id, time)), f"e{event_id}") for time, event_id in raw
     ]
-    state = empty_state()
+    state = WindowState()
     first = {d.fire.crossing_id for e in events if (d := observe(state, t, WindowEvent(*e))).fire}
     replay = events[:]
     random.Random(len(events)).shuffle(replay)

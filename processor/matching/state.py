@@ -1,0 +1,210 @@
+"""The state a stateful trigger keeps per key, as typed records, and the one place that
+knows how they are keyed, encoded and stored.
+
+A key is a (trigger, group) pair: the group is what `group_by` (or a pattern's `key`)
+gives for an event, "" when there is none. Its state is one of three records, chosen by
+the trigger's kind:
+
+    WindowState    threshold windows (windows.py): events not yet counted, the ids a
+                   fire counted, the newest event time, the last fire's window end
+    SequenceState  followed_by / not_followed_by (sequences.py): the As waiting for
+                   their B, the keys seen, the fires remembered for replays
+    DebounceState  debounce (sequences.py): the burst so far and when it began and was
+                   last added to
+
+Where it lives and how it is written:
+
+    trigger-matches[p]        key   StateKey.encode(): b"<trigger id>\\x1f<group>"
+    trigger-window-state[p]   key   the same (compacted; same partition p)
+                              value encode(): {"kind", "state", "deadline"} as JSON,
+                                    null when the key's state is gone
+    <data dir>/<app id>/window-state   the worker's RocksDB copy (local_state.py)
+
+Records written before `kind` was part of the value are read by their fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+from processor import topics
+from processor.config import Settings
+from processor.errors import TriggersError
+from processor.kafka.reader import read_to_end
+
+SEPARATOR = "\x1f"
+LOCAL_STORE = "window-state"
+"""The directory of the worker's local copy, under its data directory and app id."""
+
+
+class StateKey(NamedTuple):
+    trigger_id: str
+    group: str = ""
+
+    def encode(self) -> bytes:
+        return f"{self.trigger_id}{SEPARATOR}{self.group}".encode()
+
+    def __str__(self) -> str:
+        return f"{self.trigger_id}{SEPARATOR}{self.group}"
+
+    @classmethod
+    def parse(cls, key: bytes | str) -> StateKey:
+        text = key.decode() if isinstance(key, bytes) else key
+        trigger_id, _, group = text.partition(SEPARATOR)
+        return cls(trigger_id, group)
+
+
+class PendingEvent(NamedTuple):
+    """An event in a window, not yet counted by a fire."""
+
+    time: float
+    """Event time, seconds since the epoch."""
+    id: str
+    """source + id: what dedupes it."""
+    value: float | None
+    """The aggregated field's value, if the trigger aggregates."""
+    summary: dict[str, Any]
+    """The bounded summary a fire's sample shows."""
+
+
+class PatternEvent(NamedTuple):
+    """An event a pattern holds: an A waiting for its B, or one of a debounced burst."""
+
+    time: float
+    """Event time (sequences) or when it was seen (debounce), seconds since the epoch."""
+    key: str
+    """source + id."""
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PatternFire:
+    """A pattern's fire, remembered so that a replayed event returns the same one."""
+
+    cause_key: str
+    """Event key the execution id derives from (the B, the unanswered A, or the burst's first)."""
+    details: dict[str, Any]
+
+
+@dataclass(slots=True)
+class WindowState:
+    pending: list[PendingEvent] = field(default_factory=list)
+    """By time; at most windows.MAX_PENDING."""
+    consumed: dict[str, float] = field(default_factory=dict)
+    """Id -> time of the events fires counted: the newest windows.MAX_CONSUMED, none a
+    window or more behind `latest`, oldest first."""
+    latest: float | None = None
+    """The newest event time seen for the key."""
+    last_fire_end: float | None = None
+    """The end of the latest window that fired (what `cooldown` counts from)."""
+
+
+@dataclass(slots=True)
+class SequenceState:
+    pending: list[PatternEvent] = field(default_factory=list)
+    """The As not yet paired or answered; at most sequences.MAX_PENDING."""
+    seen: list[str] = field(default_factory=list)
+    """Keys of the events already taken, newest last (dedupe)."""
+    fires: list[PatternFire] = field(default_factory=list)
+    """The last sequences.MAX_FIRES_REMEMBERED fires."""
+
+
+@dataclass(slots=True)
+class DebounceState:
+    pending: list[PatternEvent] = field(default_factory=list)
+    """The burst so far; at most the trigger's `max_events`."""
+    seen: list[str] = field(default_factory=list)
+    fires: list[PatternFire] = field(default_factory=list)
+    first_seen: float | None = None
+    """When the burst's first event was seen (what `max_wait` counts from)."""
+    last_seen: float | None = None
+    """When its latest event was seen (what `quiet` counts from)."""
+    dropped: int = 0
+    """Events of the burst beyond `max_events`: counted, not kept."""
+
+
+KeyState = WindowState | SequenceState | DebounceState
+
+_KINDS: dict[str, type[KeyState]] = {
+    "window": WindowState,
+    "sequence": SequenceState,
+    "debounce": DebounceState,
+}
+_KIND_OF = {kind: name for name, kind in _KINDS.items()}
+
+
+def _as_array(value: Any) -> Any:
+    if isinstance(value, tuple):  # PendingEvent, PatternEvent
+        return list(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def encode(state: KeyState, deadline: float | None) -> bytes:
+    return orjson.dumps(
+        {"kind": _KIND_OF[type(state)], "state": state, "deadline": deadline}, default=_as_array
+    )
+
+
+def decode(value: bytes) -> tuple[KeyState, float | None]:
+    """A changelog record's state and deadline (when `on_tick` next has work for it)."""
+    found = orjson.loads(value)
+    fields = found["state"]
+    kind = found.get("kind") or _kind_by_fields(fields)
+    state: KeyState
+    if kind == "window":
+        state = WindowState(
+            [PendingEvent(*p) for p in fields["pending"]],
+            fields["consumed"],
+            fields["latest"],
+            fields["last_fire_end"],
+        )
+    else:
+        pending = [PatternEvent(*p) for p in fields["pending"]]
+        fires = [PatternFire(f["cause_key"], f["details"]) for f in fields["fires"]]
+        if kind == "debounce":
+            state = DebounceState(
+                pending,
+                fields["seen"],
+                fires,
+                fields.get("first_seen"),
+                fields.get("last_seen"),
+                fields.get("dropped", 0),
+            )
+        else:
+            state = SequenceState(pending, fields["seen"], fires)
+    return state, found.get("deadline")
+
+
+def _kind_by_fields(fields: dict[str, Any]) -> str:
+    if "consumed" in fields:
+        return "window"
+    return "debounce" if "first_seen" in fields else "sequence"
+
+
+def changelog_topic(settings: Settings) -> str:
+    return topics.topic_name(topics.WINDOW_STATE, settings)
+
+
+def local_store(settings: Settings) -> Path:
+    return settings.data_dir / settings.app_id / LOCAL_STORE
+
+
+def committed_states(settings: Settings) -> dict[StateKey, KeyState]:
+    """Every key's state as committed to the changelog (empty when the topic does not
+    exist): what `triggers explain` and the chaos verifier read, so no worker is asked."""
+    states: dict[StateKey, KeyState] = {}
+    try:
+        for message in read_to_end(settings, changelog_topic(settings)):
+            key = StateKey.parse(message.key() or b"")
+            value = message.value()
+            if value is None:
+                states.pop(key, None)
+            else:
+                states[key] = decode(value)[0]
+    except TriggersError:
+        return {}
+    return states
