@@ -27,10 +27,13 @@ Events no trigger's pattern can match are passed over once their `type` is read.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -255,32 +258,33 @@ class EventMatcher(TransactionalLoop):
                 return
             log.warning("window state %s: waiting for a stopped worker's transaction", owned)
         started = time.monotonic()
-        self.windows.drop(owned)
-        local = self._restore_local(owned)
-        kept: set[int] = set()
-        """Partitions whose local copy is used: read from its offset on."""
-        reached: dict[int, int] = {}
-        tail: list[tuple[int, bytes, bytes | None]] = []
+        with collection_paused():
+            self.windows.drop(owned)
+            local = self._restore_local(owned)
+            kept: set[int] = set()
+            """Partitions whose local copy is used: read from its offset on."""
+            reached: dict[int, int] = {}
+            tail: list[tuple[int, bytes, bytes | None]] = []
 
-        def start(partition: int, low: int, high: int) -> int:
-            position = None
-            if partition in local and self.local is not None:
-                position = self.local.position(partition, low, high)
-            if position is None:
-                self.windows.drop([partition])  # from the topic's beginning instead
-                return low
-            kept.add(partition)
-            return position
+            def start(partition: int, low: int, high: int) -> int:
+                position = None
+                if partition in local and self.local is not None:
+                    position = self.local.position(partition, low, high)
+                if position is None:
+                    self.windows.drop([partition])  # from the topic's beginning instead
+                    return low
+                kept.add(partition)
+                return position
 
-        for message in read_to_end(
-            self.settings, self.state_topic, owned, start=start, positions=reached
-        ):
-            key = message.key()
-            if key is not None:
-                partition = message.partition() or 0
-                self.windows.load(partition, key, message.value())
-                tail.append((partition, key, message.value()))
-        self._save_restored([p for p in owned if p not in kept], tail, reached)
+            for message in read_to_end(
+                self.settings, self.state_topic, owned, start=start, positions=reached
+            ):
+                key = message.key()
+                if key is not None:
+                    partition = message.partition() or 0
+                    self.windows.load(partition, key, message.value())
+                    tail.append((partition, key, message.value()))
+            self._save_restored([p for p in owned if p not in kept], tail, reached)
         log.info(
             "window state of partitions %s restored: %d keys from the local store and %d "
             "records of %s in %.1f s",
@@ -433,6 +437,23 @@ class EventMatcher(TransactionalLoop):
                     tp.offset = starts.get((tp.topic, tp.partition), tp.offset)
         self.retrying(lambda: self.restore(partitions))
         consumer.assign(partitions)
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """Python's cyclic collector is off while a restore builds window state, and what it
+    built is then left out of its reach (`gc.freeze`), as the worker does with what
+    start-up loaded. A million keys are millions of objects; with the collector on, the
+    collections their allocations set off walked them again and again: two thirds of
+    the restore's time in `bench/worker_scale.py`."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.freeze()
+            gc.enable()
 
 
 def _committed_by(settings: Settings, partitions: list[TopicPartition]) -> Any:

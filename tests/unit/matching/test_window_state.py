@@ -56,7 +56,10 @@ def test_a_new_owner_restores_the_same_state_and_does_not_fire_twice() -> None:
     second = WindowPartitions()
     for partition, key, value in records:
         second.load(partition, key, value)
-    assert second.states == first.states
+    assert second.states.keys() == first.states.keys()
+    for partition, states in first.states.items():
+        for key, state in states.items():
+            assert second.state(partition, key) == state
     assert second.observe(registry, 0, match(handler, 1), 0.0) == []  # a duplicate
     assert len(second.observe(registry, 0, match(handler, 2), 0.0)) == 1
 
@@ -95,3 +98,23 @@ def test_dropping_partitions_forgets_their_state() -> None:
     assert set(windows.states) == {2}
     windows.drop(None)
     assert windows.states == {}
+
+
+def test_a_restored_window_is_read_only_when_its_key_is_used() -> None:
+    registry, [handler] = registry_with(HANDLER)
+    first = WindowPartitions()
+    first.observe(registry, 0, match(handler, 0), 0.0)
+    first.observe(registry, 0, match(handler, 0, group="other"), 0.0)
+    records, _ = first.changelog()
+    second = WindowPartitions()
+    for partition, key, value in records:
+        second.load(partition, key, value)
+    assert all(isinstance(kept, bytes) for kept in second.states[0].values())
+    assert second.observe(registry, 0, match(handler, 1), 0.0) == []
+    kept = second.states[0]
+    assert not isinstance(kept[StateKey(handler)], bytes)
+    assert isinstance(kept[StateKey(handler, "other")], bytes)
+    # Only the key used is written again; the other keeps its record as it was.
+    records, _ = second.changelog()
+    assert [key for _, key, _ in records] == [StateKey(handler).encode()]
+    assert len(second.observe(registry, 0, match(handler, 2), 0.0)) == 1  # counted 0, 1, 2
