@@ -40,7 +40,7 @@ from processor.definitions.loader import load_paths
 from processor.definitions.registry import Registry
 from processor.matching.events import Matched
 from processor.matching.state import encode
-from processor.matching.stateful import evaluate, state_for
+from processor.matching.stateful import evaluate
 from processor.worker.event_matcher import partition_of
 
 OBSERVE_SECONDS = 60
@@ -94,8 +94,8 @@ def _seed_changelog(run: Run, keys: int, registry: Registry) -> float:
             None,
             {**event, "data": {"severity": "high", "host": host}},
         )
-        state = state_for(registry.get(WINDOW_TRIGGER), None)  # type: ignore[arg-type]
-        evaluate(registry, state, match, now)
+        state = evaluate(registry, None, match, now).state
+        assert state is not None
         raw_key = match.key()
         while True:
             try:

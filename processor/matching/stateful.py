@@ -1,10 +1,11 @@
 """The stateful evaluator's decision for one match or tick (no Kafka here).
 
 One evaluator per (trigger, key) handles thresholds (windows.py) and sequence,
-absence and debounce patterns (sequences.py). The caller takes the key's state through
-`state_for` (a fresh one for a new key, or for a trigger edited into another kind),
-calls `evaluate` (an event) or `on_tick` (time passing), and keeps the state, with the
-returned deadline: when `on_tick` next has something to do for the key.
+absence and debounce patterns (sequences.py). The caller passes the key's state (None
+for a new key) to `evaluate` (an event) or `on_tick` (time passing) and keeps the state
+the evaluation returns (the same one, or a fresh one of the trigger's kind when the
+trigger was edited into another), with the returned deadline: when `on_tick` next has
+something to do for the key.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Evaluation:
     """For metrics; None when the trigger is gone, disabled or changed kind."""
     fires: list[Fire] = field(default_factory=list)
     deadline: float | None = None
+    state: KeyState | None = None
+    """The key's state to keep (None with no outcome)."""
 
 
 def _iso(seconds: float) -> str:
@@ -79,17 +82,22 @@ def _pattern_fire(
     )
 
 
-def evaluate(registry: Registry, state: KeyState, match: Matched, now: float) -> Evaluation:
-    """An event for the key; `state` is `state_for` the trigger (else: no outcome)."""
+def evaluate(registry: Registry, state: KeyState | None, match: Matched, now: float) -> Evaluation:
+    """An event for the key (its state updated in place, or a fresh one made)."""
     trigger = registry.get(match.trigger_id)
-    if (
-        trigger is None
-        or not trigger.enabled
-        or trigger.event is None
-        or type(state) is not kind_of(trigger)
-    ):
+    if trigger is None or not trigger.enabled or trigger.event is None:
         return Evaluation(None)
+    state = state_for(trigger, state)
+    evaluation = _on_event(registry, trigger, state, match, now)
+    evaluation.state = state
+    return evaluation
+
+
+def _on_event(
+    registry: Registry, trigger: TriggerDocument, state: KeyState, match: Matched, now: float
+) -> Evaluation:
     event = trigger.event
+    assert event is not None
     if isinstance(state, WindowState):
         return _threshold(registry, trigger, state, match)
     if isinstance(state, DebounceState):
@@ -125,7 +133,8 @@ def evaluate(registry: Registry, state: KeyState, match: Matched, now: float) ->
 def on_tick(
     registry: Registry, trigger_id: str, group: str, state: KeyState, now: float
 ) -> Evaluation:
-    """Time passed: absence deadlines and quiet debounces fire."""
+    """Time passed: absence deadlines and quiet debounces fire (a state of another kind
+    than the trigger's, edited since, has nothing due)."""
     trigger = registry.get(trigger_id)
     if (
         trigger is None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from processor.definitions.registry import Registry
 from processor.matching.events import Matched
 from processor.matching.state import KeyState, StateKey, decode, encode, is_window_record
-from processor.matching.stateful import evaluate, on_tick, state_for
+from processor.matching.stateful import evaluate, on_tick
 from processor.messages import Fire
 
 MAX_STATE_BYTES = 512 * 1024
@@ -65,11 +65,7 @@ class WindowPartitions:
 
     def state(self, partition: int, key: StateKey) -> KeyState | None:
         """The key's state (a restored record is read here, once)."""
-        states = self.states.get(partition, {})
-        found = states.get(key)
-        if isinstance(found, bytes):
-            found = states[key] = decode(found)[0]
-        return found
+        return _read(self.states.get(partition, {}), key)
 
     def drop(self, partitions: list[int] | None) -> None:
         """Forget partitions this worker no longer owns (None: all)."""
@@ -81,16 +77,12 @@ class WindowPartitions:
     def observe(self, registry: Registry, partition: int, match: Matched, now: float) -> list[Fire]:
         """A match for a key: its state changes, and maybe a trigger fires."""
         key = StateKey(match.trigger_id, match.group)
-        trigger = registry.get(match.trigger_id)
-        if trigger is None:
-            return []
         states = self.states.setdefault(partition, {})
-        state = state_for(trigger, self.state(partition, key))
-        evaluation = evaluate(registry, state, match, now)
-        if evaluation.outcome is None:
+        evaluation = evaluate(registry, _read(states, key), match, now)
+        if evaluation.outcome is None or evaluation.state is None:
             return []
         self.outcomes[evaluation.outcome] += 1
-        states[key] = state
+        states[key] = evaluation.state
         self._deadline(partition, key, evaluation.deadline)
         return evaluation.fires
 
@@ -147,3 +139,10 @@ class WindowPartitions:
             deadlines.pop(key, None)
         else:
             deadlines[key] = deadline
+
+
+def _read(states: dict[StateKey, KeyState | bytes], key: StateKey) -> KeyState | None:
+    found = states.get(key)
+    if isinstance(found, bytes):
+        found = states[key] = decode(found)[0]
+    return found

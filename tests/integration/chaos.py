@@ -41,7 +41,7 @@ from processor.kafka.admin import create_topics, wait_for_broker
 from processor.matching.decode import decode_event
 from processor.matching.events import match_event
 from processor.matching.state import KeyState, StateKey, WindowState, committed_states
-from processor.matching.stateful import evaluate, state_for
+from processor.matching.stateful import evaluate
 from processor.matching.windows import window_count
 from tests.integration.kafka import Pipeline
 
@@ -119,9 +119,10 @@ def oracle(
             if match.window is None:
                 continue
             key = StateKey(match.window.trigger_id, match.window.group)
-            state = states.setdefault(key, state_for(match.trigger, None))
-            for fire in evaluate(registry, state, match.window, time.time()).fires:
-                expected.add(fire.execution_id)
+            evaluation = evaluate(registry, states.get(key), match.window, time.time())
+            if evaluation.state is not None:
+                states[key] = evaluation.state
+            expected.update(fire.execution_id for fire in evaluation.fires)
     return expected, window_counts(registry, states)
 
 

@@ -4,7 +4,7 @@ from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
 from processor.matching.events import Verdict, match_event
 from processor.matching.state import StateKey
-from processor.matching.stateful import evaluate, on_tick, state_for
+from processor.matching.stateful import evaluate, on_tick
 from processor.messages import DomainEvent
 
 
@@ -30,10 +30,10 @@ def run(registry: Registry, events: list[DomainEvent], states: dict, now: float)
             if match.window is None:
                 continue
             key = StateKey(match.window.trigger_id, match.window.group)
-            trigger = registry.get(match.window.trigger_id)
-            assert trigger is not None
-            state = states[key] = state_for(trigger, states.get(key))
-            fires += evaluate(registry, state, match.window, now).fires
+            evaluation = evaluate(registry, states.get(key), match.window, now)
+            if evaluation.state is not None:
+                states[key] = evaluation.state
+            fires += evaluation.fires
     return fires
 
 
