@@ -35,6 +35,16 @@ class SaslMechanism(StrEnum):
     SCRAM_SHA_512 = "SCRAM-SHA-512"
 
 
+class Compression(StrEnum):
+    """How our producers compress record batches (librdkafka's `compression.type`)."""
+
+    NONE = "none"
+    GZIP = "gzip"
+    SNAPPY = "snappy"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+
+
 class Settings(BaseSettings):
     """Process settings. Each field is the environment variable `TRIGGERS_<NAME>`."""
 
@@ -63,6 +73,11 @@ class Settings(BaseSettings):
     )
     kafka_ssl_key_location: Path | None = Field(
         None, description="PEM private key of that client certificate."
+    )
+    kafka_compression: Compression = Field(
+        Compression.LZ4,
+        description="Compression of the record batches the product writes: none, gzip, "
+        "snappy, lz4 or zstd.",
     )
     topic_prefix: str = Field(
         "", description="Prefix added to every topic name, e.g. `staging.`; empty by default."

@@ -92,3 +92,18 @@ def test_per_trigger_series_are_bounded() -> None:
     ]
     many = TriggerLabels(limit=100)
     assert len({many(f"t{n}") for n in range(100_000)}) == 101  # 100 ids and "_other"
+
+
+def test_producers_compress_with_lz4_unless_told_otherwise() -> None:
+    from processor.config import Compression
+    from processor.kafka.clients import producer_config
+
+    assert producer_config(Settings())["compression.type"] == "lz4"
+    chosen = Settings(kafka_compression=Compression.ZSTD)
+    assert producer_config(chosen)["compression.type"] == "zstd"
+
+
+def test_an_unknown_codec_is_refused_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIGGERS_KAFKA_COMPRESSION", "brotli")
+    with pytest.raises(ValueError, match="lz4"):
+        Settings()
