@@ -107,3 +107,9 @@ def test_an_unknown_codec_is_refused_with_the_choices(monkeypatch: pytest.Monkey
     monkeypatch.setenv("TRIGGERS_KAFKA_COMPRESSION", "brotli")
     with pytest.raises(ValueError, match="lz4"):
         Settings()
+
+
+def test_consumers_look_again_soon_after_their_fetch_queue_was_full() -> None:
+    from processor.kafka.clients import consumer_config
+
+    assert consumer_config(Settings(), "g")["fetch.queue.backoff.ms"] <= 50
