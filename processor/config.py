@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         description="Whether `triggers worker` runs the dispatcher too; false when "
         "`triggers dispatcher` runs it in processes of its own.",
     )
+    worker_dispatcher_process: bool = Field(
+        True,
+        description="With TRIGGERS_WORKER_DISPATCHER, whether the worker runs the dispatcher "
+        "in a child process (an interpreter, a core, of its own) rather than a thread.",
+    )
     worker_metrics_port: int = Field(
         9464, description="Port of the worker's Prometheus `/metrics`; 0 turns it off."
     )

@@ -142,7 +142,11 @@ def worker() -> None:
 
 
 @app.command()
-def dispatcher() -> None:
+def dispatcher(
+    ready_file: Annotated[
+        Path | None, typer.Option(hidden=True, help="Created once the dispatcher consumes.")
+    ] = None,
+) -> None:
     """Run only the dispatcher, for workers started with TRIGGERS_WORKER_DISPATCHER=false
     (foreground; SIGTERM or Ctrl-C stops)."""
     from processor.worker.app import run_dispatcher
@@ -150,7 +154,7 @@ def dispatcher() -> None:
     settings = _settings()
     configure(settings.log_level, "dispatcher", settings.log_format)
     try:
-        run_dispatcher(settings)
+        run_dispatcher(settings, ready_file)
     except TriggersError as exc:
         raise _fail(str(exc)) from None
 
@@ -905,3 +909,7 @@ def enable(trigger: Annotated[str, typer.Argument(help="Trigger id or name.")]) 
 def disable(trigger: Annotated[str, typer.Argument(help="Trigger id or name.")]) -> None:
     """Disable a trigger (it stays defined but never fires)."""
     _set_enabled(trigger, False)
+
+
+if __name__ == "__main__":  # `python -m processor.cli.main`: how a worker starts its dispatcher
+    run()

@@ -21,12 +21,14 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import faust
 from mode import Service
+from prometheus_client.metrics_core import Metric
 
 from processor import topics
 from processor.config import Settings, replication
@@ -43,6 +45,7 @@ from processor.metrics import GC_PAUSES, trigger_label
 from processor.serde import to_json
 from processor.worker import flows
 from processor.worker.definitions_table import caught_up, definitions_table
+from processor.worker.dispatcher_process import DispatcherProcess
 from processor.worker.event_matcher import EventMatcher
 from processor.worker.health import ConsumerHealth, serve_metrics_and_health
 from processor.worker.transport import App
@@ -168,6 +171,17 @@ class LoopService(Service):
         await asyncio.to_thread(self.transactional_loop.stop)
 
 
+class ChildService(Service):
+    """Stops the dispatcher's child process with the Faust worker."""
+
+    def __init__(self, child: DispatcherProcess, **kwargs: Any) -> None:
+        self.child = child
+        super().__init__(**kwargs)
+
+    async def on_stop(self) -> None:
+        await asyncio.to_thread(self.child.stop)
+
+
 @contextmanager
 def data_dir_claimed(settings: Settings) -> Iterator[None]:
     """Hold this worker's state directory for the length of the block.
@@ -215,22 +229,35 @@ def run_worker(settings: Settings) -> None:
         app = create_app(settings, registry, definitions_ready)
         matcher = EventMatcher(settings, registry, definitions_ready)
         loops: list[TransactionalLoop] = [matcher]
-        if settings.worker_dispatcher:
-            loops.append(Dispatcher(settings))
+        dispatcher = Dispatcher(settings) if settings.worker_dispatcher else None
+        child = DispatcherProcess() if dispatcher and settings.worker_dispatcher_process else None
+        if dispatcher is not None and child is None:
+            loops.append(dispatcher)
         if settings.worker_metrics_port:
             faust_topics = [
                 topics.topic_name(t, settings) for t in (topics.WEBHOOKS, topics.CRON_TICKS)
             ]
             groups = {loop.group_id: loop.topics for loop in loops}
+            if dispatcher is not None:
+                groups[dispatcher.group_id] = dispatcher.topics
             groups[settings.app_id] = faust_topics  # Faust's agents
             _serve_health(
                 settings,
                 groups,
-                lambda: definitions_ready.is_set() and all(loop.ready.is_set() for loop in loops),
+                lambda: (
+                    definitions_ready.is_set()
+                    and all(loop.ready.is_set() for loop in loops)
+                    and (child is None or child.ready())
+                ),
+                child.metrics if child is not None else None,
             )
+        services: list[Service] = [LoopService(loop) for loop in loops]
+        if child is not None:
+            child.start()  # from the main thread, which its death signal follows
+            services.append(ChildService(child))
         worker = faust.Worker(
             app,
-            *(LoopService(loop) for loop in loops),
+            *services,
             loglevel=settings.log_level.lower().replace("warning", "warn"),
             logging_config=faust_logging_config(settings.log_level, "worker", settings.log_format),
             quiet=True,
@@ -238,11 +265,11 @@ def run_worker(settings: Settings) -> None:
         worker.execute_from_commandline()
 
 
-def run_dispatcher(settings: Settings) -> None:
+def run_dispatcher(settings: Settings, ready_file: Path | None = None) -> None:
     """Run only the dispatcher, in the foreground until SIGTERM or Ctrl-C: for workers
-    started with TRIGGERS_WORKER_DISPATCHER=false, so that the matchers and the
-    dispatcher each have an interpreter (a core) of their own. Any number may run: they
-    share the dispatcher's consumer group, as workers do."""
+    started with TRIGGERS_WORKER_DISPATCHER=false, and as a worker's child process
+    (dispatcher_process.py; `ready_file` is created once it consumes). Any number may
+    run: they share the dispatcher's consumer group, as workers do."""
     time_gc_pauses()
     trigger_label.configure(settings.metrics_trigger_label_limit, settings.metrics_trigger_ids)
     refuse_early(settings)
@@ -254,16 +281,25 @@ def run_dispatcher(settings: Settings) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     dispatcher.start()
     log.info("dispatcher process running (group %s)", dispatcher.group_id)
+    while ready_file is not None and not stop.is_set():
+        if dispatcher.ready.wait(0.5):
+            ready_file.touch()
+            break
     stop.wait()
     log.info("dispatcher process stopping")
     dispatcher.stop()
 
 
 def _serve_health(
-    settings: Settings, groups: dict[str, list[str]], ready: Callable[[], bool]
+    settings: Settings,
+    groups: dict[str, list[str]],
+    ready: Callable[[], bool],
+    more_metrics: Callable[[], Iterable[Metric]] | None = None,
 ) -> None:
     health = ConsumerHealth(
         settings, groups, settings.worker_health_interval_seconds, settings.worker_stall_seconds
     )
     health.start()
-    serve_metrics_and_health(health, settings.http_host, settings.worker_metrics_port, ready)
+    serve_metrics_and_health(
+        health, settings.http_host, settings.worker_metrics_port, ready, more_metrics
+    )

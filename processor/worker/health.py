@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,11 +29,13 @@ import orjson
 from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException
 from confluent_kafka import TopicPartition as Partition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from processor.config import Settings
 from processor.kafka.clients import common_config
 from processor.metrics import CONSUMER_LAG, CONSUMER_STALLED
+from processor.worker.dispatcher_process import merged
 
 log = logging.getLogger(__name__)
 CALL_TIMEOUT_SECONDS = 10.0
@@ -171,17 +173,35 @@ class ConsumerHealth:
 
 
 def serve_metrics_and_health(
-    health: ConsumerHealth, host: str, port: int, ready: Callable[[], bool]
+    health: ConsumerHealth,
+    host: str,
+    port: int,
+    ready: Callable[[], bool],
+    more_metrics: Callable[[], Iterable[Metric]] | None = None,
 ) -> ThreadingHTTPServer:
-    """The worker's HTTP endpoint: `/metrics` (Prometheus), `/healthz` (200, or 503
-    while a consumer group is stalled; JSON with each group's lag either way) and
-    `/readyz` (200 once `ready()`: definitions loaded and both loops consuming)."""
+    """The worker's HTTP endpoint: `/metrics` (Prometheus; with `more_metrics`, those of
+    its dispatcher's process too), `/healthz` (200, or 503 while a consumer group is
+    stalled; JSON with each group's lag either way) and `/readyz` (200 once `ready()`:
+    definitions loaded and both loops consuming)."""
+
+    def page() -> bytes:
+        if more_metrics is None:
+            return generate_latest()
+        families = merged(REGISTRY.collect(), more_metrics())
+
+        class Families:
+            def collect(self) -> Iterable[Metric]:
+                return families
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Families())
+        return generate_latest(registry)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._answer(200, generate_latest(), CONTENT_TYPE_LATEST)
+                self._answer(200, page(), CONTENT_TYPE_LATEST)
             elif path == "/readyz":
                 up = ready()
                 said = orjson.dumps({"status": "ready" if up else "starting"})
