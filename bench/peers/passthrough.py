@@ -21,6 +21,8 @@ def main() -> None:
             "group.id": f"passthrough-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": True,
+            # Not librdkafka's 1 s pause once its queue is full (docs/benchmarks.md).
+            "fetch.queue.backoff.ms": 10,
         }
     )
     producer = Producer(
