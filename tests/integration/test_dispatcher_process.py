@@ -14,16 +14,7 @@ import pytest
 
 from processor import topics
 from tests.integration.kafka import Pipeline, reading
-from tests.integration.test_worker_health import free_port
-
-TRIGGER = """
-trigger:
-  name: Every deploy
-  type: event
-  overlap: allow_all
-  event: {pattern: "deploy.*"}
-  agent: {id: a}
-"""
+from tests.integration.test_worker_health import TRIGGER, free_port
 
 
 def children(pid: int) -> list[int]:
