@@ -230,7 +230,11 @@ def run_worker(settings: Settings) -> None:
         matcher = EventMatcher(settings, registry, definitions_ready)
         loops: list[TransactionalLoop] = [matcher]
         dispatcher = Dispatcher(settings) if settings.worker_dispatcher else None
-        child = DispatcherProcess() if dispatcher and settings.worker_dispatcher_process else None
+        child = (
+            DispatcherProcess(settings.data_dir / settings.app_id / "dispatcher-process")
+            if dispatcher is not None and settings.worker_dispatcher_process
+            else None
+        )
         if dispatcher is not None and child is None:
             loops.append(dispatcher)
         if settings.worker_metrics_port:

@@ -24,7 +24,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -49,15 +48,18 @@ class DispatcherProcess:
     """`triggers dispatcher` as this worker's child (start it from the main thread: the
     child's death signal follows the thread that started it)."""
 
-    def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="triggers-dispatcher-"))
-        self.metrics_directory = self.directory / "metrics"
-        self.metrics_directory.mkdir()
-        self.ready_file = self.directory / "ready"
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        """Under the worker's claimed data directory: what a killed worker's child left
+        there is cleared by the next start, not left behind in /tmp."""
+        self.metrics_directory = directory / "metrics"
+        self.ready_file = directory / "ready"
         self.process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
 
     def start(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.metrics_directory.mkdir(parents=True)
         env = {
             **os.environ,
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_directory),
@@ -66,7 +68,8 @@ class DispatcherProcess:
         command = [sys.executable, "-m", "processor.cli.main", "dispatcher"]
         command += ["--ready-file", str(self.ready_file)]
         preexec = _die_with_parent if sys.platform == "linux" else None
-        self.process = subprocess.Popen(command, env=env, preexec_fn=preexec)
+        # A process group of its own: Ctrl-C reaches the worker, which stops the child.
+        self.process = subprocess.Popen(command, env=env, preexec_fn=preexec, process_group=0)
         log.info("dispatcher process %d started", self.process.pid)
         threading.Thread(target=self._watch, name="dispatcher-process", daemon=True).start()
 
