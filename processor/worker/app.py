@@ -285,9 +285,11 @@ def run_dispatcher(settings: Settings, ready_file: Path | None = None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     dispatcher.start()
     log.info("dispatcher process running (group %s)", dispatcher.group_id)
-    while ready_file is not None and not stop.is_set():
+    while not stop.is_set():
         if dispatcher.ready.wait(0.5):
-            ready_file.touch()
+            gc.freeze()  # start-up and the restored state stay: no collection walks them
+            if ready_file is not None:
+                ready_file.touch()
             break
     stop.wait()
     log.info("dispatcher process stopping")
