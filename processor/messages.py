@@ -6,6 +6,7 @@ timezone-aware and serialized as ISO 8601.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -43,7 +44,21 @@ def execution_id_for(trigger_id: str, cause_kind: str, cause_key: str) -> str:
     Reprocessing the same input after a crash yields the same id, so every duplicate
     downstream is recognisable (and dropped by the dispatcher).
     """
-    return str(uuid.uuid5(EXECUTION_NAMESPACE, f"{trigger_id}\x1f{cause_kind}\x1f{cause_key}"))
+    return uuid5_text(f"{trigger_id}\x1f{cause_kind}\x1f{cause_key}")
+
+
+_NAMESPACE_BYTES = EXECUTION_NAMESPACE.bytes
+
+
+def uuid5_text(name: str) -> str:
+    """`str(uuid.uuid5(EXECUTION_NAMESPACE, name))` without building a UUID object: the
+    same SHA-1, version and variant bits, formatted from the digest directly (a third of
+    the time; every fire pays it)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 class _Message(BaseModel):

@@ -66,6 +66,11 @@ def transactional_config(transactional_id: str) -> dict[str, Any]:
         # librdkafka's default, 100 ms, was most of the event path's p99 at 200 events/s
         # (130 ms; 24 ms with 10 ms). Java's client waits 20 ms there (KAFKA-5477).
         "retry.backoff.ms": 10,
+        # What a turn produces waits for its commit (which sends at once, whatever the
+        # linger: librdkafka's flush overrides it) instead of leaving in a produce request
+        # per partition every 5 ms while the turn runs: the dispatcher's produce requests
+        # halved (13,714 -> 6,271 in one bench run), the matcher's fell by a third.
+        "linger.ms": 100,
     }
 
 

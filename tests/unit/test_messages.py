@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 
 from processor.definitions.model import ConcurrencySpec, OnFailure, RetrySpec
 from processor.messages import (
+    EXECUTION_NAMESPACE,
     Cause,
     CauseKind,
     ControlAction,
@@ -27,6 +29,7 @@ from processor.messages import (
     WebhookDelivery,
     WindowMatch,
     execution_id_for,
+    uuid5_text,
 )
 from processor.serde import SCHEMAS_DIR, avro_schema, from_avro, from_json, to_avro, to_json
 
@@ -197,3 +200,13 @@ def test_execution_ids_are_deterministic_per_cause() -> None:
     assert execution_id_for("t", "event", "e-1") != execution_id_for("t", "event", "e-2")
     assert execution_id_for("t", "event", "e-1") != execution_id_for("u", "event", "e-1")
     assert execution_id_for("t", "event", "e-1") != execution_id_for("t", "webhook", "e-1")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "t\x1fevent\x1fe-1", "é\x1fwindow\x1f\x1fsystem\x1f" + "f" * 32, "\U0001f600" * 40],
+)
+def test_execution_ids_are_the_uuid5_of_their_cause(name: str) -> None:
+    """Ids written by earlier versions are what dedupes a replay across an upgrade."""
+    assert uuid5_text(name) == str(uuid.uuid5(EXECUTION_NAMESPACE, name))
+    assert uuid.UUID(uuid5_text(name)).version == 5

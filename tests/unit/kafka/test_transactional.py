@@ -11,3 +11,11 @@ def test_a_loops_producer_retries_a_busy_coordinator_within_milliseconds() -> No
     assert config["transaction.timeout.ms"] == TRANSACTION_TIMEOUT_MS
     assert config["retry.backoff.ms"] <= 20  # librdkafka's 100 ms was a floor under latency
     assert config["enable.idempotence"] is True
+
+
+def test_a_loops_producer_sends_a_turn_at_its_commit_not_every_few_milliseconds() -> None:
+    """The commit's flush sends at once whatever the linger (the bench's p99 at 200
+    events/s shows it); the linger only keeps a long turn from many small requests."""
+    config = producer_config(Settings(), **transactional_config("g-host-1"))
+    assert config["linger.ms"] >= 100
+    assert producer_config(Settings())["linger.ms"] == 5  # the gateway's and the CLI's
