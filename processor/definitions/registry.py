@@ -8,6 +8,7 @@ at a time, so a change is visible to the next event.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 
@@ -35,6 +36,9 @@ class Registry:
         self.version = 0
         """Changes with every applied record, so readers can tell when to re-sync."""
         self._candidates: dict[str, tuple[str, ...]] = {}
+        self.plans: dict[str, Any] = {}
+        """What the matcher read from each index entry's trigger (matching/events.py
+        fills it), dropped with every change like the candidates memo."""
 
     def __len__(self) -> int:
         return len(self._documents)
@@ -116,6 +120,7 @@ class Registry:
                 log.error("trigger %s: %s", trigger_id, exc, extra=about(trigger_id))
                 self._conditions.pop(trigger_id, None)
         self._candidates = {}
+        self.plans = {}
 
     def _remove(self, trigger_id: str) -> None:
         self.version += 1
@@ -132,3 +137,4 @@ class Registry:
         self.event_patterns.remove(trigger_id)
         self.event_patterns.remove(trigger_id + SECOND_ROLE)
         self._candidates = {}
+        self.plans = {}

@@ -7,15 +7,16 @@ the event to the window evaluator as a `Matched` (on the wire, a `WindowMatch`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Any, cast
 
 import orjson
 
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import SECOND_ROLE, Registry
-from processor.language.conditions import MISSING, Outcome, field_reader
+from processor.language.conditions import MISSING, Condition, Outcome, Threshold, field_reader
 from processor.matching.decode import Event, event_of
 from processor.matching.fires import map_paths, new_fire
 from processor.matching.state import StateKey
@@ -92,7 +93,74 @@ class Match:
     verdict: Verdict
     fire: Fire | None = None
     window: Matched | None = None
-    trace: list[Outcome] = field(default_factory=list)
+    trace: Sequence[Outcome] = ()
+    trigger_id: str = ""
+    """The trigger's id (what `trigger.trigger_id` gives, without the call)."""
+
+
+class _Kind(Enum):
+    DIRECT = 1
+    """No state: fires at once."""
+    THRESHOLD = 2
+    KEYED = 3
+    """Sequence A (followed_by / not_followed_by) or debounce: keyed by a field."""
+    SECOND = 4
+    """A sequence's B pattern."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What matching one index entry needs from its trigger, read once per definition
+    (the registry drops its plans with every change)."""
+
+    trigger: TriggerDocument
+    trigger_id: str
+    kind: _Kind
+    sources: frozenset[str]
+    """Empty: any source."""
+    workspace: str | None
+    condition: Condition
+    threshold: Threshold | None
+    key: str | None
+    """The field a KEYED or SECOND match is grouped by."""
+    role: str
+
+
+_NO_PLAN = object()
+"""The plan of an entry whose trigger is gone or has no event section."""
+
+
+def _plan(registry: Registry, entry: str) -> _Plan | None:
+    second = entry.endswith(SECOND_ROLE)
+    trigger_id = entry.removesuffix(SECOND_ROLE)
+    trigger = registry.get(trigger_id)
+    if trigger is None or trigger.event is None:
+        return None
+    spec = trigger.event
+    follow = spec.followed_by or spec.not_followed_by
+    condition = registry.condition(trigger_id)
+    key: str | None
+    if second:
+        if follow is None:
+            return None
+        kind, sources, key, role = _Kind.SECOND, follow.source, follow.key, "second"
+    elif follow is not None or spec.debounce is not None:
+        key = follow.key if follow is not None else spec.debounce.key  # type: ignore[union-attr]
+        kind, sources, role = _Kind.KEYED, spec.source, "first" if follow else "event"
+    else:
+        kind = _Kind.DIRECT if condition.threshold is None else _Kind.THRESHOLD
+        sources, key, role = spec.source, None, "event"
+    return _Plan(
+        trigger,
+        trigger_id,
+        kind,
+        frozenset(sources or ()),
+        trigger.workspace,
+        condition,
+        condition.threshold,
+        key,
+        role,
+    )
 
 
 def event_cause_key(event: DomainEvent | Event) -> str:
@@ -192,55 +260,67 @@ def match_event(
     if not candidates:
         return []
     seen = _Event(event, data_max_bytes)
+    fields = seen.as_dict
+    plans = registry.plans
     matches = []
     for entry in candidates:
-        trigger_id = entry.removesuffix(SECOND_ROLE)
-        trigger = registry.get(trigger_id)
-        if trigger is None or trigger.event is None:
+        found = plans.get(entry)
+        if found is None:
+            found = plans[entry] = _plan(registry, entry) or _NO_PLAN
+        if found is _NO_PLAN:
             continue
-        spec = trigger.event
-        follow = spec.followed_by or spec.not_followed_by
-        if entry.endswith(SECOND_ROLE):
-            if follow is None or (follow.source and event.source not in follow.source):
-                matches.append(Match(trigger, Verdict.SOURCE_MISMATCH))
-                continue
-            second = seen.keyed(trigger_id, follow.key, "second")
+        plan = cast(_Plan, found)
+        trigger, trigger_id = plan.trigger, plan.trigger_id
+        if plan.sources and event.source not in plan.sources:
+            matches.append(Match(trigger, Verdict.SOURCE_MISMATCH, trigger_id=trigger_id))
+            continue
+        kind = plan.kind
+        if kind is _Kind.SECOND:
+            second = seen.keyed(trigger_id, plan.key, "second")
             verdict = Verdict.WINDOWED if second else Verdict.KEY_MISSING
-            matches.append(Match(trigger, verdict, window=second))
+            matches.append(Match(trigger, verdict, window=second, trigger_id=trigger_id))
             continue
-        if spec.source and event.source not in spec.source:
-            matches.append(Match(trigger, Verdict.SOURCE_MISMATCH))
+        if event.workspace_id and plan.workspace and event.workspace_id != plan.workspace:
+            matches.append(Match(trigger, Verdict.WORKSPACE_MISMATCH, trigger_id=trigger_id))
             continue
-        if event.workspace_id and trigger.workspace and event.workspace_id != trigger.workspace:
-            matches.append(Match(trigger, Verdict.WORKSPACE_MISMATCH))
-            continue
-        condition = registry.condition(trigger_id)
-        trace: list[Outcome] = []
+        trace: list[Outcome] | tuple[()] = ()
         if explain:
-            passed = condition.predicate.evaluate(seen.as_dict, trace)
+            trace = []
+            passed = plan.condition.predicate.evaluate(fields, trace)
         else:
-            passed = condition.matches(seen.as_dict)
+            passed = plan.condition.matches(fields)
         if not passed:
-            matches.append(Match(trigger, Verdict.CONDITION_FAILED, trace=trace))
+            matches.append(
+                Match(trigger, Verdict.CONDITION_FAILED, trace=trace, trigger_id=trigger_id)
+            )
             continue
-        if follow is not None or spec.debounce is not None:
-            path = follow.key if follow is not None else spec.debounce.key  # type: ignore[union-attr]
-            keyed = seen.keyed(trigger_id, path, "first" if follow else "event")
+        if kind is _Kind.THRESHOLD:
+            threshold = plan.threshold
+            assert threshold is not None
+            value = None
+            if threshold.aggregate is not None:
+                raw = threshold.aggregate.read(fields)
+                if (
+                    raw is not MISSING
+                    and isinstance(raw, int | float)
+                    and not isinstance(raw, bool)
+                ):
+                    value = float(raw)
+            window = seen.window_match(trigger_id, threshold.group_of(fields), value=value)
+            matches.append(
+                Match(trigger, Verdict.WINDOWED, window=window, trace=trace, trigger_id=trigger_id)
+            )
+        elif kind is _Kind.KEYED:
+            keyed = seen.keyed(trigger_id, plan.key, plan.role)
             verdict = Verdict.WINDOWED if keyed else Verdict.KEY_MISSING
-            matches.append(Match(trigger, verdict, window=keyed, trace=trace))
-            continue
-        threshold = condition.threshold
-        if threshold is None:
+            matches.append(
+                Match(trigger, verdict, window=keyed, trace=trace, trigger_id=trigger_id)
+            )
+        else:
             fire = fire_for(
                 trigger, event_cause_key(event), event_cause(event), {"event": seen.input_summary()}
             )
-            matches.append(Match(trigger, Verdict.FIRED, fire=fire, trace=trace))
-            continue
-        value = None
-        if threshold.aggregate is not None:
-            raw = threshold.aggregate.read(seen.as_dict)
-            if raw is not MISSING and isinstance(raw, int | float) and not isinstance(raw, bool):
-                value = float(raw)
-        window = seen.window_match(trigger_id, threshold.group_of(seen.as_dict), value=value)
-        matches.append(Match(trigger, Verdict.WINDOWED, window=window, trace=trace))
+            matches.append(
+                Match(trigger, Verdict.FIRED, fire=fire, trace=trace, trigger_id=trigger_id)
+            )
     return matches

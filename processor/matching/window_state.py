@@ -74,16 +74,38 @@ class WindowPartitions:
             self.deadlines.pop(partition, None)
             self.dirty.pop(partition, None)
 
-    def observe(self, registry: Registry, partition: int, match: Matched, now: float) -> list[Fire]:
-        """A match for a key: its state changes, and maybe a trigger fires."""
-        key = StateKey(match.trigger_id, match.group)
-        states = self.states.setdefault(partition, {})
-        evaluation = evaluate(registry, _read(states, key), match, now)
-        if evaluation.outcome is None or evaluation.state is None:
+    def observe(
+        self,
+        registry: Registry,
+        partition: int,
+        match: Matched,
+        now: float,
+        key: StateKey | None = None,
+    ) -> list[Fire]:
+        """A match for a key (`key`: its StateKey, if the caller has it): its state
+        changes, and maybe a trigger fires."""
+        if key is None:
+            key = StateKey(match.trigger_id, match.group)
+        states = self.states.get(partition)
+        if states is None:
+            states = self.states[partition] = {}
+        found = states.get(key)
+        evaluation = evaluate(
+            registry, decode(found)[0] if isinstance(found, bytes) else found, match, now
+        )
+        state = evaluation.state
+        if evaluation.outcome is None or state is None:
             return []
         self.outcomes[evaluation.outcome] += 1
-        states[key] = evaluation.state
-        self._deadline(partition, key, evaluation.deadline)
+        states[key] = state
+        deadline = evaluation.deadline
+        dirty = self.dirty.get(partition)
+        if dirty is None:
+            dirty = self.dirty[partition] = set()
+        dirty.add(key)
+        deadlines = self.deadlines.get(partition)
+        if deadline is not None or deadlines:
+            self._deadline(partition, key, deadline)
         return evaluation.fires
 
     def expire(self, registry: Registry, now: float) -> list[Fire]:

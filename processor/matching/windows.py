@@ -122,22 +122,34 @@ def behind_newest(state: WindowState, at: float) -> float:
 
 def observe(state: WindowState, threshold: Threshold, event: WindowEvent) -> Decision:
     """Add an event to a key's window state (mutated in place) and decide."""
+    return add(state, threshold, event.time, event.id, event.value, event.summary)
+
+
+def add(
+    state: WindowState,
+    threshold: Threshold,
+    at: float,
+    event_id: str,
+    value: float | None,
+    summary: dict[str, Any],
+) -> Decision:
+    """`observe` with the event's fields given one by one (the matcher's way: no
+    WindowEvent per event)."""
     width = threshold.window_seconds
     pending = state.pending
     consumed = state.consumed
-    event_id, at = event.id, event.time
     if event_id in consumed:
         return _DECIDED[Outcome.DUPLICATE]
     for p in pending:
         if p.id == event_id:
             return _DECIDED[Outcome.DUPLICATE]
-    if behind_newest(state, at) >= width:
-        return _DECIDED[Outcome.LATE]
     latest = state.latest
-    latest = at if latest is None or at > latest else latest
+    if latest is None or at > latest:
+        state.latest = latest = at
+    elif latest - at >= width:
+        return _DECIDED[Outcome.LATE]  # rule 2: behind_newest(state, at) >= width
     horizon = latest - width
-    state.latest = latest
-    entry = PendingEvent(at, event_id, event.value, event.summary)
+    entry = _pending(PendingEvent, (at, event_id, value, summary))
     if not pending or pending[-1].time <= at:
         pending.append(entry)  # in order: the common case
     else:
@@ -147,7 +159,7 @@ def observe(state: WindowState, threshold: Threshold, event: WindowEvent) -> Dec
     if len(pending) < threshold.count:
         return _DECIDED[Outcome.COUNTED]  # no window can reach the threshold yet
 
-    decision = _first_window_reaching(state, threshold, event)
+    decision = _first_window_reaching(state, threshold, at, event_id)
     if decision is None:
         return _DECIDED[Outcome.COUNTED]
     if decision.outcome is Outcome.COOLDOWN:
@@ -162,6 +174,10 @@ def observe(state: WindowState, threshold: Threshold, event: WindowEvent) -> Dec
     last = state.last_fire_end
     state.last_fire_end = end if last is None else max(last, end)
     return decision
+
+
+_pending = tuple.__new__
+"""PendingEvent made without its Python-level __new__ (one per matching event)."""
 
 
 def _time(entry: PendingEvent) -> float:
@@ -181,12 +197,12 @@ def _forget_oldest(consumed: dict[str, float], horizon: float) -> None:
 
 
 def _first_window_reaching(
-    state: WindowState, threshold: Threshold, event: WindowEvent
+    state: WindowState, threshold: Threshold, at: float, event_id: str
 ) -> Decision | None:
     width = threshold.window_seconds
     pending = state.pending
     held_by_cooldown = False
-    ends = [p.time for p in pending if event.time <= p.time < event.time + width]
+    ends = [p.time for p in pending if at <= p.time < at + width]
     for end in ends:
         inside = [p for p in pending if end - width < p.time <= end]
         if len(inside) < threshold.count:
@@ -205,7 +221,7 @@ def _first_window_reaching(
         sample = [p.summary for p in inside[:SAMPLE_SIZE]]
         return Decision(
             Outcome.FIRED,
-            WindowFire(event.id, len(inside), end - width, end, sample, aggregate),
+            WindowFire(event_id, len(inside), end - width, end, sample, aggregate),
         )
     if held_by_cooldown:
         return _DECIDED[Outcome.COOLDOWN]

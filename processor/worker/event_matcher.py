@@ -50,7 +50,7 @@ from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop
 from processor.matching.decode import event_type, header_pairs, read_event, structured_body
 from processor.matching.events import Matched, match_event
-from processor.matching.state import changelog_topic, local_store
+from processor.matching.state import StateKey, changelog_topic, local_store
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
 from processor.messages import Fire, WindowMatch
 from processor.metrics import (
@@ -110,8 +110,9 @@ class EventMatcher(TransactionalLoop):
         self.owned_matches: set[int] = set()
         """The `trigger-matches` partitions this member owns (their windows are here)."""
         self.matches_partitions = 0
-        self._partitions: dict[bytes, int] = {}
-        """The `trigger-matches` partition of each window key seen (murmur2 is slow)."""
+        self._routes: dict[tuple[str, str], tuple[StateKey, bytes, int]] = {}
+        """Per (trigger, group) seen: its state key, encoded, and its `trigger-matches`
+        partition (murmur2 is slow)."""
         self._fires: Counter[str] = Counter()
         """Window fires of this transaction by cause, counted once per checkpoint."""
         self.local: LocalWindowStore | None = LocalWindowStore(local_store(settings))
@@ -156,16 +157,20 @@ class EventMatcher(TransactionalLoop):
         """A match goes to the window of its key: in place when this worker owns that
         key's `trigger-matches` partition (the state and the input offsets then commit in
         this one transaction), through the topic otherwise. True when in place."""
-        key = match.key()
-        partition = self._partitions.get(key)
-        if partition is None:
+        route = self._routes.get((match.trigger_id, match.group))
+        if route is None:
+            state_key = StateKey(match.trigger_id, match.group)
+            key = state_key.encode()
             count = self.matches_partitions
-            partition = partition_of(key, count) if count else -1
-            if len(self._partitions) >= PARTITIONS_KEPT:
-                self._partitions.clear()
-            self._partitions[key] = partition
+            route = (state_key, key, partition_of(key, count) if count else -1)
+            if len(self._routes) >= PARTITIONS_KEPT:
+                self._routes.clear()
+            self._routes[state_key] = route
+        state_key, key, partition = route
         if partition in self.owned_matches:
-            self._send_fires(self.windows.observe(self.registry, partition, match, now), producer)
+            fires = self.windows.observe(self.registry, partition, match, now, state_key)
+            if fires:
+                self._send_fires(fires, producer)
             return True
         producer.produce(self.matches_topic, key=key, value=to_json(match.message()))
         return False
@@ -371,7 +376,7 @@ class EventMatcher(TransactionalLoop):
                 continue
             fired = 0
             for match in match_event(self.registry, event, data_max_bytes=self.data_max_bytes):
-                verdicts[match.trigger.trigger_id, match.verdict] += 1
+                verdicts[match.trigger_id, match.verdict] += 1
                 if match.window is not None:
                     in_place += self._route(match.window, fired_at, producer)
                 if match.fire is not None:

@@ -45,6 +45,22 @@ def test_wrong_source_and_disabled_and_deleted_triggers_do_not_fire() -> None:
     assert match_event(registry, DomainEvent(id="e", type="deploy.done", source="ci")) == []
 
 
+def test_an_edited_trigger_is_matched_as_edited_from_the_next_event() -> None:
+    """What the matcher reads from a trigger once (its plan) goes with every change."""
+    registry = registry_with(trigger("t", "deploy.*", source=["ci"]))
+    event = DomainEvent(id="e", type="deploy.done", source="cd")
+    [match] = match_event(registry, event)
+    assert match.verdict is Verdict.SOURCE_MISMATCH and match.trigger_id == match.trigger.id
+    registry.put(parse_document(trigger("t", "deploy.*", source=["cd"]), "t").resolved("default"))
+    assert [m.verdict for m in match_event(registry, event)] == [Verdict.FIRED]
+    registry.put(
+        parse_document(
+            trigger("t", "deploy.*", source=["cd"], condition={"data.x": "> 1"}), "t"
+        ).resolved("default")
+    )
+    assert [m.verdict for m in match_event(registry, event)] == [Verdict.CONDITION_FAILED]
+
+
 def test_other_workspaces_events_do_not_fire() -> None:
     registry = registry_with(trigger("t", "x"))
     [match] = match_event(registry, DomainEvent(id="e", type="x", workspace_id="beta"))
