@@ -57,7 +57,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from processor.definitions.model import (
     Backoff,
@@ -430,19 +430,27 @@ def _record(state: DispatchState, effects: Effects, record: ExecutionRecord) -> 
 
 def _issue(state: DispatchState, effects: Effects, record: ExecutionRecord, now: datetime) -> None:
     deadline = now + timedelta(seconds=record.timeout_seconds)
-    issued = _record(
-        state,
-        effects,
-        record.model_copy(
-            update={
-                "issued_at": now,
-                "deadline": deadline,
-                "updated_at": now,
-                "reason": None,
-                "retry_at": None,
-            }
-        ),
+    issued = record.model_copy(
+        update={
+            "issued_at": now,
+            "deadline": deadline,
+            "updated_at": now,
+            "reason": None,
+            "retry_at": None,
+        }
     )
+    _command(state, effects, issued, now, deadline)
+
+
+def _command(
+    state: DispatchState,
+    effects: Effects,
+    issued: ExecutionRecord,
+    now: datetime,
+    deadline: datetime,
+) -> None:
+    """Store an issued record and send its command."""
+    _record(state, effects, issued)
     effects.commands.append(
         ExecutionCommand(
             execution_id=issued.execution_id,
@@ -515,38 +523,53 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
     if state.has(fire.trigger_id, fire.execution_id):
         return None
     effects = Effects()
-    record = ExecutionRecord(
-        execution_id=fire.execution_id,
-        trigger_id=fire.trigger_id,
-        trigger_name=fire.trigger_name,
-        agent_id=fire.agent_id,
-        workspace_id=fire.workspace_id,
-        status=ExecutionStatus.PENDING,
-        cause=fire.cause,
-        input_data=fire.input,
-        triggered_at=fire.fired_at,
-        updated_at=now,
-        timeout_seconds=fire.timeout_seconds,
-        max_concurrent=fire.max_concurrent,
-        overlap=fire.overlap,
-        throttle=fire.throttle,
-        throttle_key=fire.throttle_key,
-        circuit_breaker=fire.circuit_breaker,
-        retry=fire.retry,
-        on_failure=fire.on_failure,
-        concurrency=fire.concurrency,
-        concurrency_key=fire.concurrency_key,
-    )
+    fields: dict[str, Any] = {
+        "execution_id": fire.execution_id,
+        "trigger_id": fire.trigger_id,
+        "trigger_name": fire.trigger_name,
+        "agent_id": fire.agent_id,
+        "workspace_id": fire.workspace_id,
+        "status": ExecutionStatus.PENDING,
+        "cause": fire.cause,
+        "input_data": fire.input,
+        "triggered_at": fire.fired_at,
+        "updated_at": now,
+        "timeout_seconds": fire.timeout_seconds,
+        "max_concurrent": fire.max_concurrent,
+        "overlap": fire.overlap,
+        "throttle": fire.throttle,
+        "throttle_key": fire.throttle_key,
+        "circuit_breaker": fire.circuit_breaker,
+        "retry": fire.retry,
+        "on_failure": fire.on_failure,
+        "concurrency": fire.concurrency,
+        "concurrency_key": fire.concurrency_key,
+    }
     stopped = breaker_reason(state, fire.trigger_id, fire.circuit_breaker, now)
+    # O(1) before the policy decision: the open executions are sorted only when a policy
+    # needs their order (cancel_other), not for every fire.
+    key_full = _key_full(state, fire)
+    if (
+        stopped is None
+        and fire.throttle is None
+        and (
+            fire.overlap is OverlapPolicy.ALLOW_ALL
+            or (not key_full and state.active_count(fire.trigger_id) < fire.max_concurrent)
+        )
+    ):
+        # Issued at once (most fires): the record is made issued, not made pending and
+        # copied (what `_issue` does for one that waited).
+        deadline = now + timedelta(seconds=fire.timeout_seconds)
+        issued = ExecutionRecord(**fields, issued_at=now, deadline=deadline)
+        _command(state, effects, issued, now, deadline)
+        return effects
+    record = ExecutionRecord(**fields)
     if stopped is not None:
         _finish(state, effects, record, ExecutionStatus.SKIPPED, now, stopped, False)
         effects.breaker_stops += 1
         return effects
     if fire.throttle is not None and _throttle(state, effects, record, fire.throttle, now):
         return effects
-    # O(1) before the policy decision: the open executions are sorted only when a policy
-    # needs their order (cancel_other), not for every fire.
-    key_full = _key_full(state, record)
     if fire.overlap is OverlapPolicy.ALLOW_ALL or (
         not key_full and state.active_count(fire.trigger_id) < fire.max_concurrent
     ):
@@ -720,7 +743,7 @@ def on_cancel(state: DispatchState, trigger_id: str, execution_id: str, now: dat
     return effects
 
 
-def _key_full(state: DispatchState, record: ExecutionRecord) -> bool:
+def _key_full(state: DispatchState, record: ExecutionRecord | Fire) -> bool:
     """Whether the record's concurrency key has `concurrency.limit` executions issued."""
     if record.concurrency is None or record.concurrency_key is None:
         return False

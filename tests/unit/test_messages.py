@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from processor.definitions.model import ConcurrencySpec, OnFailure, RetrySpec
 from processor.messages import (
@@ -210,3 +210,29 @@ def test_execution_ids_are_the_uuid5_of_their_cause(name: str) -> None:
     """Ids written by earlier versions are what dedupes a replay across an upgrade."""
     assert uuid5_text(name) == str(uuid.uuid5(EXECUTION_NAMESPACE, name))
     assert uuid.UUID(uuid5_text(name)).version == 5
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b'{"execution_id": "x"', b"\xff", b'{"n": 1e999999}', b'{"n": NaN}'],
+)
+def test_reading_what_is_not_json_raises_validation_error_saying_so(raw: bytes) -> None:
+    """orjson parses first; what it refuses still fails as pydantic's ValidationError,
+    which callers such as the execution history catch."""
+    with pytest.raises(ValidationError):
+        from_json(RunResult, raw)
+
+
+def test_messages_read_the_same_whichever_parser_reads_them() -> None:
+    fire = Fire(
+        execution_id="x",
+        trigger_id="t",
+        trigger_name="n",
+        agent_id="a",
+        workspace_id="w",
+        cause=Cause(type=CauseKind.EVENT, event_id="e"),
+        input={"big": 2**70, "nested": [{"a": None}, 1.5, "é"]},
+        retry=RetrySpec.model_validate({"attempts": 3, "initial": "5s"}),
+    )
+    raw = to_json(fire)
+    assert from_json(Fire, raw) == Fire.model_validate_json(raw) == fire
