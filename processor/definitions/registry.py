@@ -104,7 +104,6 @@ class Registry:
         self.version += 1
         trigger_id = document.trigger_id
         self._remove(trigger_id)
-        self._documents[trigger_id] = document
         endpoint = endpoint_of(document)
         if document.enabled and document.type is TriggerType.WEBHOOK and endpoint is not None:
             method, path = endpoint
@@ -119,6 +118,8 @@ class Registry:
             except (ValueError, ConditionError) as exc:
                 log.error("trigger %s: %s", trigger_id, exc, extra=about(trigger_id))
                 self._conditions.pop(trigger_id, None)
+        # The document last: a matcher thread that finds it finds its condition too.
+        self._documents[trigger_id] = document
         self._candidates = {}
         self.plans = {}
 

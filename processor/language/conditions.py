@@ -23,6 +23,7 @@ matches high and critical. A trigger can define its own scales with `scales:`.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -187,6 +188,18 @@ def _compare(op: str, left: Any, right: Any) -> bool:
     return bool(left <= right)
 
 
+_ORDERING: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+def _never(actual: Any) -> bool:
+    return False
+
+
 # -- the condition tree ----------------------------------------------------------------
 
 
@@ -218,6 +231,28 @@ class Leaf(Node):
         # The operand's rank on the scale, found once rather than per event.
         right = self.scale.rank(self.value) if self.scale is not None else None
         object.__setattr__(self, "_right_rank", right)
+        object.__setattr__(self, "_check", self._compiled() or self.test)
+
+    def _compiled(self) -> Callable[[Any], bool] | None:
+        """`test` for an ordering on a scale (`severity: ">= high"`, the common case) as
+        one closure instead of four calls per event; None for the other tests. A unit
+        test holds it to `test` over every op and many values."""
+        compare = _ORDERING.get(self.op)
+        if compare is None or self.scale is None:
+            return None
+        right = self._right_rank  # type: ignore[attr-defined]
+        if right is None:
+            return _never
+        ranks, aliases = self.scale.ranks, self.scale.aliases
+
+        def check(actual: Any) -> bool:
+            if not isinstance(actual, str):
+                return False
+            name = actual.lower()
+            rank = ranks.get(aliases.get(name, name))
+            return rank is not None and bool(compare(rank, right))
+
+        return check
 
     def test(self, actual: Any) -> bool:
         op, value = self.op, self.value
@@ -246,7 +281,7 @@ class Leaf(Node):
 
     def evaluate(self, event: Mapping[str, Any], trace: list[Outcome] | None = None) -> bool:
         actual = self.read(event)
-        matched = self.test(actual)
+        matched: bool = self._check(actual)  # type: ignore[attr-defined]
         if trace is not None:
             shown = "(missing)" if actual is MISSING else actual
             trace.append(Outcome(self.path, f"{self.op} {self.value!r}", shown, matched))

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from processor.language.conditions import (
     DEFAULT_SEVERITY_SCALE,
+    OPERATORS,
     ConditionError,
+    Leaf,
     parse_condition,
 )
 
@@ -200,3 +202,23 @@ def test_evaluation_never_raises(condition: dict[str, str], data: Any, attribute
     parsed = parse_condition(condition)
     result = parsed.matches({"type": "t", "severity": attribute, "a": attribute, "data": data})
     assert result in (True, False)
+
+
+_SEVERITY_WORDS = st.sampled_from(
+    [*DEFAULT_SEVERITY_SCALE, "HIGH", "Warn", "err", "fatal", "catastrophic", ""]
+)
+
+
+@given(
+    op=st.sampled_from(OPERATORS[:6]),
+    operand=_SEVERITY_WORDS,
+    actual=st.one_of(_SEVERITY_WORDS, json_values),
+)
+def test_a_scaled_comparison_decides_as_its_test_does(op: str, operand: str, actual: Any) -> None:
+    """Leaves compile an ordering on a scale into one closure: it must decide as `test`."""
+    parsed = parse_condition({"severity": f"{op} {operand or 'high'}"})
+    leaf = parsed.predicate
+    assert isinstance(leaf, Leaf)
+    event = {"type": "t", "severity": actual}
+    assert leaf.evaluate(event) is leaf.test(actual)
+    assert parsed.matches(event) is leaf.test(actual)
