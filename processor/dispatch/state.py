@@ -549,14 +549,10 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
     # O(1) before the policy decision: the open executions are sorted only when a policy
     # needs their order (cancel_other), not for every fire.
     key_full = _key_full(state, fire)
-    if (
-        stopped is None
-        and fire.throttle is None
-        and (
-            fire.overlap is OverlapPolicy.ALLOW_ALL
-            or (not key_full and state.active_count(fire.trigger_id) < fire.max_concurrent)
-        )
-    ):
+    free = fire.overlap is OverlapPolicy.ALLOW_ALL or (
+        not key_full and state.active_count(fire.trigger_id) < fire.max_concurrent
+    )
+    if stopped is None and fire.throttle is None and free:
         # Issued at once (most fires): the record is made issued, not made pending and
         # copied (what `_issue` does for one that waited).
         deadline = now + timedelta(seconds=fire.timeout_seconds)
@@ -570,9 +566,7 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
         return effects
     if fire.throttle is not None and _throttle(state, effects, record, fire.throttle, now):
         return effects
-    if fire.overlap is OverlapPolicy.ALLOW_ALL or (
-        not key_full and state.active_count(fire.trigger_id) < fire.max_concurrent
-    ):
+    if free:  # the throttle let it through (a throttle that does changes nothing)
         _issue(state, effects, record, now)
         return effects
     if key_full:

@@ -90,12 +90,12 @@ class Matched:
 @dataclass(slots=True)
 class Match:
     trigger: TriggerDocument
+    trigger_id: str
+    """The trigger's id (what `trigger.trigger_id` gives, without the call per event)."""
     verdict: Verdict
     fire: Fire | None = None
     window: Matched | None = None
     trace: Sequence[Outcome] = ()
-    trigger_id: str = ""
-    """The trigger's id (what `trigger.trigger_id` gives, without the call)."""
 
 
 class _Kind(Enum):
@@ -272,16 +272,16 @@ def match_event(
         plan = cast(_Plan, found)
         trigger, trigger_id = plan.trigger, plan.trigger_id
         if plan.sources and event.source not in plan.sources:
-            matches.append(Match(trigger, Verdict.SOURCE_MISMATCH, trigger_id=trigger_id))
+            matches.append(Match(trigger, trigger_id, Verdict.SOURCE_MISMATCH))
             continue
         kind = plan.kind
         if kind is _Kind.SECOND:
             second = seen.keyed(trigger_id, plan.key, "second")
             verdict = Verdict.WINDOWED if second else Verdict.KEY_MISSING
-            matches.append(Match(trigger, verdict, window=second, trigger_id=trigger_id))
+            matches.append(Match(trigger, trigger_id, verdict, window=second))
             continue
         if event.workspace_id and plan.workspace and event.workspace_id != plan.workspace:
-            matches.append(Match(trigger, Verdict.WORKSPACE_MISMATCH, trigger_id=trigger_id))
+            matches.append(Match(trigger, trigger_id, Verdict.WORKSPACE_MISMATCH))
             continue
         trace: list[Outcome] | tuple[()] = ()
         if explain:
@@ -290,9 +290,7 @@ def match_event(
         else:
             passed = plan.condition.matches(fields)
         if not passed:
-            matches.append(
-                Match(trigger, Verdict.CONDITION_FAILED, trace=trace, trigger_id=trigger_id)
-            )
+            matches.append(Match(trigger, trigger_id, Verdict.CONDITION_FAILED, trace=trace))
             continue
         if kind is _Kind.THRESHOLD:
             threshold = plan.threshold
@@ -307,20 +305,14 @@ def match_event(
                 ):
                     value = float(raw)
             window = seen.window_match(trigger_id, threshold.group_of(fields), value=value)
-            matches.append(
-                Match(trigger, Verdict.WINDOWED, window=window, trace=trace, trigger_id=trigger_id)
-            )
+            matches.append(Match(trigger, trigger_id, Verdict.WINDOWED, window=window, trace=trace))
         elif kind is _Kind.KEYED:
             keyed = seen.keyed(trigger_id, plan.key, plan.role)
             verdict = Verdict.WINDOWED if keyed else Verdict.KEY_MISSING
-            matches.append(
-                Match(trigger, verdict, window=keyed, trace=trace, trigger_id=trigger_id)
-            )
+            matches.append(Match(trigger, trigger_id, verdict, window=keyed, trace=trace))
         else:
             fire = fire_for(
                 trigger, event_cause_key(event), event_cause(event), {"event": seen.input_summary()}
             )
-            matches.append(
-                Match(trigger, Verdict.FIRED, fire=fire, trace=trace, trigger_id=trigger_id)
-            )
+            matches.append(Match(trigger, trigger_id, Verdict.FIRED, fire=fire, trace=trace))
     return matches

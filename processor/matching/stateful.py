@@ -181,7 +181,9 @@ def _threshold(
     threshold = registry.condition(match.trigger_id).threshold
     if threshold is None:
         return Evaluation(None)
-    decision = windows.add(state, threshold, match.time, match.event_key, match.value, match.event)
+    decision = windows.observe(
+        state, threshold, match.time, match.event_key, match.value, match.event
+    )
     if decision.fire is None or decision.outcome is not windows.Outcome.FIRED:
         return Evaluation(decision.outcome)
     window = decision.fire

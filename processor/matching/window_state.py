@@ -86,26 +86,13 @@ class WindowPartitions:
         changes, and maybe a trigger fires."""
         if key is None:
             key = StateKey(match.trigger_id, match.group)
-        states = self.states.get(partition)
-        if states is None:
-            states = self.states[partition] = {}
-        found = states.get(key)
-        evaluation = evaluate(
-            registry, decode(found)[0] if isinstance(found, bytes) else found, match, now
-        )
-        state = evaluation.state
-        if evaluation.outcome is None or state is None:
+        states = self.states.setdefault(partition, {})
+        evaluation = evaluate(registry, _read(states, key), match, now)
+        if evaluation.outcome is None or evaluation.state is None:
             return []
         self.outcomes[evaluation.outcome] += 1
-        states[key] = state
-        deadline = evaluation.deadline
-        dirty = self.dirty.get(partition)
-        if dirty is None:
-            dirty = self.dirty[partition] = set()
-        dirty.add(key)
-        deadlines = self.deadlines.get(partition)
-        if deadline is not None or deadlines:
-            self._deadline(partition, key, deadline)
+        states[key] = evaluation.state
+        self._deadline(partition, key, evaluation.deadline)
         return evaluation.fires
 
     def expire(self, registry: Registry, now: float) -> list[Fire]:

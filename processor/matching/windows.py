@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -55,14 +55,6 @@ class Outcome(StrEnum):
     """A window or more behind the newest event of its key: past the allowed lateness."""
     COOLDOWN = "cooldown"
     """A window reached the threshold, but the cooldown after the last fire holds it."""
-
-
-@dataclass(slots=True)
-class WindowEvent:
-    time: float
-    id: str
-    value: float | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,21 +112,16 @@ def behind_newest(state: WindowState, at: float) -> float:
     return 0.0 if latest is None or at >= latest else latest - at
 
 
-def observe(state: WindowState, threshold: Threshold, event: WindowEvent) -> Decision:
-    """Add an event to a key's window state (mutated in place) and decide."""
-    return add(state, threshold, event.time, event.id, event.value, event.summary)
-
-
-def add(
+def observe(
     state: WindowState,
     threshold: Threshold,
     at: float,
     event_id: str,
-    value: float | None,
-    summary: dict[str, Any],
+    value: float | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> Decision:
-    """`observe` with the event's fields given one by one (the matcher's way: no
-    WindowEvent per event)."""
+    """Add an event (its time, id, aggregated value and summary) to a key's window
+    state, mutated in place, and decide."""
     width = threshold.window_seconds
     pending = state.pending
     consumed = state.consumed
@@ -149,7 +136,7 @@ def add(
     elif latest - at >= width:
         return _DECIDED[Outcome.LATE]  # rule 2: behind_newest(state, at) >= width
     horizon = latest - width
-    entry = _pending(PendingEvent, (at, event_id, value, summary))
+    entry = _pending(PendingEvent, (at, event_id, value, {} if summary is None else summary))
     if not pending or pending[-1].time <= at:
         pending.append(entry)  # in order: the common case
     else:

@@ -11,7 +11,6 @@ from processor.matching.windows import (
     MAX_CONSUMED,
     MAX_PENDING,
     Outcome,
-    WindowEvent,
     observe,
 )
 
@@ -24,7 +23,7 @@ def threshold(**condition: object):
 
 def feed(events: list[tuple[float, str]], **condition: object) -> list[Outcome]:
     state, t = WindowState(), threshold(**condition)
-    return [observe(state, t, WindowEvent(time, event_id)).outcome for time, event_id in events]
+    return [observe(state, t, time, event_id).outcome for time, event_id in events]
 
 
 def test_fifth_event_within_the_window_fires_once() -> None:
@@ -45,20 +44,20 @@ def test_events_spread_wider_than_the_window_never_fire() -> None:
 def test_duplicates_are_not_counted_before_or_after_a_fire() -> None:
     state, t = WindowState(), threshold(count_threshold=3)
     for i in range(2):
-        observe(state, t, WindowEvent(float(i), f"e{i}"))
-    assert observe(state, t, WindowEvent(1.0, "e1")).outcome is Outcome.DUPLICATE
-    fired = observe(state, t, WindowEvent(2.0, "e2"))
+        observe(state, t, float(i), f"e{i}")
+    assert observe(state, t, 1.0, "e1").outcome is Outcome.DUPLICATE
+    fired = observe(state, t, 2.0, "e2")
     assert fired.outcome is Outcome.FIRED and fired.fire is not None and fired.fire.count == 3
-    assert observe(state, t, WindowEvent(2.0, "e2")).outcome is Outcome.DUPLICATE
-    assert observe(state, t, WindowEvent(0.0, "e0")).outcome is Outcome.DUPLICATE
+    assert observe(state, t, 2.0, "e2").outcome is Outcome.DUPLICATE
+    assert observe(state, t, 0.0, "e0").outcome is Outcome.DUPLICATE
 
 
 def test_an_event_older_than_the_last_fire_still_counts() -> None:
     state, t = WindowState(), threshold(count_threshold=2)
-    observe(state, t, WindowEvent(1.0, "a"))
-    assert observe(state, t, WindowEvent(5.0, "b")).outcome is Outcome.FIRED
-    assert observe(state, t, WindowEvent(4.0, "older")).outcome is Outcome.COUNTED
-    assert observe(state, t, WindowEvent(3.0, "oldest")).outcome is Outcome.FIRED
+    observe(state, t, 1.0, "a")
+    assert observe(state, t, 5.0, "b").outcome is Outcome.FIRED
+    assert observe(state, t, 4.0, "older").outcome is Outcome.COUNTED
+    assert observe(state, t, 3.0, "oldest").outcome is Outcome.FIRED
 
 
 @given(st.permutations(list(range(23))), st.integers(2, 6))
@@ -66,19 +65,16 @@ def test_any_arrival_order_inside_one_window_span_gives_floor_n_over_count_fires
     order: list[int], count: int
 ) -> None:
     state, t = WindowState(), threshold(count_threshold=count)
-    fired = [observe(state, t, WindowEvent(100.0 + n, f"e{n}")).outcome for n in order]
+    fired = [observe(state, t, 100.0 + n, f"e{n}").outcome for n in order]
     assert fired.count(Outcome.FIRED) == len(order) // count
 
 
 def test_a_burst_sharing_one_time_keeps_firing_and_the_state_small() -> None:
     state, t = WindowState(), threshold(count_threshold=5)
-    fires = sum(
-        observe(state, t, WindowEvent(100.0, f"b{i}")).outcome is Outcome.FIRED
-        for i in range(20_000)
-    )
+    fires = sum(observe(state, t, 100.0, f"b{i}").outcome is Outcome.FIRED for i in range(20_000))
     assert fires == 4000
     assert len(state.pending) < 5 and len(state.consumed) <= MAX_CONSUMED
-    assert observe(state, t, WindowEvent(101.0, "fresh")).outcome is Outcome.COUNTED
+    assert observe(state, t, 101.0, "fresh").outcome is Outcome.COUNTED
 
 
 def test_out_of_order_events_inside_the_window_count() -> None:
@@ -102,8 +98,8 @@ def test_cooldown_holds_fires_after_one() -> None:
 
 def test_aggregate_over_the_window() -> None:
     state, t = WindowState(), threshold(aggregate="sum(amount) >= 100")
-    assert observe(state, t, WindowEvent(1.0, "a", 60.0)).outcome is Outcome.COUNTED
-    decision = observe(state, t, WindowEvent(2.0, "b", 50.0))
+    assert observe(state, t, 1.0, "a", 60.0).outcome is Outcome.COUNTED
+    decision = observe(state, t, 2.0, "b", 50.0)
     assert (
         decision.outcome is Outcome.FIRED
         and decision.fire is not None
@@ -111,10 +107,7 @@ def test_aggregate_over_the_window() -> None:
     )
     avg = threshold(aggregate="avg(amount) > 10", count_threshold=3)
     state = WindowState()
-    outcomes = [
-        observe(state, avg, WindowEvent(float(i), str(i), v)).outcome
-        for i, v in enumerate([5, 30, 20])
-    ]
+    outcomes = [observe(state, avg, float(i), str(i), v).outcome for i, v in enumerate([5, 30, 20])]
     assert outcomes == [Outcome.COUNTED, Outcome.COUNTED, Outcome.FIRED]
 
 
@@ -122,7 +115,7 @@ def test_fire_carries_count_bounds_and_a_bounded_sample() -> None:
     state, t = WindowState(), threshold(count_threshold=12)
     decision = None
     for i in range(12):
-        decision = observe(state, t, WindowEvent(100.0 + i, f"e{i}", summary={"id": f"e{i}"}))
+        decision = observe(state, t, 100.0 + i, f"e{i}", summary={"id": f"e{i}"})
     assert decision is not None and decision.fire is not None
     assert decision.fire.count == 12 and len(decision.fire.sample) == 10
     assert (decision.fire.window_start, decision.fire.window_end) == (111.0 - 300, 111.0)
@@ -132,7 +125,7 @@ def test_fire_carries_count_bounds_and_a_bounded_sample() -> None:
 def test_memory_per_key_is_bounded() -> None:
     state, t = WindowState(), threshold(count_threshold=MAX_PENDING + 1)
     for i in range(MAX_PENDING + 50):
-        observe(state, t, WindowEvent(float(i) / 1000, f"e{i}"))
+        observe(state, t, float(i) / 1000, f"e{i}")
     assert len(state.pending) == MAX_PENDING
 
 
@@ -150,10 +143,10 @@ def test_replaying_any_input_in_any_order_adds_no_fire(
         (float(first_time.setdefault(event_id, time)), f"e{event_id}") for time, event_id in raw
     ]
     state = WindowState()
-    first = {d.fire.crossing_id for e in events if (d := observe(state, t, WindowEvent(*e))).fire}
+    first = {d.fire.crossing_id for e in events if (d := observe(state, t, *e)).fire}
     replay = events[:]
     random.Random(len(events)).shuffle(replay)
-    again = {d.fire.crossing_id for e in replay if (d := observe(state, t, WindowEvent(*e))).fire}
+    again = {d.fire.crossing_id for e in replay if (d := observe(state, t, *e)).fire}
     assert again <= first
 
 
