@@ -2,9 +2,10 @@
 
 The event matcher's and the dispatcher's `handle` run on the bench's Error Handler mix
 (bench/event_path.py: every event an error, 60% high, 1,000 other triggers), fed with
-`confluent_kafka.Message` objects built here and writing to a producer that only keeps
-what it is given. What this measures is our own code per event, the part a profile can
-move; `bench/event_path.py` measures the whole path on the broker.
+`confluent_kafka.Message` objects built here and writing to a `Turn` (which keeps what
+it is given until a transaction would begin). What this measures is our own code per
+event, the part a profile can move; `bench/event_path.py` measures the whole path on the
+broker.
 
     .venv/bin/python bench/hot_path.py [--events 100000] [--profile out.prof] [--mix sparse]
 """
@@ -33,19 +34,10 @@ from processor.config import Settings  # noqa: E402
 from processor.definitions.loader import load_paths  # noqa: E402
 from processor.definitions.registry import Registry  # noqa: E402
 from processor.dispatch.dispatcher import Dispatcher  # noqa: E402
+from processor.kafka.transactional import Turn  # noqa: E402
 from processor.worker.event_matcher import EventMatcher  # noqa: E402
 
 BATCH = 2000
-
-
-class Kept:
-    """A producer that keeps records as (topic, key, value) instead of sending them."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes | None, bytes | None]] = []
-
-    def produce(self, topic: str, key: Any = None, value: Any = None, **_: Any) -> None:
-        self.records.append((topic, key, value))
 
 
 def registry(others: int) -> Registry:
@@ -88,25 +80,25 @@ def run(count: int, others: int, profile: str | None) -> dict[str, Any]:
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
-    out = Kept()
+    out = Turn()  # what the loops hand to `handle`: records kept until a transaction
     started = time.perf_counter()
     for at in range(0, len(inputs), BATCH):
-        matcher.handle(inputs[at : at + BATCH], out)  # type: ignore[arg-type]
+        matcher.handle(inputs[at : at + BATCH], out)
     matched = time.perf_counter()
     fires = [
-        Message(topic=dispatcher.fires_topic, partition=0, offset=n, key=key, value=value)
-        for n, (topic, key, value) in enumerate(out.records)
+        Message(topic=dispatcher.fires_topic, partition=0, offset=n, **record)
+        for n, (topic, record) in enumerate(out.records)
         if topic == matcher.fires_topic
     ]
-    dispatched_out = Kept()
+    dispatched_out = Turn()
     dispatched = time.perf_counter()
     for at in range(0, len(fires), 500):
-        dispatcher.handle(fires[at : at + 500], dispatched_out)  # type: ignore[arg-type]
+        dispatcher.handle(fires[at : at + 500], dispatched_out)
     done = time.perf_counter()
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile)
-    commands = sum(1 for topic, _, _ in dispatched_out.records if topic == dispatcher.runs_topic)
+    commands = sum(1 for topic, _ in dispatched_out.records if topic == dispatcher.runs_topic)
     return {
         "events": count,
         "fires": len(fires),

@@ -25,7 +25,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Message, Producer, TopicPartition
+from confluent_kafka import Message, TopicPartition
 from pydantic import ValidationError
 
 from processor import topics
@@ -42,7 +42,7 @@ from processor.dispatch.state import (
     on_result,
 )
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
-from processor.kafka.transactional import TransactionalLoop
+from processor.kafka.transactional import TransactionalLoop, Turn
 from processor.messages import CancelRequest, ExecutionRecord, Fire, RunResult
 from processor.metrics import (
     BREAKER_STOPS,
@@ -97,7 +97,7 @@ class Dispatcher(TransactionalLoop):
         self._dispatched = 0
         self._breaker_stops = 0
 
-    def handle(self, messages: list[Message], producer: Producer) -> None:
+    def handle(self, messages: list[Message], producer: Turn) -> None:
         for message in messages:
             self._handle(message, producer)
         self._count()
@@ -114,7 +114,7 @@ class Dispatcher(TransactionalLoop):
             BREAKER_STOPS.inc(self._breaker_stops)
             self._breaker_stops = 0
 
-    def periodic(self, producer: Producer) -> None:
+    def periodic(self, producer: Turn) -> None:
         self._write(expire(self.state, datetime.now(UTC)), None, producer)
         self._count()
 
@@ -171,7 +171,7 @@ class Dispatcher(TransactionalLoop):
 
     # -- records -----------------------------------------------------------------------
 
-    def _handle(self, message: Message, producer: Producer) -> None:
+    def _handle(self, message: Message, producer: Turn) -> None:
         topic = message.topic()
         try:
             if topic == self.fires_topic:
@@ -192,7 +192,7 @@ class Dispatcher(TransactionalLoop):
             key, value = dead_letter_for(message, reason, COMPONENT)
             producer.produce(self.dead_letters_topic, key=key, value=value)
 
-    def _handle_fire(self, message: Message, producer: Producer) -> None:
+    def _handle_fire(self, message: Message, producer: Turn) -> None:
         fire = from_json(Fire, _value(message))
         now = datetime.now(UTC)
         self.partitions[fire.trigger_id] = message.partition() or 0
@@ -204,7 +204,7 @@ class Dispatcher(TransactionalLoop):
         if effects.commands:
             FIRE_TO_COMMAND.observe(max(0.0, (now - fire.fired_at).total_seconds()))
 
-    def _forward_result(self, message: Message, producer: Producer) -> None:
+    def _forward_result(self, message: Message, producer: Turn) -> None:
         """Re-key a runtime's result by trigger id, to the partition that owns the state;
         a result without `trigger_id` is joined with `trigger-executions` first."""
         result = from_json(RunResult, _value(message))
@@ -217,7 +217,7 @@ class Dispatcher(TransactionalLoop):
         result = result.model_copy(update={"trigger_id": trigger_id})
         producer.produce(self.rekeyed_topic, key=trigger_id.encode(), value=to_json(result))
 
-    def _handle_result(self, message: Message, producer: Producer) -> None:
+    def _handle_result(self, message: Message, producer: Turn) -> None:
         if (CANCEL_HEADER, b"1") in (message.headers() or []):
             request = from_json(CancelRequest, _value(message))
             cancel = on_cancel(
@@ -229,7 +229,7 @@ class Dispatcher(TransactionalLoop):
         effects = on_result(self.state, result, datetime.now(UTC))
         self._write(effects, message.partition() or 0, producer)
 
-    def _write(self, effects: Effects, partition: int | None, producer: Producer) -> None:
+    def _write(self, effects: Effects, partition: int | None, producer: Turn) -> None:
         """Publish a decision's effects inside the open transaction."""
         self._breaker_stops += effects.breaker_stops
         for command in effects.commands:

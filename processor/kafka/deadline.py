@@ -39,6 +39,10 @@ class Deadline:
         """How many calls were given up on (each left a thread behind until it returns)."""
 
     def call(self, seconds: float, fn: Callable[..., T], *args: Any) -> T:
+        return self.wait(self.submit(fn, *args), seconds, getattr(fn, "__name__", repr(fn)))
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Start `fn(*args)` on the helper; `wait` for its result."""
         if self._jobs is None:
             self._jobs = queue.SimpleQueue()
             threading.Thread(
@@ -46,15 +50,19 @@ class Deadline:
             ).start()
         future: Future[T] = Future()
         self._jobs.put((future, lambda: fn(*args)))
+        return future
+
+    def wait(self, future: Future[T], seconds: float, name: str) -> T:
+        """The result of the submitted call `name`, waited for at most `seconds` more."""
         try:
-            return future.result(seconds)
+            return future.result(max(0.0, seconds))
         except FutureTimeout:
-            # The helper is stuck in `fn`; it ends when `fn` returns. Later calls get a
-            # new helper.
-            self._jobs.put(None)
+            # The helper is stuck in the call; it ends when the call returns. Later
+            # calls get a new helper.
+            if self._jobs is not None:
+                self._jobs.put(None)
             self._jobs = None
             self.abandoned += 1
-            name = getattr(fn, "__name__", repr(fn))
             raise DeadlineExceeded(f"{name} did not return within {seconds:g} s") from None
 
 

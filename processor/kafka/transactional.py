@@ -4,17 +4,25 @@ The worker's two high-volume flows, the event matcher and the dispatcher, are th
 with their own handling. Each turn takes what the consumer has fetched (a batch when
 busy; no waiting for one when not), and in one transaction writes whatever the handler
 produced together with the consumer's positions (`send_offsets_to_transaction` with the
-group metadata, so a zombie from before a rebalance cannot commit):
+group metadata, so a zombie from before a rebalance cannot commit).
 
-    poll ─► batch ─► begin ─► handle(batch) ─► periodic() ─► offsets ─► commit
-                                  │                                       │
-                                  └──────── abortable error: abort, rewind ◄┘
-                                            fatal / timed out / hung: new producer
-                                            and consumer (same transactional id)
+A commit waits on the broker (the offsets to the group coordinator, then the commit to
+the transaction coordinator): a third of a busy loop's time when the loop waited for
+it. So the commit runs on a helper thread while the loop handles the next batch into a
+`Turn`, which holds that batch's records until its own transaction begins:
 
-A crash before the commit aborts everything; the batch is read again from the committed
-offsets, and a handler whose state is restored as of the last commit (`restore`) makes
-the same output once.
+    poll ─► handle(batch N+1) into a Turn ─► settle commit N ─► begin N+1 ─► produce ─┐
+      ▲          (commit N runs meanwhile)                                          │
+      └───────────────────────── commit N+1 starts on the helper ◄──────────────────┘
+      abortable error: abort, rewind to the last commit (N+1 is handled again)
+      fatal / timed out / hung: new producer and consumer (same transactional id)
+
+State handled for batch N+1 before commit N ended is state a failed commit N undoes:
+the loop then restores the state of the last commit and reads from its offsets. A
+rebalance (a callback inside the poll) first waits for the commit in flight, so a new
+owner reads that commit's state and offsets, never half of it. A crash aborts whatever
+was not committed; the batch is read again from the committed offsets, and a handler
+whose state is restored as of the last commit (`restore`) makes the same output once.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from confluent_kafka import (
@@ -74,6 +83,24 @@ def transactional_config(transactional_id: str) -> dict[str, Any]:
     }
 
 
+class Turn:
+    """What one turn produces, held until its transaction begins (the last turn's
+    commit may still be running when the turn is handled): `produce` as a Producer's."""
+
+    __slots__ = ("records",)
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict[str, Any]]] = []
+
+    def produce(self, topic: str, **record: Any) -> None:
+        self.records.append((topic, record))
+
+    def send(self, producer: Producer) -> None:
+        produce = producer.produce
+        for topic, record in self.records:
+            produce(topic, **record)
+
+
 class TransactionalLoop:
     """Runs in its own thread; `start()` and `stop()` are called by the worker.
 
@@ -95,16 +122,23 @@ class TransactionalLoop:
         self._calls = Deadline(f"{self.name}-txn")
         self.ready = threading.Event()
         """Set once the loop polled for the first time."""
+        self._producer: Producer
+        """The transactional producer (made by the loop; replaced after a fatal error)."""
+        self._committing: tuple[Future[None], float] | None = None
+        """The last turn's commit while it runs on the helper thread, and when it began."""
+        self._rewind_due: bool | None = None
+        """Set when a rebalance callback found that commit failed: whether the consumer
+        must be replaced (True) or rewound (False) once the poll returns."""
         self._handle_seconds = TRANSACTION_SECONDS.labels(self.name, "handle")
         self._commit_seconds = TRANSACTION_SECONDS.labels(self.name, "commit")
 
     # -- what a subclass decides -------------------------------------------------------
 
-    def handle(self, messages: list[Message], producer: Producer) -> None:
-        """Turn a batch into records produced inside the open transaction."""
+    def handle(self, messages: list[Message], producer: Turn) -> None:
+        """Turn a batch into records for the turn's transaction."""
         raise NotImplementedError
 
-    def periodic(self, producer: Producer) -> None:
+    def periodic(self, producer: Turn) -> None:
         """What the passing of time produces (every `periodic_seconds`), in a transaction."""
 
     def restore(self, partitions: list[TopicPartition]) -> None:
@@ -117,6 +151,10 @@ class TransactionalLoop:
     def before_start(self) -> bool:
         """Wait for whatever the loop needs first; False if stopped meanwhile."""
         return True
+
+    def sealed(self) -> None:
+        """The turn's records are produced and its commit begins: what `handle` and
+        `periodic` do next belongs to the next transaction."""
 
     def after_commit(self, producer: Producer) -> None:
         """The transaction committed: what it wrote is in Kafka for good."""
@@ -149,7 +187,7 @@ class TransactionalLoop:
 
     def _loop(self) -> None:
         consumer = self._new_consumer()
-        producer = self._new_producer()
+        self._producer = self._new_producer()
         log.info("%s started (group %s)", self.name, self.group_id)
         last_periodic = last_read = time.monotonic()
         stuck_at: dict[tuple[str, int], int] | None = None
@@ -162,7 +200,7 @@ class TransactionalLoop:
             messages = [m for m in messages if self._usable(m)]
             if messages:
                 last_read, stuck_at = time.monotonic(), None
-            elif time.monotonic() - last_read >= IDLE_CHECK_SECONDS:
+            elif self._committing is None and time.monotonic() - last_read >= IDLE_CHECK_SECONDS:
                 last_read = time.monotonic()
                 behind = self._behind(consumer)
                 if behind and behind == stuck_at:
@@ -180,40 +218,94 @@ class TransactionalLoop:
                 self.periodic_seconds is not None
                 and time.monotonic() - last_periodic >= self.periodic_seconds
             )
-            if not messages and not due:
-                continue
-            try:
+            # A rebalance callback in this poll may have found the last commit failed.
+            stuck, self._rewind_due = self._rewind_due, None
+            if stuck is None and (messages or due):
+                turn = Turn()
                 started = time.perf_counter()
-                producer.begin_transaction()
                 if messages:
-                    self.handle(messages, producer)
+                    self.handle(messages, turn)
                 if due:
                     last_periodic = time.monotonic()
-                    self.periodic(producer)
-                handled = time.perf_counter()
+                    self.periodic(turn)
                 # A turn of only periodic work read nothing: the offsets are as committed.
                 offsets = (
                     [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
                     if messages
                     else []
                 )
-                if offsets:
-                    self._transactional(
-                        producer.send_offsets_to_transaction,
-                        offsets,
-                        consumer.consumer_group_metadata(),
-                    )
-                self._transactional(producer.commit_transaction)
-                self.after_commit(producer)
-                self._handle_seconds.observe(handled - started)
-                self._commit_seconds.observe(time.perf_counter() - handled)
-            except (KafkaException, DeadlineExceeded) as exc:
-                TRANSACTION_ABORTS.labels(self.name).inc()
-                self.after_abort()
-                producer, stuck = self._after_failed_transaction(producer, exc)
+                self._handle_seconds.observe(time.perf_counter() - started)
+                # The last turn's commit ran while this one was handled; it must end
+                # before this one's transaction begins.
+                failed = self._settle()
+                if failed is None and (turn.records or offsets):
+                    failed = self._begin_commit(turn, offsets, consumer)
+                stuck = None if failed is None else self._abandon(failed)
+            elif stuck is None and self._committing is not None:
+                failed = self._settle()  # nothing new: the last commit ends on its own
+                stuck = None if failed is None else self._abandon(failed)
+            if stuck is not None:
                 consumer = self._replace_consumer(consumer) if stuck else self._rewind(consumer)
+        self._settle()
         consumer.close()
         log.info("%s stopped", self.name)
+
+    def _begin_commit(
+        self, turn: Turn, offsets: list[TopicPartition], consumer: Consumer
+    ) -> KafkaException | None:
+        """Begin the turn's transaction, produce what it holds, and start its commit
+        (with the offsets) on the helper thread; the failure, if it did not start."""
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            turn.send(producer)
+        except KafkaException as exc:
+            return exc
+        self.sealed()
+        metadata = consumer.consumer_group_metadata() if offsets else None
+        self._committing = (
+            self._calls.submit(self._commit, producer, offsets, metadata),
+            time.perf_counter(),
+        )
+        return None
+
+    def _commit(self, producer: Producer, offsets: list[TopicPartition], metadata: Any) -> None:
+        """On the helper thread: the offsets join the transaction, which commits."""
+        if offsets:
+            producer.send_offsets_to_transaction(offsets, metadata, CALL_TIMEOUT_SECONDS)
+        producer.commit_transaction(CALL_TIMEOUT_SECONDS)
+
+    def _settle(self) -> KafkaException | DeadlineExceeded | None:
+        """Wait for the commit in flight, if any: `after_commit` once it committed; the
+        failure if it did not."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return None
+        future, started = committing
+        try:
+            self._calls.wait(future, 2 * CALL_DEADLINE_SECONDS, "commit")
+        except (KafkaException, DeadlineExceeded) as exc:
+            return exc
+        self._commit_seconds.observe(time.perf_counter() - started)
+        self.after_commit(self._producer)
+        return None
+
+    def _abandon(self, failed: KafkaException | DeadlineExceeded) -> bool:
+        """A transaction failed: what it wrote never happened. Its producer goes on
+        with the transaction aborted, or a new one does; True if the consumer looks
+        stuck too (the caller then replaces it, else rewinds it to the last commit)."""
+        TRANSACTION_ABORTS.labels(self.name).inc()
+        self.after_abort()
+        self._producer, stuck = self._after_failed_transaction(self._producer, failed)
+        return stuck
+
+    def _settle_for_rebalance(self) -> None:
+        """Partitions come or go only with no commit in flight, so that what a new owner
+        reads includes it and restored state matches the committed offsets. A failed
+        one is abandoned here; the loop rewinds once the poll returns."""
+        failed = self._settle()
+        if failed is not None:
+            self._rewind_due = self._abandon(failed)
 
     # -- clients -----------------------------------------------------------------------
 
@@ -222,7 +314,7 @@ class TransactionalLoop:
         # long for some. Records made visible by a commit (a hop through an internal
         # topic) would otherwise wait out librdkafka's default 500 ms.
         consumer = new_consumer(self.settings, self.group_id, **{"fetch.wait.max.ms": 10})
-        consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
         return consumer
 
     def _new_producer(self) -> Producer:
@@ -311,6 +403,14 @@ class TransactionalLoop:
             log.warning("%s: could not rewind (%s); new consumer", self.name, exc)
             return self._replace_consumer(consumer)
         return consumer
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle_for_rebalance()
+        self._on_assign(consumer, partitions)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle_for_rebalance()
+        self._on_revoke(consumer, partitions)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         def restore() -> None:

@@ -47,7 +47,7 @@ from processor.definitions.registry import Registry
 from processor.errors import BadRecord
 from processor.kafka.clients import new_consumer
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
-from processor.kafka.transactional import TransactionalLoop
+from processor.kafka.transactional import TransactionalLoop, Turn
 from processor.matching.decode import event_type, header_pairs, read_event, structured_body
 from processor.matching.events import Matched, match_event
 from processor.matching.state import StateKey, changelog_topic, local_store
@@ -118,7 +118,9 @@ class EventMatcher(TransactionalLoop):
         self.local: LocalWindowStore | None = LocalWindowStore(local_store(settings))
         """The state's copy on this worker's disk (None if it failed: then the topic alone)."""
         self._unsaved: list[tuple[int, bytes, bytes | None]] = []
-        """State records of the open transaction, for the local store once it commits."""
+        """State records of the turn being handled, for the local store once it commits."""
+        self._sealed: list[tuple[int, bytes, bytes | None]] = []
+        """State records of the transaction committing."""
         self._reached: dict[int, int] = {}
         """Per partition, the changelog offset after the open transaction's last record."""
 
@@ -129,7 +131,7 @@ class EventMatcher(TransactionalLoop):
                 return False
         return True
 
-    def handle(self, messages: list[Message], producer: Producer) -> None:
+    def handle(self, messages: list[Message], producer: Turn) -> None:
         events = [m for m in messages if m.topic() != self.matches_topic]
         if events:
             self._match(events, producer)
@@ -139,12 +141,12 @@ class EventMatcher(TransactionalLoop):
                 self._observe(message, now, producer)
         self._checkpoint_state(producer)
 
-    def periodic(self, producer: Producer) -> None:
+    def periodic(self, producer: Turn) -> None:
         """Absence and debounce fire when time passes, without an event."""
         self._send_fires(self.windows.expire(self.registry, time.time()), producer)
         self._checkpoint_state(producer)
 
-    def _observe(self, message: Message, now: float, producer: Producer) -> None:
+    def _observe(self, message: Message, now: float, producer: Turn) -> None:
         try:
             match = Matched.of(from_json(WindowMatch, message.value() or b""))
         except (ValidationError, ValueError) as exc:
@@ -153,7 +155,7 @@ class EventMatcher(TransactionalLoop):
         fires = self.windows.observe(self.registry, message.partition() or 0, match, now)
         self._send_fires(fires, producer)
 
-    def _route(self, match: Matched, now: float, producer: Producer) -> bool:
+    def _route(self, match: Matched, now: float, producer: Turn) -> bool:
         """A match goes to the window of its key: in place when this worker owns that
         key's `trigger-matches` partition (the state and the input offsets then commit in
         this one transaction), through the topic otherwise. True when in place."""
@@ -175,12 +177,12 @@ class EventMatcher(TransactionalLoop):
         producer.produce(self.matches_topic, key=key, value=to_json(match.message()))
         return False
 
-    def _send_fires(self, fires: list[Fire], producer: Producer) -> None:
+    def _send_fires(self, fires: list[Fire], producer: Turn) -> None:
         for fire in fires:
             producer.produce(self.fires_topic, key=fire.trigger_id.encode(), value=to_json(fire))
             self._fires[fire.cause.type.value] += 1
 
-    def _checkpoint_state(self, producer: Producer) -> None:
+    def _checkpoint_state(self, producer: Turn) -> None:
         """One record per key changed in this transaction (write-behind), and the
         outcome counts of the batch."""
         records, oversized = self.windows.changelog()
@@ -222,12 +224,15 @@ class EventMatcher(TransactionalLoop):
             partition, offset = message.partition() or 0, message.offset() or 0
             self._reached[partition] = max(self._reached.get(partition, 0), offset + 1)
 
+    def sealed(self) -> None:
+        self._sealed, self._unsaved = self._unsaved, []
+
     def after_commit(self, producer: Producer) -> None:
         """The committed state records go to the local store, with the offsets reached
         (delivery reports come with the commit's flush; poll serves any left)."""
         producer.poll(0)
-        records, reached = self._unsaved, self._reached
-        self._unsaved, self._reached = [], {}
+        records, reached = self._sealed, self._reached
+        self._sealed, self._reached = [], {}
         if self.local is not None and (records or reached):
             try:
                 self.local.write(records, reached)
@@ -236,7 +241,7 @@ class EventMatcher(TransactionalLoop):
                 self._local_failed(exc)
 
     def after_abort(self) -> None:
-        self._unsaved, self._reached = [], {}
+        self._unsaved, self._sealed, self._reached = [], [], {}
 
     def _local_failed(self, exc: Exception) -> None:
         log.warning(
@@ -346,7 +351,7 @@ class EventMatcher(TransactionalLoop):
             self.windows.drop(gone)
             self.owned_matches.difference_update(gone)
 
-    def _match(self, messages: list[Message], producer: Producer) -> None:
+    def _match(self, messages: list[Message], producer: Turn) -> None:
         verdicts: Counter[tuple[str, str]] = Counter()
         passed = dead = fired_events = fires = in_place = 0
         fired_at = time.time()
@@ -408,7 +413,7 @@ class EventMatcher(TransactionalLoop):
             FIRES.labels("event").inc(fires)
 
     def _dead_letter(
-        self, message: Message, reason: str, producer: Producer, component: str = COMPONENT
+        self, message: Message, reason: str, producer: Turn, component: str = COMPONENT
     ) -> None:
         log.warning(
             "dead letter from %s[%d]@%d: %s",

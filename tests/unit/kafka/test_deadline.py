@@ -37,3 +37,31 @@ def test_a_stuck_call_is_abandoned_and_the_next_call_runs_on_a_new_helper() -> N
     stuck[0].join(5)
     assert not stuck[0].is_alive()
     assert calls.call(5, threading.current_thread) is helper
+
+
+def test_a_submitted_call_runs_while_the_caller_goes_on_and_is_waited_for_later() -> None:
+    """How a loop's commit overlaps the handling of its next batch."""
+    calls = Deadline("t")
+    started, release = threading.Event(), threading.Event()
+
+    def commit() -> str:
+        started.set()
+        release.wait(5)
+        return "committed"
+
+    future = calls.submit(commit)
+    assert started.wait(5)  # running on the helper; the caller is free meanwhile
+    assert not future.done()
+    release.set()
+    assert calls.wait(future, 5, "commit") == "committed"
+
+
+def test_a_submitted_call_that_outlives_its_wait_is_abandoned() -> None:
+    calls = Deadline("t")
+    release = threading.Event()
+    future = calls.submit(release.wait, 30)
+    with pytest.raises(DeadlineExceeded, match=r"commit did not return within 0\.1 s"):
+        calls.wait(future, 0.1, "commit")
+    assert calls.abandoned == 1
+    assert calls.call(5, lambda: 7) == 7  # on a new helper
+    release.set()
