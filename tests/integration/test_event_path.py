@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from confluent_kafka import Producer
 
 from processor import topics
@@ -71,6 +72,7 @@ def test_events_keyed_by_producer_over_every_partition_give_floor_n_over_5_fires
     assert [f["input"]["window"]["count"] for f in found] == [5] * (n // 5)
 
 
+@pytest.mark.timeout(900)  # its own waits allow 12 minutes: 100,000 events on a slow machine
 def test_a_burst_sharing_one_time_keeps_the_worker_up_and_the_state_small(
     pipeline: Pipeline,
 ) -> None:
