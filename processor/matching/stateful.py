@@ -187,7 +187,7 @@ def _threshold(
     if decision.fire is None or decision.outcome is not windows.Outcome.FIRED:
         return Evaluation(decision.outcome)
     window = decision.fire
-    crossing = next((s for s in window.sample if s.get("id") == match.event.get("id")), match.event)
+    crossing = match.event  # the event just counted is the one that crossed the threshold
     cause = Cause(
         type=CauseKind.EVENT,
         event_id=crossing.get("id"),
@@ -210,9 +210,6 @@ def _threshold(
         trigger,
         f"window\x1f{match.group}\x1f{window.crossing_id}",
         cause,
-        {
-            "event": match.event if window.crossing_id == match.event_key else crossing,
-            "window": details,
-        },
+        {"event": crossing, "window": details},
     )
     return Evaluation(decision.outcome, [fire])
