@@ -55,7 +55,7 @@ class Deadline:
     def wait(self, future: Future[T], seconds: float, name: str) -> T:
         """The result of the submitted call `name`, waited for at most `seconds` more."""
         try:
-            return future.result(max(0.0, seconds))
+            return future.result(seconds)
         except FutureTimeout:
             # The helper is stuck in the call; it ends when the call returns. Later
             # calls get a new helper.

@@ -7,8 +7,8 @@ produced together with the consumer's positions (`send_offsets_to_transaction` w
 group metadata, so a zombie from before a rebalance cannot commit).
 
 A commit waits on the broker (the offsets to the group coordinator, then the commit to
-the transaction coordinator): a third of a busy loop's time when the loop waited for
-it. So the commit runs on a helper thread while the loop handles the next batch into a
+the transaction coordinator): a third to a half of a busy loop's time when the loop
+waited for it. So the commit runs on a helper thread while the loop handles the next batch into a
 `Turn`, which holds that batch's records until its own transaction begins:
 
     poll ─► handle(batch N+1) into a Turn ─► settle commit N ─► begin N+1 ─► produce ─┐
@@ -237,13 +237,12 @@ class TransactionalLoop:
                 self._handle_seconds.observe(time.perf_counter() - started)
                 # The last turn's commit ran while this one was handled; it must end
                 # before this one's transaction begins.
-                failed = self._settle()
-                if failed is None and (turn.records or offsets):
+                stuck = self._settled()
+                if stuck is None and (turn.records or offsets):
                     failed = self._begin_commit(turn, offsets, consumer)
-                stuck = None if failed is None else self._abandon(failed)
-            elif stuck is None and self._committing is not None:
-                failed = self._settle()  # nothing new: the last commit ends on its own
-                stuck = None if failed is None else self._abandon(failed)
+                    stuck = None if failed is None else self._abandon(failed)
+            elif stuck is None:
+                stuck = self._settled()  # nothing new: the last commit ends on its own
             if stuck is not None:
                 consumer = self._replace_consumer(consumer) if stuck else self._rewind(consumer)
         self._settle()
@@ -299,13 +298,12 @@ class TransactionalLoop:
         self._producer, stuck = self._after_failed_transaction(self._producer, failed)
         return stuck
 
-    def _settle_for_rebalance(self) -> None:
-        """Partitions come or go only with no commit in flight, so that what a new owner
-        reads includes it and restored state matches the committed offsets. A failed
-        one is abandoned here; the loop rewinds once the poll returns."""
+    def _settled(self) -> bool | None:
+        """The commit in flight ended: None if it committed (or there was none); if it
+        failed, it is abandoned, and True when the consumer must be replaced, False
+        when rewound."""
         failed = self._settle()
-        if failed is not None:
-            self._rewind_due = self._abandon(failed)
+        return None if failed is None else self._abandon(failed)
 
     # -- clients -----------------------------------------------------------------------
 
@@ -411,6 +409,15 @@ class TransactionalLoop:
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._settle_for_rebalance()
         self._on_revoke(consumer, partitions)
+
+    def _settle_for_rebalance(self) -> None:
+        """Partitions come or go only with no commit in flight, so that what a new owner
+        reads includes it and restored state matches the committed offsets. A failed
+        one is abandoned here; the loop rewinds once the poll returns (a revoke and an
+        assignment in one poll: the failure the first found is kept)."""
+        stuck = self._settled()
+        if stuck is not None:
+            self._rewind_due = stuck
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         def restore() -> None:

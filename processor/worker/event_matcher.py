@@ -122,7 +122,7 @@ class EventMatcher(TransactionalLoop):
         self._sealed: list[tuple[int, bytes, bytes | None]] = []
         """State records of the transaction committing."""
         self._reached: dict[int, int] = {}
-        """Per partition, the changelog offset after the open transaction's last record."""
+        """Per partition, the changelog offset after the committing transaction's last record."""
 
     def before_start(self) -> bool:
         """A matcher running before the definitions are loaded would miss triggers."""
