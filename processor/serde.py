@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,9 +20,69 @@ _CONFLUENT_MAGIC = 0
 
 
 def to_json(message: BaseModel) -> bytes:
-    """UTF-8 JSON of a message, without null fields (written by pydantic's serializer
-    straight to bytes: the same JSON as dumping its dict, at about half the cost)."""
+    """UTF-8 JSON of a message, without null fields: the bytes pydantic's serializer
+    writes, written by orjson from the fields (a fire's free-form `input`, most of its
+    JSON, costs pydantic a type inference per value: 8.5 against 2.2 µs for a window
+    fire). A value orjson does not write (a set, a model inside a dict, a huge int)
+    leaves it to pydantic; a property test holds the two to the same bytes."""
+    try:
+        return orjson.dumps(_plain(message), option=orjson.OPT_UTC_Z)
+    except TypeError:  # orjson.JSONEncodeError
+        return pydantic_json(message)
+
+
+def pydantic_json(message: BaseModel) -> bytes:
+    """`to_json` as pydantic's serializer writes it."""
     return message.__pydantic_serializer__.to_json(message, exclude_none=True)
+
+
+_PLAIN_MODULE = "processor.messages"
+"""Models whose JSON is their fields as they are (no custom serializers); a model from
+elsewhere (a trigger's throttle, retry, ...) is dumped by pydantic."""
+_dumped: dict[int, tuple[BaseModel, dict[str, Any]]] = {}
+"""Models from elsewhere as pydantic dumps them, by identity (a trigger's specs are the
+same objects in each of its fires)."""
+
+
+def _plain(model: BaseModel) -> dict[str, Any]:
+    """A message's fields in declaration order (then extra and computed fields, as
+    pydantic orders them), None left out, nested messages likewise."""
+    cls = type(model)
+    values = model.__dict__
+    out: dict[str, Any] = {}
+    for name in cls.__pydantic_fields__:
+        value = values[name]
+        if value is None:
+            continue
+        if type(value) not in _NATIVE and isinstance(value, BaseModel):
+            plain = type(value).__module__ == _PLAIN_MODULE
+            value = _plain(value) if plain else _dumped_once(value)
+        out[name] = value
+    extra = model.__pydantic_extra__
+    if extra:
+        for name, value in extra.items():
+            if value is not None:
+                out[name] = value
+    for name in cls.__pydantic_computed_fields__:
+        value = getattr(model, name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+_NATIVE = frozenset({str, int, float, bool, dict, list, datetime})
+"""Types a field's value has that orjson writes as pydantic does (no model check needed)."""
+
+
+def _dumped_once(model: BaseModel) -> dict[str, Any]:
+    found = _dumped.get(id(model))
+    if found is not None and found[0] is model:
+        return found[1]
+    if len(_dumped) >= 4096:
+        _dumped.clear()
+    dumped = model.model_dump(mode="json", exclude_none=True)
+    _dumped[id(model)] = (model, dumped)
+    return dumped
 
 
 def from_json(model: type[M], data: bytes | str) -> M:

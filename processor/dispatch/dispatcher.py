@@ -50,6 +50,7 @@ from processor.metrics import (
     DUPLICATE_FIRES,
     FIRE_TO_COMMAND,
     TRANSITIONS,
+    observe_all,
 )
 from processor.serde import from_json, to_json
 
@@ -96,6 +97,8 @@ class Dispatcher(TransactionalLoop):
         self._transitions: Counter[str] = Counter()
         self._dispatched = 0
         self._breaker_stops = 0
+        self._waits: list[float] = []
+        """Each command's time from its fire, observed once per batch."""
 
     def handle(self, messages: list[Message], producer: Turn) -> None:
         for message in messages:
@@ -113,6 +116,9 @@ class Dispatcher(TransactionalLoop):
         if self._breaker_stops:
             BREAKER_STOPS.inc(self._breaker_stops)
             self._breaker_stops = 0
+        if self._waits:
+            observe_all(FIRE_TO_COMMAND, self._waits)
+            self._waits.clear()
 
     def periodic(self, producer: Turn) -> None:
         self._write(expire(self.state, datetime.now(UTC)), None, producer)
@@ -202,7 +208,7 @@ class Dispatcher(TransactionalLoop):
             return
         self._write(effects, message.partition() or 0, producer)
         if effects.commands:
-            FIRE_TO_COMMAND.observe(max(0.0, (now - fire.fired_at).total_seconds()))
+            self._waits.append(max(0.0, (now - fire.fired_at).total_seconds()))
 
     def _forward_result(self, message: Message, producer: Turn) -> None:
         """Re-key a runtime's result by trigger id, to the partition that owns the state;

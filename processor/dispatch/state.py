@@ -78,6 +78,7 @@ from processor.messages import (
     Fire,
     RunResult,
     RunStatus,
+    trusted,
 )
 from processor.serde import to_json
 
@@ -452,7 +453,8 @@ def _command(
     """Store an issued record and send its command."""
     _record(state, effects, issued)
     effects.commands.append(
-        ExecutionCommand(
+        trusted(
+            ExecutionCommand,
             execution_id=issued.execution_id,
             trigger_id=issued.trigger_id,
             trigger_name=issued.trigger_name,
@@ -556,7 +558,7 @@ def on_fire(state: DispatchState, fire: Fire, now: datetime) -> Effects | None:
         # Issued at once (most fires): the record is made issued, not made pending and
         # copied (what `_issue` does for one that waited).
         deadline = now + timedelta(seconds=fire.timeout_seconds)
-        issued = ExecutionRecord(**fields, issued_at=now, deadline=deadline)
+        issued = trusted(ExecutionRecord, **fields, issued_at=now, deadline=deadline)
         _command(state, effects, issued, now, deadline)
         return effects
     record = ExecutionRecord(**fields)

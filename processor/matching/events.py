@@ -20,7 +20,7 @@ from processor.language.conditions import MISSING, Condition, Outcome, Threshold
 from processor.matching.decode import Event, event_of
 from processor.matching.fires import map_paths, new_fire
 from processor.matching.state import StateKey
-from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch
+from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch, trusted
 
 EVENT_DATA_MAX_BYTES = 65_536
 """Default bound on an event's `data` in a direct fire's input (TRIGGERS_EVENT_DATA_MAX_BYTES)."""
@@ -194,8 +194,12 @@ def fire_for(
 
 
 def event_cause(event: DomainEvent | Event) -> Cause:
-    return Cause(
-        type=CauseKind.EVENT, event_id=event.id, event_type=event.type, event_source=event.source
+    return trusted(
+        Cause,
+        type=CauseKind.EVENT,
+        event_id=event.id,
+        event_type=event.type,
+        event_source=event.source,
     )
 
 

@@ -19,6 +19,7 @@ from processor.messages import (
     Fire,
     as_utc,
     execution_id_for,
+    trusted,
     utcnow,
 )
 
@@ -30,7 +31,8 @@ def new_fire(
     is the trigger's `input` with `input_` on top; the execution settings (concurrency,
     timeout, throttle, circuit breaker, retry, per-key concurrency) travel along."""
     input_ = {**trigger.agent.input, **input_}
-    return Fire(
+    return trusted(
+        Fire,
         execution_id=execution_id_for(trigger.trigger_id, kind, cause_key),
         trigger_id=trigger.trigger_id,
         trigger_name=trigger.name,

@@ -11,12 +11,12 @@ something to do for the key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
 from processor.matching import sequences, windows
+from processor.matching.decode import iso_time
 from processor.matching.events import Matched, fire_for
 from processor.matching.state import (
     DebounceState,
@@ -25,7 +25,7 @@ from processor.matching.state import (
     SequenceState,
     WindowState,
 )
-from processor.messages import Cause, CauseKind, Fire
+from processor.messages import Cause, CauseKind, Fire, trusted
 
 
 @dataclass(slots=True)
@@ -36,10 +36,6 @@ class Evaluation:
     deadline: float | None = None
     state: KeyState | None = None
     """The key's state to keep (None with no outcome)."""
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def kind_of(trigger: TriggerDocument) -> type[KeyState]:
@@ -66,7 +62,8 @@ def _pattern_fire(
     fire: PatternFire,
     event: dict[str, Any],
 ) -> Fire:
-    cause = Cause(
+    cause = trusted(
+        Cause,
         type=CauseKind.EVENT,
         event_id=event.get("id"),
         event_type=event.get("type"),
@@ -188,7 +185,8 @@ def _threshold(
         return Evaluation(decision.outcome)
     window = decision.fire
     crossing = match.event  # the event just counted is the one that crossed the threshold
-    cause = Cause(
+    cause = trusted(
+        Cause,
         type=CauseKind.EVENT,
         event_id=crossing.get("id"),
         event_type=crossing.get("type"),
@@ -198,8 +196,8 @@ def _threshold(
     )
     details = {
         "count": window.count,
-        "window_start": _iso(window.window_start),
-        "window_end": _iso(window.window_end),
+        "window_start": iso_time(window.window_start),
+        "window_end": iso_time(window.window_end),
         "group": match.group,
         "group_by": list(threshold.group_by),
         "aggregate": window.aggregate,

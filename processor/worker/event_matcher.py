@@ -61,6 +61,7 @@ from processor.metrics import (
     MATCHES_IN_PLACE,
     OVERSIZED_STATES,
     WINDOW_OUTCOMES,
+    observe_all,
     trigger_label,
 )
 from processor.serde import from_json, to_json
@@ -355,6 +356,7 @@ class EventMatcher(TransactionalLoop):
         verdicts: Counter[tuple[str, str]] = Counter()
         passed = dead = fired_events = fires = in_place = 0
         fired_at = time.time()
+        waits: list[float] = []
         candidates = self.registry.candidates
         for message in messages:
             value, headers = message.value(), header_pairs(message.headers())
@@ -395,10 +397,11 @@ class EventMatcher(TransactionalLoop):
                 fired_events += 1
                 fires += fired
                 if timestamp_ms > 0:
-                    EVENT_TO_FIRE.observe(max(0.0, fired_at - timestamp_ms / 1000))
+                    waits.append(max(0.0, fired_at - timestamp_ms / 1000))
             else:
                 passed += 1
         self._count(passed, dead, fired_events, fires)
+        observe_all(EVENT_TO_FIRE, waits)
         if in_place:
             MATCHES_IN_PLACE.inc(in_place)
         for (trigger_id, verdict), count in verdicts.items():

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from processor.definitions.model import ConcurrencySpec, OnFailure, RetrySpec
+from processor.definitions.model import ConcurrencySpec, OnFailure, RetrySpec, ThrottleSpec
 from processor.messages import (
     EXECUTION_NAMESPACE,
     Cause,
@@ -29,9 +32,18 @@ from processor.messages import (
     WebhookDelivery,
     WindowMatch,
     execution_id_for,
+    trusted,
     uuid5_text,
 )
-from processor.serde import SCHEMAS_DIR, avro_schema, from_avro, from_json, to_avro, to_json
+from processor.serde import (
+    SCHEMAS_DIR,
+    avro_schema,
+    from_avro,
+    from_json,
+    pydantic_json,
+    to_avro,
+    to_json,
+)
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 CAUSE = Cause(type=CauseKind.EVENT, event_id="e-1")
@@ -236,3 +248,110 @@ def test_messages_read_the_same_whichever_parser_reads_them() -> None:
     )
     raw = to_json(fire)
     assert from_json(Fire, raw) == Fire.model_validate_json(raw) == fire
+
+
+@pytest.mark.parametrize(("schema", "message"), SAMPLES, ids=[s for s, _ in SAMPLES])
+def test_to_json_writes_the_bytes_pydantic_writes(schema: str, message: BaseModel) -> None:
+    assert to_json(message) == pydantic_json(message)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    payload=st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=5),
+    extra=st.dictionaries(st.sampled_from(["event_id", "count", "key", "at"]), JSON_VALUES),
+    when=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))])),
+)
+def test_to_json_matches_pydantic_on_any_json_input(
+    payload: dict[str, Any], extra: dict[str, Any], when: datetime
+) -> None:
+    """orjson writes a message as pydantic would, whatever the free-form values (a value
+    orjson refuses, such as an int over 64 bits, goes to pydantic itself)."""
+    fire = Fire(
+        execution_id="x",
+        trigger_id="t",
+        trigger_name="n",
+        agent_id="a",
+        workspace_id="w",
+        cause=Cause(type=CauseKind.EVENT, **extra),
+        input=payload,
+        fired_at=when,
+        throttle=ThrottleSpec(limit=2, period="1m"),
+    )
+    assert to_json(fire) == pydantic_json(fire)
+
+
+TRUSTED: list[tuple[type[BaseModel], dict[str, Any]]] = [
+    (Cause, {"type": CauseKind.EVENT, "event_id": "e-1", "group": "", "count": 5, "key": None}),
+    (
+        Fire,
+        {
+            "execution_id": "x-1",
+            "trigger_id": "t-1",
+            "trigger_name": "T",
+            "agent_id": "a",
+            "workspace_id": "default",
+            "throttle": ThrottleSpec(limit=2, period="1m"),
+            "throttle_key": "",
+            "retry": RetrySpec(attempts=3, initial="1s"),
+            "on_failure": OnFailure.EMIT,
+            "cause": CAUSE,
+            "input": {"event": {"id": "e-1", "data": None}},
+            "fired_at": NOW,
+        },
+    ),
+    (
+        ExecutionRecord,
+        {
+            "execution_id": "x-1",
+            "trigger_id": "t-1",
+            "trigger_name": "T",
+            "agent_id": "a",
+            "workspace_id": "default",
+            "status": ExecutionStatus.PENDING,
+            "cause": CAUSE,
+            "triggered_at": NOW,
+            "updated_at": NOW,
+            "issued_at": NOW,
+            "deadline": NOW,
+            "concurrency": ConcurrencySpec(limit=1, key="$.c"),
+        },
+    ),
+    (
+        ExecutionCommand,
+        {
+            "execution_id": "x-1",
+            "trigger_id": "t-1",
+            "trigger_name": "T",
+            "agent_id": "a",
+            "workspace_id": "default",
+            "cause": CAUSE,
+            "issued_at": NOW,
+            "deadline": NOW,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("model", "values"), TRUSTED, ids=[m.__name__ for m, _ in TRUSTED])
+def test_trusted_makes_what_validation_makes(
+    model: type[BaseModel], values: dict[str, Any]
+) -> None:
+    """The hot paths' messages (a fire, its cause, record and command), made without
+    validation, equal the validated ones: fields, defaults, extras and JSON."""
+    made, validated = trusted(model, **values), model(**values)
+    assert made == validated
+    assert made.model_fields_set == validated.model_fields_set
+    assert made.model_extra == validated.model_extra
+    assert to_json(made) == pydantic_json(validated)

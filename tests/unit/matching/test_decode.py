@@ -12,6 +12,7 @@ from processor.matching.decode import (
     MAX_EVENT_BYTES,
     decode_event,
     event_of,
+    iso_time,
     plain_event_type,
     read_event,
 )
@@ -150,3 +151,13 @@ def test_read_event_is_the_models_event(
     found = read_event(value, [], **where)  # type: ignore[arg-type]
     assert list(found.fields.items()) == list(expected.fields.items())
     assert found.time == expected.time
+
+
+@given(
+    st.floats(min_value=-2e9, max_value=4e9, allow_nan=False)
+    | st.integers(min_value=0, max_value=4_000_000_000).map(lambda n: n / 1000)
+    | st.integers(min_value=0, max_value=4_000_000_000_000).map(lambda n: n / 1e6 + 0.0000005)
+)
+def test_iso_time_is_datetimes_isoformat(seconds: float) -> None:
+    """Whole seconds, milliseconds, and microseconds at the rounding boundary."""
+    assert iso_time(seconds) == datetime.fromtimestamp(seconds, UTC).isoformat()
