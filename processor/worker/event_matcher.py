@@ -133,13 +133,15 @@ class EventMatcher(TransactionalLoop):
         return True
 
     def handle(self, messages: list[Message], producer: Turn) -> None:
-        events = [m for m in messages if m.topic() != self.matches_topic]
+        matches_topic = self.matches_topic
+        events = [m for m in messages if m.topic() != matches_topic]
         if events:
             self._match(events, producer)
-        now = time.time()
-        for message in messages:
-            if message.topic() == self.matches_topic:
-                self._observe(message, now, producer)
+        if len(events) != len(messages):
+            now = time.time()
+            for message in messages:
+                if message.topic() == matches_topic:
+                    self._observe(message, now, producer)
         self._checkpoint_state(producer)
 
     def periodic(self, producer: Turn) -> None:
@@ -359,7 +361,8 @@ class EventMatcher(TransactionalLoop):
         waits: list[float] = []
         candidates = self.registry.candidates
         for message in messages:
-            value, headers = message.value(), header_pairs(message.headers())
+            value, raw_headers = message.value(), message.headers()
+            headers = header_pairs(raw_headers) if raw_headers else None
             body = structured_body(value, headers)
             if body is not None:
                 type_ = event_type(body)
