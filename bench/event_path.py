@@ -220,23 +220,29 @@ class Run:
                 future.result(60)
 
     def produce(self, batch: list[dict[str, Any]], rate: float | None) -> dict[str, float]:
-        """Produce; returns each event's timestamp (seconds) by id."""
+        """Produce; returns each event's send time (seconds) by id.
+
+        Paced, it sends the events due each millisecond together, encoded beforehand: one
+        clock read and at most one sleep per millisecond, not per event. Pacing 26,000
+        events/s one by one (a `time.sleep` and two clock reads per event) took 38% of
+        a core of this 2-core machine from the contender it measured; this takes 22-24%."""
+        topic = self.topic(topics.EVENTS)
+        values = [(event["id"], orjson.dumps(event)) for event in batch]
+        per_tick = 1 if rate is None else max(1, int(rate / 1000))
         sent: dict[str, float] = {}
+        produce, poll = self.producer.produce, self.producer.poll
         start = time.time()
-        for n, event in enumerate(batch):
+        for at in range(0, len(values), per_tick):
             if rate is not None:
-                delay = start + n / rate - time.time()
+                delay = start + at / rate - time.time()
                 if delay > 0:
                     time.sleep(delay)
             now = time.time()
-            sent[event["id"]] = now
-            self.producer.produce(
-                self.topic(topics.EVENTS),
-                key=b"errors",
-                value=orjson.dumps(event),
-                timestamp=int(now * 1000),
-            )
-            self.producer.poll(0)
+            stamp = int(now * 1000)
+            for event_id, value in values[at : at + per_tick]:
+                sent[event_id] = now
+                produce(topic, key=b"errors", value=value, timestamp=stamp)
+            poll(0)
         self.producer.flush(60)
         return sent
 
