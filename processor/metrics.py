@@ -118,7 +118,9 @@ TRANSACTION_ABORTS = Counter(
 )
 TRANSACTION_SECONDS = Histogram(
     "triggers_transaction_seconds",
-    "One turn of a transactional loop, by loop and step (handle, commit).",
+    "One turn of a transactional loop, by loop and step: handle (the batch), commit (on "
+    "the loop's helper thread, while the next batch is handled), wait (for that commit, "
+    "once the next batch is handled).",
     ["loop", "step"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )

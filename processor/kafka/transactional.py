@@ -124,13 +124,15 @@ class TransactionalLoop:
         """Set once the loop polled for the first time."""
         self._producer: Producer
         """The transactional producer (made by the loop; replaced after a fatal error)."""
-        self._committing: tuple[Future[None], float] | None = None
-        """The last turn's commit while it runs on the helper thread, and when it began."""
+        self._committing: Future[None] | None = None
+        """The last turn's commit while it runs on the helper thread."""
         self._rewind_due: bool | None = None
         """Set when a rebalance callback found that commit failed: whether the consumer
         must be replaced (True) or rewound (False) once the poll returns."""
         self._handle_seconds = TRANSACTION_SECONDS.labels(self.name, "handle")
         self._commit_seconds = TRANSACTION_SECONDS.labels(self.name, "commit")
+        self._wait_seconds = TRANSACTION_SECONDS.labels(self.name, "wait")
+        """How long the loop, done with a turn, waited for the last turn's commit."""
 
     # -- what a subclass decides -------------------------------------------------------
 
@@ -265,30 +267,29 @@ class TransactionalLoop:
             return exc
         self.sealed()
         metadata = consumer.consumer_group_metadata() if offsets else None
-        self._committing = (
-            self._calls.submit(self._commit, producer, offsets, metadata),
-            time.perf_counter(),
-        )
+        self._committing = self._calls.submit(self._commit, producer, offsets, metadata)
         return None
 
     def _commit(self, producer: Producer, offsets: list[TopicPartition], metadata: Any) -> None:
         """On the helper thread: the offsets join the transaction, which commits."""
+        started = time.perf_counter()
         if offsets:
             producer.send_offsets_to_transaction(offsets, metadata, CALL_TIMEOUT_SECONDS)
         producer.commit_transaction(CALL_TIMEOUT_SECONDS)
+        self._commit_seconds.observe(time.perf_counter() - started)
 
     def _settle(self) -> KafkaException | DeadlineExceeded | None:
         """Wait for the commit in flight, if any: `after_commit` once it committed; the
         failure if it did not."""
-        committing, self._committing = self._committing, None
-        if committing is None:
+        future, self._committing = self._committing, None
+        if future is None:
             return None
-        future, started = committing
+        started = time.perf_counter()
         try:
             self._calls.wait(future, 2 * CALL_DEADLINE_SECONDS, "commit")
         except (KafkaException, DeadlineExceeded) as exc:
             return exc
-        self._commit_seconds.observe(time.perf_counter() - started)
+        self._wait_seconds.observe(time.perf_counter() - started)
         self.after_commit(self._producer)
         return None
 

@@ -79,6 +79,7 @@ def test_the_child_dispatches_counts_on_the_workers_page_and_dies_with_it(
     assert text.count("# TYPE triggers_dispatch_commands_total counter") == 1
     assert 'triggers_transaction_seconds_count{loop="dispatcher",step="commit"}' in text
     assert 'triggers_transaction_seconds_count{loop="event-matcher",step="commit"}' in text
+    assert 'triggers_transaction_seconds_count{loop="dispatcher",step="wait"}' in text
 
     os.kill(worker.pid, signal.SIGKILL)  # no orphan keeps dispatching
     worker.wait(10)

@@ -41,7 +41,7 @@ class Copier(TransactionalLoop):
         """Set when a batch was handled while the last commit was still running."""
 
     def handle(self, messages: list[Message], producer: Turn) -> None:
-        if self._committing is not None and not self._committing[0].done():
+        if self._committing is not None and not self._committing.done():
             self.overlapped.set()
         for message in messages:
             self.copied += 1
