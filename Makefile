@@ -102,7 +102,7 @@ bench: venv $(QUIX)
 	@[ -n "$${TRIGGERS_KAFKA_BOOTSTRAP:-}" ] || deploy/kafka/kafka.sh up
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/scheduler.py
-	$(BIN)/python bench/hot_path.py
+	$(BIN)/python bench/hot_path.py --repeat 3
 	$(BIN)/python bench/event_path.py
 	$(BIN)/python bench/event_path.py --mix sparse
 	$(BIN)/python bench/event_path.py --scaling 10 1000 10000 100000
