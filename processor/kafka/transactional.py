@@ -199,10 +199,7 @@ class TransactionalLoop:
             first = consumer.poll(0.1)
             messages = [] if first is None else [first, *consumer.consume(self.batch_size - 1, 0)]
             self.ready.set()
-            usable = [m for m in messages if m.error() is None]
-            if len(usable) != len(messages):  # rare: only errors go through _usable
-                usable = [m for m in messages if self._usable(m)]
-            messages = usable
+            messages = [m for m in messages if m.error() is None or self._usable(m)]
             if messages:
                 last_read, stuck_at = time.monotonic(), None
             elif self._committing is None and time.monotonic() - last_read >= IDLE_CHECK_SECONDS:

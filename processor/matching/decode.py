@@ -241,11 +241,7 @@ def _record_time(timestamp_ms: int) -> tuple[str, float]:
     """A record's timestamp as the event's time: its JSON text and its seconds, the
     same as `_json_time` and `datetime.timestamp` give for it, without a datetime."""
     second, millis = divmod(timestamp_ms, 1000)
-    base = _seconds.get(second)
-    if base is None:
-        if len(_seconds) >= _SECONDS_KEPT:
-            _seconds.clear()
-        base = _seconds[second] = datetime.fromtimestamp(second, UTC).isoformat()[:-6]
+    base = _second_text(second)
     text = f"{base}.{millis * 1000:06d}Z" if millis else f"{base}Z"
     return text, timestamp_ms * 1000 / 10**6
 
@@ -261,12 +257,18 @@ def iso_time(seconds: float) -> str:
         second, micros = second + 1, micros - 1_000_000
     elif micros < 0:
         second, micros = second - 1, micros + 1_000_000
+    base = _second_text(second)
+    return f"{base}.{micros:06d}+00:00" if micros else f"{base}+00:00"
+
+
+def _second_text(second: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS` of a whole second (UTC), remembered in `_seconds`."""
     base = _seconds.get(second)
     if base is None:
         if len(_seconds) >= _SECONDS_KEPT:
             _seconds.clear()
         base = _seconds[second] = datetime.fromtimestamp(second, UTC).isoformat()[:-6]
-    return f"{base}.{micros:06d}+00:00" if micros else f"{base}+00:00"
+    return base
 
 
 def _json_time(when: datetime) -> str:

@@ -361,8 +361,7 @@ class EventMatcher(TransactionalLoop):
         waits: list[float] = []
         candidates = self.registry.candidates
         for message in messages:
-            value, raw_headers = message.value(), message.headers()
-            headers = header_pairs(raw_headers) if raw_headers else None
+            value, headers = message.value(), header_pairs(message.headers())
             body = structured_body(value, headers)
             if body is not None:
                 type_ = event_type(body)
