@@ -103,8 +103,8 @@ bench: venv $(QUIX)
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/hot_path.py --repeat 3
-	$(BIN)/python bench/event_path.py
-	$(BIN)/python bench/event_path.py --mix sparse
+	$(BIN)/python bench/event_path.py --rounds 3
+	$(BIN)/python bench/event_path.py --mix sparse --rounds 3
 	$(BIN)/python bench/event_path.py --scaling 10 1000 10000 100000
 	$(BIN)/python bench/worker_scale.py
 	$(BIN)/python bench/scale_out.py

@@ -87,6 +87,10 @@ event in 100 is such an error, the others are of 99 other types no trigger match
 a busy domain topic; the backlog ends with 5 high errors, so its last event fires."""
 
 
+HIGH_SHARE = 0.6
+"""The share of error events that are high severity (pass the rule's condition)."""
+
+
 def error_event(high: bool) -> dict[str, Any]:
     return {
         "specversion": "1.0",
@@ -100,9 +104,9 @@ def error_event(high: bool) -> dict[str, Any]:
 def events(count: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     if MIX == "errors":
-        return [error_event(rng.random() < 0.6) for _ in range(count)]
+        return [error_event(rng.random() < HIGH_SHARE) for _ in range(count)]
     out = [
-        error_event(rng.random() < 0.6)
+        error_event(rng.random() < HIGH_SHARE)
         if n % 100 == 0
         else {
             "specversion": "1.0",
@@ -246,6 +250,43 @@ class Run:
         self.producer.flush(60)
         return sent
 
+    def fires_from_now(self) -> Consumer:
+        """A reader of the worker's `trigger-fires` from its end on (its records, not
+        their transactions: a fire's timestamp is when the matcher produced it)."""
+        fires = Consumer(
+            {
+                "bootstrap.servers": BOOTSTRAP,
+                "group.id": f"bench-fires-{uuid.uuid4().hex}",
+                "auto.offset.reset": "latest",
+                "isolation.level": "read_uncommitted",
+                "enable.auto.commit": False,
+            }
+        )
+        assigned: list[int] = []
+        fires.subscribe(
+            [self.topic(topics.TRIGGER_FIRES)], on_assign=lambda _c, tps: assigned.extend(tps)
+        )
+        deadline = time.monotonic() + 30
+        while not assigned and time.monotonic() < deadline:
+            fires.poll(0.1)
+        return fires
+
+    def fire_times(self, fires: Consumer, want: int) -> dict[str, float]:
+        """When each fire was produced (its record's timestamp), by crossing event id."""
+        found: dict[str, float] = {}
+        deadline = time.monotonic() + 30
+        try:
+            while len(found) < want and time.monotonic() < deadline:
+                for message in fires.consume(500, timeout=0.5):
+                    if message.error() is None:
+                        fire = orjson.loads(message.value() or b"{}")
+                        event_id = (fire.get("cause") or {}).get("event_id")
+                        if event_id:
+                            found[event_id] = message.timestamp()[1] / 1000
+        finally:
+            fires.close()
+        return found
+
     def collect(self, want: int, timeout: float) -> list[tuple[float, dict[str, Any]]]:
         found: list[tuple[float, dict[str, Any]]] = []
         deadline = time.monotonic() + timeout
@@ -271,9 +312,78 @@ def percentiles(values: list[float], scale: float = 1.0, digits: int = 2) -> dic
     }
 
 
+def stages(
+    sent: dict[str, float], commands: list[tuple[float, dict[str, Any]]], fired: dict[str, float]
+) -> dict[str, Any]:
+    """Where the time between an event and its command goes: until the matcher produced
+    the fire (the batch's wait and handling), and from there to the command's append (the
+    matcher's commit, the dispatcher's fetch, handling and commit)."""
+    to_fire, to_command = [], []
+    for at, command in commands:
+        cid = crossing_id(command)
+        if cid in sent and cid in fired:
+            to_fire.append((fired[cid] - sent[cid]) * 1000)
+            to_command.append((at - fired[cid]) * 1000)
+    return {
+        "event_to_fire_ms": percentiles(to_fire),
+        "fire_to_command_ms": percentiles(to_command),
+        "samples": len(to_fire),
+    }
+
+
 def crossing_id(command: dict[str, Any]) -> str | None:
     cause = command.get("cause") or {}
     return cause.get("event_id") or command.get("event_id")
+
+
+BROKER_PID = ROOT / "deploy" / "kafka" / ".state" / "kafka.pid"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads, in seconds (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _descendants(pid: int) -> list[int]:
+    found = [pid]
+    for parent in found:
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                found += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+    return found
+
+
+def cpu_now(run: Run) -> dict[str, float]:
+    """CPU seconds used so far: by the contender (its processes and their children), by
+    this harness, by the local broker (when this machine runs it), and by the machine."""
+    contender = [p for root in (run.process, *run.helpers) if root for p in _descendants(root.pid)]
+    broker = int(BROKER_PID.read_text()) if BROKER_PID.exists() else None
+    busy = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return {
+        "at": time.monotonic(),
+        "contender": sum(_process_seconds(pid) for pid in contender),
+        "harness": _process_seconds(os.getpid()),
+        "broker": _process_seconds(broker) if broker else 0.0,
+        # user + nice + system + irq + softirq: every process's work, ours or not
+        "machine": (sum(busy[:3]) + sum(busy[5:7])) / CLOCK_TICKS,
+        # what the hypervisor gave to other guests while this one wanted to run
+        "steal": busy[7] / CLOCK_TICKS,
+    }
+
+
+def cpu_cores(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Cores busy on average between two `cpu_now` readings, by whom."""
+    elapsed = max(after["at"] - before["at"], 1e-9)
+    return {
+        name: round((after[name] - before[name]) / elapsed, 2) for name in before if name != "at"
+    } | {"machine_cores": os.cpu_count() or 0}
 
 
 def measure(run: Run, seed: int) -> dict[str, Any]:
@@ -301,6 +411,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
         run.produce(backlog, None)
     finally:
         first = time.time()
+        cpu_before = cpu_now(run)
         run.process.send_signal(signal.SIGCONT)
     profiler = None
     if os.environ.get("BENCH_PROFILE"):  # a py-spy profile of the backlog phase
@@ -309,6 +420,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
              "--format", "raw", "--output", os.environ["BENCH_PROFILE"], "--nonblocking", "--gil"],
         )  # fmt: skip
     done = run.collect(expected_fires(backlog), 600)
+    cpu_used = cpu_cores(cpu_before, cpu_now(run))
     if profiler is not None:
         profiler.wait(60)
     last = max(at for at, _ in done) if done else float("nan")
@@ -316,11 +428,13 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
         "latency_ms": {**percentiles(latencies), "samples": len(latencies), "worst_at_s": worst_at},
         "throughput_events_per_s": round(size / (last - first), 1) if done else None,
         "fires": {"expected": expected_fires(backlog), "seen": len(done)},
+        "cpu_cores_backlog": cpu_used,
     }
     if HALF_RATE and done:
         # Latency under load: events at half the rate just measured, for 10 s.
         rate = size / (last - first) / 2
         loaded = events(int(rate * LATENCY_SECONDS), seed + 3)
+        fires = run.fires_from_now()
         sent = run.produce(loaded, rate)
         commands = run.collect(expected_fires(loaded), 120)
         under_load = [
@@ -330,6 +444,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
             **percentiles(under_load),
             "samples": len(under_load),
             "events_per_s": round(rate),
+            "stages": stages(sent, commands, run.fire_times(fires, len(commands))),
         }
     if SAVE_METRICS and run.name.startswith("triggers"):
         # The worker's own account of the run (transaction and GC times, ...), and the
@@ -356,32 +471,35 @@ def others(count: int) -> str:
     return "\n---\n".join(docs) + "\n"
 
 
-def run_triggers(other_triggers: int, seed: int, split: bool = False) -> dict[str, Any]:
-    run = Run("triggers_split" if split else "triggers")
+def run_triggers(
+    other_triggers: int, seed: int, split: bool = False, root: Path = ROOT
+) -> dict[str, Any]:
+    run = Run("triggers_split" if split else "triggers" if root == ROOT else "triggers_baseline")
+    triggers = str(root / ".venv" / "bin" / "triggers")
     try:
         # The seed's rule as it is, but every firing becomes a command (no runtime here
         # finishes runs, and the default max_concurrent 1 / skip would drop the rest).
         handler = run.workdir / "error-handler.yaml"
         handler.write_text(ERROR_HANDLER.read_text() + "  overlap: allow_all\n")
         subprocess.run(
-            [TRIGGERS, "apply", "-f", str(handler)], env=run.env, check=True, capture_output=True
+            [triggers, "apply", "-f", str(handler)], env=run.env, check=True, capture_output=True
         )
         if other_triggers:
             path = run.workdir / "others.yaml"
             path.write_text(others(other_triggers))
             subprocess.run(
-                [TRIGGERS, "apply", "-f", str(path)], env=run.env, check=True, capture_output=True
+                [triggers, "apply", "-f", str(path)], env=run.env, check=True, capture_output=True
             )
         if split:
             run.env["TRIGGERS_WORKER_DISPATCHER"] = "false"
             run.start(
-                [TRIGGERS, "dispatcher"],
+                [triggers, "dispatcher"],
                 "dispatcher started",
                 "dispatcher.log",
                 helper=True,
                 env={"TRIGGERS_WORKER_METRICS_PORT": str(METRICS_PORT + 1 if SAVE_METRICS else 0)},
             )
-        run.start([TRIGGERS, "worker"], "[^Worker]: Ready", "worker.log")
+        run.start([triggers, "worker"], "[^Worker]: Ready", "worker.log")
         global HALF_RATE
         HALF_RATE = MIX == "errors"
         try:
@@ -426,6 +544,28 @@ def run_peer(name: str, seed: int) -> dict[str, Any]:
         run.stop()
 
 
+def summarize(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Each contender's row: its round of median throughput, with every round's rate and
+    its ratio to the passthrough of the same round (the median of those is the row's
+    ratio). Rounds run the contenders in turn, so a neighbour's load or the broker's
+    state at one moment weighs on every contender alike."""
+    out: dict[str, Any] = {}
+    base = [r.get("throughput_events_per_s") for r in rounds.get("passthrough", [])]
+    for name, found in rounds.items():
+        rates = [r.get("throughput_events_per_s") or 0.0 for r in found]
+        by_rate = sorted(found, key=lambda r: r.get("throughput_events_per_s") or 0.0)
+        row = dict(by_rate[(len(found) - 1) // 2])
+        if len(found) > 1:
+            row["rounds_events_per_s"] = rates
+        if name != "passthrough" and len(base) == len(found) and all(base):
+            ratios = [round(rate / b, 3) for rate, b in zip(rates, base, strict=True)]
+            row["throughput_vs_passthrough"] = statistics.median(ratios)
+            if len(found) > 1:
+                row["rounds_vs_passthrough"] = ratios
+        out[name] = row
+    return out
+
+
 MIX_HELP = "errors: every event is one the rule reads; sparse: 1 in 100 (see MIX)"
 
 
@@ -433,11 +573,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--others", type=int, default=1000)
     parser.add_argument(
-        "--only", choices=["triggers", "triggers_split", "passthrough", "faust_agent", "quix"]
+        "--only",
+        nargs="+",
+        choices=["triggers", "triggers_split", "passthrough", "faust_agent", "quix"],
+        help="run only these contenders",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mix", choices=["errors", "sparse"], default="errors", help=MIX_HELP)
     parser.add_argument("--backlog", type=int, default=0, help="events in the backlog phase")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the contenders in turn this many times; each row is its median round",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of the code before a change, with its own .venv: its worker "
+        "runs as triggers_baseline in every round",
+    )
     parser.add_argument(
         "--scaling", type=int, nargs="*", help="Only the worker, with these trigger counts."
     )
@@ -455,27 +610,30 @@ def main() -> int:
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     results["mix"] = MIX
-    for name in ("passthrough", "faust_agent", "quix", "triggers", "triggers_split"):
-        if args.only and name != args.only:
-            continue
-        if name == "quix" and not QUIX_PYTHON.exists():
-            print("quix: skipped (make bench installs it into .bench/quix)", file=sys.stderr)
-            continue
-        started = time.monotonic()
-        results[name] = (
-            run_triggers(args.others, args.seed, split=name == "triggers_split")
-            if name.startswith("triggers")
-            else run_peer(name, args.seed)
-        )
-        print(
-            f"{name}: {json.dumps(results[name])} ({time.monotonic() - started:.0f}s)", flush=True
-        )
-    base = results.get("passthrough", {}).get("throughput_events_per_s")
-    for name in ("faust_agent", "quix", "triggers", "triggers_split"):
-        if base and name in results and results[name]["throughput_events_per_s"]:
-            results[name]["throughput_vs_passthrough"] = round(
-                results[name]["throughput_events_per_s"] / base, 3
-            )
+    names = [
+        name
+        for name in ("passthrough", "faust_agent", "quix", "triggers", "triggers_split")
+        if not args.only or name in args.only
+    ]
+    if args.baseline:
+        names.append("triggers_baseline")
+    if "quix" in names and not QUIX_PYTHON.exists():
+        print("quix: skipped (make bench installs it into .bench/quix)", file=sys.stderr)
+        names.remove("quix")
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_ in range(args.rounds):
+        for name in names:
+            started = time.monotonic()
+            if name == "triggers_baseline":
+                found = run_triggers(args.others, args.seed, root=args.baseline)
+            elif name.startswith("triggers"):
+                found = run_triggers(args.others, args.seed, split=name == "triggers_split")
+            else:
+                found = run_peer(name, args.seed)
+            rounds[name].append(found)
+            took = time.monotonic() - started
+            print(f"{name} (round {round_ + 1}): {json.dumps(found)} ({took:.0f}s)", flush=True)
+    results.update(summarize(rounds))
     name = "event_path" if MIX == "errors" else "event_path_sparse"
     if BACKLOG_SIZE:
         name += f"_backlog{BACKLOG_SIZE}"

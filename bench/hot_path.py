@@ -8,7 +8,7 @@ event, the part a profile can move; `bench/event_path.py` measures the whole pat
 broker.
 
     .venv/bin/python bench/hot_path.py [--events 100000] [--profile out.prof] [--mix sparse]
-                                       [--repeat N]
+                                       [--repeat N] [--high-share 0..1]
 """
 
 from __future__ import annotations
@@ -115,6 +115,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--others", type=int, default=1000)
     parser.add_argument("--mix", choices=["errors", "sparse"], default="errors")
+    parser.add_argument(
+        "--high-share",
+        type=float,
+        default=event_path.HIGH_SHARE,
+        help="share of high-severity errors (1: every event is counted by the window, "
+        "0: every event fails the condition); results are then not saved",
+    )
     parser.add_argument("--profile", help="write a cProfile of both loops here")
     parser.add_argument(
         "--repeat",
@@ -125,12 +132,15 @@ def main() -> int:
     )
     args = parser.parse_args()
     event_path.MIX = args.mix
+    mixed, event_path.HIGH_SHARE = event_path.HIGH_SHARE, args.high_share
     runs = [run(args.events, args.others, args.profile) for _ in range(args.repeat)]
     found = {key: min(r[key] for r in runs) for key in runs[0]}
     if args.repeat > 1:
         found["repeats"] = args.repeat
     print(json.dumps(found))
-    if not args.profile:
+    if args.high_share != mixed:
+        found["high_share"] = args.high_share
+    elif not args.profile:
         out = (
             ROOT / "bench" / "results" / f"hot_path{'' if args.mix == 'errors' else '_sparse'}.json"
         )
