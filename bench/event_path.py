@@ -165,15 +165,7 @@ class Run:
         self.process: subprocess.Popen[bytes] | None = None
         self.helpers: list[subprocess.Popen[bytes]] = []
         """Processes besides the contender (not paused with it)."""
-        self.runs = Consumer(
-            {
-                "bootstrap.servers": BOOTSTRAP,
-                "group.id": f"bench-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-            }
-        )
+        self.runs = reader("earliest", "read_committed")
         self.runs.subscribe([self.topic(topics.AGENT_RUNS)])
         self.producer = Producer(
             {"bootstrap.servers": BOOTSTRAP, "linger.ms": 5, "partitioner": "murmur2_random"}
@@ -253,15 +245,7 @@ class Run:
     def fires_from_now(self) -> Consumer:
         """A reader of the worker's `trigger-fires` from its end on (its records, not
         their transactions: a fire's timestamp is when the matcher produced it)."""
-        fires = Consumer(
-            {
-                "bootstrap.servers": BOOTSTRAP,
-                "group.id": f"bench-fires-{uuid.uuid4().hex}",
-                "auto.offset.reset": "latest",
-                "isolation.level": "read_uncommitted",
-                "enable.auto.commit": False,
-            }
-        )
+        fires = reader("latest", "read_uncommitted")
         assigned: list[int] = []
         fires.subscribe(
             [self.topic(topics.TRIGGER_FIRES)], on_assign=lambda _c, tps: assigned.extend(tps)
@@ -273,31 +257,42 @@ class Run:
 
     def fire_times(self, fires: Consumer, want: int) -> dict[str, float]:
         """When each fire was produced (its record's timestamp), by crossing event id."""
-        found: dict[str, float] = {}
-        deadline = time.monotonic() + 30
         try:
-            while len(found) < want and time.monotonic() < deadline:
-                for message in fires.consume(500, timeout=0.5):
-                    if message.error() is None:
-                        fire = orjson.loads(message.value() or b"{}")
-                        event_id = (fire.get("cause") or {}).get("event_id")
-                        if event_id:
-                            found[event_id] = message.timestamp()[1] / 1000
+            read = read_json(fires, want, 30)
         finally:
             fires.close()
-        return found
+        return {cid: at for at, fire in read if (cid := crossing_id(fire))}
 
     def collect(self, want: int, timeout: float) -> list[tuple[float, dict[str, Any]]]:
-        found: list[tuple[float, dict[str, Any]]] = []
-        deadline = time.monotonic() + timeout
-        while len(found) < want and time.monotonic() < deadline:
-            for message in self.runs.consume(500, timeout=0.5):
-                if message.error() is None:
-                    _, ts = message.timestamp()
-                    found.append((ts / 1000, orjson.loads(message.value() or b"{}")))
-                elif message.error().code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(str(message.error()))
-        return found
+        return read_json(self.runs, want, timeout)
+
+
+def reader(offset_reset: str, isolation: str) -> Consumer:
+    """A consumer of the bench's own, in a group of its own, that commits nothing."""
+    return Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "auto.offset.reset": offset_reset,
+            "isolation.level": isolation,
+            "enable.auto.commit": False,
+        }
+    )
+
+
+def read_json(consumer: Consumer, want: int, timeout: float) -> list[tuple[float, dict[str, Any]]]:
+    """Up to `want` records (record timestamp in seconds, JSON value), read for at most
+    `timeout` seconds."""
+    found: list[tuple[float, dict[str, Any]]] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < want and time.monotonic() < deadline:
+        for message in consumer.consume(500, timeout=0.5):
+            if message.error() is None:
+                _, ts = message.timestamp()
+                found.append((ts / 1000, orjson.loads(message.value() or b"{}")))
+            elif message.error().code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(str(message.error()))
+    return found
 
 
 def percentiles(values: list[float], scale: float = 1.0, digits: int = 2) -> dict[str, Any]:

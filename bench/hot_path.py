@@ -137,10 +137,10 @@ def main() -> int:
     found = {key: min(r[key] for r in runs) for key in runs[0]}
     if args.repeat > 1:
         found["repeats"] = args.repeat
-    print(json.dumps(found))
     if args.high_share != mixed:
         found["high_share"] = args.high_share
-    elif not args.profile:
+    print(json.dumps(found))
+    if args.high_share == mixed and not args.profile:
         out = (
             ROOT / "bench" / "results" / f"hot_path{'' if args.mix == 'errors' else '_sparse'}.json"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -46,3 +47,13 @@ def test_latency_splits_at_the_fire_for_commands_whose_fire_was_seen() -> None:
     assert found["samples"] == 2
     assert found["event_to_fire_ms"]["p50"] == 70.0  # 40 and 100 ms
     assert found["fire_to_command_ms"]["p50"] == 130.0  # 60 and 200 ms
+
+
+def test_cpu_is_read_from_proc_and_averaged_over_the_interval() -> None:
+    assert event_path._process_seconds(os.getpid()) > 0
+    assert event_path._process_seconds(2**22 + 1) == 0.0  # no such process
+    assert event_path._descendants(os.getpid())[0] == os.getpid()
+    before = {"at": 10.0, "contender": 1.0, "machine": 2.0}
+    after = {"at": 12.0, "contender": 3.0, "machine": 5.0}
+    found = event_path.cpu_cores(before, after)
+    assert found["contender"] == 1.0 and found["machine"] == 1.5
