@@ -10,11 +10,13 @@ something to do for the key.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
+from processor.language.conditions import Threshold
 from processor.matching import sequences, windows
 from processor.matching.decode import iso_time
 from processor.matching.events import Matched, fire_for
@@ -81,12 +83,52 @@ def _pattern_fire(
 
 def evaluate(registry: Registry, state: KeyState | None, match: Matched, now: float) -> Evaluation:
     """An event for the key (its state updated in place, or a fresh one made)."""
-    trigger = registry.get(match.trigger_id)
+    return evaluate_all(registry, state, [match], now)
+
+
+def evaluate_all(
+    registry: Registry,
+    state: KeyState | None,
+    matches: list[Matched],
+    now: float,
+    outcomes: Counter[str] | None = None,
+) -> Evaluation:
+    """A key's events in their order (one batch's), as `evaluate` takes them one by one:
+    the trigger is looked up once and a window's events go straight to its decision.
+    Every fire, the last event's outcome and deadline, and the state; each outcome is
+    also counted in `outcomes`."""
+    trigger = registry.get(matches[0].trigger_id)
     if trigger is None or not trigger.enabled or trigger.event is None:
         return Evaluation(None)
     state = state_for(trigger, state)
-    evaluation = _on_event(registry, trigger, state, match, now)
-    evaluation.state = state
+    if isinstance(state, WindowState):
+        threshold = registry.condition(trigger.trigger_id).threshold
+        if threshold is None:
+            return Evaluation(None)
+        fires = []
+        observe, fired = windows.observe, windows.Outcome.FIRED
+        outcome = None
+        for match in matches:
+            decision = observe(
+                state, threshold, match.time, match.event_key, match.value, match.event
+            )
+            outcome = decision.outcome
+            if outcomes is not None:
+                outcomes[outcome] += 1
+            if outcome is fired and decision.fire is not None:
+                fires.append(_window_fire(trigger, threshold, match, decision.fire))
+        return Evaluation(outcome, fires, None, state)
+    evaluation = Evaluation(None)
+    for match in matches:
+        found = _on_event(registry, trigger, state, match, now)
+        if found.outcome is None:
+            continue
+        if outcomes is not None:
+            outcomes[found.outcome] += 1
+        found.fires[:0] = evaluation.fires
+        evaluation = found
+    if evaluation.outcome is not None:
+        evaluation.state = state
     return evaluation
 
 
@@ -96,7 +138,7 @@ def _on_event(
     event = trigger.event
     assert event is not None
     if isinstance(state, WindowState):
-        return _threshold(registry, trigger, state, match)
+        return Evaluation(None)  # evaluate_all decides windows
     if isinstance(state, DebounceState):
         assert event.debounce is not None
         quiet, max_wait = _debounce_times(trigger)
@@ -172,18 +214,9 @@ def _debounce_times(trigger: TriggerDocument) -> tuple[float, float | None]:
     return spec.quiet.seconds, spec.max_wait.seconds if spec.max_wait else None
 
 
-def _threshold(
-    registry: Registry, trigger: TriggerDocument, state: WindowState, match: Matched
-) -> Evaluation:
-    threshold = registry.condition(match.trigger_id).threshold
-    if threshold is None:
-        return Evaluation(None)
-    decision = windows.observe(
-        state, threshold, match.time, match.event_key, match.value, match.event
-    )
-    if decision.fire is None or decision.outcome is not windows.Outcome.FIRED:
-        return Evaluation(decision.outcome)
-    window = decision.fire
+def _window_fire(
+    trigger: TriggerDocument, threshold: Threshold, match: Matched, window: windows.WindowFire
+) -> Fire:
     crossing = match.event  # the event just counted is the one that crossed the threshold
     cause = trusted(
         Cause,
@@ -204,10 +237,9 @@ def _threshold(
         "sample": window.sample,
     }
     # The id comes from the event that crossed the threshold, so a replay re-creates it.
-    fire = fire_for(
+    return fire_for(
         trigger,
         f"window\x1f{match.group}\x1f{window.crossing_id}",
         cause,
         {"event": crossing, "window": details},
     )
-    return Evaluation(decision.outcome, [fire])

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from processor.definitions.registry import Registry
 from processor.matching.events import Matched
 from processor.matching.state import KeyState, StateKey, decode, encode, is_window_record
-from processor.matching.stateful import evaluate, on_tick
+from processor.matching.stateful import evaluate_all, on_tick
 from processor.messages import Fire
 
 MAX_STATE_BYTES = 512 * 1024
@@ -86,11 +86,16 @@ class WindowPartitions:
         changes, and maybe a trigger fires."""
         if key is None:
             key = StateKey(match.trigger_id, match.group)
+        return self.observe_all(registry, partition, key, [match], now)
+
+    def observe_all(
+        self, registry: Registry, partition: int, key: StateKey, matches: list[Matched], now: float
+    ) -> list[Fire]:
+        """A key's matches in their order, as `observe` takes them one by one."""
         states = self.states.setdefault(partition, {})
-        evaluation = evaluate(registry, _read(states, key), match, now)
+        evaluation = evaluate_all(registry, _read(states, key), matches, now, self.outcomes)
         if evaluation.outcome is None or evaluation.state is None:
             return []
-        self.outcomes[evaluation.outcome] += 1
         states[key] = evaluation.state
         self._deadline(partition, key, evaluation.deadline)
         return evaluation.fires

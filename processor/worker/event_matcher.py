@@ -158,10 +158,13 @@ class EventMatcher(TransactionalLoop):
         fires = self.windows.observe(self.registry, message.partition() or 0, match, now)
         self._send_fires(fires, producer)
 
-    def _route(self, match: Matched, now: float, producer: Turn) -> bool:
+    def _route(
+        self, match: Matched, in_place: dict[tuple[int, StateKey], list[Matched]], producer: Turn
+    ) -> bool:
         """A match goes to the window of its key: in place when this worker owns that
         key's `trigger-matches` partition (the state and the input offsets then commit in
-        this one transaction), through the topic otherwise. True when in place."""
+        this one transaction; `in_place` gathers the batch's matches by key, in order),
+        through the topic otherwise. True when in place."""
         route = self._routes.get((match.trigger_id, match.group))
         if route is None:
             state_key = StateKey(match.trigger_id, match.group)
@@ -173,9 +176,11 @@ class EventMatcher(TransactionalLoop):
             self._routes[state_key] = route
         state_key, key, partition = route
         if partition in self.owned_matches:
-            fires = self.windows.observe(self.registry, partition, match, now, state_key)
-            if fires:
-                self._send_fires(fires, producer)
+            found = in_place.get((partition, state_key))
+            if found is None:
+                in_place[partition, state_key] = [match]
+            else:
+                found.append(match)
             return True
         producer.produce(self.matches_topic, key=key, value=to_json(match.message()))
         return False
@@ -360,6 +365,9 @@ class EventMatcher(TransactionalLoop):
         fired_at = time.time()
         waits: list[float] = []
         candidates = self.registry.candidates
+        windowed: dict[tuple[int, StateKey], list[Matched]] = {}
+        """The batch's matches for windows of this worker, by key: each key's state is
+        then read and written once, and its trigger looked up once."""
         for message in messages:
             value, headers = message.value(), header_pairs(message.headers())
             body = structured_body(value, headers)
@@ -387,7 +395,7 @@ class EventMatcher(TransactionalLoop):
             for match in match_event(self.registry, event, data_max_bytes=self.data_max_bytes):
                 verdicts[match.trigger_id, match.verdict] += 1
                 if match.window is not None:
-                    in_place += self._route(match.window, fired_at, producer)
+                    in_place += self._route(match.window, windowed, producer)
                 if match.fire is not None:
                     producer.produce(
                         self.fires_topic,
@@ -402,6 +410,11 @@ class EventMatcher(TransactionalLoop):
                     waits.append(max(0.0, fired_at - timestamp_ms / 1000))
             else:
                 passed += 1
+        for (partition, state_key), matches in windowed.items():
+            self._send_fires(
+                self.windows.observe_all(self.registry, partition, state_key, matches, fired_at),
+                producer,
+            )
         self._count(passed, dead, fired_events, fires)
         observe_all(EVENT_TO_FIRE, waits)
         if in_place:

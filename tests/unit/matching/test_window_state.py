@@ -3,6 +3,7 @@ from __future__ import annotations
 from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
 from processor.matching import window_state
+from processor.matching.events import Matched
 from processor.matching.state import StateKey, decode
 from processor.matching.window_state import WindowPartitions
 from processor.messages import WindowMatch
@@ -118,3 +119,52 @@ def test_a_restored_window_is_read_only_when_its_key_is_used() -> None:
     records, _ = second.changelog()
     assert [key for _, key, _ in records] == [StateKey(handler).encode()]
     assert len(second.observe(registry, 0, match(handler, 2), 0.0)) == 1  # counted 0, 1, 2
+
+
+FOLLOWED = {
+    "name": "Paid",
+    "type": "event",
+    "event": {
+        "pattern": "order.created",
+        "followed_by": {"pattern": "order.paid", "within": "30m", "key": "order_id"},
+    },
+    "agent": {"id": "a"},
+}
+
+
+def test_a_batch_of_a_keys_matches_decides_as_the_matches_one_by_one() -> None:
+    """`observe_all` (the matcher's batch) against `observe` per match: the same fires,
+    outcomes, state record and deadline, for a window (duplicates, a late event, fires),
+    a debounce and a sequence."""
+    registry, [handler, quiet, paid] = registry_with(HANDLER, QUIET, FOLLOWED)
+    times = [5, 1, 3, 9, 2, 400, 401, 1, 402, 403, 404, 405]
+    window = [
+        WindowMatch(trigger_id=handler, event_key=f"s\x1fw{i}", time=100.0 + n)
+        for i, n in enumerate(times)
+    ]
+    window.insert(3, window[2])  # a duplicate
+    debounce = [
+        WindowMatch(trigger_id=quiet, group="k", event_key=f"s\x1fq{n}", time=100.0 + n)
+        for n in range(4)
+    ]
+    sequence = [
+        WindowMatch(trigger_id=paid, group="o1", role=role, event_key=f"s\x1f{n}", time=n)
+        for n, role in enumerate(["first", "second", "first", "first", "second"])
+    ]
+    seen = []
+    for matches in (window, debounce, sequence):
+        key = StateKey(matches[0].trigger_id, matches[0].group)
+        one_by_one, batched = WindowPartitions(), WindowPartitions()
+        single = [f for m in matches for f in one_by_one.observe(registry, 1, Matched.of(m), 50.0)]
+        together = batched.observe_all(registry, 1, key, [Matched.of(m) for m in matches], 50.0)
+        assert [f.execution_id for f in together] == [f.execution_id for f in single]
+        outcomes = batched.take_outcomes()
+        assert outcomes == one_by_one.take_outcomes()
+        assert batched.changelog() == one_by_one.changelog()
+        assert batched.deadlines == one_by_one.deadlines
+        seen.append((len(single), dict(outcomes)))
+    assert seen == [
+        (3, {"counted": 8, "fired": 3, "duplicate": 1, "late": 1}),
+        (0, {"debounced": 4}),
+        (2, {"first": 3, "fired": 2}),
+    ]
