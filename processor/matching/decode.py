@@ -239,11 +239,21 @@ def _plain_event(body: dict[str, Any], default_id: str, timestamp_ms: int | None
 
 def _record_time(timestamp_ms: int) -> tuple[str, float]:
     """A record's timestamp as the event's time: its JSON text and its seconds, the
-    same as `_json_time` and `datetime.timestamp` give for it, without a datetime."""
+    same as `_json_time` and `datetime.timestamp` give for it, without a datetime. The
+    last one is remembered: a busy topic has many records in each millisecond."""
+    global _last_time
+    last = _last_time
+    if last[0] == timestamp_ms:
+        return last[1]
     second, millis = divmod(timestamp_ms, 1000)
     base = _second_text(second)
     text = f"{base}.{millis * 1000:06d}Z" if millis else f"{base}Z"
-    return text, timestamp_ms * 1000 / 10**6
+    found = (text, timestamp_ms * 1000 / 10**6)
+    _last_time = (timestamp_ms, found)
+    return found
+
+
+_last_time: tuple[int, tuple[str, float]] = (-1, ("", 0.0))
 
 
 def iso_time(seconds: float) -> str:
