@@ -118,27 +118,29 @@ def evaluate_all(
             if outcome is fired and decision.fire is not None:
                 fires.append(_window_fire(trigger, threshold, match, decision.fire))
         return Evaluation(outcome, fires, None, state)
-    evaluation = Evaluation(None)
+    fires, last = [], Evaluation(None)
     for match in matches:
-        found = _on_event(registry, trigger, state, match, now)
+        found = _on_event(trigger, state, match, now)
         if found.outcome is None:
             continue
         if outcomes is not None:
             outcomes[found.outcome] += 1
-        found.fires[:0] = evaluation.fires
-        evaluation = found
-    if evaluation.outcome is not None:
-        evaluation.state = state
-    return evaluation
+        fires += found.fires
+        last = found
+    if last.outcome is None:
+        return last
+    return Evaluation(last.outcome, fires, last.deadline, state)
 
 
 def _on_event(
-    registry: Registry, trigger: TriggerDocument, state: KeyState, match: Matched, now: float
+    trigger: TriggerDocument,
+    state: SequenceState | DebounceState,
+    match: Matched,
+    now: float,
 ) -> Evaluation:
+    """A sequence's or a debounce's event (`evaluate_all` decides windows itself)."""
     event = trigger.event
     assert event is not None
-    if isinstance(state, WindowState):
-        return Evaluation(None)  # evaluate_all decides windows
     if isinstance(state, DebounceState):
         assert event.debounce is not None
         quiet, max_wait = _debounce_times(trigger)

@@ -14,8 +14,8 @@ makes the same output once.
                                                              ├─► trigger-matches ─┐
                                                              └─► dead letters     │
     trigger-matches (key trigger+group) ◄─────────────────────────────────────────┘
-      └─► WindowPartitions.observe ─┬─► trigger-fires
-                                    └─► trigger-window-state (once per key per batch)
+      └─► WindowPartitions.observe_all ─┬─► trigger-fires
+                                        └─► trigger-window-state (once per key per batch)
 
 A match whose key's `trigger-matches` partition this worker owns updates its window at
 once, in the same transaction; any other makes one hop through `trigger-matches`, so
@@ -75,6 +75,10 @@ TICK_SECONDS = 1.0
 """How often absence and debounce deadlines are checked."""
 RESTORE_WAIT_SECONDS = 10.0
 PARTITIONS_KEPT = 100_000
+Windowed = dict[tuple[int, StateKey], list[Matched]]
+"""A batch's window matches by (`trigger-matches` partition, key), in their order: each
+key's are then decided together (`WindowPartitions.observe_all`), its trigger looked up
+and its state read and marked changed once."""
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -134,14 +138,18 @@ class EventMatcher(TransactionalLoop):
 
     def handle(self, messages: list[Message], producer: Turn) -> None:
         matches_topic = self.matches_topic
+        windowed: Windowed = {}
         events = [m for m in messages if m.topic() != matches_topic]
         if events:
-            self._match(events, producer)
+            self._match(events, windowed, producer)
         if len(events) != len(messages):
-            now = time.time()
             for message in messages:
                 if message.topic() == matches_topic:
-                    self._observe(message, now, producer)
+                    self._gather(message, windowed, producer)
+        now = time.time()
+        for (partition, state_key), matches in windowed.items():
+            fires = self.windows.observe_all(self.registry, partition, state_key, matches, now)
+            self._send_fires(fires, producer)
         self._checkpoint_state(producer)
 
     def periodic(self, producer: Turn) -> None:
@@ -149,22 +157,21 @@ class EventMatcher(TransactionalLoop):
         self._send_fires(self.windows.expire(self.registry, time.time()), producer)
         self._checkpoint_state(producer)
 
-    def _observe(self, message: Message, now: float, producer: Turn) -> None:
+    def _gather(self, message: Message, windowed: Windowed, producer: Turn) -> None:
+        """A match read from `trigger-matches` joins its key's matches of the batch."""
         try:
             match = Matched.of(from_json(WindowMatch, message.value() or b""))
         except (ValidationError, ValueError) as exc:
             self._dead_letter(message, f"not a window match: {exc}", producer, WINDOW_COMPONENT)
             return
-        fires = self.windows.observe(self.registry, message.partition() or 0, match, now)
-        self._send_fires(fires, producer)
+        key = StateKey(match.trigger_id, match.group)
+        windowed.setdefault((message.partition() or 0, key), []).append(match)
 
-    def _route(
-        self, match: Matched, in_place: dict[tuple[int, StateKey], list[Matched]], producer: Turn
-    ) -> bool:
+    def _route(self, match: Matched, windowed: Windowed, producer: Turn) -> bool:
         """A match goes to the window of its key: in place when this worker owns that
-        key's `trigger-matches` partition (the state and the input offsets then commit in
-        this one transaction; `in_place` gathers the batch's matches by key, in order),
-        through the topic otherwise. True when in place."""
+        key's `trigger-matches` partition (it joins its key's matches of the batch, and
+        the state and the input offsets then commit in this one transaction), through the
+        topic otherwise. True when in place."""
         route = self._routes.get((match.trigger_id, match.group))
         if route is None:
             state_key = StateKey(match.trigger_id, match.group)
@@ -176,11 +183,7 @@ class EventMatcher(TransactionalLoop):
             self._routes[state_key] = route
         state_key, key, partition = route
         if partition in self.owned_matches:
-            found = in_place.get((partition, state_key))
-            if found is None:
-                in_place[partition, state_key] = [match]
-            else:
-                found.append(match)
+            windowed.setdefault((partition, state_key), []).append(match)
             return True
         producer.produce(self.matches_topic, key=key, value=to_json(match.message()))
         return False
@@ -359,15 +362,12 @@ class EventMatcher(TransactionalLoop):
             self.windows.drop(gone)
             self.owned_matches.difference_update(gone)
 
-    def _match(self, messages: list[Message], producer: Turn) -> None:
+    def _match(self, messages: list[Message], windowed: Windowed, producer: Turn) -> None:
         verdicts: Counter[tuple[str, str]] = Counter()
         passed = dead = fired_events = fires = in_place = 0
         fired_at = time.time()
         waits: list[float] = []
         candidates = self.registry.candidates
-        windowed: dict[tuple[int, StateKey], list[Matched]] = {}
-        """The batch's matches for windows of this worker, by key: each key's state is
-        then read and written once, and its trigger looked up once."""
         for message in messages:
             value, headers = message.value(), header_pairs(message.headers())
             body = structured_body(value, headers)
@@ -410,11 +410,6 @@ class EventMatcher(TransactionalLoop):
                     waits.append(max(0.0, fired_at - timestamp_ms / 1000))
             else:
                 passed += 1
-        for (partition, state_key), matches in windowed.items():
-            self._send_fires(
-                self.windows.observe_all(self.registry, partition, state_key, matches, fired_at),
-                producer,
-            )
         self._count(passed, dead, fired_events, fires)
         observe_all(EVENT_TO_FIRE, waits)
         if in_place:
