@@ -1,0 +1,58 @@
+"""The event matcher's handling of a batch, without a broker (what it would produce)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Message
+
+from processor.config import Settings
+from processor.definitions.loader import parse_document
+from processor.definitions.registry import Registry
+from processor.kafka.transactional import Turn
+from processor.matching.state import StateKey
+from processor.messages import WindowMatch
+from processor.serde import to_json
+from processor.worker.event_matcher import EventMatcher
+
+HANDLER = {
+    "name": "Error Handler",
+    "type": "event",
+    "event": {"pattern": "error.*", "condition": {"count_threshold": 3, "window": "5m"}},
+    "agent": {"id": "a"},
+}
+
+
+def test_a_bad_window_match_is_a_dead_letter_and_the_batchs_good_ones_still_count(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="u.", data_dir=tmp_path)
+    registry = Registry()
+    handler = parse_document(HANDLER, "t").resolved("default")
+    registry.put(handler)
+    matcher = EventMatcher(settings, registry, threading.Event())
+    matcher.matches_partitions, matcher.owned_matches = 1, {0}
+    key = StateKey(handler.trigger_id).encode()
+
+    def match(n: int) -> Message:
+        found = WindowMatch(trigger_id=handler.trigger_id, event_key=f"s\x1fe{n}", time=100.0 + n)
+        return Message(
+            topic=matcher.matches_topic, partition=0, offset=n, key=key, value=to_json(found)
+        )
+
+    def event(n: int) -> Message:
+        body = {"type": "error.db", "source": "s", "id": f"x{n}"}
+        return Message(topic=matcher.topics[0], partition=0, offset=n, value=orjson.dumps(body))
+
+    bad = Message(topic=matcher.matches_topic, partition=0, offset=9, key=key, value=b"{}")
+    turn = Turn()
+    # two matches read from the topic, one refused, one event matched in place: three
+    matcher.handle([match(0), bad, event(1), match(2)], turn)
+    by_topic = [(topic, record) for topic, record in turn.records]
+    letters = [r for t, r in by_topic if t == matcher.dead_letters_topic]
+    assert len(letters) == 1
+    assert b"not a window match" in letters[0]["value"]
+    assert len([r for t, r in by_topic if t == matcher.fires_topic]) == 1
+    assert [t for t, _ in by_topic].count(matcher.state_topic) == 1  # one record per key
