@@ -36,6 +36,7 @@ from processor.definitions.loader import load_paths  # noqa: E402
 from processor.definitions.registry import Registry  # noqa: E402
 from processor.dispatch.dispatcher import Dispatcher  # noqa: E402
 from processor.kafka.transactional import Turn  # noqa: E402
+from processor.worker.app import collect_less_often  # noqa: E402
 from processor.worker.event_matcher import EventMatcher  # noqa: E402
 
 BATCH = 2000
@@ -131,6 +132,7 @@ def main() -> int:
         "others are the neighbours' load)",
     )
     args = parser.parse_args()
+    collect_less_often()  # as the worker and the dispatcher process do
     event_path.MIX = args.mix
     mixed, event_path.HIGH_SHARE = event_path.HIGH_SHARE, args.high_share
     runs = [run(args.events, args.others, args.profile) for _ in range(args.repeat)]

@@ -111,3 +111,27 @@ def test_each_collection_is_timed_in_the_pause_metric() -> None:
         assert count() == seen + 1
     finally:
         del gc.callbacks[before:]
+
+
+def test_young_collections_run_less_often_and_still_free_cycles() -> None:
+    import weakref
+
+    from processor.worker.app import GC_YOUNG_THRESHOLD, collect_less_often
+
+    class Node:
+        pass
+
+    saved = gc.get_threshold()
+    collect_less_often()
+    try:
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, saved[1], saved[2])
+        cycle = Node()
+        cycle.self = cycle  # type: ignore[attr-defined]
+        gone = weakref.ref(cycle)
+        del cycle
+        kept = [[] for _ in range(GC_YOUNG_THRESHOLD // 10)]  # fewer than the threshold
+        assert gone() is not None
+        kept += [[] for _ in range(GC_YOUNG_THRESHOLD)]  # past it: a collection runs
+        assert gone() is None
+    finally:
+        gc.set_threshold(*saved)
