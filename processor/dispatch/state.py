@@ -146,7 +146,8 @@ class DispatchState:
     _throttled: set[str] = field(default_factory=set)
     """Triggers that may have fires waiting for their throttle's period."""
     _starts: dict[tuple[str, str | None], list[float]] = field(default_factory=dict)
-    """Issue times (sorted) per throttle bucket: trigger id and throttle key."""
+    """Issue times (sorted) of throttled executions per throttle bucket: trigger id and
+    throttle key. A throttle counts the runs started while it was set."""
     breakers: dict[str, Failures] = field(default_factory=dict)
     _stored: int = 0
 
@@ -172,7 +173,13 @@ class DispatchState:
         heads = self._heads.setdefault(trigger_id, {})
         previous = heads.get(execution_id)
         issued_at, deadline = _seconds(record.issued_at), _seconds(record.deadline)
-        if issued_at is not None and (previous is None or previous.issued_at is None):
+        if (
+            issued_at is not None
+            and record.throttle is not None
+            and (previous is None or previous.issued_at is None)
+        ):
+            # Only a throttle reads issue times: an unthrottled trigger's runs would
+            # make the index grow for as long as the process lives.
             starts = self._starts.setdefault((trigger_id, record.throttle_key), [])
             bisect.insort(starts, issued_at)
         finished = record.status.finished

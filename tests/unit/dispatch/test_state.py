@@ -284,6 +284,27 @@ def test_throttle_survives_a_restore_from_the_records() -> None:
     assert restored.get("t-1", "e1").status is ExecutionStatus.SKIPPED  # type: ignore[union-attr]
 
 
+def test_only_throttled_runs_keep_their_start_times() -> None:
+    """An unthrottled trigger's runs leave nothing in the throttle's index (it grew by
+    one time per run for as long as the process lived); a throttle added by an edit
+    counts the runs started from then on."""
+    state = DispatchState()
+    for n in range(3):
+        on_fire(state, fire(f"u{n}", OverlapPolicy.ALLOW_ALL), NOW)
+    assert state.started_after("t-1", None, 0) == []
+    spec = throttle(1, ThrottleExcess.DROP)
+    on_fire(state, fire("t0", OverlapPolicy.ALLOW_ALL, throttle=spec), NOW)
+    on_fire(state, fire("t1", OverlapPolicy.ALLOW_ALL, throttle=spec), NOW)
+    assert len(state.started_after("t-1", None, 0)) == 1
+    assert statuses(state) == {
+        "u0": "pending",
+        "u1": "pending",
+        "u2": "pending",
+        "t0": "pending",
+        "t1": "skipped",
+    }
+
+
 def test_circuit_breaker_opens_after_consecutive_failures_then_half_opens() -> None:
     state = DispatchState()
     spec = CircuitBreakerSpec(failures=2, cooldown="1m")
