@@ -204,12 +204,14 @@ def data_dir_claimed(settings: Settings) -> Iterator[None]:
         yield  # the lock goes with the file, when the block ends or the process dies
 
 
-GC_YOUNG_THRESHOLD = 50_000
+GC_YOUNG_THRESHOLD = 10_000
 """Container objects allocated (net) before Python's youngest-generation collection;
 Python's default is 700. A batch of the event path holds tens of thousands of objects
 until it ends (parsed events, matches, fires, records to produce): with 700, collections
-ran every few dozen events and walked those again and again, then promoted them so that
-older collections walked them once more. See docs/benchmarks.md."""
+ran every few dozen events and walked those objects again and again, then promoted them
+so that the older collections walked them once more (0.89 s of pauses in one bench run;
+0.26 s with 10,000). Higher saves a little more in all but makes each pause longer
+(50,000: 0.07 s in all, one pause of 50-100 ms). See docs/benchmarks.md."""
 
 
 def collect_less_often() -> None:
