@@ -204,14 +204,15 @@ def data_dir_claimed(settings: Settings) -> Iterator[None]:
         yield  # the lock goes with the file, when the block ends or the process dies
 
 
-GC_YOUNG_THRESHOLD = 10_000
+GC_YOUNG_THRESHOLD = 50_000
 """Container objects allocated (net) before Python's youngest-generation collection;
 Python's default is 700. A batch of the event path holds tens of thousands of objects
 until it ends (parsed events, matches, fires, records to produce): with 700, collections
 ran every few dozen events and walked those objects again and again, then promoted them
-so that the older collections walked them once more (0.89 s of pauses in one bench run;
-0.26 s with 10,000). Higher saves a little more in all but makes each pause longer
-(50,000: 0.07 s in all, one pause of 50-100 ms). See docs/benchmarks.md."""
+so that the older collections walked them once more. In one bench run: 0.89 s of pauses
+with 700, 0.26 s with 10,000, 0.07 s with 50,000 (two collections, one of 50-100 ms).
+Against 10,000, 50,000 was faster in three of four rounds and no slower at p99. See
+docs/benchmarks.md."""
 
 
 def collect_less_often() -> None:
