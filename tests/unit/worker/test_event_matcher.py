@@ -50,9 +50,8 @@ def test_a_bad_window_match_is_a_dead_letter_and_the_batchs_good_ones_still_coun
     turn = Turn()
     # two matches read from the topic, one refused, one event matched in place: three
     matcher.handle([match(0), bad, event(1), match(2)], turn)
-    by_topic = [(topic, record) for topic, record in turn.records]
-    letters = [r for t, r in by_topic if t == matcher.dead_letters_topic]
+    letters = [r for t, r in turn.records if t == matcher.dead_letters_topic]
     assert len(letters) == 1
     assert b"not a window match" in letters[0]["value"]
-    assert len([r for t, r in by_topic if t == matcher.fires_topic]) == 1
-    assert [t for t, _ in by_topic].count(matcher.state_topic) == 1  # one record per key
+    assert len([r for t, r in turn.records if t == matcher.fires_topic]) == 1
+    assert [t for t, _ in turn.records].count(matcher.state_topic) == 1  # one record per key
