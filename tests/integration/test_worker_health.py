@@ -79,7 +79,9 @@ def test_healthz_turns_503_while_a_consumer_is_stuck_and_200_once_it_moves(
         n += 1
         pipeline.emit({"id": f"d-{n}", "type": "deploy.finished", "source": "ci"})
         status, report = probe(port)
-        if status == 503:
+        # Another group can look stalled for a moment on a loaded machine (seen once in
+        # CI): wait for the dispatcher's own.
+        if status == 503 and report.get("groups", {}).get(group, {}).get("stalled"):
             break
         assert time.monotonic() < deadline, report
         time.sleep(0.5)
