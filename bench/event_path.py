@@ -75,6 +75,9 @@ METRICS_PORT = 9477
 SAVE_METRICS = os.environ.get("BENCH_METRICS", "")
 """With BENCH_METRICS=<file>, the worker serves metrics on METRICS_PORT and they are saved
 there at the end of its run."""
+SAVE_SERIES = os.environ.get("BENCH_SERIES", "")
+"""With BENCH_SERIES=<path>, the half-rate phase's samples are written to <path>.<contender>.tsv:
+send time (s), event to fire and event to command (ms)."""
 WARM_EVENTS = int(os.environ.get("BENCH_WARM_EVENTS", "50"))
 """Events before the latency phase (above 50, sent at its rate)."""
 HALF_RATE = False
@@ -409,10 +412,12 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
         cpu_before = cpu_now(run)
         run.process.send_signal(signal.SIGCONT)
     profiler = None
-    if os.environ.get("BENCH_PROFILE"):  # a py-spy profile of the backlog phase
+    if os.environ.get("BENCH_PROFILE"):  # a py-spy profile of the backlog phase (options:
+        # BENCH_PROFILE_ARGS, default --gil: only samples holding the GIL)
         profiler = subprocess.Popen(
             ["py-spy", "record", "--pid", str(run.process.pid), "--duration", "20",
-             "--format", "raw", "--output", os.environ["BENCH_PROFILE"], "--nonblocking", "--gil"],
+             "--format", "raw", "--output", os.environ["BENCH_PROFILE"], "--nonblocking",
+             *os.environ.get("BENCH_PROFILE_ARGS", "--gil").split()],
         )  # fmt: skip
     done = run.collect(expected_fires(backlog), 600)
     cpu_used = cpu_cores(cpu_before, cpu_now(run))
@@ -435,11 +440,22 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
         under_load = [
             (at - sent[cid]) * 1000 for at, c in commands if (cid := crossing_id(c)) in sent
         ]
+        fired = run.fire_times(fires, len(commands))
+        if SAVE_SERIES:  # each sample: sent (s from the phase's start), fire and command times
+            start = min(sent.values())
+            Path(SAVE_SERIES).with_suffix(f".{run.name}.tsv").write_text(
+                "".join(
+                    f"{sent[cid] - start:.4f}\t{(fired.get(cid, at) - sent[cid]) * 1000:.1f}"
+                    f"\t{(at - sent[cid]) * 1000:.1f}\n"
+                    for at, c in commands
+                    if (cid := crossing_id(c)) in sent
+                )
+            )
         found["latency_half_max_ms"] = {
             **percentiles(under_load),
             "samples": len(under_load),
             "events_per_s": round(rate),
-            "stages": stages(sent, commands, run.fire_times(fires, len(commands))),
+            "stages": stages(sent, commands, fired),
         }
     if SAVE_METRICS and run.name.startswith("triggers"):
         # The worker's own account of the run (transaction and GC times, ...), and the

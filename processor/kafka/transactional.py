@@ -17,12 +17,19 @@ waited for it. So the commit runs on a helper thread while the loop handles the 
       abortable error: abort, rewind to the last commit (N+1 is handled again)
       fatal / timed out / hung: new producer and consumer (same transactional id)
 
+Below full load the handled batch is small and commit N still runs: the loop keeps
+polling, and what arrives joins turn N+1 (`_fill`), which begins the moment commit N
+ends. A record then waits for the end of the commit running when it came, not for the
+next one's as well; a full batch goes at once.
+
 State handled for batch N+1 before commit N ended is state a failed commit N undoes:
 the loop then restores the state of the last commit and reads from its offsets. A
 rebalance (a callback inside the poll) first waits for the commit in flight, so a new
-owner reads that commit's state and offsets, never half of it. A crash aborts whatever
-was not committed; the batch is read again from the committed offsets, and a handler
-whose state is restored as of the last commit (`restore`) makes the same output once.
+owner reads that commit's state and offsets, never half of it; a revocation then
+commits the turn being filled too, so the new owner starts after what it handled. A
+crash aborts whatever was not committed; the batch is read again from the committed
+offsets, and a handler whose state is restored as of the last commit (`restore`) makes
+the same output once.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ CALL_TIMEOUT_SECONDS = 30.0
 """The timeout given to each transactional call."""
 CALL_DEADLINE_SECONDS = 45.0
 """When the loop gives up on a transactional call that ignores its timeout."""
+GATHER_POLL_SECONDS = 0.001
+"""While a commit runs, how long each poll for more of the next turn waits."""
 IDLE_CHECK_SECONDS = 30.0
 """How long a loop reads nothing before it checks that its consumer is not stuck."""
 
@@ -126,6 +135,8 @@ class TransactionalLoop:
         """The transactional producer (made by the loop; replaced after a fatal error)."""
         self._committing: Future[None] | None = None
         """The last turn's commit while it runs on the helper thread."""
+        self._gathering: Turn | None = None
+        """The turn taking in records while the last commit runs (`_fill`)."""
         self._rewind_due: bool | None = None
         """Set when a rebalance callback found that commit failed: whether the consumer
         must be replaced (True) or rewound (False) once the poll returns."""
@@ -230,13 +241,15 @@ class TransactionalLoop:
                 if due:
                     last_periodic = time.monotonic()
                     self.periodic(turn)
+                self._handle_seconds.observe(time.perf_counter() - started)
+                if messages and not self._fill(consumer, turn, len(messages)):
+                    continue  # a rebalance took the turn (committed it, or dropped it)
                 # A turn of only periodic work read nothing: the offsets are as committed.
                 offsets = (
                     [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
                     if messages
                     else []
                 )
-                self._handle_seconds.observe(time.perf_counter() - started)
                 # The last turn's commit ran while this one was handled; it must end
                 # before this one's transaction begins.
                 stuck = self._settled()
@@ -250,6 +263,36 @@ class TransactionalLoop:
         self._settle()
         consumer.close()
         log.info("%s stopped", self.name)
+
+    def _fill(self, consumer: Consumer, turn: Turn, handled: int) -> bool:
+        """While the last turn's commit runs, what arrives joins this turn, which begins
+        the moment that commit ends. Below full load a record then waits for the end of
+        the commit running when it came, not for the end of the one after it as well
+        (the next poll would only come once this turn's transaction had begun). A full
+        batch does not wait. False if a rebalance in one of these polls took the turn:
+        a revocation commits it at once; a failed commit drops it (it built on state
+        that commit did not keep)."""
+        committing = self._committing
+        if committing is None:
+            return True
+        self._gathering = turn
+        try:
+            while handled < self.batch_size and not committing.done() and not self.stopping:
+                first = consumer.poll(GATHER_POLL_SECONDS)
+                if self._gathering is None:
+                    return False
+                if first is None:
+                    continue
+                more = [first, *consumer.consume(self.batch_size - handled - 1, 0)]
+                more = [m for m in more if m.error() is None or self._usable(m)]
+                if more:
+                    started = time.perf_counter()
+                    self.handle(more, turn)
+                    self._handle_seconds.observe(time.perf_counter() - started)
+                    handled += len(more)
+            return True
+        finally:
+            self._gathering = None
 
     def _begin_commit(
         self, turn: Turn, offsets: list[TopicPartition], consumer: Consumer
@@ -409,6 +452,7 @@ class TransactionalLoop:
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._settle_for_rebalance()
+        self._commit_gathered(consumer)
         self._on_revoke(consumer, partitions)
 
     def _settle_for_rebalance(self) -> None:
@@ -419,6 +463,20 @@ class TransactionalLoop:
         stuck = self._settled()
         if stuck is not None:
             self._rewind_due = stuck
+            self._gathering = None  # handled on state the failed commit did not keep
+
+    def _commit_gathered(self, consumer: Consumer) -> None:
+        """A turn gathering records (`_fill`) when its partitions are revoked commits
+        now, with the positions it reached, so the next owner starts after it."""
+        turn, self._gathering = self._gathering, None
+        if turn is None:
+            return
+        offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+        failed = self._begin_commit(turn, offsets, consumer)
+        if failed is not None:
+            self._rewind_due = self._abandon(failed)
+        else:
+            self._settle_for_rebalance()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         def restore() -> None:

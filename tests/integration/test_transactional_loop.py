@@ -1,5 +1,6 @@
 """The transactional loop on the broker: a commit runs while the next batch is handled,
-and one that fails takes that next batch's work down with it."""
+and one that fails takes that next batch's work down with it; a revocation while the
+next turn fills commits that turn."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
-from confluent_kafka import Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from processor.config import Settings
@@ -103,3 +105,88 @@ def test_a_fenced_commit_undoes_the_batch_handled_meanwhile_and_output_is_once(
     assert loop.fence_at is None and loop.restores >= 2  # on assignment, after the fence
     assert loop.copied == loop.committed == 300
     assert loop.overlapped.is_set()
+
+
+class SlowCommits(Copier):
+    """A Copier whose commits take 0.3 s: most of its time, its next turn is filling."""
+
+    batch_size = 1000
+
+    def __init__(self, settings: Settings, source: str, target: str) -> None:
+        super().__init__(settings, source, target)
+        self.committed_on_revoke = 0
+        self.filled = threading.Event()
+        """Set once a turn took in records while the last commit ran."""
+
+    def handle(self, messages: list[Message], producer: Turn) -> None:
+        if self._gathering is not None:
+            self.filled.set()
+        for message in messages:
+            self.copied += 1
+            producer.produce(self.target, key=message.key(), value=message.value())
+
+    def _commit(self, producer: Producer, offsets: list[TopicPartition], metadata: Any) -> None:
+        time.sleep(0.3)
+        super()._commit(producer, offsets, metadata)
+
+    def _commit_gathered(self, consumer: Consumer) -> None:
+        if self._gathering is not None:
+            self.committed_on_revoke += 1
+        super()._commit_gathered(consumer)
+
+
+def test_a_revocation_commits_the_turn_being_filled_and_output_is_once(
+    kafka_bootstrap: str,
+) -> None:
+    settings, source, target = _topics(kafka_bootstrap)
+    loop = SlowCommits(settings, source, target)
+    writing = threading.Event()
+    written = [0]
+
+    def write() -> None:  # a record every 5 ms until told to stop
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
+        while writing.is_set():
+            producer.produce(source, key=b"k", value=str(written[0]).encode())
+            written[0] += 1
+            producer.poll(0)
+            time.sleep(0.005)
+        assert producer.flush(30) == 0
+
+    loop.start()
+    writing.set()
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        with reading(kafka_bootstrap, target, raw=True) as output:
+            output(lambda seen: len(seen) >= 50, timeout=60)
+            # Another member joins the loop's group, and leaves: each time the loop's
+            # partition is revoked, most likely while its next turn is filling.
+            for _ in range(5):
+                member = Consumer(
+                    {
+                        "bootstrap.servers": kafka_bootstrap,
+                        "group.id": loop.group_id,
+                        "enable.auto.commit": False,
+                        "partition.assignment.strategy": "range",
+                    }
+                )
+                member.subscribe([source], on_assign=lambda c, ps: c.pause(ps))
+                deadline = time.monotonic() + 30
+                while not member.assignment() and time.monotonic() < deadline:
+                    member.poll(0.1)
+                member.close()
+                if loop.committed_on_revoke:
+                    break
+            time.sleep(1)
+            writing.clear()
+            writer.join(30)
+            output(lambda seen: len(seen) >= written[0], timeout=120)
+            seen = settle(output, 3)
+    finally:
+        writing.clear()
+        loop.stop()
+    assert loop.filled.is_set()
+    assert loop.committed_on_revoke >= 1
+    # Every record once, in order, across the revocations and the new assignments.
+    assert [int(v) for v in seen] == list(range(written[0]))
+    assert loop.copied == loop.committed == written[0]
