@@ -68,7 +68,7 @@ CALL_TIMEOUT_SECONDS = 30.0
 """The timeout given to each transactional call."""
 CALL_DEADLINE_SECONDS = 45.0
 """When the loop gives up on a transactional call that ignores its timeout."""
-GATHER_POLL_SECONDS = 0.001
+FILL_POLL_SECONDS = 0.001
 """While a commit runs, how long each poll for more of the next turn waits."""
 IDLE_CHECK_SECONDS = 30.0
 """How long a loop reads nothing before it checks that its consumer is not stuck."""
@@ -135,7 +135,7 @@ class TransactionalLoop:
         """The transactional producer (made by the loop; replaced after a fatal error)."""
         self._committing: Future[None] | None = None
         """The last turn's commit while it runs on the helper thread."""
-        self._gathering: Turn | None = None
+        self._filling: Turn | None = None
         """The turn taking in records while the last commit runs (`_fill`)."""
         self._rewind_due: bool | None = None
         """Set when a rebalance callback found that commit failed: whether the consumer
@@ -275,11 +275,11 @@ class TransactionalLoop:
         committing = self._committing
         if committing is None:
             return True
-        self._gathering = turn
+        self._filling = turn
         try:
             while handled < self.batch_size and not committing.done() and not self.stopping:
-                first = consumer.poll(GATHER_POLL_SECONDS)
-                if self._gathering is None:
+                first = consumer.poll(FILL_POLL_SECONDS)
+                if self._filling is None:
                     return False
                 if first is None:
                     continue
@@ -292,7 +292,7 @@ class TransactionalLoop:
                     handled += len(more)
             return True
         finally:
-            self._gathering = None
+            self._filling = None
 
     def _begin_commit(
         self, turn: Turn, offsets: list[TopicPartition], consumer: Consumer
@@ -452,7 +452,7 @@ class TransactionalLoop:
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._settle_for_rebalance()
-        self._commit_gathered(consumer)
+        self._commit_filled(consumer)
         self._on_revoke(consumer, partitions)
 
     def _settle_for_rebalance(self) -> None:
@@ -463,12 +463,12 @@ class TransactionalLoop:
         stuck = self._settled()
         if stuck is not None:
             self._rewind_due = stuck
-            self._gathering = None  # handled on state the failed commit did not keep
+            self._filling = None  # handled on state the failed commit did not keep
 
-    def _commit_gathered(self, consumer: Consumer) -> None:
-        """A turn gathering records (`_fill`) when its partitions are revoked commits
-        now, with the positions it reached, so the next owner starts after it."""
-        turn, self._gathering = self._gathering, None
+    def _commit_filled(self, consumer: Consumer) -> None:
+        """A turn filling (`_fill`) when its partitions are revoked commits now, with
+        the positions it reached, so the next owner starts after it."""
+        turn, self._filling = self._filling, None
         if turn is None:
             return
         offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]

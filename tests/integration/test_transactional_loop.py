@@ -119,7 +119,7 @@ class SlowCommits(Copier):
         """Set once a turn took in records while the last commit ran."""
 
     def handle(self, messages: list[Message], producer: Turn) -> None:
-        if self._gathering is not None:
+        if self._filling is not None:
             self.filled.set()
         for message in messages:
             self.copied += 1
@@ -129,10 +129,10 @@ class SlowCommits(Copier):
         time.sleep(0.3)
         super()._commit(producer, offsets, metadata)
 
-    def _commit_gathered(self, consumer: Consumer) -> None:
-        if self._gathering is not None:
+    def _commit_filled(self, consumer: Consumer) -> None:
+        if self._filling is not None:
             self.committed_on_revoke += 1
-        super()._commit_gathered(consumer)
+        super()._commit_filled(consumer)
 
 
 def test_a_revocation_commits_the_turn_being_filled_and_output_is_once(
