@@ -205,12 +205,8 @@ class TransactionalLoop:
         last_periodic = last_read = time.monotonic()
         stuck_at: dict[tuple[str, int], int] | None = None
         while not self._stopping.is_set():
-            # Wait for the first record only, then take what is already fetched: a batch
-            # when busy, no waiting for one when not (consume(n) blocks until n arrive).
-            first = consumer.poll(0.1)
-            messages = [] if first is None else [first, *consumer.consume(self.batch_size - 1, 0)]
+            messages = self._take(consumer, 0.1, self.batch_size)
             self.ready.set()
-            messages = [m for m in messages if m.error() is None or self._usable(m)]
             if messages:
                 last_read, stuck_at = time.monotonic(), None
             elif self._committing is None and time.monotonic() - last_read >= IDLE_CHECK_SECONDS:
@@ -245,11 +241,7 @@ class TransactionalLoop:
                 if messages and not self._fill(consumer, turn, len(messages)):
                     continue  # a rebalance took the turn (committed it, or dropped it)
                 # A turn of only periodic work read nothing: the offsets are as committed.
-                offsets = (
-                    [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-                    if messages
-                    else []
-                )
+                offsets = self._positions(consumer) if messages else []
                 # The last turn's commit ran while this one was handled; it must end
                 # before this one's transaction begins.
                 stuck = self._settled()
@@ -278,13 +270,9 @@ class TransactionalLoop:
         self._filling = turn
         try:
             while handled < self.batch_size and not committing.done() and not self.stopping:
-                first = consumer.poll(FILL_POLL_SECONDS)
+                more = self._take(consumer, FILL_POLL_SECONDS, self.batch_size - handled)
                 if self._filling is None:
                     return False
-                if first is None:
-                    continue
-                more = [first, *consumer.consume(self.batch_size - handled - 1, 0)]
-                more = [m for m in more if m.error() is None or self._usable(m)]
                 if more:
                     started = time.perf_counter()
                     self.handle(more, turn)
@@ -471,8 +459,7 @@ class TransactionalLoop:
         turn, self._filling = self._filling, None
         if turn is None:
             return
-        offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-        failed = self._begin_commit(turn, offsets, consumer)
+        failed = self._begin_commit(turn, self._positions(consumer), consumer)
         if failed is not None:
             self._rewind_due = self._abandon(failed)
         else:
@@ -504,6 +491,23 @@ class TransactionalLoop:
             return found
         except KafkaException:
             return {}  # the broker does not answer: nothing to conclude
+
+    def _take(self, consumer: Consumer, timeout: float, limit: int) -> list[Message]:
+        """Wait up to `timeout` for the first record only, then take what is already
+        fetched, up to `limit` in all: a batch when busy, no waiting for one when not
+        (consume(n) blocks until n arrive). Errors other than records are logged and
+        left out."""
+        first = consumer.poll(timeout)
+        if first is None:
+            return []
+        messages = [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+        return [m for m in messages if m.error() is None or self._usable(m)]
+
+    @staticmethod
+    def _positions(consumer: Consumer) -> list[TopicPartition]:
+        """The next offset to read on each assigned partition that has one: what a
+        transaction commits as the consumer's offsets."""
+        return [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
 
     def _usable(self, message: Message) -> bool:
         error = message.error()
