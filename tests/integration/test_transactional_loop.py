@@ -75,6 +75,12 @@ def _writer_config(bootstrap: str, linger_ms: int) -> dict[str, Any]:
     return {"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "enable.idempotence": True}
 
 
+def _sent(bootstrap: str, source: str, count: int) -> list[int]:
+    """The source as the broker holds it: what the loop read, in its order."""
+    with reading(bootstrap, source, raw=True) as sent:
+        return [int(v) for v in sent(lambda found: len(found) >= count, timeout=30)]
+
+
 def _topics(bootstrap: str) -> tuple[Settings, str, str]:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, app_id=prefix[:-1])
@@ -108,6 +114,7 @@ def test_a_fenced_commit_undoes_the_batch_handled_meanwhile_and_output_is_once(
         loop.stop()
     # Every record once, in order, though the batches around the fenced commit were
     # handled twice (the loop restored its state and read them again).
+    assert _sent(kafka_bootstrap, source, 300) == list(range(300))
     assert [int(v) for v in seen] == list(range(300))
     assert loop.fence_at is None and loop.restores >= 2  # on assignment, after the fence
     assert loop.copied == loop.committed == 300
@@ -195,5 +202,6 @@ def test_a_revocation_commits_the_turn_being_filled_and_output_is_once(
     assert loop.filled.is_set()
     assert loop.committed_on_revoke >= 1
     # Every record once, in order, across the revocations and the new assignments.
+    assert _sent(kafka_bootstrap, source, written[0]) == list(range(written[0]))
     assert [int(v) for v in seen] == list(range(written[0]))
     assert loop.copied == loop.committed == written[0]
