@@ -500,7 +500,7 @@ class TransactionalLoop:
         first = consumer.poll(timeout)
         if first is None:
             return []
-        messages = [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+        messages = [first, *consumer.consume(limit - 1, 0)]
         return [m for m in messages if m.error() is None or self._usable(m)]
 
     @staticmethod
