@@ -26,7 +26,7 @@ def to_json(message: BaseModel) -> bytes:
     fire). A value orjson does not write (a set, a model inside a dict, a huge int)
     leaves it to pydantic; a property test holds the two to the same bytes."""
     try:
-        return orjson.dumps(_plain(message), option=orjson.OPT_UTC_Z)
+        return orjson.dumps(plain_fields(message), option=orjson.OPT_UTC_Z)
     except TypeError:  # orjson.JSONEncodeError
         return pydantic_json(message)
 
@@ -44,9 +44,10 @@ _dumped: dict[int, tuple[BaseModel, dict[str, Any]]] = {}
 same objects in each of its fires)."""
 
 
-def _plain(model: BaseModel) -> dict[str, Any]:
+def plain_fields(model: BaseModel) -> dict[str, Any]:
     """A message's fields in declaration order (then extra and computed fields, as
-    pydantic orders them), None left out, nested messages likewise."""
+    pydantic orders them), None left out, nested messages likewise: what `to_json`
+    gives orjson."""
     cls = type(model)
     values = model.__dict__
     out: dict[str, Any] = {}
@@ -56,7 +57,7 @@ def _plain(model: BaseModel) -> dict[str, Any]:
             continue
         if type(value) not in _NATIVE and isinstance(value, BaseModel):
             plain = type(value).__module__ == _PLAIN_MODULE
-            value = _plain(value) if plain else _dumped_once(value)
+            value = plain_fields(value) if plain else _dumped_once(value)
         out[name] = value
     extra = model.__pydantic_extra__
     if extra:

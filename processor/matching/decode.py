@@ -188,9 +188,18 @@ def read_event(
     )
 
 
-def _plain_event(body: dict[str, Any], default_id: str, timestamp_ms: int | None) -> Event | None:
+def parsed_event(body: dict[str, Any], timestamp_ms: int | None) -> Event | None:
+    """`read_event` of a structured body that has its `id` and plain attributes, without
+    the record's place (which only an event without an id needs); None otherwise, and
+    `read_event` then decides."""
+    return _plain_event(body, None, timestamp_ms)
+
+
+def _plain_event(
+    body: dict[str, Any], default_id: str | None, timestamp_ms: int | None
+) -> Event | None:
     """The Event of a structured body whose attributes need no model to check; None when
-    the model must decide (and perhaps refuse)."""
+    the model must decide (and perhaps refuse), or when it has no id and no default."""
     type_ = body.get("type")
     id_ = body.get("id", default_id)
     source = body.get("source", "")

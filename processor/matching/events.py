@@ -18,7 +18,7 @@ from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import SECOND_ROLE, Registry
 from processor.language.conditions import MISSING, Condition, Outcome, Threshold, field_reader
 from processor.matching.decode import Event, event_of
-from processor.matching.fires import map_paths, new_fire
+from processor.matching.fires import EncodedFire, encoded_fire, map_paths, new_fire
 from processor.matching.state import StateKey
 from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch, trusted
 
@@ -187,10 +187,22 @@ def fire_for(
 ) -> Fire:
     """An event fire. `input_mapping` reads from `input_["event"]`, the event that fired
     it (for a window, the one that crossed the threshold)."""
+    return new_fire(trigger, CauseKind.EVENT, cause_key, cause, _mapped(trigger, input_))
+
+
+def encoded_event_fire(
+    trigger: TriggerDocument, cause_key: str, cause: dict[str, Any], input_: dict[str, Any]
+) -> EncodedFire:
+    """`encoded(fire_for(trigger, cause_key, trusted(Cause, **cause), input_))` without
+    making the models (`encoded_fire`)."""
+    return encoded_fire(trigger, CauseKind.EVENT, cause_key, cause, _mapped(trigger, input_))
+
+
+def _mapped(trigger: TriggerDocument, input_: dict[str, Any]) -> dict[str, Any]:
     if trigger.agent.input_mapping:
         mapped, _ = map_paths(trigger.agent.input_mapping, input_.get("event", {}))
-        input_ = {**input_, **mapped}
-    return new_fire(trigger, CauseKind.EVENT, cause_key, cause, input_)
+        return {**input_, **mapped}
+    return input_
 
 
 def event_cause(event: DomainEvent | Event) -> Cause:

@@ -19,7 +19,8 @@ from processor.definitions.registry import Registry
 from processor.language.conditions import Threshold
 from processor.matching import sequences, windows
 from processor.matching.decode import iso_time
-from processor.matching.events import Matched, fire_for
+from processor.matching.events import Matched, encoded_event_fire, fire_for
+from processor.matching.fires import EncodedFire
 from processor.matching.state import (
     DebounceState,
     KeyState,
@@ -38,6 +39,8 @@ class Evaluation:
     deadline: float | None = None
     state: KeyState | None = None
     """The key's state to keep (None with no outcome)."""
+    encoded: list[EncodedFire] = field(default_factory=list)
+    """With `encode`, the window fires, made straight as JSON (`fires` has the others)."""
 
 
 def kind_of(trigger: TriggerDocument) -> type[KeyState]:
@@ -92,11 +95,13 @@ def evaluate_all(
     matches: list[Matched],
     now: float,
     outcomes: Counter[str] | None = None,
+    encode: bool = False,
 ) -> Evaluation:
     """A key's events in their order (one batch's), as `evaluate` takes them one by one:
     the trigger is looked up once and a window's events go straight to its decision.
     Every fire, the last event's outcome and deadline, and the state; each outcome is
-    also counted in `outcomes`."""
+    also counted in `outcomes`. With `encode`, window fires come as `encoded` (what a
+    matcher writes), not as models."""
     trigger = registry.get(matches[0].trigger_id)
     if trigger is None or not trigger.enabled or trigger.event is None:
         return Evaluation(None)
@@ -105,7 +110,8 @@ def evaluate_all(
         threshold = registry.condition(trigger.trigger_id).threshold
         if threshold is None:
             return Evaluation(None)
-        fires = []
+        fires: list[Fire] = []
+        made: list[EncodedFire] = []
         observe, fired = windows.observe, windows.Outcome.FIRED
         outcome = None
         for match in matches:
@@ -116,8 +122,12 @@ def evaluate_all(
             if outcomes is not None:
                 outcomes[outcome] += 1
             if outcome is fired and decision.fire is not None:
-                fires.append(_window_fire(trigger, threshold, match, decision.fire))
-        return Evaluation(outcome, fires, None, state)
+                if encode:
+                    parts = _window_parts(threshold, match, decision.fire)
+                    made.append(encoded_event_fire(trigger, *parts))
+                else:
+                    fires.append(_window_fire(trigger, threshold, match, decision.fire))
+        return Evaluation(outcome, fires, None, state, made)
     fires, last = [], Evaluation(None)
     for match in matches:
         found = _on_event(trigger, state, match, now)
@@ -219,16 +229,24 @@ def _debounce_times(trigger: TriggerDocument) -> tuple[float, float | None]:
 def _window_fire(
     trigger: TriggerDocument, threshold: Threshold, match: Matched, window: windows.WindowFire
 ) -> Fire:
+    cause_key, cause, input_ = _window_parts(threshold, match, window)
+    return fire_for(trigger, cause_key, trusted(Cause, **cause), input_)
+
+
+def _window_parts(
+    threshold: Threshold, match: Matched, window: windows.WindowFire
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A window fire's cause key (the id comes from the event that crossed the threshold,
+    so a replay re-creates it), cause and input."""
     crossing = match.event  # the event just counted is the one that crossed the threshold
-    cause = trusted(
-        Cause,
-        type=CauseKind.EVENT,
-        event_id=crossing.get("id"),
-        event_type=crossing.get("type"),
-        event_source=crossing.get("source"),
-        group=match.group,
-        count=window.count,
-    )
+    cause = {
+        "type": CauseKind.EVENT,
+        "event_id": crossing.get("id"),
+        "event_type": crossing.get("type"),
+        "event_source": crossing.get("source"),
+        "group": match.group,
+        "count": window.count,
+    }
     details = {
         "count": window.count,
         "window_start": iso_time(window.window_start),
@@ -238,10 +256,5 @@ def _window_fire(
         "aggregate": window.aggregate,
         "sample": window.sample,
     }
-    # The id comes from the event that crossed the threshold, so a replay re-creates it.
-    return fire_for(
-        trigger,
-        f"window\x1f{match.group}\x1f{window.crossing_id}",
-        cause,
-        {"event": crossing, "window": details},
-    )
+    cause_key = f"window\x1f{match.group}\x1f{window.crossing_id}"
+    return cause_key, cause, {"event": crossing, "window": details}

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from processor.definitions.registry import Registry
 from processor.matching.events import Matched
+from processor.matching.fires import EncodedFire, encoded
 from processor.matching.state import KeyState, StateKey, decode, encode, is_window_record
-from processor.matching.stateful import evaluate_all, on_tick
+from processor.matching.stateful import Evaluation, evaluate_all, on_tick
 from processor.messages import Fire
 
 MAX_STATE_BYTES = 512 * 1024
@@ -92,13 +93,31 @@ class WindowPartitions:
         self, registry: Registry, partition: int, key: StateKey, matches: list[Matched], now: float
     ) -> list[Fire]:
         """A key's matches in their order, as `observe` takes them one by one."""
+        return self._observe(registry, partition, key, matches, now, False).fires
+
+    def observe_encoded(
+        self, registry: Registry, partition: int, key: StateKey, matches: list[Matched], now: float
+    ) -> list[EncodedFire]:
+        """`observe_all`, its fires as the matcher writes them."""
+        evaluation = self._observe(registry, partition, key, matches, now, True)
+        return [*evaluation.encoded, *map(encoded, evaluation.fires)]
+
+    def _observe(
+        self,
+        registry: Registry,
+        partition: int,
+        key: StateKey,
+        matches: list[Matched],
+        now: float,
+        encode: bool,
+    ) -> Evaluation:
         states = self.states.setdefault(partition, {})
-        evaluation = evaluate_all(registry, _read(states, key), matches, now, self.outcomes)
+        evaluation = evaluate_all(registry, _read(states, key), matches, now, self.outcomes, encode)
         if evaluation.outcome is None or evaluation.state is None:
-            return []
+            return Evaluation(None)
         states[key] = evaluation.state
         self._deadline(partition, key, evaluation.deadline)
-        return evaluation.fires
+        return evaluation
 
     def expire(self, registry: Registry, now: float) -> list[Fire]:
         """Time passed: absence and debounce keys whose deadline came fire."""

@@ -48,11 +48,18 @@ from processor.errors import BadRecord
 from processor.kafka.clients import new_consumer
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop, Turn
-from processor.matching.decode import event_type, header_pairs, read_event, structured_body
+from processor.matching.decode import (
+    event_type,
+    header_pairs,
+    parsed_event,
+    read_event,
+    structured_body,
+)
 from processor.matching.events import Matched, match_event
+from processor.matching.fires import EncodedFire, encoded
 from processor.matching.state import StateKey, changelog_topic, local_store
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
-from processor.messages import Fire, WindowMatch
+from processor.messages import WindowMatch
 from processor.metrics import (
     EVENT_TO_FIRE,
     EVENTS,
@@ -147,14 +154,15 @@ class EventMatcher(TransactionalLoop):
                 if message.topic() == matches_topic:
                     self._gather(message, windowed, producer)
         now = time.time()
+        observe = self.windows.observe_encoded
         for (partition, state_key), matches in windowed.items():
-            fires = self.windows.observe_all(self.registry, partition, state_key, matches, now)
-            self._send_fires(fires, producer)
+            self._send(observe(self.registry, partition, state_key, matches, now), producer)
         self._checkpoint_state(producer)
 
     def periodic(self, producer: Turn) -> None:
         """Absence and debounce fire when time passes, without an event."""
-        self._send_fires(self.windows.expire(self.registry, time.time()), producer)
+        fires = self.windows.expire(self.registry, time.time())
+        self._send([encoded(fire) for fire in fires], producer)
         self._checkpoint_state(producer)
 
     def _gather(self, message: Message, windowed: Windowed, producer: Turn) -> None:
@@ -188,10 +196,10 @@ class EventMatcher(TransactionalLoop):
         producer.produce(self.matches_topic, key=key, value=to_json(match.message()))
         return False
 
-    def _send_fires(self, fires: list[Fire], producer: Turn) -> None:
-        for fire in fires:
-            producer.produce(self.fires_topic, key=fire.trigger_id.encode(), value=to_json(fire))
-            self._fires[fire.cause.type.value] += 1
+    def _send(self, fires: list[EncodedFire], producer: Turn) -> None:
+        for trigger_id, cause_type, value in fires:
+            producer.produce(self.fires_topic, key=trigger_id.encode(), value=value)
+            self._fires[cause_type] += 1
 
     def _checkpoint_state(self, producer: Turn) -> None:
         """One record per key changed in this transaction (write-behind), and the
@@ -377,20 +385,23 @@ class EventMatcher(TransactionalLoop):
                     passed += 1  # no pattern matches it: nothing more to check
                     continue
             timestamp_type, timestamp_ms = message.timestamp()
-            try:
-                event = read_event(
-                    value,
-                    headers,
-                    topic=message.topic() or "",
-                    partition=message.partition() or 0,
-                    offset=message.offset() or 0,
-                    timestamp_ms=timestamp_ms if timestamp_type else None,
-                    body=body,
-                )
-            except BadRecord as exc:
-                self._dead_letter(message, str(exc), producer)
-                dead += 1
-                continue
+            when = timestamp_ms if timestamp_type else None
+            event = None if body is None else parsed_event(body, when)
+            if event is None:
+                try:
+                    event = read_event(
+                        value,
+                        headers,
+                        topic=message.topic() or "",
+                        partition=message.partition() or 0,
+                        offset=message.offset() or 0,
+                        timestamp_ms=when,
+                        body=body,
+                    )
+                except BadRecord as exc:
+                    self._dead_letter(message, str(exc), producer)
+                    dead += 1
+                    continue
             fired = 0
             for match in match_event(self.registry, event, data_max_bytes=self.data_max_bytes):
                 verdicts[match.trigger_id, match.verdict] += 1

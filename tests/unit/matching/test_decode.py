@@ -13,6 +13,7 @@ from processor.matching.decode import (
     decode_event,
     event_of,
     iso_time,
+    parsed_event,
     plain_event_type,
     read_event,
 )
@@ -151,6 +152,14 @@ def test_read_event_is_the_models_event(
     found = read_event(value, [], **where)  # type: ignore[arg-type]
     assert list(found.fields.items()) == list(expected.fields.items())
     assert found.time == expected.time
+    # The matcher's first try, without the record's place: the same Event, or none
+    # (then read_event decides); never a different one.
+    parsed = parsed_event(orjson.loads(value), timestamp_ms)
+    if "id" not in attributes:
+        assert parsed is None
+    elif parsed is not None:
+        assert list(parsed.fields.items()) == list(expected.fields.items())
+        assert parsed.time == expected.time
 
 
 @given(

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import pytest
+
 from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
-from processor.matching import window_state
+from processor.matching import fires, window_state
 from processor.matching.events import Matched
+from processor.matching.fires import encoded
 from processor.matching.state import StateKey, decode
 from processor.matching.window_state import WindowPartitions
-from processor.messages import WindowMatch
+from processor.messages import Fire, WindowMatch
 
 HANDLER = {
     "name": "Error Handler",
@@ -168,3 +173,65 @@ def test_a_batch_of_a_keys_matches_decides_as_the_matches_one_by_one() -> None:
         (0, {"debounced": 4}),
         (2, {"first": 3, "fired": 2}),
     ]
+
+
+EVERY_SETTING = {
+    "name": "Every setting",
+    "type": "event",
+    "event": {"pattern": "error.*", "condition": {"count_threshold": 2, "window": "5m"}},
+    "agent": {
+        "id": "a",
+        "input": {"team": "core"},
+        "input_mapping": {"service": "$.data.service", "nothing": "$.data.nope"},
+    },
+    "throttle": {"limit": 5, "period": "1h", "key": "$.event.data.customer"},
+    "circuit_breaker": {"failures": 3},
+    "retry": {"attempts": 3},
+    "on_failure": "emit",
+    "concurrency": {"limit": 2, "key": "$.service"},
+    "max_concurrent": 4,
+    "overlap": "buffer_all",
+}
+
+
+@pytest.mark.parametrize("raw", [HANDLER, EVERY_SETTING], ids=["plain", "every setting"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"service": "db", "customer": "c1"},
+        {"service": "db"},  # no throttle key: the empty one
+        {"big": 2**70},  # a value orjson does not write: pydantic writes the fire
+    ],
+    ids=["keys", "no throttle key", "huge int"],
+)
+def test_a_window_fire_made_as_json_is_the_fire_the_models_make(
+    raw: dict, data: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matcher writes window fires without making models (`observe_encoded`); what
+    it writes must be, byte for byte, what the models give."""
+    at = datetime(2026, 12, 4, 12, 0, 0, 123456, tzinfo=UTC)
+    monkeypatch.setattr(fires, "utcnow", lambda: at)
+    registry, [trigger_id] = registry_with(raw)
+
+    def matches() -> list[Matched]:
+        return [
+            Matched(
+                trigger_id,
+                "",
+                "event",
+                f"s\x1fe{n}",
+                100.0 + n,
+                None,
+                {"id": f"e{n}", "type": "error.db", "source": "s", "data": data},
+            )
+            for n in range(6)
+        ]
+
+    key = StateKey(trigger_id)
+    models = WindowPartitions().observe_all(registry, 0, key, matches(), 0.0)
+    made = WindowPartitions().observe_encoded(registry, 0, key, matches(), 0.0)
+    assert len(models) >= 2
+    for fire in models:
+        object.__setattr__(fire, "__dict__", {**fire.__dict__, "fired_at": at})
+    assert made == [encoded(fire) for fire in models]
+    assert [Fire.model_validate_json(one.value) for one in made] == models
