@@ -362,6 +362,8 @@ class Threshold:
 
     def group_of(self, event: Mapping[str, Any]) -> str:
         """The group key: the group_by values, or '' for one window per trigger."""
+        if not self.group_readers:
+            return ""
         parts = []
         for reader in self.group_readers:
             value = reader(event)

@@ -134,7 +134,6 @@ def event_of(model: DomainEvent) -> Event:
     return Event(model.model_dump(mode="json"), model.time.timestamp() if model.time else None)
 
 
-_OPTIONAL_TEXT = ("subject", "datacontenttype", "workspace_id")
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
 _AS_WRITTEN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(?!000000)\d{6})?Z")
 """A UTC time exactly as pydantic writes it: kept as given, not formatted again."""
@@ -208,10 +207,15 @@ def _plain_event(
         return None
     if specversion != "1.0" or type(specversion) is not str:
         return None
-    for name in _OPTIONAL_TEXT:
-        found = body.get(name)
-        if found is not None and type(found) is not str:
-            return None
+    subject = body.get("subject")
+    content_type = body.get("datacontenttype")
+    workspace_id = body.get("workspace_id")
+    if (
+        (subject is not None and type(subject) is not str)
+        or (content_type is not None and type(content_type) is not str)
+        or (workspace_id is not None and type(workspace_id) is not str)
+    ):
+        return None
     raw_time = body.get("time")
     text: str | None
     seconds: float | None
@@ -236,9 +240,9 @@ def _plain_event(
         "type": type_,
         "source": source,
         "time": text,
-        "subject": body.get("subject"),
-        "datacontenttype": body.get("datacontenttype"),
-        "workspace_id": body.get("workspace_id"),
+        "subject": subject,
+        "datacontenttype": content_type,
+        "workspace_id": workspace_id,
         "data": body.get("data"),
     }
     if not body.keys() <= fields.keys():  # extension attributes, in their order

@@ -122,9 +122,9 @@ class EventMatcher(TransactionalLoop):
         self.owned_matches: set[int] = set()
         """The `trigger-matches` partitions this member owns (their windows are here)."""
         self.matches_partitions = 0
-        self._routes: dict[tuple[str, str], tuple[StateKey, bytes, int]] = {}
-        """Per (trigger, group) seen: its state key, encoded, and its `trigger-matches`
-        partition (murmur2 is slow)."""
+        self._routes: dict[tuple[str, str], tuple[bytes, int, tuple[int, StateKey]]] = {}
+        """Per (trigger, group) seen: its state key encoded, its `trigger-matches`
+        partition (murmur2 is slow), and its place in a batch's `Windowed`."""
         self._fires: Counter[str] = Counter()
         """Window fires of this transaction by cause, counted once per checkpoint."""
         self.local: LocalWindowStore | None = LocalWindowStore(local_store(settings))
@@ -185,13 +185,18 @@ class EventMatcher(TransactionalLoop):
             state_key = StateKey(match.trigger_id, match.group)
             key = state_key.encode()
             count = self.matches_partitions
-            route = (state_key, key, partition_of(key, count) if count else -1)
+            partition = partition_of(key, count) if count else -1
+            route = (key, partition, (partition, state_key))
             if len(self._routes) >= PARTITIONS_KEPT:
                 self._routes.clear()
             self._routes[state_key] = route
-        state_key, key, partition = route
+        key, partition, where = route
         if partition in self.owned_matches:
-            windowed.setdefault((partition, state_key), []).append(match)
+            found = windowed.get(where)
+            if found is None:
+                windowed[where] = [match]
+            else:
+                found.append(match)
             return True
         producer.produce(self.matches_topic, key=key, value=to_json(match.message()))
         return False
