@@ -171,9 +171,10 @@ def event_cause_key(event: DomainEvent | Event) -> str:
 def event_summary(event: DomainEvent | Event, data_max_bytes: int) -> dict[str, Any]:
     """What a fire's input says about an event: its attributes, and its data unless that
     is over `data_max_bytes` of JSON; then `data_truncated` and `data_bytes` say so."""
-    summary = (event if isinstance(event, Event) else event_of(event)).summary()
+    read = event if isinstance(event, Event) else event_of(event)
+    summary = read.summary()
     data = summary.get("data")
-    if data is not None:
+    if data is not None and not read.data_within(data_max_bytes):
         size = len(orjson.dumps(data))
         if size > data_max_bytes:
             summary.pop("data")

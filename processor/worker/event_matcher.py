@@ -391,7 +391,9 @@ class EventMatcher(TransactionalLoop):
                     continue
             timestamp_type, timestamp_ms = message.timestamp()
             when = timestamp_ms if timestamp_type else None
-            event = None if body is None else parsed_event(body, when)
+            event = None
+            if body is not None and value is not None:
+                event = parsed_event(body, when, len(value))
             if event is None:
                 try:
                     event = read_event(
