@@ -96,6 +96,8 @@ class Match:
     fire: Fire | None = None
     window: Matched | None = None
     trace: Sequence[Outcome] = ()
+    encoded: EncodedFire | None = None
+    """With `match_event(encode=True)`, the fire as JSON (`fire` is then None)."""
 
 
 class _Kind(Enum):
@@ -268,9 +270,11 @@ def match_event(
     event: DomainEvent | Event,
     explain: bool = False,
     data_max_bytes: int = EVENT_DATA_MAX_BYTES,
+    encode: bool = False,
 ) -> list[Match]:
     """Every candidate trigger (by pattern) with its verdict; `explain` records each test.
-    A direct fire's input keeps the event's data up to `data_max_bytes`."""
+    A direct fire's input keeps the event's data up to `data_max_bytes`; with `encode`
+    the fire comes as the JSON a matcher writes (`encoded_fire`), not as a model."""
     if not isinstance(event, Event):
         event = event_of(event)
     candidates = registry.candidates(event.type)
@@ -327,6 +331,16 @@ def match_event(
             keyed = seen.keyed(trigger_id, plan.key, plan.role)
             verdict = Verdict.WINDOWED if keyed else Verdict.KEY_MISSING
             matches.append(Match(trigger, trigger_id, verdict, window=keyed, trace=trace))
+        elif encode:
+            cause = {
+                "type": CauseKind.EVENT,
+                "event_id": event.id,
+                "event_type": event.type,
+                "event_source": event.source,
+            }
+            input_ = {"event": seen.input_summary()}
+            made = encoded_event_fire(trigger, event_cause_key(event), cause, input_)
+            matches.append(Match(trigger, trigger_id, Verdict.FIRED, encoded=made, trace=trace))
         else:
             fire = fire_for(
                 trigger, event_cause_key(event), event_cause(event), {"event": seen.input_summary()}

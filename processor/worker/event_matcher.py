@@ -410,16 +410,15 @@ class EventMatcher(TransactionalLoop):
                     dead += 1
                     continue
             fired = 0
-            for match in match_event(self.registry, event, data_max_bytes=self.data_max_bytes):
+            for match in match_event(
+                self.registry, event, data_max_bytes=self.data_max_bytes, encode=True
+            ):
                 verdicts[match.trigger_id, match.verdict] += 1
                 if match.window is not None:
                     in_place += self._route(match.window, windowed, producer)
-                if match.fire is not None:
-                    producer.produce(
-                        self.fires_topic,
-                        key=match.fire.trigger_id.encode(),
-                        value=to_json(match.fire),
-                    )
+                if match.encoded is not None:
+                    trigger_id, _, value = match.encoded
+                    producer.produce(self.fires_topic, key=trigger_id.encode(), value=value)
                     fired += 1
             if fired:
                 fired_events += 1

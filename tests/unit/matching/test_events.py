@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
+import pytest
 
 from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
+from processor.matching import fires
+from processor.matching.decode import read_event
 from processor.matching.events import Verdict, match_event
+from processor.matching.fires import encoded
 from processor.messages import DomainEvent
 
 
@@ -152,3 +158,37 @@ def test_input_mapping_reads_from_the_event_that_fired() -> None:
     assert match.fire is not None
     assert match.fire.input["service"] == "api" and match.fire.input["nothing"] is None
     assert match.fire.input["k"] == 1
+
+
+@pytest.mark.parametrize("data_max_bytes", [65_536, 100], ids=["kept", "cut"])
+def test_a_direct_fire_made_as_json_is_the_fire_the_model_makes(
+    data_max_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matcher writes direct fires without making models (`encode=True`): byte for
+    byte what the model gives, data bounds, input mapping and keys included."""
+    at = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
+    monkeypatch.setattr(fires, "utcnow", lambda: at)
+    raw = trigger("t", "deploy.*")
+    raw["agent"]["input_mapping"] = {"service": "$.data.service", "nothing": "$.data.nope"}
+    raw["throttle"] = {"limit": 5, "period": "1h", "key": "$.service"}
+    registry = registry_with(raw, trigger("u", "deploy.done"))
+    value = orjson.dumps(
+        {
+            "id": "e",
+            "type": "deploy.done",
+            "source": "ci",
+            "data": {"service": "api", "log": "x" * 200},
+        }
+    )
+    event = read_event(value, None, topic="events", partition=0, offset=1, timestamp_ms=1)
+    models = match_event(registry, event, data_max_bytes=data_max_bytes)
+    made = match_event(registry, event, data_max_bytes=data_max_bytes, encode=True)
+    assert [m.verdict for m in made] == [m.verdict for m in models] == [Verdict.FIRED] * 2
+    assert all(m.fire is None for m in made)
+    for model in models:
+        assert model.fire is not None
+        object.__setattr__(model.fire, "__dict__", {**model.fire.__dict__, "fired_at": at})
+    assert [m.encoded for m in made] == [encoded(m.fire) for m in models if m.fire]
+    first = made[0].encoded
+    assert first is not None
+    assert (b'"data_truncated":true' in first.value) is (data_max_bytes == 100)
