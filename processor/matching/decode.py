@@ -198,7 +198,7 @@ def read_event(
         body = structured_body(value, headers)
     if body is not None:
         size = len(value) if value is not None else None
-        fast = _plain_event(body, f"{topic}-{partition}-{offset}", timestamp_ms, size)
+        fast = parsed_event(body, timestamp_ms, size, f"{topic}-{partition}-{offset}")
         if fast is not None:
             return fast
     return event_of(
@@ -213,18 +213,13 @@ def read_event(
     )
 
 
-def parsed_event(body: dict[str, Any], timestamp_ms: int | None, size: int) -> Event | None:
-    """`read_event` of a structured body (`size` bytes of JSON) that has its `id` and
-    plain attributes, without the record's place (which only an event without an id
-    needs); None otherwise, and `read_event` then decides."""
-    return _plain_event(body, None, timestamp_ms, size)
-
-
-def _plain_event(
-    body: dict[str, Any], default_id: str | None, timestamp_ms: int | None, size: int | None
+def parsed_event(
+    body: dict[str, Any], timestamp_ms: int | None, size: int | None, default_id: str | None = None
 ) -> Event | None:
-    """The Event of a structured body whose attributes need no model to check; None when
-    the model must decide (and perhaps refuse), or when it has no id and no default."""
+    """The Event of a structured body (`size` bytes of JSON) whose attributes need no
+    model to check; None when the model must decide (and perhaps refuse), and when it has
+    no id and no `default_id` (the record's place: only an event without an id needs
+    it, so the matcher tries without it first). `read_event` then decides."""
     type_ = body.get("type")
     id_ = body.get("id", default_id)
     source = body.get("source", "")
