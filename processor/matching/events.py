@@ -209,13 +209,16 @@ def _mapped(trigger: TriggerDocument, input_: dict[str, Any]) -> dict[str, Any]:
 
 
 def event_cause(event: DomainEvent | Event) -> Cause:
-    return trusted(
-        Cause,
-        type=CauseKind.EVENT,
-        event_id=event.id,
-        event_type=event.type,
-        event_source=event.source,
-    )
+    return trusted(Cause, **_event_cause_fields(event))
+
+
+def _event_cause_fields(event: DomainEvent | Event) -> dict[str, Any]:
+    return {
+        "type": CauseKind.EVENT,
+        "event_id": event.id,
+        "event_type": event.type,
+        "event_source": event.source,
+    }
 
 
 class _Event:
@@ -332,12 +335,7 @@ def match_event(
             verdict = Verdict.WINDOWED if keyed else Verdict.KEY_MISSING
             matches.append(Match(trigger, trigger_id, verdict, window=keyed, trace=trace))
         elif encode:
-            cause = {
-                "type": CauseKind.EVENT,
-                "event_id": event.id,
-                "event_type": event.type,
-                "event_source": event.source,
-            }
+            cause = _event_cause_fields(event)
             input_ = {"event": seen.input_summary()}
             made = encoded_event_fire(trigger, event_cause_key(event), cause, input_)
             matches.append(Match(trigger, trigger_id, Verdict.FIRED, encoded=made, trace=trace))

@@ -113,9 +113,9 @@ def encoded_fire(
     input_: dict[str, Any],
 ) -> EncodedFire:
     """`encoded(new_fire(trigger, kind, cause_key, trusted(Cause, **cause), input_))`
-    without making the models: the window fires' way (a fire's two models and their
-    walk for JSON cost three times the rest of it). A unit test holds the two to the
-    same bytes."""
+    without making the models: the event matcher's way (a fire's two models and their
+    walk for JSON cost three times the rest of it). Unit tests hold the two to the same
+    bytes."""
     template = _template(trigger)
     merged = {**trigger.agent.input, **input_}
     trigger_id = trigger.trigger_id
