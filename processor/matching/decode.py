@@ -198,7 +198,9 @@ def read_event(
         body = structured_body(value, headers)
     if body is not None:
         size = len(value) if value is not None else None
-        fast = parsed_event(body, timestamp_ms, size, f"{topic}-{partition}-{offset}")
+        # The record's place is formatted only for an event that has no id of its own.
+        place = None if "id" in body else f"{topic}-{partition}-{offset}"
+        fast = parsed_event(body, timestamp_ms, size, place)
         if fast is not None:
             return fast
     return event_of(
@@ -218,8 +220,7 @@ def parsed_event(
 ) -> Event | None:
     """The Event of a structured body (`size` bytes of JSON) whose attributes need no
     model to check; None when the model must decide (and perhaps refuse), and when it has
-    no id and no `default_id` (the record's place: only an event without an id needs
-    it, so the matcher tries without it first). `read_event` then decides."""
+    no id and no `default_id` (the record's place). `read_event` then decides."""
     type_ = body.get("type")
     id_ = body.get("id", default_id)
     source = body.get("source", "")

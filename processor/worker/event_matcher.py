@@ -51,7 +51,6 @@ from processor.kafka.transactional import TransactionalLoop, Turn
 from processor.matching.decode import (
     event_type,
     header_pairs,
-    parsed_event,
     read_event,
     structured_body,
 )
@@ -122,9 +121,9 @@ class EventMatcher(TransactionalLoop):
         self.owned_matches: set[int] = set()
         """The `trigger-matches` partitions this member owns (their windows are here)."""
         self.matches_partitions = 0
-        self._routes: dict[tuple[str, str], tuple[bytes, int, tuple[int, StateKey]]] = {}
-        """Per (trigger, group) seen: its state key encoded, its `trigger-matches`
-        partition (murmur2 is slow), and its place in a batch's `Windowed`."""
+        self._routes: dict[tuple[str, str], tuple[bytes, tuple[int, StateKey]]] = {}
+        """Per (trigger, group) seen: its state key encoded, and its place in a batch's
+        `Windowed`: its `trigger-matches` partition (murmur2 is slow) and its state key."""
         self._fires: Counter[str] = Counter()
         """Window fires of this transaction by cause, counted once per checkpoint."""
         self.local: LocalWindowStore | None = LocalWindowStore(local_store(settings))
@@ -185,13 +184,12 @@ class EventMatcher(TransactionalLoop):
             state_key = StateKey(match.trigger_id, match.group)
             key = state_key.encode()
             count = self.matches_partitions
-            partition = partition_of(key, count) if count else -1
-            route = (key, partition, (partition, state_key))
+            route = (key, (partition_of(key, count) if count else -1, state_key))
             if len(self._routes) >= PARTITIONS_KEPT:
                 self._routes.clear()
             self._routes[state_key] = route
-        key, partition, where = route
-        if partition in self.owned_matches:
+        key, where = route
+        if where[0] in self.owned_matches:
             found = windowed.get(where)
             if found is None:
                 windowed[where] = [match]
@@ -390,25 +388,20 @@ class EventMatcher(TransactionalLoop):
                     passed += 1  # no pattern matches it: nothing more to check
                     continue
             timestamp_type, timestamp_ms = message.timestamp()
-            when = timestamp_ms if timestamp_type else None
-            event = None
-            if body is not None and value is not None:
-                event = parsed_event(body, when, len(value))
-            if event is None:
-                try:
-                    event = read_event(
-                        value,
-                        headers,
-                        topic=message.topic() or "",
-                        partition=message.partition() or 0,
-                        offset=message.offset() or 0,
-                        timestamp_ms=when,
-                        body=body,
-                    )
-                except BadRecord as exc:
-                    self._dead_letter(message, str(exc), producer)
-                    dead += 1
-                    continue
+            try:
+                event = read_event(
+                    value,
+                    headers,
+                    topic=message.topic() or "",
+                    partition=message.partition() or 0,
+                    offset=message.offset() or 0,
+                    timestamp_ms=timestamp_ms if timestamp_type else None,
+                    body=body,
+                )
+            except BadRecord as exc:
+                self._dead_letter(message, str(exc), producer)
+                dead += 1
+                continue
             fired = 0
             for match in match_event(
                 self.registry, event, data_max_bytes=self.data_max_bytes, encode=True
