@@ -213,7 +213,8 @@ class Run:
         """This run's topics go with it: a broker left holding every earlier run's
         partitions (thousands over a `make bench`) answers later runs more slowly."""
         admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-        mine = [t for t in admin.list_topics(timeout=30).topics if t.startswith(self.prefix)]
+        ours = (self.prefix, f"{self.prefix.rstrip('.')}-")  # Faust's own: the app id's
+        mine = [t for t in admin.list_topics(timeout=30).topics if t.startswith(ours)]
         if mine:
             for future in admin.delete_topics(mine, operation_timeout=30).values():
                 future.result(60)

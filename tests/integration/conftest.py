@@ -49,6 +49,7 @@ def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
     create_topics(deployment.settings)
     yield deployment
     deployment.stop_all()
+    deployment.delete_topics()
 
 
 @pytest.fixture
