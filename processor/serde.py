@@ -56,8 +56,7 @@ def plain_fields(model: BaseModel) -> dict[str, Any]:
         if value is None:
             continue
         if type(value) not in _NATIVE and isinstance(value, BaseModel):
-            plain = type(value).__module__ == _PLAIN_MODULE
-            value = plain_fields(value) if plain else _dumped_once(value)
+            value = plain_model(value)
         out[name] = value
     extra = model.__pydantic_extra__
     if extra:
@@ -69,6 +68,13 @@ def plain_fields(model: BaseModel) -> dict[str, Any]:
         if value is not None:
             out[name] = value
     return out
+
+
+def plain_model(model: BaseModel) -> dict[str, Any]:
+    """A nested model as `plain_fields` gives it to orjson."""
+    if type(model).__module__ == _PLAIN_MODULE:
+        return plain_fields(model)
+    return _dumped_once(model)
 
 
 _NATIVE = frozenset({str, int, float, bool, dict, list, datetime})

@@ -43,7 +43,7 @@ from processor.dispatch.state import (
 )
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop, Turn
-from processor.messages import CancelRequest, ExecutionRecord, Fire, RunResult
+from processor.messages import CancelRequest, ExecutionRecord, ExecutionStatus, Fire, RunResult
 from processor.metrics import (
     BREAKER_STOPS,
     DISPATCHED,
@@ -202,12 +202,12 @@ class Dispatcher(TransactionalLoop):
         fire = from_json(Fire, _value(message))
         now = datetime.now(UTC)
         self.partitions[fire.trigger_id] = message.partition() or 0
-        effects = on_fire(self.state, fire, now)
+        effects = on_fire(self.state, fire, now, encode=True)
         if effects is None:
             DUPLICATE_FIRES.inc()
             return
         self._write(effects, message.partition() or 0, producer)
-        if effects.commands:
+        if effects.issued_now or effects.commands:
             self._waits.append(max(0.0, (now - fire.fired_at).total_seconds()))
 
     def _forward_result(self, message: Message, producer: Turn) -> None:
@@ -238,6 +238,18 @@ class Dispatcher(TransactionalLoop):
     def _write(self, effects: Effects, partition: int | None, producer: Turn) -> None:
         """Publish a decision's effects inside the open transaction."""
         self._breaker_stops += effects.breaker_stops
+        for trigger_id, execution_id, written, command_json in effects.issued_now:
+            key = execution_id.encode()
+            producer.produce(self.runs_topic, key=key, value=command_json)
+            producer.produce(self.executions_topic, key=key, value=written)
+            producer.produce(
+                self.state_topic,
+                key=f"{trigger_id}/{execution_id}".encode(),
+                value=written,
+                partition=self._partition(trigger_id, partition),
+            )
+            self._dispatched += 1
+            self._transitions[ExecutionStatus.PENDING] += 1
         for command in effects.commands:
             producer.produce(
                 self.runs_topic, key=command.execution_id.encode(), value=to_json(command)

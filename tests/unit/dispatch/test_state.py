@@ -28,6 +28,7 @@ from processor.dispatch.state import (
     retry_delay,
 )
 from processor.messages import Cause, CauseKind, ExecutionStatus, Fire, RunResult, RunStatus
+from processor.serde import to_json
 
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
@@ -41,14 +42,18 @@ def fire(
     return Fire(
         execution_id=execution_id,
         trigger_id="t-1",
-        trigger_name="T",
         agent_id="a",
         workspace_id="default",
         max_concurrent=max_concurrent,
         overlap=overlap,
-        input={"k": 1},
         fired_at=NOW,
-        **{"timeout_seconds": 60, "cause": Cause(type=CauseKind.MANUAL), **settings},  # type: ignore[arg-type]
+        **{  # type: ignore[arg-type]
+            "timeout_seconds": 60,
+            "cause": Cause(type=CauseKind.MANUAL),
+            "trigger_name": "T",
+            "input": {"k": 1},
+            **settings,
+        },
     )
 
 
@@ -573,3 +578,61 @@ def test_buffer_one_keeps_the_newest_waiting_fire_of_each_key() -> None:
         "b2": "pending",
         "a3": "pending",
     }
+
+
+_WRITTEN_SETTINGS: list[dict[str, object]] = [
+    {},
+    {"overlap": OverlapPolicy.ALLOW_ALL},
+    {"circuit_breaker": CircuitBreakerSpec(failures=3)},
+    {
+        "retry": RetrySpec(attempts=3, backoff=Backoff.EXPONENTIAL, on=[RetryOn.FAILED]),
+        "on_failure": OnFailure.EMIT,
+    },
+    {"concurrency": ConcurrencySpec(limit=2, key="$.k"), "concurrency_key": "1"},
+    {"throttle_key": "k"},
+    {"cause": Cause(type=CauseKind.EVENT, event_id="e", event_type="t", count=5, group="g")},
+    {"input": {"event": {"data": {"nested": [1, 2.5, None, "x"]}}, "n": 10**18}},
+    {"trigger_name": ""},
+]
+
+
+@pytest.mark.parametrize("settings", _WRITTEN_SETTINGS)
+def test_a_fire_issued_at_once_is_written_as_the_models_write_it(
+    settings: dict[str, object],
+) -> None:
+    """`on_fire(encode=True)` writes the record and the command without making models:
+    the same bytes as the models' JSON, and the same state after."""
+    made, written = DispatchState(), DispatchState()
+    by_models = on_fire(made, fire(**settings), NOW)
+    by_json = on_fire(written, fire(**settings), NOW, encode=True)
+    assert by_models is not None and by_json is not None
+    assert not by_json.commands and not by_json.records
+    [issued] = by_json.issued_now
+    assert issued.record == by_models.encoded[0] == to_json(by_models.records[0])
+    assert issued.command == to_json(by_models.commands[0])
+    assert (issued.trigger_id, issued.execution_id) == ("t-1", "x-1")
+    assert written._heads == made._heads
+    assert written._issued == made._issued and written._keyed == made._keyed
+    assert written._deadlines == made._deadlines and written._waiting == made._waiting
+    assert written.get("t-1", "x-1") == made.get("t-1", "x-1")
+
+
+def test_a_fire_orjson_cannot_write_goes_the_models_way() -> None:
+    """A value orjson refuses (an int past 64 bits) leaves the fire to the models, whose
+    JSON pydantic writes."""
+    state = DispatchState()
+    effects = on_fire(state, fire(input={"big": 2**70}), NOW, encode=True)
+    assert effects is not None and not effects.issued_now
+    assert b'"big":1180591620717411303424' in effects.encoded[0]
+    assert statuses(state) == {"x-1": "pending"}
+
+
+def test_a_fire_that_waits_is_not_written_the_direct_way() -> None:
+    """Only a fire issued at once is written directly; one the policy holds back goes
+    through the models as before."""
+    state = DispatchState()
+    on_fire(state, fire("a"), NOW, encode=True)
+    effects = on_fire(state, fire("b", OverlapPolicy.BUFFER_ALL), NOW, encode=True)
+    assert effects is not None and not effects.issued_now
+    assert [r.status for r in effects.records] == [ExecutionStatus.PENDING]
+    assert effects.records[0].issued_at is None
