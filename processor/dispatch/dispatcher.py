@@ -64,8 +64,9 @@ RESTORE_WAIT_SECONDS = 10.0
 """How often the wait for a stopped dispatcher's open transaction logs that it waits."""
 
 
-def state_key(record: ExecutionRecord) -> bytes:
-    return f"{record.trigger_id}/{record.execution_id}".encode()
+def state_key(trigger_id: str, execution_id: str) -> bytes:
+    """An execution's key on `dispatch-state`."""
+    return f"{trigger_id}/{execution_id}".encode()
 
 
 class Dispatcher(TransactionalLoop):
@@ -239,17 +240,11 @@ class Dispatcher(TransactionalLoop):
         """Publish a decision's effects inside the open transaction."""
         self._breaker_stops += effects.breaker_stops
         for trigger_id, execution_id, written, command_json in effects.issued_now:
-            key = execution_id.encode()
-            producer.produce(self.runs_topic, key=key, value=command_json)
-            producer.produce(self.executions_topic, key=key, value=written)
-            producer.produce(
-                self.state_topic,
-                key=f"{trigger_id}/{execution_id}".encode(),
-                value=written,
-                partition=self._partition(trigger_id, partition),
-            )
+            producer.produce(self.runs_topic, key=execution_id.encode(), value=command_json)
             self._dispatched += 1
-            self._transitions[ExecutionStatus.PENDING] += 1
+            self._publish(
+                trigger_id, execution_id, ExecutionStatus.PENDING, written, partition, producer
+            )
         for command in effects.commands:
             producer.produce(
                 self.runs_topic, key=command.execution_id.encode(), value=to_json(command)
@@ -260,23 +255,37 @@ class Dispatcher(TransactionalLoop):
                 self.control_topic, key=control.execution_id.encode(), value=to_json(control)
             )
         for record, value in zip(effects.records, effects.encoded, strict=True):
-            producer.produce(self.executions_topic, key=record.execution_id.encode(), value=value)
-            producer.produce(
-                self.state_topic,
-                key=state_key(record),
-                value=value,
-                partition=self._partition(record.trigger_id, partition),
+            self._publish(
+                record.trigger_id, record.execution_id, record.status, value, partition, producer
             )
-            self._transitions[record.status] += 1
         for event in effects.events:
             producer.produce(self.events_topic, key=event.source.encode(), value=to_json(event))
         for trigger_id, execution_id in effects.forgotten:
             producer.produce(
                 self.state_topic,
-                key=f"{trigger_id}/{execution_id}".encode(),
+                key=state_key(trigger_id, execution_id),
                 value=None,
                 partition=self._partition(trigger_id, partition),
             )
+
+    def _publish(
+        self,
+        trigger_id: str,
+        execution_id: str,
+        status: ExecutionStatus,
+        record: bytes,
+        partition: int | None,
+        producer: Turn,
+    ) -> None:
+        """An execution record to `trigger-executions` and to the dispatcher's state."""
+        producer.produce(self.executions_topic, key=execution_id.encode(), value=record)
+        producer.produce(
+            self.state_topic,
+            key=state_key(trigger_id, execution_id),
+            value=record,
+            partition=self._partition(trigger_id, partition),
+        )
+        self._transitions[status] += 1
 
     def _partition(self, trigger_id: str, given: int | None) -> int:
         return given if given is not None else self.partitions.get(trigger_id, 0)

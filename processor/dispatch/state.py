@@ -195,7 +195,7 @@ class DispatchState:
                 _seconds(record.deadline),
                 record.updated_at.timestamp(),
                 record.triggered_at.timestamp(),
-                0,  # set by _store
+                self._order(previous),
                 _seconds(record.retry_at),
                 record.concurrency_key,
                 raw,
@@ -220,9 +220,16 @@ class DispatchState:
             trigger_id,
             execution_id,
             None,
-            Head(_PENDING, at, deadline, at, triggered_at, 0, None, key, raw),
+            Head(_PENDING, at, deadline, at, triggered_at, self._order(None), None, key, raw),
             throttled=False,
         )
+
+    def _order(self, previous: Head | None) -> int:
+        """An execution's place among all stored: its first store's."""
+        if previous is not None:
+            return previous.order
+        self._stored += 1
+        return self._stored
 
     def _store(
         self,
@@ -233,9 +240,6 @@ class DispatchState:
         throttled: bool,
     ) -> None:
         """Keep `head` as the execution's latest, and the indexes in step with it."""
-        if previous is None:
-            self._stored += 1
-        head = head._replace(order=self._stored if previous is None else previous.order)
         self._heads.setdefault(trigger_id, {})[execution_id] = head
         key = head.key
         issued = self._issued.setdefault(trigger_id, set())
@@ -654,16 +658,9 @@ def _release(state: DispatchState, effects: Effects, trigger_id: str, now: datet
         _issue(state, effects, waiting, now)
 
 
-def on_fire(
-    state: DispatchState, fire: Fire, now: datetime, encode: bool = False
-) -> Effects | None:
-    """Handle a fire; None when its execution id was handled before (a duplicate). With
-    `encode`, a fire issued at once comes as the JSON the dispatcher writes
-    (`Effects.issued_now`), not as record and command models."""
-    if state.has(fire.trigger_id, fire.execution_id):
-        return None
-    effects = Effects()
-    fields: dict[str, Any] = {
+def _record_fields(fire: Fire, now: datetime) -> dict[str, Any]:
+    """A fire's execution record as it is first stored (pending), by field."""
+    return {
         "execution_id": fire.execution_id,
         "trigger_id": fire.trigger_id,
         "trigger_name": fire.trigger_name,
@@ -685,6 +682,17 @@ def on_fire(
         "concurrency": fire.concurrency,
         "concurrency_key": fire.concurrency_key,
     }
+
+
+def on_fire(
+    state: DispatchState, fire: Fire, now: datetime, encode: bool = False
+) -> Effects | None:
+    """Handle a fire; None when its execution id was handled before (a duplicate). With
+    `encode`, a fire issued at once comes as the JSON the dispatcher writes
+    (`Effects.issued_now`), not as record and command models."""
+    if state.has(fire.trigger_id, fire.execution_id):
+        return None
+    effects = Effects()
     stopped = breaker_reason(state, fire.trigger_id, fire.circuit_breaker, now)
     # O(1) before the policy decision: the open executions are sorted only when a policy
     # needs their order (cancel_other), not for every fire.
@@ -701,10 +709,12 @@ def on_fire(
             if written is not None:
                 effects.issued_now.append(written)
                 return effects
-        issued = trusted(ExecutionRecord, **fields, issued_at=now, deadline=deadline)
+        issued = trusted(
+            ExecutionRecord, **_record_fields(fire, now), issued_at=now, deadline=deadline
+        )
         _command(state, effects, issued, now, deadline)
         return effects
-    record = ExecutionRecord(**fields)
+    record = ExecutionRecord(**_record_fields(fire, now))
     if stopped is not None:
         _finish(state, effects, record, ExecutionStatus.SKIPPED, now, stopped, False)
         effects.breaker_stops += 1
