@@ -86,6 +86,7 @@ def run(count: int, others: int, profile: str | None) -> dict[str, Any]:
     started = time.perf_counter()
     for at in range(0, len(inputs), BATCH):
         matcher.handle(inputs[at : at + BATCH], out)
+        matcher.checkpoint(out)  # a turn per batch, as in a backlog
     matched = time.perf_counter()
     fires = [
         Message(topic=dispatcher.fires_topic, partition=0, offset=n, **record)

@@ -165,6 +165,11 @@ class TransactionalLoop:
         """Wait for whatever the loop needs first; False if stopped meanwhile."""
         return True
 
+    def checkpoint(self, producer: Turn) -> None:
+        """The turn's handling is done and its transaction is about to begin: what it
+        writes last, once per transaction however many batches the turn took in (`_fill`)
+        (the matcher: one changelog record per window key the turn changed)."""
+
     def sealed(self) -> None:
         """The turn's records are produced and its commit begins: what `handle` and
         `periodic` do next belongs to the next transaction."""
@@ -240,6 +245,7 @@ class TransactionalLoop:
                 self._handle_seconds.observe(time.perf_counter() - started)
                 if messages and not self._fill(consumer, turn, len(messages)):
                     continue  # a rebalance took the turn (committed it, or dropped it)
+                self.checkpoint(turn)
                 # A turn of only periodic work read nothing: the offsets are as committed.
                 offsets = self._positions(consumer) if messages else []
                 # The last turn's commit ran while this one was handled; it must end
@@ -459,6 +465,7 @@ class TransactionalLoop:
         turn, self._filling = self._filling, None
         if turn is None:
             return
+        self.checkpoint(turn)
         failed = self._begin_commit(turn, self._positions(consumer), consumer)
         if failed is not None:
             self._rewind_due = self._abandon(failed)

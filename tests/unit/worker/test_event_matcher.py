@@ -50,8 +50,39 @@ def test_a_bad_window_match_is_a_dead_letter_and_the_batchs_good_ones_still_coun
     turn = Turn()
     # two matches read from the topic, one refused, one event matched in place: three
     matcher.handle([match(0), bad, event(1), match(2)], turn)
+    matcher.checkpoint(turn)
     letters = [r for t, r in turn.records if t == matcher.dead_letters_topic]
     assert len(letters) == 1
     assert b"not a window match" in letters[0]["value"]
     assert len([r for t, r in turn.records if t == matcher.fires_topic]) == 1
     assert [t for t, _ in turn.records].count(matcher.state_topic) == 1  # one record per key
+
+
+def test_a_turn_of_many_batches_writes_each_changed_key_once_when_it_checkpoints(
+    tmp_path: Path,
+) -> None:
+    """Below full load a turn takes in a small batch per poll while the last commit
+    runs; the window key they all change gets one changelog record for the turn, holding
+    its state after the last batch, not one per batch."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="u.", data_dir=tmp_path)
+    registry = Registry()
+    handler = parse_document(HANDLER, "t").resolved("default")
+    registry.put(handler)
+    matcher = EventMatcher(settings, registry, threading.Event())
+    matcher.matches_partitions, matcher.owned_matches = 1, {0}
+
+    def event(n: int) -> Message:
+        body = {"type": "error.db", "source": "s", "id": f"x{n}", "time": "2026-12-04T10:00:00Z"}
+        return Message(topic=matcher.topics[0], partition=0, offset=n, value=orjson.dumps(body))
+
+    turn = Turn()
+    for n in range(4):  # four batches of one event: the third crosses the threshold
+        matcher.handle([event(n)], turn)
+    assert [t for t, _ in turn.records] == [matcher.fires_topic]  # nothing of the state yet
+    matcher.checkpoint(turn)
+    states = [r for t, r in turn.records if t == matcher.state_topic]
+    assert len(states) == 1
+    assert states[0]["key"] == StateKey(handler.trigger_id).encode()
+    assert b"x3" in states[0]["value"]  # the state after the last batch: one event pending
+    matcher.checkpoint(turn)
+    assert len([r for t, r in turn.records if t == matcher.state_topic]) == 1  # nothing new
