@@ -86,3 +86,37 @@ def test_a_turn_of_many_batches_writes_each_changed_key_once_when_it_checkpoints
     assert b"x3" in states[0]["value"]  # the state after the last batch: one event pending
     matcher.checkpoint(turn)
     assert len([r for t, r in turn.records if t == matcher.state_topic]) == 1  # nothing new
+
+
+def test_events_the_fast_read_passes_over_are_read_by_the_model_or_refused(
+    tmp_path: Path,
+) -> None:
+    """A plain event is read straight from its JSON; one without an id takes its record's
+    place as id, one whose attribute has the wrong type is a dead letter naming it, and
+    the good ones around them still count."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="u.", data_dir=tmp_path)
+    registry = Registry()
+    handler = parse_document(HANDLER, "t").resolved("default")
+    registry.put(handler)
+    matcher = EventMatcher(settings, registry, threading.Event())
+    matcher.matches_partitions, matcher.owned_matches = 1, {0}
+    bodies = [
+        {"type": "error.db", "source": "s", "id": "a"},
+        {"type": "error.db", "source": "s"},  # no id: the record's place
+        {"type": "error.db", "source": "s", "id": "c", "subject": 7},  # not a string
+        {"type": "error.db", "source": "s", "id": "d"},
+    ]
+    messages = [
+        Message(topic=matcher.topics[0], partition=0, offset=n, value=orjson.dumps(body))
+        for n, body in enumerate(bodies)
+    ]
+    turn = Turn()
+    matcher.handle(messages, turn)
+    matcher.checkpoint(turn)
+    letters = [r for t, r in turn.records if t == matcher.dead_letters_topic]
+    assert len(letters) == 1
+    assert b"subject" in letters[0]["value"]
+    fires = [orjson.loads(r["value"]) for t, r in turn.records if t == matcher.fires_topic]
+    assert len(fires) == 1  # a, the one without an id, and d: three of three
+    sample = fires[0]["input"]["window"]["sample"]
+    assert [e["id"] for e in sample] == ["a", f"{matcher.topics[0]}-0-1", "d"]
