@@ -274,16 +274,13 @@ def match_event(
     explain: bool = False,
     data_max_bytes: int = EVENT_DATA_MAX_BYTES,
     encode: bool = False,
-    candidates: tuple[str, ...] | None = None,
 ) -> list[Match]:
     """Every candidate trigger (by pattern) with its verdict; `explain` records each test.
     A direct fire's input keeps the event's data up to `data_max_bytes`; with `encode`
-    the fire comes as the JSON a matcher writes (`encoded_fire`), not as a model.
-    `candidates`: `registry.candidates(event.type)`, when the caller has it already."""
+    the fire comes as the JSON a matcher writes (`encoded_fire`), not as a model."""
     if not isinstance(event, Event):
         event = event_of(event)
-    if candidates is None:
-        candidates = registry.candidates(event.type)
+    candidates = registry.candidates(event.type)
     if not candidates:
         return []
     seen = _Event(event, data_max_bytes)

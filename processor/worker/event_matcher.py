@@ -51,7 +51,6 @@ from processor.kafka.transactional import TransactionalLoop, Turn
 from processor.matching.decode import (
     event_type,
     header_pairs,
-    parsed_event,
     read_event,
     structured_body,
 )
@@ -383,44 +382,29 @@ class EventMatcher(TransactionalLoop):
         for message in messages:
             value, headers = message.value(), header_pairs(message.headers())
             body = structured_body(value, headers)
-            found: tuple[str, ...] | None = None
             if body is not None:
                 type_ = event_type(body)
-                if type_ is not None:
-                    found = candidates(type_)
-                    if not found:
-                        passed += 1  # no pattern matches it: nothing more to check
-                        continue
-            timestamp_type, timestamp_ms = message.timestamp()
-            record_ms = timestamp_ms if timestamp_type else None
-            # The common case, a structured event with an id and plain attributes, is
-            # read here; `read_event` decides (and perhaps refuses) the others.
-            event = None
-            if body is not None and "id" in body:
-                event = parsed_event(body, record_ms, len(value) if value is not None else None)
-            if event is None:
-                try:
-                    event = read_event(
-                        value,
-                        headers,
-                        topic=message.topic() or "",
-                        partition=message.partition() or 0,
-                        offset=message.offset() or 0,
-                        timestamp_ms=record_ms,
-                        body=body,
-                    )
-                except BadRecord as exc:
-                    self._dead_letter(message, str(exc), producer)
-                    dead += 1
+                if type_ is not None and not candidates(type_):
+                    passed += 1  # no pattern matches it: nothing more to check
                     continue
-                found = None  # its type may have been read differently
+            timestamp_type, timestamp_ms = message.timestamp()
+            try:
+                event = read_event(
+                    value,
+                    headers,
+                    topic=message.topic() or "",
+                    partition=message.partition() or 0,
+                    offset=message.offset() or 0,
+                    timestamp_ms=timestamp_ms if timestamp_type else None,
+                    body=body,
+                )
+            except BadRecord as exc:
+                self._dead_letter(message, str(exc), producer)
+                dead += 1
+                continue
             fired = 0
             for match in match_event(
-                self.registry,
-                event,
-                data_max_bytes=self.data_max_bytes,
-                encode=True,
-                candidates=found,
+                self.registry, event, data_max_bytes=self.data_max_bytes, encode=True
             ):
                 verdicts[match.trigger_id, match.verdict] += 1
                 if match.window is not None:
