@@ -70,6 +70,12 @@ CALL_DEADLINE_SECONDS = 45.0
 """When the loop gives up on a transactional call that ignores its timeout."""
 FILL_POLL_SECONDS = 0.001
 """While a commit runs, how long each poll for more of the next turn waits."""
+FETCH_WAIT_MS = 100
+"""How long the broker holds a loop's fetch when it has nothing to return. A commit that
+makes records visible answers a waiting read_committed fetch at once (0.5 ms after the
+commit, with a wait of 100 or 500 ms), so the wait is not in the latency (p50 at 200
+events/s 11.5 ms with 500, 11.3-11.7 with the 10 ms this was); it is what an idle loop
+costs the broker: 10 fetches a second at 100 ms, 96 at 10 ms (docs/benchmarks.md)."""
 IDLE_CHECK_SECONDS = 30.0
 """How long a loop reads nothing before it checks that its consumer is not stuck."""
 
@@ -346,10 +352,9 @@ class TransactionalLoop:
     # -- clients -----------------------------------------------------------------------
 
     def _new_consumer(self) -> Consumer:
-        # The broker answers a fetch at once when data is there; when not, it waits this
-        # long for some. Records made visible by a commit (a hop through an internal
-        # topic) would otherwise wait out librdkafka's default 500 ms.
-        consumer = new_consumer(self.settings, self.group_id, **{"fetch.wait.max.ms": 10})
+        consumer = new_consumer(
+            self.settings, self.group_id, **{"fetch.wait.max.ms": FETCH_WAIT_MS}
+        )
         consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
         return consumer
 
