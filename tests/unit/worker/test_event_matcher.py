@@ -10,6 +10,7 @@ from confluent_kafka import Message
 
 from processor.config import Settings
 from processor.definitions.loader import parse_document
+from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
 from processor.kafka.transactional import Turn
 from processor.matching.state import StateKey
@@ -25,15 +26,21 @@ HANDLER = {
 }
 
 
-def test_a_bad_window_match_is_a_dead_letter_and_the_batchs_good_ones_still_count(
-    tmp_path: Path,
-) -> None:
+def _matcher(tmp_path: Path) -> tuple[EventMatcher, TriggerDocument]:
+    """A matcher with the handler above, owning the one `trigger-matches` partition."""
     settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="u.", data_dir=tmp_path)
     registry = Registry()
     handler = parse_document(HANDLER, "t").resolved("default")
     registry.put(handler)
     matcher = EventMatcher(settings, registry, threading.Event())
     matcher.matches_partitions, matcher.owned_matches = 1, {0}
+    return matcher, handler
+
+
+def test_a_bad_window_match_is_a_dead_letter_and_the_batchs_good_ones_still_count(
+    tmp_path: Path,
+) -> None:
+    matcher, handler = _matcher(tmp_path)
     key = StateKey(handler.trigger_id).encode()
 
     def match(n: int) -> Message:
@@ -64,12 +71,7 @@ def test_a_turn_of_many_batches_writes_each_changed_key_once_when_it_checkpoints
     """Below full load a turn takes in a small batch per poll while the last commit
     runs; the window key they all change gets one changelog record for the turn, holding
     its state after the last batch, not one per batch."""
-    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="u.", data_dir=tmp_path)
-    registry = Registry()
-    handler = parse_document(HANDLER, "t").resolved("default")
-    registry.put(handler)
-    matcher = EventMatcher(settings, registry, threading.Event())
-    matcher.matches_partitions, matcher.owned_matches = 1, {0}
+    matcher, handler = _matcher(tmp_path)
 
     def event(n: int) -> Message:
         body = {"type": "error.db", "source": "s", "id": f"x{n}", "time": "2026-12-04T10:00:00Z"}
@@ -94,12 +96,7 @@ def test_events_the_fast_read_passes_over_are_read_by_the_model_or_refused(
     """A plain event is read straight from its JSON; one without an id takes its record's
     place as id, one whose attribute has the wrong type is a dead letter naming it, and
     the good ones around them still count."""
-    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="u.", data_dir=tmp_path)
-    registry = Registry()
-    handler = parse_document(HANDLER, "t").resolved("default")
-    registry.put(handler)
-    matcher = EventMatcher(settings, registry, threading.Event())
-    matcher.matches_partitions, matcher.owned_matches = 1, {0}
+    matcher, _ = _matcher(tmp_path)
     bodies = [
         {"type": "error.db", "source": "s", "id": "a"},
         {"type": "error.db", "source": "s"},  # no id: the record's place
