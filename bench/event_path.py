@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from processor import topics  # noqa: E402
 from processor.config import Settings  # noqa: E402
 from processor.kafka.admin import create_topics  # noqa: E402
+from tests.integration.kafka import delete_topics  # noqa: E402
 
 BOOTSTRAP = os.environ.get("TRIGGERS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 TRIGGERS = str(ROOT / ".venv" / "bin" / "triggers")
@@ -212,12 +213,7 @@ class Run:
     def delete_topics(self) -> None:
         """This run's topics go with it: a broker left holding every earlier run's
         partitions (thousands over a `make bench`) answers later runs more slowly."""
-        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-        ours = (self.prefix, f"{self.prefix.rstrip('.')}-")  # Faust's own: the app id's
-        mine = [t for t in admin.list_topics(timeout=30).topics if t.startswith(ours)]
-        if mine:
-            for future in admin.delete_topics(mine, operation_timeout=30).values():
-                future.result(60)
+        delete_topics(BOOTSTRAP, self.prefix)
 
     def produce(self, batch: list[dict[str, Any]], rate: float | None) -> dict[str, float]:
         """Produce; returns each event's send time (seconds) by id.
