@@ -52,7 +52,7 @@ from processor.metrics import (
     TRANSITIONS,
     observe_all,
 )
-from processor.serde import from_json, to_json
+from processor.serde import from_json, from_json_keeping, to_json
 
 log = logging.getLogger(__name__)
 COMPONENT = "dispatcher"
@@ -200,10 +200,11 @@ class Dispatcher(TransactionalLoop):
             producer.produce(self.dead_letters_topic, key=key, value=value)
 
     def _handle_fire(self, message: Message, producer: Turn) -> None:
-        fire = from_json(Fire, _value(message))
+        # The input, most of a fire's bytes, is only written out again: kept as JSON.
+        fire, input_json = from_json_keeping(Fire, _value(message), "input")
         now = datetime.now(UTC)
         self.partitions[fire.trigger_id] = message.partition() or 0
-        effects = on_fire(self.state, fire, now, encode=True)
+        effects = on_fire(self.state, fire, now, encode=True, input_json=input_json)
         if effects is None:
             DUPLICATE_FIRES.inc()
             return

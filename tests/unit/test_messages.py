@@ -40,6 +40,8 @@ from processor.serde import (
     avro_schema,
     from_avro,
     from_json,
+    from_json_keeping,
+    json_object,
     pydantic_json,
     to_avro,
     to_json,
@@ -248,6 +250,73 @@ def test_messages_read_the_same_whichever_parser_reads_them() -> None:
     )
     raw = to_json(fire)
     assert from_json(Fire, raw) == Fire.model_validate_json(raw) == fire
+
+
+def _fire(**fields: Any) -> Fire:
+    return Fire(
+        execution_id="x",
+        trigger_id="t",
+        trigger_name="n",
+        agent_id="a",
+        workspace_id="w",
+        cause=Cause(type=CauseKind.EVENT, event_id="e"),
+        fired_at=NOW,
+        **fields,
+    )
+
+
+def _without_input(fire: Fire) -> bytes:
+    return orjson.dumps({k: v for k, v in orjson.loads(to_json(fire)).items() if k != "input"})
+
+
+@pytest.mark.parametrize(
+    "input_",
+    [{}, {"k": 1}, {"big": 2**70, "nested": [{"a": None}, 1.5, "é"], "s": 'q"\n'}],
+)
+def test_a_message_read_keeping_a_field_is_the_message_read_whole(input_: dict[str, Any]) -> None:
+    """The dispatcher reads a fire leaving its input as JSON: the rest is the fire, and
+    the kept bytes are the input's."""
+    whole = _fire(input=input_, retry=RetrySpec.model_validate({"attempts": 3}))
+    read, kept = from_json_keeping(Fire, to_json(whole), "input")
+    assert kept is not None and json_object(kept) == input_
+    assert read == whole.model_copy(update={"input": {}})
+
+
+def test_the_kept_field_is_its_bytes_as_they_came() -> None:
+    spaced = b'{ "input" :  {"k" : [1, 2]} ,' + _without_input(_fire())[1:]
+    assert from_json_keeping(Fire, spaced, "input") == (_fire(), b'{"k" : [1, 2]}')
+
+
+def test_a_message_without_the_kept_field_reads_with_its_default() -> None:
+    assert from_json_keeping(Fire, _without_input(_fire()), "input") == (_fire(), None)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{not json",
+        b'{"execution_id": "x", "input": {"a": [1,}}',
+        b'{"execution_id": "x", "input": {"a": NaN}}',
+        b'{"execution_id": "x", "input": [1]}',
+        b'{"execution_id": "x", "input": "text"}',
+        b'{"execution_id": "x", "unknown": 1}',
+        b'{"execution_id": 5}',
+        b"\xff",
+    ],
+)
+def test_what_cannot_be_read_keeping_a_field_fails_as_reading_it_whole(raw: bytes) -> None:
+    """Malformed JSON, an unknown field, a kept field that is not an object, a wrong
+    type: the same ValidationError, worded by pydantic, as `from_json` raises."""
+    with pytest.raises(ValidationError) as whole:
+        from_json(Fire, raw)
+    with pytest.raises(ValidationError) as kept:
+        from_json_keeping(Fire, raw, "input")
+    assert str(kept.value) == str(whole.value)
+
+
+def test_a_model_with_aliases_is_not_read_keeping_a_field() -> None:
+    with pytest.raises(TypeError, match="aliases"):
+        from_json_keeping(ExecutionRecord, b"{}", "input_data")
 
 
 @pytest.mark.parametrize(("schema", "message"), SAMPLES, ids=[s for s, _ in SAMPLES])

@@ -28,7 +28,7 @@ from processor.dispatch.state import (
     retry_delay,
 )
 from processor.messages import Cause, CauseKind, ExecutionStatus, Fire, RunResult, RunStatus
-from processor.serde import to_json
+from processor.serde import from_json_keeping, to_json
 
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
@@ -615,6 +615,38 @@ def test_a_fire_issued_at_once_is_written_as_the_models_write_it(
     assert written._issued == made._issued and written._keyed == made._keyed
     assert written._deadlines == made._deadlines and written._waiting == made._waiting
     assert written.get("t-1", "x-1") == made.get("t-1", "x-1")
+
+
+@pytest.mark.parametrize("settings", _WRITTEN_SETTINGS)
+def test_a_fire_read_with_its_input_kept_as_json_is_written_alike(
+    settings: dict[str, object],
+) -> None:
+    """The dispatcher reads a fire's input as JSON it writes out again as it is
+    (`from_json_keeping`): the same record, command and state as from the whole fire."""
+    whole, kept = DispatchState(), DispatchState()
+    read, input_json = from_json_keeping(Fire, to_json(fire(**settings)), "input")
+    by_whole = on_fire(whole, fire(**settings), NOW, encode=True)
+    by_kept = on_fire(kept, read, NOW, encode=True, input_json=input_json)
+    assert input_json is not None and by_whole is not None and by_kept is not None
+    assert by_kept.issued_now == by_whole.issued_now
+    assert kept.get("t-1", "x-1") == whole.get("t-1", "x-1")
+
+
+@pytest.mark.parametrize("overlap", [OverlapPolicy.BUFFER_ALL, OverlapPolicy.CANCEL_OTHER])
+def test_a_fire_with_its_input_kept_as_json_that_waits_or_replaces_keeps_its_input(
+    overlap: OverlapPolicy,
+) -> None:
+    """A fire not issued at once goes the models' way with its input read from the JSON."""
+    state = DispatchState()
+    on_fire(state, fire("a"), NOW, encode=True)
+    read, input_json = from_json_keeping(
+        Fire, to_json(fire("b", overlap, input={"n": [1]})), "input"
+    )
+    effects = on_fire(state, read, NOW, encode=True, input_json=input_json)
+    assert effects is not None and not effects.issued_now
+    assert state.get("t-1", "b").input_data == {"n": [1]}
+    if overlap is OverlapPolicy.CANCEL_OTHER:
+        assert [c.input for c in effects.commands] == [{"n": [1]}]
 
 
 def test_a_fire_orjson_cannot_write_goes_the_models_way() -> None:
