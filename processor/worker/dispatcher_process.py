@@ -35,6 +35,10 @@ from prometheus_client.samples import Sample
 
 log = logging.getLogger(__name__)
 STOP_SECONDS = 30.0
+CHILD_COMMAND = (sys.executable, "-P", "-m", "processor.cli.main")
+"""The CLI in this interpreter. `-P`: `processor` is this installation's, never a
+directory of that name where the worker was started (without it, a benchmark's worker
+of an older checkout ran its dispatcher from the newer one it was started in)."""
 _PR_SET_PDEATHSIG = 1
 _SUMMED = {"counter", "histogram", "summary"}
 
@@ -65,8 +69,7 @@ class DispatcherProcess:
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_directory),
             "TRIGGERS_WORKER_METRICS_PORT": "0",  # the worker serves its metrics
         }
-        command = [sys.executable, "-m", "processor.cli.main", "dispatcher"]
-        command += ["--ready-file", str(self.ready_file)]
+        command = [*CHILD_COMMAND, "dispatcher", "--ready-file", str(self.ready_file)]
         preexec = _die_with_parent if sys.platform == "linux" else None
         # A process group of its own: Ctrl-C reaches the worker, which stops the child.
         self.process = subprocess.Popen(command, env=env, preexec_fn=preexec, process_group=0)

@@ -3,10 +3,14 @@ series both processes have added up."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from processor.worker.dispatcher_process import merged
+from processor.worker.dispatcher_process import CHILD_COMMAND, merged
 
 
 def _process() -> tuple[CollectorRegistry, Counter, Histogram, Gauge]:
@@ -59,3 +63,24 @@ def test_the_merged_page_parses_as_prometheus_text() -> None:
     parsed = {f.name: f for f in text_string_to_metric_families(text)}
     fired = [s for s in parsed["t_events"].samples if s.name == "t_events_total"]
     assert [s.value for s in fired] == [2.0]
+
+
+def test_the_child_runs_this_installation_whatever_directory_it_starts_in(tmp_path: Path) -> None:
+    """A `processor` package in the worker's working directory is not what the child
+    imports (it was, for a benchmark's worker of another checkout)."""
+    impostor = tmp_path / "processor" / "cli"
+    impostor.mkdir(parents=True)
+    (tmp_path / "processor" / "__init__.py").write_text("")
+    (impostor / "__init__.py").write_text("")
+    (impostor / "main.py").write_text("print('the wrong processor')\n")
+    found = subprocess.run(
+        [*CHILD_COMMAND, "dispatcher", "--help"],
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "the wrong processor" not in found.stdout
+    assert "Run only the dispatcher" in found.stdout
