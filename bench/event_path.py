@@ -187,8 +187,14 @@ class Run:
         env: dict[str, str] | None = None,
     ) -> None:
         log = open(self.workdir / log_name, "wb")  # noqa: SIM115 - lives with the process
+        # In the run's own directory: a worker of an older checkout (--baseline) whose
+        # dispatcher child is `python -m processor...` would import this checkout's.
         process = subprocess.Popen(
-            command, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+            command,
+            env={**self.env, **(env or {})},
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         if helper:
             self.helpers.append(process)
