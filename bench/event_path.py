@@ -134,6 +134,9 @@ class Run:
     def __init__(self, name: str) -> None:
         self.name = name
         self.prefix = f"b{uuid.uuid4().hex[:8]}."
+        self.group = f"{self.prefix.rstrip('.')}-peer"
+        """A peer's consumer group or app id: its own topics are named after it, and
+        deleted with the run's."""
         self.settings = Settings(
             kafka_bootstrap=BOOTSTRAP, topic_prefix=self.prefix, app_id=self.prefix.rstrip(".")
         )
@@ -163,6 +166,7 @@ class Run:
             "TRIGGERS_DATA_DIR": str(self.workdir / "data"),
             "TRIGGERS_WORKER_METRICS_PORT": str(METRICS_PORT if SAVE_METRICS else 0),
             "TRIGGERS_LOG_LEVEL": "INFO",  # the start-up marker is logged at INFO
+            "BENCH_GROUP": self.group,
             "BENCH_EVENTS_TOPIC": self.topic(topics.EVENTS),
             "BENCH_RUNS_TOPIC": self.topic(topics.AGENT_RUNS),
         }
@@ -219,7 +223,9 @@ class Run:
     def delete_topics(self) -> None:
         """This run's topics go with it: a broker left holding every earlier run's
         partitions (thousands over a `make bench`) answers later runs more slowly."""
-        delete_topics(BOOTSTRAP, self.prefix)
+        delete_topics(
+            BOOTSTRAP, self.prefix, f"changelog__{self.group}", f"repartition__{self.group}"
+        )
 
     def produce(self, batch: list[dict[str, Any]], rate: float | None) -> dict[str, float]:
         """Produce; returns each event's send time (seconds) by id.

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 
 import faust
 from error_rule import ErrorRule
 
 app = faust.App(
-    f"faust-agent-{uuid.uuid4().hex[:8]}",
+    os.environ["BENCH_GROUP"],  # its own topics are named after it
     broker=f"kafka://{os.environ['TRIGGERS_KAFKA_BOOTSTRAP']}",
     web_enabled=False,
     datadir=tempfile.mkdtemp(prefix="faust-agent-"),

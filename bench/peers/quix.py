@@ -39,7 +39,7 @@ def threshold(event: dict[str, Any], state: State) -> dict[str, Any] | None:
 def main() -> None:
     app = Application(
         broker_address=os.environ["TRIGGERS_KAFKA_BOOTSTRAP"],
-        consumer_group=f"quix-{uuid.uuid4().hex}",
+        consumer_group=os.environ["BENCH_GROUP"],  # its changelog: changelog__<group>...
         auto_offset_reset="earliest",
         state_dir=tempfile.mkdtemp(prefix="quix-state-"),
         # As every contender's consumer: fetch again 10 ms after the queue was full,

@@ -24,18 +24,20 @@ ROOT = Path(__file__).resolve().parents[2]
 TRIGGERS = str(ROOT / ".venv" / "bin" / "triggers")
 
 
-def delete_topics(bootstrap: str, prefix: str) -> None:
+def delete_topics(bootstrap: str, prefix: str, *others: str) -> None:
     """Delete a deployment's topics: those named with its prefix and Faust's own (named
-    after the app id, the prefix without its dot). A broker kept between runs of the
-    suite held every earlier test's topics (1,442 topics, 5,236 partitions, 58,000 metric
-    names on its heap), and its collections slowed whatever ran on it next, the benches
-    included. (With an operation timeout of 0 the broker answers and keeps the topics.)"""
+    after the app id, the prefix without its dot), and those that start with any of
+    `others` (the bench's peers: Quix Streams names its changelogs after its group). A
+    broker kept between runs of the suite held every earlier test's topics (1,442
+    topics, 5,236 partitions, 58,000 metric names on its heap), and its collections
+    slowed whatever ran on it next, the benches included. (With an operation timeout of
+    0 the broker answers and keeps the topics.)"""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
         found = admin.list_topics(timeout=10).topics
     except KafkaException:
         return  # a test that stopped the broker; its topics stay
-    ours = (prefix, f"{prefix.rstrip('.')}-")
+    ours = (prefix, f"{prefix.rstrip('.')}-", *others)
     mine = [name for name in found if name.startswith(ours)]
     for future in admin.delete_topics(mine, operation_timeout=30).values() if mine else []:
         # Already gone, or the broker is slow: nothing the caller depends on.
