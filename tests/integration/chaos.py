@@ -419,6 +419,10 @@ def main() -> int:
     finally:
         pipeline.stop_all()
     ok = passed(report)
+    if ok:
+        pipeline.delete_topics()  # a failed run's stay on the broker, to be read
+    else:
+        print(f"chaos: its topics are kept, prefix {pipeline.prefix}")
     if args.report:
         args.report.write_bytes(orjson.dumps({**report, "pass": ok}, option=orjson.OPT_INDENT_2))
     print("chaos: PASS" if ok else "chaos: FAIL")
