@@ -237,21 +237,6 @@ def test_reading_what_is_not_json_raises_validation_error_saying_so(raw: bytes) 
         from_json(RunResult, raw)
 
 
-def test_messages_read_the_same_whichever_parser_reads_them() -> None:
-    fire = Fire(
-        execution_id="x",
-        trigger_id="t",
-        trigger_name="n",
-        agent_id="a",
-        workspace_id="w",
-        cause=Cause(type=CauseKind.EVENT, event_id="e"),
-        input={"big": 2**70, "nested": [{"a": None}, 1.5, "é"]},
-        retry=RetrySpec.model_validate({"attempts": 3, "initial": "5s"}),
-    )
-    raw = to_json(fire)
-    assert from_json(Fire, raw) == Fire.model_validate_json(raw) == fire
-
-
 def _fire(**fields: Any) -> Fire:
     return Fire(
         execution_id="x",
@@ -263,6 +248,15 @@ def _fire(**fields: Any) -> Fire:
         fired_at=NOW,
         **fields,
     )
+
+
+def test_messages_read_the_same_whichever_parser_reads_them() -> None:
+    fire = _fire(
+        input={"big": 2**70, "nested": [{"a": None}, 1.5, "é"]},
+        retry=RetrySpec.model_validate({"attempts": 3, "initial": "5s"}),
+    )
+    raw = to_json(fire)
+    assert from_json(Fire, raw) == Fire.model_validate_json(raw) == fire
 
 
 def _without_input(fire: Fire) -> bytes:
