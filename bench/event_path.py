@@ -276,7 +276,7 @@ class Run:
         return {cid: at for at, fire in read if (cid := crossing_id(fire))}
 
     def collect(self, want: int, timeout: float) -> list[tuple[float, dict[str, Any]]]:
-        return [(at, orjson.loads(value)) for at, value in self.arrivals(want, timeout)]
+        return read_json(self.runs, want, timeout)
 
     def arrivals(self, want: int, timeout: float) -> list[tuple[float, bytes]]:
         """The commands' record timestamps and bytes, not parsed (the backlog needs only
