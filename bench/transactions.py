@@ -14,10 +14,10 @@ values of that retry are tried in alternating rounds, and `--spaced` adds rounds
 wait 20 ms between transactions, so the last one's markers are written before the next
 begins (no CONCURRENT_TRANSACTIONS to retry).
 
-Then the machine: a thread that only reads the clock, alone and with a second one on the
-other core, with the broker idle; every gap over 2 ms between two readings is time it
-was runnable and did not run (the kernel's or the host's doing, not Python's). A latency
-percentile of the event path cannot be lower than what these leave.
+Then the machine: a process that only reads the clock, alone and with a second one for
+the other core, the broker idle; every gap over 2 ms between two readings is time it
+could have run and did not (the kernel's or the host's doing: it holds no lock and
+allocates nothing). A pause like these lands whole on any step of the event path.
 
     .venv/bin/python bench/transactions.py [--transactions 400] [--rounds 3]
                                            [--backoff 10 1] [--spaced]
