@@ -320,13 +320,20 @@ def read_records(consumer: Consumer, want: int, timeout: float) -> list[tuple[fl
     return found
 
 
-def percentiles(values: list[float], scale: float = 1.0, digits: int = 2) -> dict[str, Any]:
-    """p50 and p99 of `values` times `scale` (None when there are none)."""
+def percentiles(
+    values: list[float], scale: float = 1.0, digits: int = 2, also: tuple[int, ...] = ()
+) -> dict[str, Any]:
+    """p50 and p99 of `values` times `scale` (None when there are none), and the `also`
+    percentiles (nearest rank, as p99)."""
     ordered = sorted(values)
     if not ordered:
         return {"p50": None, "p99": None}
+    ranked = {
+        f"p{n}": round(ordered[int(len(ordered) * n / 100) - 1] * scale, digits) for n in also
+    }
     return {
         "p50": round(statistics.median(ordered) * scale, digits),
+        **ranked,
         "p99": round(ordered[int(len(ordered) * 0.99) - 1] * scale, digits),
         "worst": [round(v * scale, digits) for v in ordered[-5:]],
     }

@@ -29,7 +29,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -45,20 +44,15 @@ sys.path.insert(0, str(ROOT))
 from processor.config import Settings  # noqa: E402
 from processor.kafka.clients import new_consumer, new_producer  # noqa: E402
 from processor.kafka.transactional import transactional_config  # noqa: E402
+from tests.integration.kafka import delete_topics  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from event_path import percentiles  # noqa: E402
 
 BOOTSTRAP = os.environ.get("TRIGGERS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 SPACING_SECONDS = 0.02
 STALL_SECONDS = 5.0
 STALL_MS = 2.0
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-
-    def at(share: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))], 2)
-
-    return {"p50": round(statistics.median(ordered), 2), "p90": at(0.90), "p99": at(0.99)}
 
 
 class Topics:
@@ -67,19 +61,15 @@ class Topics:
     def __init__(self, partitions: int) -> None:
         self.name = f"bench-txn-{uuid.uuid4().hex[:8]}"
         self.input = f"{self.name}-in"
-        self.admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-        created = self.admin.create_topics(
+        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})  # alive until they exist
+        created = admin.create_topics(
             [NewTopic(self.name, partitions, 1), NewTopic(self.input, 1, 1)]
         )
         for future in created.values():
             future.result(30)
 
     def delete(self) -> None:
-        for future in self.admin.delete_topics([self.name, self.input]).values():
-            try:
-                future.result(30)
-            except Exception as exc:  # noqa: BLE001 - the bench's topics; the run still counts
-                print(f"could not delete a bench topic: {exc}", file=sys.stderr)
+        delete_topics(BOOTSTRAP, self.name)
 
 
 def run_transactions(
@@ -120,7 +110,10 @@ def run_transactions(
         first.append((min(acknowledged, default=ended) - started) * 1000)
         if spaced:
             time.sleep(SPACING_SECONDS)
-    return {"first_acknowledged_ms": percentiles(first), "transaction_ms": percentiles(whole)}
+    return {
+        "first_acknowledged_ms": percentiles(first, also=(90,)),
+        "transaction_ms": percentiles(whole, also=(90,)),
+    }
 
 
 def _spin(seconds: float, threshold_ms: float, out: Any) -> None:

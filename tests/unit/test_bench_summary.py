@@ -57,3 +57,13 @@ def test_cpu_is_read_from_proc_and_averaged_over_the_interval() -> None:
     after = {"at": 12.0, "contender": 3.0, "machine": 5.0}
     found = event_path.cpu_cores(before, after)
     assert found["contender"] == 1.0 and found["machine"] == 1.5
+
+
+def test_percentiles_add_the_ones_asked_for_by_nearest_rank_as_p99() -> None:
+    found = event_path.percentiles([float(n) for n in range(200, 0, -1)], also=(90,))
+    assert (found["p50"], found["p90"], found["p99"]) == (100.5, 180.0, 198.0)
+
+
+def test_one_value_is_every_percentile() -> None:
+    found = event_path.percentiles([3.14159], also=(90,))
+    assert (found["p50"], found["p90"], found["p99"]) == (3.14, 3.14, 3.14)
