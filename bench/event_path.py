@@ -22,7 +22,9 @@ Each gets its own topics. Two phases per contender:
   timestamp minus the timestamp of the event that crossed the threshold (p50, p99);
 - throughput: 200,000 events written while the contender is paused (SIGSTOP), then it
   is resumed; events/s = events / (last command's timestamp - the resumption);
-- for the worker, latency again at half the throughput it just reached, for 10 s.
+- for the worker, latency again at half the throughput it just reached, for 10 s (and at
+  other shares of it with `--loads`, e.g. `--loads 0.25 0.5 0.75`), with the cores each
+  party used while the events were sent.
 
 Command timestamps are set by the broker at append (`LogAppendTime` on the bench's
 `agent-runs` topics), so every contender is timed by the same clock.
@@ -82,7 +84,11 @@ send time (s), event to fire and event to command (ms)."""
 WARM_EVENTS = int(os.environ.get("BENCH_WARM_EVENTS", "50"))
 """Events before the latency phase (above 50, sent at its rate)."""
 HALF_RATE = False
-"""Also measure latency at half the throughput just measured (the worker's row)."""
+"""Also measure latency under load, at LOADS of the throughput just measured (the worker's
+row)."""
+LOADS: tuple[float, ...] = (0.5,)
+"""--loads: shares of the worker's measured rate to measure latency at (0.5: its
+`latency_half_max_ms`)."""
 
 
 MIX = "errors"
@@ -418,7 +424,9 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
     run.produce(warm, LATENCY_RATE if WARM_EVENTS > 50 else None)
     run.collect(expected_fires(warm), 120)
     steady = events(LATENCY_RATE * LATENCY_SECONDS, seed + 1)
+    cpu_before = cpu_now(run)
     sent = run.produce(steady, LATENCY_RATE)
+    cpu_steady = cpu_cores(cpu_before, cpu_now(run))
     commands = run.collect(expected_fires(steady), 120)
     began = min(sent.values())
     timed = sorted(
@@ -454,38 +462,25 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
         profiler.wait(60)
     last = max(at for at, _ in done) if done else float("nan")
     found = {
-        "latency_ms": {**percentiles(latencies), "samples": len(latencies), "worst_at_s": worst_at},
+        "latency_ms": {
+            **percentiles(latencies),
+            "samples": len(latencies),
+            "worst_at_s": worst_at,
+            "cpu_cores_while_sending": cpu_steady,
+        },
         "throughput_events_per_s": round(size / (last - first), 1) if done else None,
         "fires": {"expected": expected_fires(backlog), "seen": len(done)},
         "cpu_cores_backlog": cpu_used,
     }
     if HALF_RATE and done:
-        # Latency under load: events at half the rate just measured, for 10 s.
-        rate = size / (last - first) / 2
-        loaded = events(int(rate * LATENCY_SECONDS), seed + 3)
-        fires = run.fires_from_now()
-        sent = run.produce(loaded, rate)
-        commands = run.collect(expected_fires(loaded), 120)
-        under_load = [
-            (at - sent[cid]) * 1000 for at, c in commands if (cid := crossing_id(c)) in sent
+        maximum = size / (last - first)
+        loaded = [
+            loaded_latency(run, share, maximum, seed + 3 + n) for n, share in enumerate(LOADS)
         ]
-        fired = run.fire_times(fires, len(commands))
-        if SAVE_SERIES:  # each sample: sent (s from the phase's start), fire and command times
-            start = min(sent.values())
-            Path(SAVE_SERIES).with_suffix(f".{run.name}.tsv").write_text(
-                "".join(
-                    f"{sent[cid] - start:.4f}\t{(fired.get(cid, at) - sent[cid]) * 1000:.1f}"
-                    f"\t{(at - sent[cid]) * 1000:.1f}\n"
-                    for at, c in commands
-                    if (cid := crossing_id(c)) in sent
-                )
-            )
-        found["latency_half_max_ms"] = {
-            **percentiles(under_load),
-            "samples": len(under_load),
-            "events_per_s": round(rate),
-            "stages": stages(sent, commands, fired),
-        }
+        found["latency_at_load"] = loaded
+        half = [row for row in loaded if row["share_of_max"] == 0.5]
+        if half:
+            found["latency_half_max_ms"] = half[0]
     if SAVE_METRICS and run.name.startswith("triggers"):
         # The worker's own account of the run (transaction and GC times, ...), and the
         # dispatcher process's when it has one.
@@ -498,6 +493,39 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
             with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT + 1}/metrics") as answer:
                 saved.with_name(f"{saved.stem}_dispatcher{saved.suffix}").write_bytes(answer.read())
     return found
+
+
+def loaded_latency(run: Run, share: float, maximum: float, seed: int) -> dict[str, Any]:
+    """Latency under load: events at `share` of the rate just measured, for 10 s; where
+    the time goes (`stages`) and who used the machine's cores meanwhile."""
+    rate = maximum * share
+    loaded = events(int(rate * LATENCY_SECONDS), seed)
+    fires = run.fires_from_now()
+    cpu_before = cpu_now(run)
+    sent = run.produce(loaded, rate)
+    cpu_used = cpu_cores(cpu_before, cpu_now(run))
+    commands = run.collect(expected_fires(loaded), 120)
+    under_load = [(at - sent[cid]) * 1000 for at, c in commands if (cid := crossing_id(c)) in sent]
+    fired = run.fire_times(fires, len(commands))
+    if SAVE_SERIES and share == 0.5:  # each sample: sent (s from the phase's start), fire and
+        # command times
+        start = min(sent.values())
+        Path(SAVE_SERIES).with_suffix(f".{run.name}.tsv").write_text(
+            "".join(
+                f"{sent[cid] - start:.4f}\t{(fired.get(cid, at) - sent[cid]) * 1000:.1f}"
+                f"\t{(at - sent[cid]) * 1000:.1f}\n"
+                for at, c in commands
+                if (cid := crossing_id(c)) in sent
+            )
+        )
+    return {
+        **percentiles(under_load),
+        "samples": len(under_load),
+        "share_of_max": share,
+        "events_per_s": round(rate),
+        "stages": stages(sent, commands, fired),
+        "cpu_cores_while_sending": cpu_used,
+    }
 
 
 def others(count: int) -> str:
@@ -634,11 +662,19 @@ def main() -> int:
         "runs as triggers_baseline in every round",
     )
     parser.add_argument(
+        "--loads",
+        type=float,
+        nargs="+",
+        default=[0.5],
+        help="shares of the worker's measured rate to measure latency at (default 0.5); "
+        "other than the default, results go to <name>_loads.json",
+    )
+    parser.add_argument(
         "--scaling", type=int, nargs="*", help="Only the worker, with these trigger counts."
     )
     args = parser.parse_args()
-    global MIX, BACKLOG_SIZE
-    MIX, BACKLOG_SIZE = args.mix, args.backlog
+    global MIX, BACKLOG_SIZE, LOADS
+    MIX, BACKLOG_SIZE, LOADS = args.mix, args.backlog, tuple(args.loads)
     if args.scaling:
         found = scaling(args.scaling, args.seed)
         out = ROOT / "bench" / "results" / "scaling.json"
@@ -677,6 +713,8 @@ def main() -> int:
     name = "event_path" if MIX == "errors" else "event_path_sparse"
     if BACKLOG_SIZE:
         name += f"_backlog{BACKLOG_SIZE}"
+    if LOADS != (0.5,):
+        name += "_loads"
     out = ROOT / "bench" / "results" / f"{name}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")

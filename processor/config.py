@@ -121,6 +121,15 @@ class Settings(BaseSettings):
         description="With TRIGGERS_WORKER_DISPATCHER, whether the worker runs the dispatcher "
         "in a child process (an interpreter, a core, of its own) rather than a thread.",
     )
+    checkpoint_interval_ms: int = Field(
+        25,
+        ge=0,
+        description="Least time between the starts of two transactions of the event matcher, "
+        "and of the dispatcher (each commits its turn's output, window or execution state and "
+        "input offsets in one). Longer: fewer transactions for the broker at any load above a "
+        "few events a second, and up to that much more latency per hop at light load; 0: the "
+        "next transaction as soon as the last one commits. A full batch never waits for it.",
+    )
     worker_metrics_port: int = Field(
         9464, description="Port of the worker's Prometheus `/metrics`; 0 turns it off."
     )

@@ -19,8 +19,13 @@ waited for it. So the commit runs on a helper thread while the loop handles the 
 
 Below full load the handled batch is small and commit N still runs: the loop keeps
 polling, and what arrives joins turn N+1 (`_fill`), which begins the moment commit N
-ends. A record then waits for the end of the commit running when it came, not for the
-next one's as well; a full batch goes at once.
+ends, and no sooner than the checkpoint interval (TRIGGERS_CHECKPOINT_INTERVAL_MS, 25 ms)
+after turn N began. A record then waits for the end of the commit running when it came,
+not for the next one's as well; a full batch goes at once. The interval is for the
+broker: back to back, a loop began a transaction every 12 ms or so whatever the load,
+each one's first request refused and retried while the coordinator still wrote the
+last one's markers; at a tenth of the worker's rate the broker then used more CPU than
+the worker (docs/benchmarks.md).
 
 State handled for batch N+1 before commit N ended is state a failed commit N undoes:
 the loop then restores the state of the last commit and reads from its offsets. A
@@ -141,6 +146,10 @@ class TransactionalLoop:
         """The transactional producer (made by the loop; replaced after a fatal error)."""
         self._committing: Future[None] | None = None
         """The last turn's commit while it runs on the helper thread."""
+        self._interval = settings.checkpoint_interval_ms / 1000
+        """Least seconds between the starts of two transactions."""
+        self._began = float("-inf")
+        """When the last transaction began (`time.monotonic`)."""
         self._filling: Turn | None = None
         """The turn taking in records while the last commit runs (`_fill`)."""
         self._rewind_due: bool | None = None
@@ -269,19 +278,22 @@ class TransactionalLoop:
         log.info("%s stopped", self.name)
 
     def _fill(self, consumer: Consumer, turn: Turn, handled: int) -> bool:
-        """While the last turn's commit runs, what arrives joins this turn, which begins
-        the moment that commit ends. Below full load a record then waits for the end of
-        the commit running when it came, not for the end of the one after it as well
-        (the next poll would only come once this turn's transaction had begun). A full
-        batch does not wait. False if a rebalance in one of these polls took the turn:
-        a revocation commits it at once; a failed commit drops it (it built on state
-        that commit did not keep)."""
+        """While the last turn's commit runs, and until the checkpoint interval has
+        passed since it began, what arrives joins this turn, which then begins. Below
+        full load a record then waits for the end of the commit running when it came,
+        not for the end of the one after it as well (the next poll would only come once
+        this turn's transaction had begun). A full batch does not wait. False if a
+        rebalance in one of these polls took the turn: a revocation commits it at once;
+        a failed commit drops it (it built on state that commit did not keep)."""
         committing = self._committing
-        if committing is None:
+        due = self._began + self._interval
+        if committing is None and time.monotonic() >= due:
             return True
         self._filling = turn
         try:
-            while handled < self.batch_size and not committing.done() and not self.stopping:
+            while handled < self.batch_size and not self.stopping:
+                if (committing is None or committing.done()) and time.monotonic() >= due:
+                    break
                 more = self._take(consumer, FILL_POLL_SECONDS, self.batch_size - handled)
                 if self._filling is None:
                     return False
@@ -300,6 +312,7 @@ class TransactionalLoop:
         """Begin the turn's transaction, produce what it holds, and start its commit
         (with the offsets) on the helper thread; the failure, if it did not start."""
         producer = self._producer
+        self._began = time.monotonic()
         try:
             producer.begin_transaction()
             turn.send(producer)

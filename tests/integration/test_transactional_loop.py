@@ -4,6 +4,7 @@ next turn fills commits that turn."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import threading
@@ -223,3 +224,50 @@ def test_a_revocation_commits_the_turn_being_filled_and_output_is_once(
     assert _sent(kafka_bootstrap, source, written[0]) == list(range(written[0]))
     assert [int(v) for v in seen] == list(range(written[0]))
     assert loop.copied == loop.committed == written[0]
+
+
+class Spaced(Copier):
+    """A Copier that handles at once and notes when each of its transactions began."""
+
+    batch_size = 1000
+
+    def __init__(self, settings: Settings, source: str, target: str) -> None:
+        super().__init__(settings, source, target)
+        self.began: list[float] = []
+
+    def handle(self, messages: list[Message], producer: Turn) -> None:
+        for message in messages:
+            self.copied += 1
+            producer.produce(self.target, key=message.key(), value=message.value())
+
+    def sealed(self) -> None:
+        self.began.append(time.monotonic())  # right after its records went in
+        super().sealed()
+
+
+def test_transactions_begin_no_closer_than_the_checkpoint_interval(kafka_bootstrap: str) -> None:
+    settings, source, target = _topics(kafka_bootstrap)
+    loop = Spaced(settings.model_copy(update={"checkpoint_interval_ms": 300}), source, target)
+    count = 200
+    loop.start()
+    try:
+        with reading(kafka_bootstrap, target, raw=True) as output:
+            producer = Producer(_writer_config(kafka_bootstrap, 0))
+            for n in range(count):  # a record every 10 ms: a commit's worth of time
+                producer.produce(source, key=b"k", value=str(n).encode())
+                producer.poll(0)
+                time.sleep(0.01)
+            assert producer.flush(30) == 0
+            output(lambda seen: len(seen) >= count, timeout=60)
+            seen = settle(output, 2)
+    finally:
+        loop.stop()
+    assert [int(v) for v in seen] == list(range(count))
+    assert loop.copied == loop.committed == count
+    gaps = [later - earlier for earlier, later in itertools.pairwise(loop.began)]
+    # Back to back, a transaction about every 10-20 ms (one per record or two); here
+    # one per 300 ms of writing at most, each holding the records of its interval.
+    assert len(loop.began) >= 3
+    assert min(gaps) >= 0.3 - 0.02, gaps
+    written_for = count * 0.01
+    assert len(loop.began) <= written_for / 0.3 + 3
