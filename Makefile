@@ -106,6 +106,7 @@ bench: venv $(QUIX)
 	$(BIN)/python bench/transactions.py --backoff 10 1 --spaced
 	$(BIN)/python bench/event_path.py --rounds 3
 	$(BIN)/python bench/event_path.py --mix sparse --rounds 3
+	$(BIN)/python bench/event_path.py --only triggers --rounds 3 --loads 0.1 0.25 0.5 0.75
 	$(BIN)/python bench/event_path.py --scaling 10 1000 10000 100000
 	$(BIN)/python bench/worker_scale.py
 	$(BIN)/python bench/scale_out.py
