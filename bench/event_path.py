@@ -507,8 +507,8 @@ def loaded_latency(run: Run, share: float, maximum: float, seed: int) -> dict[st
     commands = run.collect(expected_fires(loaded), 120)
     under_load = [(at - sent[cid]) * 1000 for at, c in commands if (cid := crossing_id(c)) in sent]
     fired = run.fire_times(fires, len(commands))
-    if SAVE_SERIES and share == 0.5:  # each sample: sent (s from the phase's start), fire and
-        # command times
+    if SAVE_SERIES and share == 0.5:
+        # Each sample: sent (s from the phase's start), fire and command times.
         start = min(sent.values())
         Path(SAVE_SERIES).with_suffix(f".{run.name}.tsv").write_text(
             "".join(
