@@ -74,7 +74,8 @@ CALL_TIMEOUT_SECONDS = 30.0
 CALL_DEADLINE_SECONDS = 45.0
 """When the loop gives up on a transactional call that ignores its timeout."""
 FILL_POLL_SECONDS = 0.001
-"""While a commit runs, how long each poll for more of the next turn waits."""
+"""Once the checkpoint interval has passed and the last commit still runs, how long each
+poll for more of the next turn waits before it looks at the commit again."""
 FETCH_WAIT_MS = 100
 """How long the broker holds a loop's fetch when it has nothing to return. A commit that
 makes records visible answers a waiting read_committed fetch at once (0.5 ms after the
@@ -292,9 +293,14 @@ class TransactionalLoop:
         self._filling = turn
         try:
             while handled < self.batch_size and not self.stopping:
-                if (committing is None or committing.done()) and time.monotonic() >= due:
+                now = time.monotonic()
+                if now >= due and (committing is None or committing.done()):
                     break
-                more = self._take(consumer, FILL_POLL_SECONDS, self.batch_size - handled)
+                # Until the interval has passed the turn cannot begin whatever the commit
+                # does: wait for records that long (a poll returns at the first one).
+                # After it, look at the commit every FILL_POLL_SECONDS.
+                wait = max(due - now, FILL_POLL_SECONDS)
+                more = self._take(consumer, wait, self.batch_size - handled)
                 if self._filling is None:
                     return False
                 if more:
