@@ -384,6 +384,20 @@ class Condition:
         except (TypeError, ValueError, re2.error):
             return False
 
+    def paths(self) -> list[str]:
+        """The fields the predicate reads, in order (the threshold's are not here)."""
+        found: list[str] = []
+        stack: list[Node] = [self.predicate]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Leaf):
+                found.append(node.path)
+            elif isinstance(node, All | Any_):
+                stack.extend(reversed(node.children))
+            elif isinstance(node, Not):
+                stack.append(node.child)
+        return found
+
 
 # -- parsing ---------------------------------------------------------------------------
 

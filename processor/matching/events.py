@@ -126,6 +126,9 @@ class _Plan:
     key: str | None
     """The field a KEYED or SECOND match is grouped by."""
     role: str
+    body_condition: bool
+    """Whether the condition reads the same from an event's JSON as from its `Event`
+    (`turned_away`)."""
 
 
 _NO_PLAN = object()
@@ -162,7 +165,61 @@ def _plan(registry: Registry, entry: str) -> _Plan | None:
         condition.threshold,
         key,
         role,
+        kind is not _Kind.SECOND and all(map(_same_in_body, condition.paths())),
     )
+
+
+_ATTRIBUTES = frozenset(
+    ("specversion", "id", "type", "source", "time", "subject", "datacontenttype", "workspace_id")
+)
+"""The attributes an `Event` has whether or not its JSON does (None, or a default)."""
+
+
+def _same_in_body(path: str) -> bool:
+    """Whether `path` reads the same from a structured event's JSON as from its `Event`'s
+    fields: a path into `data` or a name outside the CloudEvents attributes (an extension
+    attribute, or a name looked up in `data`), which the two hold as the same objects.
+    Not an attribute the Event fills in when the JSON lacks it (`source` is then "",
+    `subject` None), nor `data` itself, nor JSONPath (it sees the whole event)."""
+    first, dot, _ = path.partition(".")
+    if path.startswith("$") or first in _ATTRIBUTES:
+        return False
+    return first != "data" or bool(dot)
+
+
+def turned_away(
+    registry: Registry, entries: tuple[str, ...], body: dict[str, Any]
+) -> list[tuple[str, Verdict]] | None:
+    """The verdicts of candidate triggers (`entries`) that all turn a structured event
+    away on what its JSON says (its source, its workspace, a condition on `data` or
+    extension attributes): what `match_event` gives for it, without reading the event
+    in full. None when one of them might take it (or the JSON's source or workspace is
+    not a string): the event is then read in full and matched, and refused if it is
+    not a valid event."""
+    source = body.get("source", "")
+    workspace = body.get("workspace_id")
+    if type(source) is not str or (workspace is not None and type(workspace) is not str):
+        return None
+    plans = registry.plans
+    verdicts = []
+    for entry in entries:
+        found = plans.get(entry)
+        if found is None:
+            found = plans[entry] = _plan(registry, entry) or _NO_PLAN
+        if found is _NO_PLAN:
+            continue
+        plan = cast(_Plan, found)
+        if plan.sources and source not in plan.sources:
+            verdicts.append((plan.trigger_id, Verdict.SOURCE_MISMATCH))
+        elif not plan.body_condition:
+            return None
+        elif workspace and plan.workspace and workspace != plan.workspace:
+            verdicts.append((plan.trigger_id, Verdict.WORKSPACE_MISMATCH))
+        elif plan.condition.matches(body):
+            return None
+        else:
+            verdicts.append((plan.trigger_id, Verdict.CONDITION_FAILED))
+    return verdicts
 
 
 def event_cause_key(event: DomainEvent | Event) -> str:

@@ -22,7 +22,8 @@ once, in the same transaction; any other makes one hop through `trigger-matches`
 that all events of a window key meet in one partition whatever partition of `events`
 they came from. After each commit the state records it wrote go to the worker's local
 copy (local_state.py), from which a restart restores before reading the topic's tail.
-Events no trigger's pattern can match are passed over once their `type` is read.
+Events no trigger's pattern can match are passed over once their `type` is read, and
+events every candidate turns away on their JSON (`turned_away`) once that is seen.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from processor.matching.decode import (
     read_event,
     structured_body,
 )
-from processor.matching.events import Matched, match_event
+from processor.matching.events import Matched, match_event, turned_away
 from processor.matching.fires import EncodedFire, encoded
 from processor.matching.state import StateKey, changelog_topic, local_store
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
@@ -378,15 +379,24 @@ class EventMatcher(TransactionalLoop):
         passed = dead = fired_events = fires = in_place = 0
         fired_at = time.time()
         waits: list[float] = []
-        candidates = self.registry.candidates
+        registry = self.registry
+        candidates = registry.candidates
         for message in messages:
             value, headers = message.value(), header_pairs(message.headers())
             body = structured_body(value, headers)
             if body is not None:
                 type_ = event_type(body)
-                if type_ is not None and not candidates(type_):
-                    passed += 1  # no pattern matches it: nothing more to check
-                    continue
+                if type_ is not None:
+                    entries = candidates(type_)
+                    if not entries:
+                        passed += 1  # no pattern matches it: nothing more to check
+                        continue
+                    away = turned_away(registry, entries, body)
+                    if away is not None:  # every candidate turns it away on its JSON
+                        for turned in away:
+                            verdicts[turned] += 1
+                        passed += 1
+                        continue
             timestamp_type, timestamp_ms = message.timestamp()
             try:
                 event = read_event(
@@ -404,7 +414,7 @@ class EventMatcher(TransactionalLoop):
                 continue
             fired = 0
             for match in match_event(
-                self.registry, event, data_max_bytes=self.data_max_bytes, encode=True
+                registry, event, data_max_bytes=self.data_max_bytes, encode=True
             ):
                 verdicts[match.trigger_id, match.verdict] += 1
                 if match.window is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -209,13 +210,20 @@ def reading(bootstrap: str, topic: str, raw: bool = False) -> Iterator[Callable[
         consumer.close()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (for a process's HTTP or metrics server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def settle(collect: Callable[..., list[Any]], seconds: float) -> list[Any]:
     """Everything a reader sees in the next `seconds` (to check nothing more arrives)."""
     end = time.monotonic() + seconds
     return collect(lambda _: time.monotonic() > end, timeout=seconds + 5)
 
 
-__all__ = ["ROOT", "Pipeline", "reading", "settle"]
+__all__ = ["ROOT", "Pipeline", "free_port", "reading", "settle"]
 
 
 API_KEYS = '{"k-alpha": "alpha", "k-beta": "beta"}'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -11,15 +10,9 @@ from pathlib import Path
 import orjson
 
 from processor import topics
-from tests.integration.kafka import ROOT, Pipeline
+from tests.integration.kafka import ROOT, Pipeline, free_port
 
 EXAMPLES = ROOT / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, str]:

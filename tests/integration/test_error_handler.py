@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import signal
 import time
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import orjson
 
 from processor import topics
-from tests.integration.kafka import ROOT, Pipeline, reading, settle
+from tests.integration.kafka import ROOT, Pipeline, free_port, reading, settle
 
 ERROR_HANDLER = ROOT / "examples" / "error-handler.yaml"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -73,6 +75,40 @@ def test_fifth_high_error_within_the_window_fires_once_and_noise_is_ignored(
     assert {s["id"] for s in window["sample"]} == {"e0", "e1", "e2", "e3", "e4"}
     assert window["window_end"] == (T0 + timedelta(seconds=40)).isoformat()
     assert command["cause"]["event_id"] == "e4"
+
+
+def test_an_error_the_condition_turns_away_is_passed_over_and_one_it_takes_is_read_in_full(
+    pipeline: Pipeline,
+) -> None:
+    """A low error is turned away on its JSON (the condition reads `data`), as an event no
+    pattern matches is: it is not read in full, so a time that is not a time does not
+    make it a dead letter. A high one with the same time may fire, and is refused."""
+    port = free_port()
+    pipeline.cli("apply", "-f", str(ERROR_HANDLER))
+    pipeline.start("worker", name="worker", extra_env={"TRIGGERS_WORKER_METRICS_PORT": str(port)})
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.emit({**error("low", T0, severity="low"), "time": "yesterday"})
+    pipeline.emit({**error("high", T0), "time": "yesterday"})
+    with reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters:
+        letters(lambda found: len(found) >= 1, timeout=60)
+        [letter] = settle(letters, 3)
+    assert letter["error"].startswith("event field time:")
+    assert orjson.loads(base64.b64decode(letter["value"]))["id"] == "high"
+
+    def verdicts() -> dict[str, float]:
+        page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        found: dict[str, float] = {}
+        for line in page.splitlines():
+            if line.startswith("triggers_match_verdicts_total{"):
+                labels, value = line.rsplit(" ", 1)
+                verdict = labels.split('verdict="', 1)[1].split('"', 1)[0]
+                found[verdict] = found.get(verdict, 0.0) + float(value)
+        return found
+
+    deadline = time.monotonic() + 30
+    while verdicts().get("condition_failed") != 1.0:
+        assert time.monotonic() < deadline, verdicts()
+        time.sleep(0.5)
 
 
 def test_errors_spread_wider_than_the_window_never_fire(pipeline: Pipeline) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 from typing import Any
@@ -14,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.kafka import ROOT, Pipeline, start_serve
+from tests.integration.kafka import ROOT, Pipeline, free_port, start_serve
 
 PROMTOOL = ROOT / ".tools" / "bin" / "promtool"
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -60,12 +59,6 @@ def used_series() -> set[str]:
 def exposed(text: str) -> set[str]:
     """Metric families in a /metrics page (a counter's without `_total`, as its TYPE says)."""
     return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_every_series_the_dashboard_and_the_rules_read_is_exposed(pipeline: Pipeline) -> None:

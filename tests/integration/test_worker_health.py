@@ -8,7 +8,6 @@ transaction ends, the dispatcher catches up and the probe is healthy again.
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ import orjson
 from confluent_kafka import Producer
 
 from processor import topics
-from tests.integration.kafka import Pipeline
+from tests.integration.kafka import Pipeline, free_port
 
 TRIGGER = """
 trigger:
@@ -27,12 +26,6 @@ trigger:
   event: {pattern: "deploy.*"}
   agent: {id: a}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def probe(port: int) -> tuple[int, dict[str, Any]]:

@@ -9,7 +9,7 @@ from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
 from processor.matching import fires
 from processor.matching.decode import read_event
-from processor.matching.events import Verdict, match_event
+from processor.matching.events import Verdict, _same_in_body, match_event, turned_away
 from processor.matching.fires import encoded
 from processor.messages import DomainEvent
 
@@ -192,3 +192,65 @@ def test_a_direct_fire_made_as_json_is_the_fire_the_model_makes(
     first = made[0].encoded
     assert first is not None
     assert (b'"data_truncated":true' in first.value) is (data_max_bytes == 100)
+
+
+BODY_CONDITIONS = [
+    {"severity": ">= high"},
+    {"data.severity": "== high", "region": "in [eu, us]"},
+    {"any": [{"severity": "== low"}, {"data.host": "matches ^db-"}]},
+    {"not": {"tier": "exists"}},
+    {"source": "!= ci"},
+    {"time": "exists"},
+    {"subject": "exists"},
+    {"data": "exists"},
+    {"$.data.severity": "== high"},
+]
+BODIES = [
+    {"type": "error.db", "source": "ci", "data": {"severity": "high", "host": "db-1"}},
+    {"type": "error.db", "source": "ci", "data": {"severity": "low"}},
+    {"type": "error.db", "source": "cd", "region": "eu", "data": {"severity": "high"}},
+    {"type": "error.db", "tier": "gold", "subject": "s", "data": {"severity": "low"}},
+    {"type": "error.db", "source": "ci", "workspace_id": "other", "data": {"severity": "low"}},
+    {"type": "error.db", "data": "not an object"},
+    {"type": "error.db"},
+]
+
+
+@pytest.mark.parametrize("condition", BODY_CONDITIONS)
+def test_an_event_turned_away_on_its_json_gets_the_verdicts_matching_gives_it(
+    condition: dict,
+) -> None:
+    """`turned_away` answers for an event only when every candidate turns it away, and
+    then with what `match_event` says of the event read in full; a condition on an
+    attribute the event fills in (`source`, `subject`, `data` itself, JSONPath) is not
+    judged on the JSON."""
+    registry = registry_with(
+        trigger("on-ci", "error.*", source=["ci"], condition=condition),
+        trigger("anywhere", "error.*", condition=condition),
+    )
+    paths = [registry.condition(entry).paths() for entry in registry.candidates("error.db")]
+    decidable = all(_same_in_body(path) for found in paths for path in found)
+    judged = 0
+    for n, body in enumerate(BODIES):
+        entries = registry.candidates(body["type"])
+        away = turned_away(registry, entries, body)
+        raw = orjson.dumps(body)
+        event = read_event(raw, None, topic="t", partition=0, offset=n, timestamp_ms=1_000)
+        full = [(m.trigger_id, m.verdict) for m in match_event(registry, event)]
+        if away is not None:
+            judged += 1
+            assert away == full, body
+        else:  # one of them takes it, or one of them cannot tell from the JSON
+            assert not decidable or any(v not in TURNED_AWAY for _, v in full), body
+    assert judged > 0 or not decidable
+
+
+TURNED_AWAY = {Verdict.SOURCE_MISMATCH, Verdict.WORKSPACE_MISMATCH, Verdict.CONDITION_FAILED}
+
+
+def test_which_paths_read_the_same_from_the_json() -> None:
+    assert _same_in_body("severity") and _same_in_body("data.severity")
+    assert _same_in_body("region") and _same_in_body("data.tags.0")
+    assert not _same_in_body("source") and not _same_in_body("subject")
+    assert not _same_in_body("data") and not _same_in_body("$.data.severity")
+    assert not _same_in_body("time.year") and not _same_in_body("workspace_id")
