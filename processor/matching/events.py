@@ -135,6 +135,14 @@ _NO_PLAN = object()
 """The plan of an entry whose trigger is gone or has no event section."""
 
 
+def _planned(plans: dict[str, Any], registry: Registry, entry: str) -> object:
+    """The plan of an index entry (or _NO_PLAN), made and remembered in `plans`, the
+    memo the caller took from the registry before it began: a change meanwhile swaps in
+    a new one, so a plan read from the registry as it was lands in the memo thrown away."""
+    found = plans[entry] = _plan(registry, entry) or _NO_PLAN
+    return found
+
+
 def _plan(registry: Registry, entry: str) -> _Plan | None:
     second = entry.endswith(SECOND_ROLE)
     trigger_id = entry.removesuffix(SECOND_ROLE)
@@ -203,9 +211,7 @@ def turned_away(
     plans = registry.plans
     verdicts = []
     for entry in entries:
-        found = plans.get(entry)
-        if found is None:
-            found = plans[entry] = _plan(registry, entry) or _NO_PLAN
+        found = plans.get(entry) or _planned(plans, registry, entry)
         if found is _NO_PLAN:
             continue
         plan = cast(_Plan, found)
@@ -345,9 +351,7 @@ def match_event(
     plans = registry.plans
     matches = []
     for entry in candidates:
-        found = plans.get(entry)
-        if found is None:
-            found = plans[entry] = _plan(registry, entry) or _NO_PLAN
+        found = plans.get(entry) or _planned(plans, registry, entry)
         if found is _NO_PLAN:
             continue
         plan = cast(_Plan, found)
