@@ -35,7 +35,7 @@ def event_path(data: dict[str, Any]) -> None:
     names = [n for n in ("passthrough", "faust_agent", "quix", "triggers") if n in data]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     bars(left, names, [data[n]["throughput_events_per_s"] for n in names], "events/s")
-    left.set_title("Throughput, one process, Error Handler rule")
+    left.set_title("Throughput, Error Handler rule (one worker)")
     width = 0.38
     xs = range(len(names))
     p50 = [data[n]["latency_ms"]["p50"] for n in names]
