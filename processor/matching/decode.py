@@ -149,9 +149,20 @@ class Event:
         return summary
 
 
-_ATTRIBUTES = 9
-"""specversion, id, type, source, time, subject, datacontenttype, workspace_id, data:
-every Event's fields start with these, in this order; extension attributes follow."""
+ATTRIBUTES = (
+    "specversion",
+    "id",
+    "type",
+    "source",
+    "time",
+    "subject",
+    "datacontenttype",
+    "workspace_id",
+    "data",
+)
+"""Every Event's fields start with these, in this order, whether or not its JSON has them
+(None, or a default); extension attributes follow."""
+_ATTRIBUTES = len(ATTRIBUTES)
 _NULLABLE = ("time", "subject", "datacontenttype", "workspace_id", "data")
 
 

@@ -17,7 +17,7 @@ import orjson
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import SECOND_ROLE, Registry
 from processor.language.conditions import MISSING, Condition, Outcome, Threshold, field_reader
-from processor.matching.decode import Event, event_of
+from processor.matching.decode import ATTRIBUTES, Event, event_of
 from processor.matching.fires import EncodedFire, encoded_fire, map_paths, new_fire
 from processor.matching.state import StateKey
 from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch, trusted
@@ -177,12 +177,6 @@ def _plan(registry: Registry, entry: str) -> _Plan | None:
     )
 
 
-_ATTRIBUTES = frozenset(
-    ("specversion", "id", "type", "source", "time", "subject", "datacontenttype", "workspace_id")
-)
-"""The attributes an `Event` has whether or not its JSON does (None, or a default)."""
-
-
 def _same_in_body(path: str) -> bool:
     """Whether `path` reads the same from a structured event's JSON as from its `Event`'s
     fields: a path into `data` or a name outside the CloudEvents attributes (an extension
@@ -190,9 +184,9 @@ def _same_in_body(path: str) -> bool:
     Not an attribute the Event fills in when the JSON lacks it (`source` is then "",
     `subject` None), nor `data` itself, nor JSONPath (it sees the whole event)."""
     first, dot, _ = path.partition(".")
-    if path.startswith("$") or first in _ATTRIBUTES:
+    if path.startswith("$"):
         return False
-    return first != "data" or bool(dot)
+    return first not in ATTRIBUTES or (first == "data" and bool(dot))
 
 
 def turned_away(

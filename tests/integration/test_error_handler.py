@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from processor import topics
 from tests.integration.kafka import ROOT, Pipeline, free_port, reading, settle
@@ -98,11 +99,11 @@ def test_an_error_the_condition_turns_away_is_passed_over_and_one_it_takes_is_re
     def verdicts() -> dict[str, float]:
         page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         found: dict[str, float] = {}
-        for line in page.splitlines():
-            if line.startswith("triggers_match_verdicts_total{"):
-                labels, value = line.rsplit(" ", 1)
-                verdict = labels.split('verdict="', 1)[1].split('"', 1)[0]
-                found[verdict] = found.get(verdict, 0.0) + float(value)
+        for family in text_string_to_metric_families(page):
+            for sample in family.samples:
+                if sample.name == "triggers_match_verdicts_total":
+                    verdict = sample.labels["verdict"]
+                    found[verdict] = found.get(verdict, 0.0) + sample.value
         return found
 
     deadline = time.monotonic() + 30
