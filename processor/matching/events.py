@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 
@@ -128,7 +128,7 @@ class _Plan:
     role: str
     body_condition: bool
     """Whether the condition reads the same from an event's JSON as from its `Event`
-    (`turned_away`)."""
+    (`judged_on_json`)."""
 
 
 _NO_PLAN = object()
@@ -189,37 +189,59 @@ def _same_in_body(path: str) -> bool:
     return first not in ATTRIBUTES or (first == "data" and bool(dot))
 
 
-def turned_away(
+class OnJson(NamedTuple):
+    """What a structured event's candidate triggers say of it on its JSON alone."""
+
+    refused: list[tuple[str, Verdict]]
+    """The verdicts of those that turn it away."""
+    taking: list[_Plan]
+    """The plans of those that take it (`taken_by` makes their matches)."""
+
+
+def judged_on_json(
     registry: Registry, entries: tuple[str, ...], body: dict[str, Any]
-) -> list[tuple[str, Verdict]] | None:
-    """The verdicts of candidate triggers (`entries`) that all turn a structured event
-    away on what its JSON says (its source, its workspace, a condition on `data` or
-    extension attributes): what `match_event` gives for it, without reading the event
-    in full. None when one of them might take it (or the JSON's source or workspace is
-    not a string): the event is then read in full and matched, and refused if it is
-    not a valid event."""
+) -> OnJson | None:
+    """Each candidate trigger (`entries`) of a structured event judged on what its JSON
+    says (its source, its workspace, a condition on `data` or extension attributes),
+    without reading the event in full: the verdicts `match_event` gives those that turn
+    it away, and those that take it. None when one of them cannot tell from the JSON
+    (or its source or workspace is not a string): `match_event` then judges the event
+    read in full, and a record that is not a valid event is refused."""
     source = body.get("source", "")
     workspace = body.get("workspace_id")
     if type(source) is not str or (workspace is not None and type(workspace) is not str):
         return None
     plans = registry.plans
-    verdicts = []
+    refused = []
+    taking = []
     for entry in entries:
         found = plans.get(entry) or _planned(plans, registry, entry)
         if found is _NO_PLAN:
             continue
         plan = cast(_Plan, found)
         if plan.sources and source not in plan.sources:
-            verdicts.append((plan.trigger_id, Verdict.SOURCE_MISMATCH))
+            refused.append((plan.trigger_id, Verdict.SOURCE_MISMATCH))
         elif not plan.body_condition:
             return None
         elif workspace and plan.workspace and workspace != plan.workspace:
-            verdicts.append((plan.trigger_id, Verdict.WORKSPACE_MISMATCH))
+            refused.append((plan.trigger_id, Verdict.WORKSPACE_MISMATCH))
         elif plan.condition.matches(body):
-            return None
+            taking.append(plan)
         else:
-            verdicts.append((plan.trigger_id, Verdict.CONDITION_FAILED))
-    return verdicts
+            refused.append((plan.trigger_id, Verdict.CONDITION_FAILED))
+    return OnJson(refused, taking)
+
+
+def taken_by(
+    plans: list[_Plan],
+    event: Event,
+    data_max_bytes: int = EVENT_DATA_MAX_BYTES,
+    encode: bool = False,
+) -> list[Match]:
+    """The matches `match_event` gives for the candidates that take `event` by its JSON
+    (`judged_on_json(...).taking`), without judging them again."""
+    seen = _Event(event, data_max_bytes)
+    return [_taken(plan, seen, encode) for plan in plans]
 
 
 def event_cause_key(event: DomainEvent | Event) -> str:
@@ -371,32 +393,35 @@ def match_event(
         if not passed:
             matches.append(Match(trigger, trigger_id, Verdict.CONDITION_FAILED, trace=trace))
             continue
-        if kind is _Kind.THRESHOLD:
-            threshold = plan.threshold
-            assert threshold is not None
-            value = None
-            if threshold.aggregate is not None:
-                raw = threshold.aggregate.read(fields)
-                if (
-                    raw is not MISSING
-                    and isinstance(raw, int | float)
-                    and not isinstance(raw, bool)
-                ):
-                    value = float(raw)
-            window = seen.window_match(trigger_id, threshold.group_of(fields), value=value)
-            matches.append(Match(trigger, trigger_id, Verdict.WINDOWED, window=window, trace=trace))
-        elif kind is _Kind.KEYED:
-            keyed = seen.keyed(trigger_id, plan.key, plan.role)
-            verdict = Verdict.WINDOWED if keyed else Verdict.KEY_MISSING
-            matches.append(Match(trigger, trigger_id, verdict, window=keyed, trace=trace))
-        elif encode:
-            cause = _event_cause_fields(event)
-            input_ = {"event": seen.input_summary()}
-            made = encoded_event_fire(trigger, event_cause_key(event), cause, input_)
-            matches.append(Match(trigger, trigger_id, Verdict.FIRED, encoded=made, trace=trace))
-        else:
-            fire = fire_for(
-                trigger, event_cause_key(event), event_cause(event), {"event": seen.input_summary()}
-            )
-            matches.append(Match(trigger, trigger_id, Verdict.FIRED, fire=fire, trace=trace))
+        matches.append(_taken(plan, seen, encode, trace))
     return matches
+
+
+def _taken(plan: _Plan, seen: _Event, encode: bool, trace: Sequence[Outcome] = ()) -> Match:
+    """The match of a candidate whose source, workspace and condition the event passed:
+    a fire, or a match for its window (its sequence, its debounce)."""
+    trigger, trigger_id, kind, fields = plan.trigger, plan.trigger_id, plan.kind, seen.as_dict
+    if kind is _Kind.THRESHOLD:
+        threshold = plan.threshold
+        assert threshold is not None
+        value = None
+        if threshold.aggregate is not None:
+            raw = threshold.aggregate.read(fields)
+            if raw is not MISSING and isinstance(raw, int | float) and not isinstance(raw, bool):
+                value = float(raw)
+        window = seen.window_match(trigger_id, threshold.group_of(fields), value=value)
+        return Match(trigger, trigger_id, Verdict.WINDOWED, None, window, trace)
+    if kind is _Kind.KEYED:
+        keyed = seen.keyed(trigger_id, plan.key, plan.role)
+        verdict = Verdict.WINDOWED if keyed else Verdict.KEY_MISSING
+        return Match(trigger, trigger_id, verdict, None, keyed, trace)
+    event = seen.event
+    if encode:
+        cause = _event_cause_fields(event)
+        input_ = {"event": seen.input_summary()}
+        made = encoded_event_fire(trigger, event_cause_key(event), cause, input_)
+        return Match(trigger, trigger_id, Verdict.FIRED, None, None, trace, made)
+    fire = fire_for(
+        trigger, event_cause_key(event), event_cause(event), {"event": seen.input_summary()}
+    )
+    return Match(trigger, trigger_id, Verdict.FIRED, fire, None, trace)

@@ -23,7 +23,8 @@ that all events of a window key meet in one partition whatever partition of `eve
 they came from. After each commit the state records it wrote go to the worker's local
 copy (local_state.py), from which a restart restores before reading the topic's tail.
 Events no trigger's pattern can match are passed over once their `type` is read, and
-events every candidate turns away on their JSON (`turned_away`) once that is seen.
+events every candidate turns away on their JSON once that is seen; the candidates that
+take an event are judged once, on its JSON when it tells (`judged_on_json`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from processor.matching.decode import (
     read_event,
     structured_body,
 )
-from processor.matching.events import Matched, match_event, turned_away
+from processor.matching.events import Matched, judged_on_json, match_event, taken_by
 from processor.matching.fires import EncodedFire, encoded
 from processor.matching.state import StateKey, changelog_topic, local_store
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
@@ -381,9 +382,11 @@ class EventMatcher(TransactionalLoop):
         waits: list[float] = []
         registry = self.registry
         candidates = registry.candidates
+        data_max = self.data_max_bytes
         for message in messages:
             value, headers = message.value(), header_pairs(message.headers())
             body = structured_body(value, headers)
+            judged = None
             if body is not None:
                 type_ = event_type(body)
                 if type_ is not None:
@@ -391,10 +394,9 @@ class EventMatcher(TransactionalLoop):
                     if not entries:
                         passed += 1  # no pattern matches it: nothing more to check
                         continue
-                    away = turned_away(registry, entries, body)
-                    if away is not None:  # every candidate turns it away on its JSON
-                        for turned in away:
-                            verdicts[turned] += 1
+                    judged = judged_on_json(registry, entries, body)
+                    if judged is not None and not judged.taking:  # all turn it away
+                        verdicts.update(judged.refused)
                         passed += 1
                         continue
             timestamp_type, timestamp_ms = message.timestamp()
@@ -412,10 +414,14 @@ class EventMatcher(TransactionalLoop):
                 self._dead_letter(message, str(exc), producer)
                 dead += 1
                 continue
+            if judged is None:
+                matches = match_event(registry, event, data_max_bytes=data_max, encode=True)
+            else:  # judged on its JSON: the candidates that take it make their matches
+                if judged.refused:
+                    verdicts.update(judged.refused)
+                matches = taken_by(judged.taking, event, data_max, encode=True)
             fired = 0
-            for match in match_event(
-                registry, event, data_max_bytes=self.data_max_bytes, encode=True
-            ):
+            for match in matches:
                 verdicts[match.trigger_id, match.verdict] += 1
                 if match.window is not None:
                     in_place += self._route(match.window, windowed, producer)

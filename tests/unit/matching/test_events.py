@@ -9,7 +9,13 @@ from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
 from processor.matching import fires
 from processor.matching.decode import read_event
-from processor.matching.events import Verdict, _same_in_body, match_event, turned_away
+from processor.matching.events import (
+    Verdict,
+    _same_in_body,
+    judged_on_json,
+    match_event,
+    taken_by,
+)
 from processor.matching.fires import encoded
 from processor.messages import DomainEvent
 
@@ -217,32 +223,41 @@ BODIES = [
 
 
 @pytest.mark.parametrize("condition", BODY_CONDITIONS)
-def test_an_event_turned_away_on_its_json_gets_the_verdicts_matching_gives_it(
-    condition: dict,
+def test_an_event_judged_on_its_json_gets_the_matches_matching_gives_it(
+    condition: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`turned_away` answers for an event only when every candidate turns it away, and
-    then with what `match_event` says of the event read in full; a condition on an
-    attribute the event fills in (`source`, `subject`, `data` itself, JSONPath) is not
-    judged on the JSON."""
-    registry = registry_with(
-        trigger("on-ci", "error.*", source=["ci"], condition=condition),
-        trigger("anywhere", "error.*", condition=condition),
-    )
+    """`judged_on_json` answers for an event only when every candidate can tell from its
+    JSON, and then with what `match_event` says of the event read in full: the same
+    verdicts for those that turn it away, and the same matches (windows, fires) from
+    `taken_by` for those that take it. A condition on an attribute the event fills in
+    (`source`, `subject`, `data` itself, JSONPath) is not judged on the JSON."""
+    monkeypatch.setattr(fires, "utcnow", lambda: datetime(2026, 12, 4, tzinfo=UTC))
+    direct = trigger("anywhere", "error.*", condition=condition)
+    windowed = trigger("on-ci", "error.*", source=["ci"], condition=condition)
+    windowed["event"]["condition"] = {**condition, "count_threshold": 2, "window": "1m"}
+    registry = registry_with(windowed, direct)
     paths = [registry.condition(entry).paths() for entry in registry.candidates("error.db")]
     decidable = all(_same_in_body(path) for found in paths for path in found)
-    judged = 0
+    judged = taken = 0
     for n, body in enumerate(BODIES):
         entries = registry.candidates(body["type"])
-        away = turned_away(registry, entries, body)
+        on_json = judged_on_json(registry, entries, body)
         raw = orjson.dumps(body)
         event = read_event(raw, None, topic="t", partition=0, offset=n, timestamp_ms=1_000)
-        full = [(m.trigger_id, m.verdict) for m in match_event(registry, event)]
-        if away is not None:
-            judged += 1
-            assert away == full, body
-        else:  # one of them takes it, or one of them cannot tell from the JSON
-            assert not decidable or any(v not in TURNED_AWAY for _, v in full), body
-    assert judged > 0 or not decidable
+        full = match_event(registry, event, encode=True)
+        if on_json is None:  # one of them cannot tell from the JSON
+            assert not decidable, body
+            continue
+        judged += 1
+        taking = taken_by(on_json.taking, event, encode=True)
+        taken += len(taking)
+        assert sorted(on_json.refused + [(m.trigger_id, m.verdict) for m in taking]) == sorted(
+            (m.trigger_id, m.verdict) for m in full
+        ), body
+        assert [(m.window, m.encoded) for m in taking] == [
+            (m.window, m.encoded) for m in full if m.verdict not in TURNED_AWAY
+        ], body
+    assert not decidable or (judged == len(BODIES) and taken > 0)
 
 
 TURNED_AWAY = {Verdict.SOURCE_MISMATCH, Verdict.WORKSPACE_MISMATCH, Verdict.CONDITION_FAILED}
