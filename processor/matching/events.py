@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import orjson
 
@@ -189,13 +189,10 @@ def _same_in_body(path: str) -> bool:
     return first not in ATTRIBUTES or (first == "data" and bool(dot))
 
 
-class OnJson(NamedTuple):
-    """What a structured event's candidate triggers say of it on its JSON alone."""
-
-    refused: list[tuple[str, Verdict]]
-    """The verdicts of those that turn it away."""
-    taking: list[_Plan]
-    """The plans of those that take it (`taken_by` makes their matches)."""
+OnJson = tuple[list[tuple[str, Verdict]], list[_Plan]]
+"""What a structured event's candidate triggers say of it on its JSON alone: the
+verdicts of those that turn it away, and the plans of those that take it (`taken_by`
+makes their matches). A plain pair: the matcher makes one per event it reads."""
 
 
 def judged_on_json(
@@ -229,7 +226,7 @@ def judged_on_json(
             taking.append(plan)
         else:
             refused.append((plan.trigger_id, Verdict.CONDITION_FAILED))
-    return OnJson(refused, taking)
+    return refused, taking
 
 
 def taken_by(
@@ -239,7 +236,7 @@ def taken_by(
     encode: bool = False,
 ) -> list[Match]:
     """The matches `match_event` gives for the candidates that take `event` by its JSON
-    (`judged_on_json(...).taking`), without judging them again."""
+    (the plans `judged_on_json` gives), without judging them again."""
     seen = _Event(event, data_max_bytes)
     return [_taken(plan, seen, encode) for plan in plans]
 

@@ -395,8 +395,9 @@ class EventMatcher(TransactionalLoop):
                         passed += 1  # no pattern matches it: nothing more to check
                         continue
                     judged = judged_on_json(registry, entries, body)
-                    if judged is not None and not judged.taking:  # all turn it away
-                        verdicts.update(judged.refused)
+                    if judged is not None and not judged[1]:  # all turn it away
+                        for refusal in judged[0]:
+                            verdicts[refusal] += 1
                         passed += 1
                         continue
             timestamp_type, timestamp_ms = message.timestamp()
@@ -417,9 +418,10 @@ class EventMatcher(TransactionalLoop):
             if judged is None:
                 matches = match_event(registry, event, data_max_bytes=data_max, encode=True)
             else:  # judged on its JSON: the candidates that take it make their matches
-                if judged.refused:
-                    verdicts.update(judged.refused)
-                matches = taken_by(judged.taking, event, data_max, encode=True)
+                refused, taking = judged
+                for refusal in refused:
+                    verdicts[refusal] += 1
+                matches = taken_by(taking, event, data_max, encode=True)
             fired = 0
             for match in matches:
                 verdicts[match.trigger_id, match.verdict] += 1

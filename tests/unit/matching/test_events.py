@@ -249,9 +249,10 @@ def test_an_event_judged_on_its_json_gets_the_matches_matching_gives_it(
             assert not decidable, body
             continue
         judged += 1
-        taking = taken_by(on_json.taking, event, encode=True)
+        refused, plans = on_json
+        taking = taken_by(plans, event, encode=True)
         taken += len(taking)
-        assert sorted(on_json.refused + [(m.trigger_id, m.verdict) for m in taking]) == sorted(
+        assert sorted(refused + [(m.trigger_id, m.verdict) for m in taking]) == sorted(
             (m.trigger_id, m.verdict) for m in full
         ), body
         assert [(m.window, m.encoded) for m in taking] == [
