@@ -395,11 +395,13 @@ class EventMatcher(TransactionalLoop):
                         passed += 1  # no pattern matches it: nothing more to check
                         continue
                     judged = judged_on_json(registry, entries, body)
-                    if judged is not None and not judged[1]:  # all turn it away
-                        for refusal in judged[0]:
-                            verdicts[refusal] += 1
-                        passed += 1
-                        continue
+                    if judged is not None:
+                        refused, taking = judged
+                        if not taking:  # every candidate turns it away on its JSON
+                            for refusal in refused:
+                                verdicts[refusal] += 1
+                            passed += 1
+                            continue
             timestamp_type, timestamp_ms = message.timestamp()
             try:
                 event = read_event(
@@ -418,7 +420,6 @@ class EventMatcher(TransactionalLoop):
             if judged is None:
                 matches = match_event(registry, event, data_max_bytes=data_max, encode=True)
             else:  # judged on its JSON: the candidates that take it make their matches
-                refused, taking = judged
                 for refusal in refused:
                     verdicts[refusal] += 1
                 matches = taken_by(taking, event, data_max, encode=True)
