@@ -21,11 +21,13 @@ Below full load the handled batch is small and commit N still runs: the loop kee
 polling, and what arrives joins turn N+1 (`_fill`), which begins the moment commit N
 ends, and no sooner than the checkpoint interval (TRIGGERS_CHECKPOINT_INTERVAL_MS, 25 ms)
 after turn N began. A record then waits for the end of the commit running when it came,
-not for the next one's as well; a full batch goes at once. The interval is for the
-broker: back to back, a loop began a transaction every 12 ms or so whatever the load,
-each one's first request refused and retried while the coordinator still wrote the
-last one's markers; at a tenth of the worker's rate the broker then used more CPU than
-the worker (docs/benchmarks.md).
+not for the next one's as well. A full batch does not wait for the interval; while
+commit N still runs, turn N+1 goes on taking records in (up to TURN_BATCHES batches)
+and begins as soon as commit N ends, so a loop whose batches are cheap is not held to
+one batch per commit. The interval is for the broker: back to back, a loop began a
+transaction every 12 ms or so whatever the load, each one's first request refused and
+retried while the coordinator still wrote the last one's markers; at a tenth of the
+worker's rate the broker then used more CPU than the worker (docs/benchmarks.md).
 
 State handled for batch N+1 before commit N ended is state a failed commit N undoes:
 the loop then restores the state of the last commit and reads from its offsets. A
@@ -84,6 +86,11 @@ makes records visible answers a waiting read_committed fetch at once (0.5 ms aft
 commit, with a wait of 100 or 500 ms), so the wait is not in the latency (p50 at 200
 events/s 11.5 ms with 500, 11.3-11.7 with the 10 ms this was); it is what an idle loop
 costs the broker: 10 fetches a second at 100 ms, 96 at 10 ms (docs/benchmarks.md)."""
+TURN_BATCHES = 5
+"""A turn whose batch is full keeps taking records in while the last commit still runs,
+up to this many batches: the loop then waits for a commit only when the commit takes
+longer than handling them. Where handling is cheap (events that match nothing) a commit
+took about as long as a batch, and the loop sat in the wait half the time."""
 IDLE_CHECK_SECONDS = 30.0
 """How long a loop reads nothing before it checks that its consumer is not stuck."""
 
@@ -285,7 +292,9 @@ class TransactionalLoop:
         passed since it began, what arrives joins this turn, which then begins. Below
         full load a record then waits for the end of the commit running when it came,
         not for the end of the one after it as well (the next poll would only come once
-        this turn's transaction had begun). A full batch does not wait. False if a
+        this turn's transaction had begun). A full batch does not wait for the interval,
+        and while the commit runs it takes more in, a fifth of a batch at a time, up to
+        TURN_BATCHES batches. False if a
         rebalance in one of these polls took the turn: a revocation commits it at once;
         a failed commit drops it (it built on state that commit did not keep)."""
         committing = self._committing
@@ -293,11 +302,19 @@ class TransactionalLoop:
         if committing is None and time.monotonic() >= due:
             return True
         self._filling = turn
+        most = TURN_BATCHES * self.batch_size
         try:
-            while handled < self.batch_size and not self.stopping:
-                if (committing is None or committing.done()) and time.monotonic() >= due:
+            while handled < most and not self.stopping:
+                if (committing is None or committing.done()) and (
+                    handled >= self.batch_size or time.monotonic() >= due
+                ):
                     break
-                more = self._take(consumer, FILL_POLL_SECONDS, self.batch_size - handled)
+                # A full turn takes the next records in smaller batches while the commit
+                # runs, so that it begins soon after that commit ends.
+                room = self.batch_size - handled
+                more = self._take(
+                    consumer, FILL_POLL_SECONDS, room if room > 0 else self.batch_size // 5
+                )
                 if self._filling is None:
                     return False
                 if more:

@@ -1,6 +1,7 @@
 """The transactional loop on the broker: a commit runs while the next batch is handled,
 and one that fails takes that next batch's work down with it; a revocation while the
-next turn fills commits that turn."""
+next turn fills commits that turn; a full turn keeps taking records in while a slow
+commit runs."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from processor.config import Settings
 from processor.kafka.clients import new_producer
-from processor.kafka.transactional import TransactionalLoop, Turn, transactional_config
+from processor.kafka.transactional import (
+    TURN_BATCHES,
+    TransactionalLoop,
+    Turn,
+    transactional_config,
+)
 from tests.integration.kafka import reading, settle
 
 pytestmark = pytest.mark.timeout(240)
@@ -271,3 +277,38 @@ def test_transactions_begin_no_closer_than_the_checkpoint_interval(kafka_bootstr
     assert min(gaps) >= 0.3 - 0.02, gaps
     written_for = count * 0.01
     assert len(loop.began) <= written_for / 0.3 + 3
+
+
+class Sized(SlowCommits):
+    """A SlowCommits loop with small batches that notes how many records each of its
+    transactions holds."""
+
+    batch_size = 100
+
+    def __init__(self, settings: Settings, source: str, target: str) -> None:
+        super().__init__(settings, source, target)
+        self.turns: list[int] = []
+
+    def sealed(self) -> None:
+        self.turns.append(self.copied - self._sealed)
+        super().sealed()
+
+
+def test_a_full_turn_takes_records_in_while_a_slow_commit_runs(kafka_bootstrap: str) -> None:
+    settings, source, target = _topics(kafka_bootstrap)
+    loop = Sized(settings, source, target)
+    count = 3000
+    _write(kafka_bootstrap, source, count)  # a backlog: every batch the loop takes is full
+    loop.start()
+    try:
+        with reading(kafka_bootstrap, target, raw=True) as output:
+            output(lambda seen: len(seen) >= count, timeout=120)
+            seen = settle(output, 2)
+    finally:
+        loop.stop()
+    assert [int(v) for v in seen] == list(range(count))
+    assert loop.copied == loop.committed == count
+    # Each commit takes 0.3 s and a batch a fraction of a millisecond: the turns after
+    # the first fill up to their limit instead of waiting at one batch each.
+    assert max(loop.turns) == TURN_BATCHES * loop.batch_size, loop.turns
+    assert len(loop.turns) <= count // (TURN_BATCHES * loop.batch_size) + 2, loop.turns
