@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 from pydantic import ValidationError
 
@@ -56,12 +57,30 @@ def _binary_attributes(headers: Headers) -> dict[str, Any]:
     return attributes
 
 
-def plain_event_type(value: bytes | None, headers: Headers) -> str | None:
-    """The `type` of a structured-mode event, read without validating the rest; None for
-    anything else (binary mode, not a JSON object, no type, too large), which the full
-    decode then accepts or refuses with its reason."""
-    body = structured_body(value, headers)
-    return None if body is None else event_type(body)
+class _Typed(msgspec.Struct, gc=False):
+    type: str
+
+
+_typed = msgspec.json.Decoder(_Typed).decode
+
+
+def plain_event_type(value: bytes | None, headers: Headers | None) -> str | None:
+    """The `type` of a structured-mode event whose value is well-formed JSON, read without
+    building the rest (msgspec checks the rest's syntax as it skips it: a third of what
+    parsing the whole object costs, for the events no trigger's pattern matches). None for
+    anything else, which the full parse then decides: binary mode, too large, not a JSON
+    object, no string `type`, and any value that is not ASCII (msgspec does not check
+    the UTF-8 of what it skips; orjson does). One difference is left: a number beyond a
+    double's range (`1e400`), which orjson refuses, is skipped here as the JSON it is."""
+    if value is None or len(value) > MAX_EVENT_BYTES or not value.isascii():
+        return None
+    if headers and any(name[:3].lower() == _CE_HEADER for name, _ in headers):
+        return None
+    try:
+        found = _typed(value).type
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return found or None
 
 
 def event_type(body: dict[str, Any]) -> str | None:

@@ -53,6 +53,7 @@ from processor.kafka.transactional import TransactionalLoop, Turn
 from processor.matching.decode import (
     event_type,
     header_pairs,
+    plain_event_type,
     read_event,
     structured_body,
 )
@@ -132,6 +133,12 @@ class EventMatcher(TransactionalLoop):
         """The state's copy on this worker's disk (None if it failed: then the topic alone)."""
         self._unsaved: list[tuple[int, bytes, bytes | None]] = []
         """State records of the turn being handled, for the local store once it commits."""
+        self._peek = True
+        """Whether a batch's events have their `type` read alone first (`plain_event_type`),
+        so that those no pattern matches are passed over without parsing the rest: set
+        when most of the last batch's events had no candidate. Where most have one (a
+        topic of errors the Error Handler reads) that first read is wasted: each event
+        is parsed at once instead."""
         self._sealed: list[tuple[int, bytes, bytes | None]] = []
         """State records of the transaction committing."""
         self._reached: dict[int, int] = {}
@@ -383,8 +390,14 @@ class EventMatcher(TransactionalLoop):
         registry = self.registry
         candidates = registry.candidates
         data_max = self.data_max_bytes
+        peek, wanted = self._peek, 0
         for message in messages:
             value, headers = message.value(), header_pairs(message.headers())
+            if peek:
+                type_ = plain_event_type(value, headers)
+                if type_ is not None and not candidates(type_):
+                    passed += 1  # no pattern matches it: nothing more to check
+                    continue
             body = structured_body(value, headers)
             judged = None
             if body is not None:
@@ -392,8 +405,9 @@ class EventMatcher(TransactionalLoop):
                 if type_ is not None:
                     entries = candidates(type_)
                     if not entries:
-                        passed += 1  # no pattern matches it: nothing more to check
+                        passed += 1
                         continue
+                    wanted += 1
                     judged = judged_on_json(registry, entries, body)
                     if judged is not None:
                         refused, taking = judged
@@ -439,6 +453,7 @@ class EventMatcher(TransactionalLoop):
                     waits.append(max(0.0, fired_at - timestamp_ms / 1000))
             else:
                 passed += 1
+        self._peek = 2 * wanted < len(messages)
         self._count(passed, dead, fired_events, fires)
         observe_all(EVENT_TO_FIRE, waits)
         if in_place:

@@ -94,6 +94,52 @@ def test_plain_event_type_reads_only_a_structured_events_type() -> None:
     assert plain_event_type(b'["type"]', []) is None
     assert plain_event_type(b'{"type": 5}', []) is None
     assert plain_event_type(None, []) is None
+    assert plain_event_type(b'{"type": ""}', []) is None
+    assert plain_event_type(b'{"data": {"type": "x"}}', []) is None  # not at the top
+    # What it skips must be well-formed JSON too, or the full parse decides (and refuses).
+    assert plain_event_type(b'{"type": "x", "data": [1, 2,]}', []) is None
+    assert plain_event_type(b'{"type": "x"} trailing', []) is None
+    assert (
+        plain_event_type(b'{"type": "x", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}", []) is None
+    )
+    # Not ASCII: msgspec would not check the UTF-8 of what it skips; orjson refuses this.
+    assert plain_event_type(b'{"type": "x", "data": "\xff"}'.replace(b"\\xff", b"\xff"), []) is None
+    assert plain_event_type('{"type": "x", "data": "é"}'.encode(), []) is None
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=400)
+@given(
+    body=st.fixed_dictionaries(
+        {"type": st.one_of(st.text(max_size=8), _JSON)},
+        optional={"id": st.text(max_size=4), "data": _JSON, "x": _JSON},
+    ),
+    at=st.integers(0, 10_000),
+    byte=st.integers(0, 255),
+    corrupt=st.booleans(),
+)
+def test_plain_event_type_names_a_type_only_where_the_full_parse_reads_the_same(
+    body: dict[str, object], at: int, byte: int, corrupt: bool
+) -> None:
+    """The matcher passes over an event on this type alone when no pattern matches it:
+    it must never name a type for a value the full parse (orjson) refuses or reads as
+    another type, whatever byte is changed in it."""
+    value = bytearray(orjson.dumps(body))
+    if corrupt:
+        value[at % len(value)] = byte
+    found = plain_event_type(bytes(value), None)
+    if found is None:
+        return
+    parsed = orjson.loads(bytes(value))  # raises if the full parse refuses it
+    assert isinstance(parsed, dict) and parsed["type"] == found
 
 
 _TEXT = st.one_of(st.none(), st.text(max_size=8), st.integers(-9, 9), st.just(""))

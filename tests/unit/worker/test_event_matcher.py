@@ -117,3 +117,57 @@ def test_events_the_fast_read_passes_over_are_read_by_the_model_or_refused(
     assert len(fires) == 1  # a, the one without an id, and d: three of three
     sample = fires[0]["input"]["window"]["sample"]
     assert [e["id"] for e in sample] == ["a", f"{matcher.topics[0]}-0-1", "d"]
+
+
+def test_a_batch_is_handled_the_same_whether_types_are_read_alone_first_or_not(
+    tmp_path: Path,
+) -> None:
+    """The matcher reads an event's `type` alone first when most of its last batch
+    matched no pattern, and parses each event at once when most did: the outcome (fires,
+    dead letters and their reasons, counted verdicts) must not depend on which."""
+    values = [
+        orjson.dumps(
+            {"type": "error.db", "source": "s", "id": "a", "time": "2026-12-04T10:00:00Z"}
+        ),
+        orjson.dumps({"type": "order.paid", "source": "s", "id": "b"}),  # no pattern
+        b'{"type": "order.paid", "data": [1,}',  # no pattern, not JSON: a dead letter
+        '{"type": "order.paid", "data": "é"}'.encode(),  # no pattern, not ASCII
+        b'{"type": "order.paid", "data": "\xff"}',  # no pattern, not UTF-8: a dead letter
+        b'{"source": "s", "id": "c"}',  # no type: a dead letter
+        b'{"type": "error.db", "source": "s", "id": "d", "subject": 7}',  # a dead letter
+        orjson.dumps(
+            {"type": "error.db", "source": "s", "id": "e", "time": "2026-12-04T10:00:01Z"}
+        ),
+        orjson.dumps(
+            {"type": "error.db", "source": "s", "id": "f", "time": "2026-12-04T10:00:02Z"}
+        ),
+        b'{"type": "error.db", "data": '
+        + b"[" * 3000
+        + b"]" * 3000
+        + b"}",  # too deep (for orjson): a dead letter
+    ]
+
+    def outcome(peek: bool) -> list[tuple[str, bytes | None, dict[str, object]]]:
+        matcher, _ = _matcher(tmp_path / str(peek))
+        matcher._peek = peek
+        messages = [
+            Message(topic=matcher.topics[0], partition=0, offset=n, value=value, timestamp=(1, 1))
+            for n, value in enumerate(values)
+        ]
+        turn = Turn()
+        matcher.handle(messages, turn)
+        matcher.checkpoint(turn)
+        found = []
+        for topic, record in turn.records:
+            if topic != matcher.state_topic:
+                value = orjson.loads(record["value"])
+                value.pop("at", None)  # when a dead letter was written
+                value.pop("fired_at", None)  # and a fire made
+                found.append((topic, record.get("key"), value))
+        return found
+
+    read_alone_first, parsed_at_once = outcome(True), outcome(False)
+    assert read_alone_first == parsed_at_once
+    topics = [topic for topic, _, _ in parsed_at_once]
+    assert topics.count("u.trigger-dead-letters") == 5
+    assert topics.count("u.trigger-fires") == 1
