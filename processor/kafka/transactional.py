@@ -294,9 +294,9 @@ class TransactionalLoop:
         not for the end of the one after it as well (the next poll would only come once
         this turn's transaction had begun). A full batch does not wait for the interval,
         and while the commit runs it takes more in, a fifth of a batch at a time, up to
-        TURN_BATCHES batches. False if a
-        rebalance in one of these polls took the turn: a revocation commits it at once;
-        a failed commit drops it (it built on state that commit did not keep)."""
+        TURN_BATCHES batches. False if a rebalance in one of these polls took the turn: a
+        revocation commits it at once; a failed commit drops it (it built on state that
+        commit did not keep)."""
         committing = self._committing
         due = self._began + self._interval
         if committing is None and time.monotonic() >= due:
