@@ -103,7 +103,7 @@ def test_plain_event_type_reads_only_a_structured_events_type() -> None:
         plain_event_type(b'{"type": "x", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}", []) is None
     )
     # Not ASCII: msgspec would not check the UTF-8 of what it skips; orjson refuses this.
-    assert plain_event_type(b'{"type": "x", "data": "\xff"}'.replace(b"\\xff", b"\xff"), []) is None
+    assert plain_event_type(b'{"type": "x", "data": "\xff"}', []) is None
     assert plain_event_type('{"type": "x", "data": "é"}'.encode(), []) is None
 
 
