@@ -456,14 +456,15 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
              "--format", "raw", "--output", os.environ["BENCH_PROFILE"], "--nonblocking",
              *os.environ.get("BENCH_PROFILE_ARGS", "--gil").split()],
         )  # fmt: skip
-    done = run.arrivals(expected_fires(backlog), 600)
+    expected = expected_fires(backlog)
+    done = run.arrivals(expected, 600)
     cpu_used = cpu_cores(cpu_before, cpu_now(run))
     if profiler is not None:
         profiler.wait(60)
     last = max(at for at, _ in done) if done else float("nan")
     # A contender that did not finish in time is timed over the share it did (its fires
     # are spread evenly over the backlog), not credited with the whole.
-    handled = size * min(1.0, len(done) / max(1, expected_fires(backlog)))
+    handled = size * min(1.0, len(done) / max(1, expected))
     found = {
         "latency_ms": {
             **percentiles(latencies),
@@ -472,7 +473,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
             "cpu_cores_while_sending": cpu_steady,
         },
         "throughput_events_per_s": round(handled / (last - first), 1) if done else None,
-        "fires": {"expected": expected_fires(backlog), "seen": len(done)},
+        "fires": {"expected": expected, "seen": len(done)},
         "cpu_cores_backlog": cpu_used,
     }
     if HALF_RATE and done:

@@ -303,6 +303,7 @@ class TransactionalLoop:
             return True
         self._filling = turn
         most = TURN_BATCHES * self.batch_size
+        chunk = max(1, self.batch_size // 5)
         try:
             while handled < most and not self.stopping:
                 if (committing is None or committing.done()) and (
@@ -312,9 +313,7 @@ class TransactionalLoop:
                 # A full turn takes the next records in smaller batches while the commit
                 # runs, so that it begins soon after that commit ends.
                 room = self.batch_size - handled
-                more = self._take(
-                    consumer, FILL_POLL_SECONDS, room if room > 0 else self.batch_size // 5
-                )
+                more = self._take(consumer, FILL_POLL_SECONDS, room if room > 0 else chunk)
                 if self._filling is None:
                     return False
                 if more:
