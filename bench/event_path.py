@@ -30,8 +30,12 @@ Command timestamps are set by the broker at append (`LogAppendTime` on the bench
 `agent-runs` topics), so every contender is timed by the same clock.
 
 All events share one key, so each contender works one partition, as one window needs.
+The contenders run in turn, `--rounds` times, after `--warmup` rounds (1 by default) that
+are not counted: a broker fresh from its start serves transactions slowly at first
+(WARMUP_ROUNDS).
 
     .venv/bin/python bench/event_path.py [--others 1000] [--only triggers] [--mix sparse]
+                                         [--rounds 3] [--warmup 1] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -639,6 +643,14 @@ def summarize(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 MIX_HELP = "errors: every event is one the rule reads; sparse: 1 in 100 (see MIX)"
+WARMUP_ROUNDS = 1
+"""Rounds every contender runs before the counted ones. A broker fresh from its start
+serves transactions slowly for its first minutes (with the worker at 200 events/s it
+used 1.1-1.3 cores in the first round, 0.6-0.8 in the second, 0.3-0.6 from the third;
+idle, 0.03: most likely the JVM compiling their code as it first runs it), and the
+contenders before the worker in a round write no transactions to warm it. Unwarmed, the
+worker's first round ran at 63-77k events/s against 85-93k from the third
+(bench/results/broker_heap_and_warmup.json). A broker in production is warm."""
 
 
 def main() -> int:
@@ -658,6 +670,12 @@ def main() -> int:
         type=int,
         default=1,
         help="run the contenders in turn this many times; each row is its median round",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=WARMUP_ROUNDS,
+        help=f"rounds run first and not counted (default {WARMUP_ROUNDS}; see WARMUP_ROUNDS)",
     )
     parser.add_argument(
         "--baseline",
@@ -700,8 +718,9 @@ def main() -> int:
     if "quix" in names and not QUIX_PYTHON.exists():
         print("quix: skipped (make bench installs it into .bench/quix)", file=sys.stderr)
         names.remove("quix")
+    results["warmup_rounds"] = args.warmup
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    for round_ in range(args.rounds):
+    for round_ in range(-args.warmup, args.rounds):
         for name in names:
             started = time.monotonic()
             if name == "triggers_baseline":
@@ -710,8 +729,13 @@ def main() -> int:
                 found = run_triggers(args.others, args.seed, split=name == "triggers_split")
             else:
                 found = run_peer(name, args.seed)
-            rounds[name].append(found)
             took = time.monotonic() - started
+            if round_ < 0:
+                print(
+                    f"{name} (warm-up, not counted): {json.dumps(found)} ({took:.0f}s)", flush=True
+                )
+                continue
+            rounds[name].append(found)
             print(f"{name} (round {round_ + 1}): {json.dumps(found)} ({took:.0f}s)", flush=True)
     results.update(summarize(rounds))
     name = "event_path" if MIX == "errors" else "event_path_sparse"
