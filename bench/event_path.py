@@ -730,13 +730,10 @@ def main() -> int:
             else:
                 found = run_peer(name, args.seed)
             took = time.monotonic() - started
-            if round_ < 0:
-                print(
-                    f"{name} (warm-up, not counted): {json.dumps(found)} ({took:.0f}s)", flush=True
-                )
-                continue
-            rounds[name].append(found)
-            print(f"{name} (round {round_ + 1}): {json.dumps(found)} ({took:.0f}s)", flush=True)
+            if round_ >= 0:
+                rounds[name].append(found)
+            label = f"round {round_ + 1}" if round_ >= 0 else "warm-up, not counted"
+            print(f"{name} ({label}): {json.dumps(found)} ({took:.0f}s)", flush=True)
     results.update(summarize(rounds))
     name = "event_path" if MIX == "errors" else "event_path_sparse"
     if BACKLOG_SIZE:
