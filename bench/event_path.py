@@ -44,6 +44,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -91,6 +92,10 @@ its readers) run at that niceness and the contenders it starts at 0 (lowering it
 needs CAP_SYS_NICE): what the half-rate tail owes to the load generator sharing the
 contender's two cores, where in production the producers are other machines. Off by
 default: every published figure is with the harness at the contender's priority."""
+KEEP_WORKDIRS = bool(os.environ.get("BENCH_KEEP_WORKDIRS"))
+"""With BENCH_KEEP_WORKDIRS=1, each contender's directory (its logs, the worker's state)
+is left in /tmp after its run; by default it goes with the run's topics (a contender that
+does not start raises with its log's tail either way)."""
 WARM_EVENTS = int(os.environ.get("BENCH_WARM_EVENTS", "50"))
 """Events before the latency phase (above 50, sent at its rate)."""
 HALF_RATE = False
@@ -236,6 +241,10 @@ class Run:
                 process.kill()
         self.runs.close()
         self.delete_topics()
+        if KEEP_WORKDIRS:
+            print(f"{self.name}: its logs and data are in {self.workdir}", file=sys.stderr)
+        else:  # a worker's state store: 15-60 MB a run, some 3 GB in a day of runs
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def delete_topics(self) -> None:
         """This run's topics go with it: a broker left holding every earlier run's
