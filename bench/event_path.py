@@ -41,6 +41,7 @@ are not counted: a broker fresh from its start serves transactions slowly at fir
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -92,6 +93,8 @@ its readers) run at that niceness and the contenders it starts at 0 (lowering it
 needs CAP_SYS_NICE): what the half-rate tail owes to the load generator sharing the
 contender's two cores, where in production the producers are other machines. Off by
 default: every published figure is with the harness at the contender's priority."""
+NORMAL_PRIORITY = functools.partial(os.setpriority, os.PRIO_PROCESS, 0, 0)
+"""Run in a contender's process before its exec, when the harness is niced."""
 KEEP_WORKDIRS = bool(os.environ.get("BENCH_KEEP_WORKDIRS"))
 """With BENCH_KEEP_WORKDIRS=1, each contender's directory (its logs, the worker's state)
 is left in /tmp after its run; by default it goes with the run's topics (a contender that
@@ -216,7 +219,7 @@ class Run:
         # dispatcher child is `python -m processor...` would import this checkout's.
         process = subprocess.Popen(
             command,
-            preexec_fn=_normal_priority if HARNESS_NICE else None,
+            preexec_fn=NORMAL_PRIORITY if HARNESS_NICE else None,
             env={**self.env, **(env or {})},
             cwd=self.workdir,
             stdout=log,
@@ -391,10 +394,6 @@ def crossing_id(command: dict[str, Any]) -> str | None:
 
 BROKER_PID = ROOT / "deploy" / "kafka" / ".state" / "kafka.pid"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _normal_priority() -> None:  # in a contender's process, before its exec
-    os.setpriority(os.PRIO_PROCESS, 0, 0)
 
 
 def _process_seconds(pid: int) -> float:
@@ -715,9 +714,8 @@ def main() -> int:
         "--scaling", type=int, nargs="*", help="Only the worker, with these trigger counts."
     )
     args = parser.parse_args()
-    if HARNESS_NICE:  # every thread so far; those started later inherit it
-        for task in os.listdir("/proc/self/task"):
-            os.setpriority(os.PRIO_PROCESS, int(task), HARNESS_NICE)
+    if HARNESS_NICE:  # the one thread so far; those it starts inherit its niceness
+        os.setpriority(os.PRIO_PROCESS, 0, HARNESS_NICE)
     global MIX, BACKLOG_SIZE, LOADS
     MIX, BACKLOG_SIZE, LOADS = args.mix, args.backlog, tuple(args.loads)
     if args.scaling:
