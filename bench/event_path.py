@@ -405,6 +405,22 @@ def _process_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def _rss_bytes(pid: int) -> int:
+    """A process's resident memory (0 once it is gone)."""
+    try:
+        resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except OSError:
+        return 0
+    return resident * os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mib(run: Run) -> float:
+    """The contender's resident memory, its processes and their children, in MiB."""
+    roots = (run.process, *run.helpers)
+    found = sum(_rss_bytes(pid) for root in roots if root for pid in _descendants(root.pid))
+    return round(found / 2**20, 1)
+
+
 def _descendants(pid: int) -> list[int]:
     found = [pid]
     for parent in found:
@@ -508,6 +524,9 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
         half = [row for row in loaded if row["share_of_max"] == 0.5]
         if half:
             found["latency_half_max_ms"] = half[0]
+    # At the round's end: what the contender holds after all its phases (the worker's
+    # dispatcher keeps every execution of the round, as no runtime finishes them).
+    found["rss_mib"] = rss_mib(run)
     if SAVE_METRICS and run.name.startswith("triggers"):
         # The worker's own account of the run (transaction and GC times, ...), and the
         # dispatcher process's when it has one.
