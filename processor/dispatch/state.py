@@ -606,7 +606,9 @@ def _issued_now(
         "attempt": 1,
     }
     try:
-        raw = orjson.dumps(record, option=orjson.OPT_UTC_Z)
+        # The copy kept is also the one written, so orjson's own is freed at once and the
+        # command's JSON is written into its memory.
+        raw = _kept(orjson.dumps(record, option=orjson.OPT_UTC_Z))
         written = orjson.dumps(command, option=orjson.OPT_UTC_Z)
     except TypeError:  # orjson.JSONEncodeError
         return None
@@ -618,7 +620,7 @@ def _issued_now(
         deadline.timestamp(),
         fire.fired_at.timestamp(),
         fire.concurrency_key,
-        _kept(raw),
+        raw,
     )
     return IssuedNow(fire.trigger_id, fire.execution_id, raw, written)
 
