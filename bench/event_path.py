@@ -405,7 +405,7 @@ def _process_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
     """A process's resident memory (0 once it is gone)."""
     try:
         resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
@@ -417,7 +417,7 @@ def _rss_bytes(pid: int) -> int:
 def rss_mib(run: Run) -> float:
     """The contender's resident memory, its processes and their children, in MiB."""
     roots = (run.process, *run.helpers)
-    found = sum(_rss_bytes(pid) for root in roots if root for pid in _descendants(root.pid))
+    found = sum(rss_bytes(pid) for root in roots if root for pid in _descendants(root.pid))
     return round(found / 2**20, 1)
 
 

@@ -96,7 +96,7 @@ def run(count: int, others: int, profile: str | None) -> dict[str, Any]:
         if topic == matcher.fires_topic
     ]
     commands, dispatching, dispatched_out = 0, 0.0, Turn()
-    grown_from = _rss_bytes()
+    grown_from = event_path.rss_bytes(os.getpid())
     for at in range(0, len(fires), 500):
         # A turn's records go once it is sent, as in the loop; what the state keeps stays.
         dispatched_out = Turn()
@@ -105,7 +105,7 @@ def run(count: int, others: int, profile: str | None) -> dict[str, Any]:
         dispatching += time.perf_counter() - began
         commands += sum(1 for topic, _ in dispatched_out.records if topic == dispatcher.runs_topic)
     del dispatched_out
-    grown = _rss_bytes() - grown_from
+    grown = event_path.rss_bytes(os.getpid()) - grown_from
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile)
@@ -120,10 +120,6 @@ def run(count: int, others: int, profile: str | None) -> dict[str, Any]:
         # process grew: no runtime finishes runs here, so it keeps every one.
         "dispatcher_kb_per_fire": round(grown / max(1, len(fires)) / 1024, 2),
     }
-
-
-def _rss_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def main() -> int:

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Producer
-from event_path import BOOTSTRAP, ERROR_HANDLER, ROOT, TRIGGERS, Run, percentiles
+from event_path import BOOTSTRAP, ERROR_HANDLER, ROOT, TRIGGERS, Run, percentiles, rss_bytes
 
 from processor import topics
 from processor.definitions.loader import load_paths
@@ -59,13 +59,6 @@ def _window_trigger_yaml() -> str:
     # Every firing a command: no runtime finishes runs here, and the default overlap
     # (one at a time, skip the rest) would drop the check's second fire.
     return text + "  overlap: allow_all\n"
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def _du(path: Path) -> int:
@@ -152,7 +145,7 @@ def window_state(keys: int) -> dict[str, Any]:
                 "keys": count,
                 "seed_seconds": round(seed_seconds, 1),
                 "start_to_ready_seconds": round(ready, 2),
-                "rss_bytes": _rss_bytes(run.process.pid),
+                "rss_bytes": rss_bytes(run.process.pid),
                 "rocksdb_bytes": _du(run.workdir / "data"),
             }
             print(f"window state {name}: {rows[name]}", flush=True)
@@ -167,7 +160,7 @@ def window_state(keys: int) -> dict[str, Any]:
                 rows["restarted"] = {
                     "keys": count,
                     "start_to_ready_seconds": round(ready, 2),
-                    "rss_bytes": _rss_bytes(run.process.pid),
+                    "rss_bytes": rss_bytes(run.process.pid),
                     "rocksdb_bytes": _du(run.workdir / "data"),
                 }
                 print(f"window state restarted: {rows['restarted']}", flush=True)
