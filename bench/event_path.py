@@ -487,14 +487,7 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
         first = time.time()
         cpu_before = cpu_now(run)
         run.process.send_signal(signal.SIGCONT)
-    profiler = None
-    if os.environ.get("BENCH_PROFILE"):  # a py-spy profile of the backlog phase (options:
-        # BENCH_PROFILE_ARGS, default --gil: only samples holding the GIL)
-        profiler = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(run.process.pid), "--duration", "20",
-             "--format", "raw", "--output", os.environ["BENCH_PROFILE"], "--nonblocking",
-             *os.environ.get("BENCH_PROFILE_ARGS", "--gil").split()],
-        )  # fmt: skip
+    profiler = py_spy(run, "BENCH_PROFILE", 20)
     expected = expected_fires(backlog)
     done = run.arrivals(expected, 600)
     cpu_used = cpu_cores(cpu_before, cpu_now(run))
@@ -541,6 +534,23 @@ def measure(run: Run, seed: int) -> dict[str, Any]:
     return found
 
 
+def py_spy(run: Run, variable: str, seconds: int) -> subprocess.Popen[bytes] | None:
+    """py-spy recording the contender for `seconds` into the file the environment variable
+    names (raw format, for flamegraph.pl), if it names one: BENCH_PROFILE for the backlog
+    phase (which lasts 2-3 s unless --backlog makes it longer), BENCH_PROFILE_HALF for the
+    half-rate phase. Its options: BENCH_PROFILE_ARGS, by default --gil (only samples
+    holding the GIL); add --subprocesses for the worker's dispatcher process."""
+    out = os.environ.get(variable)
+    if not out:
+        return None
+    assert run.process is not None
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(run.process.pid), "--duration", str(seconds),
+         "--format", "raw", "--output", out, "--nonblocking",
+         *os.environ.get("BENCH_PROFILE_ARGS", "--gil").split()],
+    )  # fmt: skip
+
+
 def loaded_latency(run: Run, share: float, maximum: float, seed: int) -> dict[str, Any]:
     """Latency under load: events at `share` of the rate just measured, for 10 s; where
     the time goes (`stages`) and who used the machine's cores meanwhile."""
@@ -548,8 +558,11 @@ def loaded_latency(run: Run, share: float, maximum: float, seed: int) -> dict[st
     loaded = events(int(rate * LATENCY_SECONDS), seed)
     fires = run.fires_from_now()
     cpu_before = cpu_now(run)
+    spy = py_spy(run, "BENCH_PROFILE_HALF", LATENCY_SECONDS - 2) if share == 0.5 else None
     sent = run.produce(loaded, rate)
     cpu_used = cpu_cores(cpu_before, cpu_now(run))
+    if spy is not None:
+        spy.wait(60)
     commands = run.collect(expected_fires(loaded), 120)
     under_load = [(at - sent[cid]) * 1000 for at, c in commands if (cid := crossing_id(c)) in sent]
     fired = run.fire_times(fires, len(commands))

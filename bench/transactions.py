@@ -14,13 +14,20 @@ values of that retry are tried in alternating rounds, and `--spaced` adds rounds
 wait 20 ms between transactions, so the last one's markers are written before the next
 begins (no CONCURRENT_TRANSACTIONS to retry).
 
+With `--busy MS...`, more rounds run the same transactions while another thread of the
+process runs Python in bursts of MS ms, letting go of the GIL for a moment between
+them, as a loop handles a batch and then polls while its commit runs on a helper
+thread (processor/kafka/transactional.py). confluent-kafka takes the GIL for every
+record's delivery report, which the commit's flush serves: a commit then also waits for
+the other thread's bursts (results in transactions_busy.json).
+
 Then the machine: a process that only reads the clock, alone and with a second one for
 the other core, the broker idle; every gap over 2 ms between two readings is time it
 could have run and did not (the kernel's or the host's doing: it holds no lock and
 allocates nothing). A pause like these lands whole on any step of the event path.
 
     .venv/bin/python bench/transactions.py [--transactions 400] [--rounds 3]
-                                           [--backoff 10 1] [--spaced]
+                                           [--backoff 10 1] [--spaced] [--busy 1 5]
 """
 
 from __future__ import annotations
@@ -30,8 +37,11 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +126,32 @@ def run_transactions(
     }
 
 
+@contextmanager
+def busy_thread(burst_ms: float) -> Iterator[None]:
+    """Another thread runs Python in bursts of `burst_ms` (none if 0), with a 50 µs sleep
+    (the GIL let go) between them, for as long as the block runs."""
+    if not burst_ms:
+        yield
+        return
+    done = threading.Event()
+
+    def work() -> None:
+        total = 0
+        while not done.is_set():
+            until = time.perf_counter() + burst_ms / 1000
+            while time.perf_counter() < until:
+                total += sum(range(100))
+            time.sleep(0.00005)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _spin(seconds: float, threshold_ms: float, out: Any) -> None:
     """Read the clock for `seconds`; put the gaps over `threshold_ms` (ms) on `out`."""
     gaps = []
@@ -165,30 +201,40 @@ def main() -> int:
         help="retry.backoff.ms values to try (default: the loops' own)",
     )
     parser.add_argument("--spaced", action="store_true", help="also 20 ms between transactions")
+    parser.add_argument(
+        "--busy",
+        type=float,
+        nargs="+",
+        default=[],
+        help="also with a thread of the process busy in bursts of these many ms",
+    )
     args = parser.parse_args()
     settings = Settings(kafka_bootstrap=BOOTSTRAP)
     own = int(transactional_config("x")["retry.backoff.ms"])
     backoffs = args.backoff or [own]
     topics = Topics(args.partitions or settings.topic_partitions)
     consumer = new_consumer(settings, f"{topics.name}-group")
-    variants = [(backoff, False) for backoff in backoffs]
+    variants = [(backoff, False, 0.0) for backoff in backoffs]
     if args.spaced:
-        variants += [(backoff, True) for backoff in backoffs]
+        variants += [(backoff, True, 0.0) for backoff in backoffs]
+    variants += [(backoff, False, burst) for burst in args.busy for backoff in backoffs]
     rounds: dict[str, list[dict[str, Any]]] = {}
     try:
         for round_ in range(args.rounds):
-            for backoff, spaced in variants:
+            for backoff, spaced, burst in variants:
                 name = f"backoff_{backoff}ms" + ("_spaced" if spaced else "")
-                found = run_transactions(
-                    settings,
-                    topics,
-                    consumer,
-                    backoff,
-                    args.transactions,
-                    args.records,
-                    args.bytes,
-                    spaced,
-                )
+                name += f"_busy_{burst:g}ms" if burst else ""
+                with busy_thread(burst):
+                    found = run_transactions(
+                        settings,
+                        topics,
+                        consumer,
+                        backoff,
+                        args.transactions,
+                        args.records,
+                        args.bytes,
+                        spaced,
+                    )
                 rounds.setdefault(name, []).append(found)
                 print(f"{name} (round {round_ + 1}): {json.dumps(found)}", flush=True)
     finally:
@@ -201,6 +247,7 @@ def main() -> int:
         "machine": os.uname().nodename,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "records_per_transaction": args.records,
+        "busy_burst_ms": args.busy,
         "bytes_per_record": args.bytes,
         "partitions": args.partitions or settings.topic_partitions,
         "loops_retry_backoff_ms": own,
@@ -208,7 +255,7 @@ def main() -> int:
         "rounds": rounds,
         "stalls": machine,
     }
-    out = ROOT / "bench" / "results" / "transactions.json"
+    out = ROOT / "bench" / "results" / f"transactions{'_busy' if args.busy else ''}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
