@@ -113,22 +113,63 @@ def transactional_config(transactional_id: str) -> dict[str, Any]:
     }
 
 
+_UNASSIGNED = -1
+"""librdkafka's partition for "let the partitioner choose", `produce`'s own default."""
+
+_FIELDS = ("value", "key", "partition", "on_delivery")
+"""`Producer.produce`'s arguments after the topic, in its order."""
+
+
 class Turn:
     """What one turn produces, held until its transaction begins (the last turn's
-    commit may still be running when the turn is handled): `produce` as a Producer's."""
+    commit may still be running when the turn is handled): `produce` as a Producer's.
 
-    __slots__ = ("records",)
+    Each record is kept as the positional arguments of `Producer.produce`: handing it
+    over that way costs 1.6 µs a record against 2.2 µs for keywords captured in a dict
+    and spread again (timeit, 1.8 KB values), and a fire makes four records."""
+
+    __slots__ = ("_sends",)
 
     def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any]]] = []
+        self._sends: list[tuple[Any, ...]] = []
 
-    def produce(self, topic: str, **record: Any) -> None:
-        self.records.append((topic, record))
+    def __len__(self) -> int:
+        return len(self._sends)
+
+    def produce(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int = _UNASSIGNED,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        if on_delivery is None:
+            self._sends.append((topic, value, key, partition))
+        else:
+            self._sends.append((topic, value, key, partition, on_delivery))
 
     def send(self, producer: Producer) -> None:
         produce = producer.produce
-        for topic, record in self.records:
-            produce(topic, **record)
+        for arguments in self._sends:
+            produce(*arguments)
+
+    @property
+    def records(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each record as its topic and the keywords given for it (the partition only
+        when one was), in order: for reading what a turn holds, not for the hot path."""
+        return [
+            (
+                topic,
+                {
+                    name: given
+                    for name, given in zip(_FIELDS, rest, strict=False)
+                    if name != "partition" or given != _UNASSIGNED
+                },
+            )
+            for topic, *rest in self._sends
+        ]
 
 
 class TransactionalLoop:
@@ -276,7 +317,7 @@ class TransactionalLoop:
                 # The last turn's commit ran while this one was handled; it must end
                 # before this one's transaction begins.
                 stuck = self._settled()
-                if stuck is None and (turn.records or offsets):
+                if stuck is None and (len(turn) or offsets):
                     failed = self._begin_commit(turn, offsets, consumer)
                     stuck = None if failed is None else self._abandon(failed)
             elif stuck is None:
