@@ -115,16 +115,12 @@ def from_json_keeping(model: type[M], data: bytes, field: str) -> tuple[M, bytes
     checks the whole document's syntax while it splits it; whatever it cannot split
     alike (malformed JSON, a field the model does not have, a `field` that is not an
     object) goes to `from_json`, which parses `field` too (None then) and words the error."""
-    decoder = _splitter(model, field)
+    decoder, names = _splitter(model, field)
     try:
         parts = decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return from_json(model, data), None
-    values = {
-        name: value
-        for name in model.model_fields
-        if (value := getattr(parts, name)) is not msgspec.UNSET
-    }
+    values = {name: value for name in names if (value := getattr(parts, name)) is not msgspec.UNSET}
     kept = values.pop(field, None)
     if kept is None:
         return model.model_validate(values), None
@@ -135,10 +131,11 @@ def from_json_keeping(model: type[M], data: bytes, field: str) -> tuple[M, bytes
 
 
 @cache
-def _splitter(model: type[BaseModel], field: str) -> Any:
+def _splitter(model: type[BaseModel], field: str) -> tuple[Any, tuple[str, ...]]:
     """A decoder of `model`'s JSON into its top-level fields (any value; unknown names
     refused) with `field` kept raw: the model's own fields, so no second schema (by
-    name: a model whose fields have aliases is not for this)."""
+    name: a model whose fields have aliases is not for this). With the fields' names:
+    `model.model_fields` goes through a descriptor each time (0.6 µs of a fire's 7.5)."""
     if any(info.alias or info.validation_alias for info in model.model_fields.values()):
         raise TypeError(f"{model.__name__} has field aliases")
     struct_type = msgspec.defstruct(
@@ -149,7 +146,7 @@ def _splitter(model: type[BaseModel], field: str) -> Any:
         ],
         forbid_unknown_fields=True,
     )
-    return msgspec.json.Decoder(struct_type)
+    return msgspec.json.Decoder(struct_type), tuple(model.model_fields)
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
