@@ -142,6 +142,14 @@ class Settings(BaseSettings):
     worker_health_interval_seconds: float = Field(
         10.0, gt=0, description="How often a worker reads its consumer groups' lag."
     )
+    worker_stop_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long `triggers worker` may take to stop once asked (SIGTERM, "
+        "Ctrl-C) before it exits anyway: with the broker gone, Faust's own stop waits "
+        "for its producer without end. What it had not committed is done again by the "
+        "next owner, as after a SIGKILL.",
+    )
     metrics_trigger_label_limit: int = Field(
         100,
         ge=0,

@@ -18,6 +18,7 @@ import asyncio
 import fcntl
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -278,14 +279,54 @@ def run_worker(settings: Settings) -> None:
         if child is not None:
             child.start()  # from the main thread, which its death signal follows
             services.append(ChildService(child))
-        worker = faust.Worker(
+        worker = Worker(
             app,
             *services,
+            stop_timeout=settings.worker_stop_timeout_seconds,
             loglevel=settings.log_level.lower().replace("warning", "warn"),
             logging_config=faust_logging_config(settings.log_level, "worker", settings.log_format),
             quiet=True,
         )
         worker.execute_from_commandline()
+
+
+class Worker(faust.Worker):
+    """Faust's worker (the name kept: its log says `[^Worker]: Ready`), which exits
+    anyway if it has not stopped `stop_timeout` seconds after the signal asking it to:
+    Faust's stop flushes its producer with no deadline, so with the broker gone it never
+    ended. Exactly-once does not rest on a clean stop (a SIGKILLed worker loses and
+    doubles nothing: docs/reliability.md), and the dispatcher's child dies with it."""
+
+    def __init__(self, *services: Any, stop_timeout: float, **kwargs: Any) -> None:
+        self._stop_timeout = stop_timeout
+        self._deadline: threading.Timer | None = None
+        super().__init__(*services, **kwargs)
+
+    def _on_sigint(self) -> None:  # Faust's own subclass hooks the same two
+        self._start_deadline()
+        super()._on_sigint()
+
+    def _on_sigterm(self) -> None:
+        self._start_deadline()
+        super()._on_sigterm()
+
+    def _start_deadline(self) -> None:
+        if self._deadline is None:
+            self._deadline = threading.Timer(
+                self._stop_timeout, _exit_unstopped, (self._stop_timeout,)
+            )
+            self._deadline.daemon = True
+            self._deadline.start()
+
+
+def _exit_unstopped(seconds: float) -> None:
+    log.error(
+        "the worker had not stopped %.0f s after it was asked to (is the broker reachable?);"
+        " exiting now (TRIGGERS_WORKER_STOP_TIMEOUT_SECONDS)",
+        seconds,
+    )
+    logging.shutdown()
+    os._exit(1)
 
 
 def run_dispatcher(settings: Settings, ready_file: Path | None = None) -> None:

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import io
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -374,3 +375,26 @@ def test_workers_and_gateway_ride_out_a_broker_restart(
         "before",
     ]
     assert worker.poll() is None, "the worker recovered by itself, without a restart"
+
+
+def test_a_worker_asked_to_stop_with_the_broker_gone_exits_by_its_deadline(
+    pipeline: Pipeline, our_broker: str
+) -> None:
+    """Faust's own stop flushes its producer with no deadline: a worker SIGTERMed (or
+    Ctrl-C'd under `make run`) after the broker went away waited for ever. It now exits
+    once TRIGGERS_WORKER_STOP_TIMEOUT_SECONDS have passed, and says why."""
+    worker = pipeline.start(
+        "worker", name="worker", extra_env={"TRIGGERS_WORKER_STOP_TIMEOUT_SECONDS": "5"}
+    )
+    pipeline.wait_ready("worker", "event-matcher started")
+    subprocess.run([str(KAFKA_SH), "down"], check=True, timeout=120)
+    try:
+        asked = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(60)
+        waited = time.monotonic() - asked
+    finally:
+        subprocess.run([str(KAFKA_SH), "up"], check=True, timeout=300)
+    assert code == 1, pipeline.log("worker")[-3000:]
+    assert 4 < waited < 30
+    assert "had not stopped 5 s after it was asked to" in pipeline.log("worker")
