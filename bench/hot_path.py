@@ -11,7 +11,14 @@ measures the whole path on the broker. Also what the dispatcher's state grows by
 execution (`dispatcher_kb_per_fire`, from the first run: later ones reuse what it freed).
 
     .venv/bin/python bench/hot_path.py [--events 100000] [--profile out.prof] [--mix sparse]
-                                       [--repeat N] [--high-share 0..1]
+                                       [--repeat N] [--high-share 0..1] [--chunk N]
+                                       [--pause-ms MS]
+
+`--chunk N` hands the matcher each turn of 2,000 events N at a time, as a loop below full
+load does (it takes in what has come, a poll at a time, while the last commit runs): what
+each `handle` call costs beyond its events. `--pause-ms` sleeps that long (untimed) after
+each of those calls, as the loop waits for the next records below full load: what the
+same work costs run in short bursts.
 """
 
 from __future__ import annotations
@@ -76,7 +83,9 @@ def messages(topic: str, count: int, seed: int) -> list[Message]:
     ]
 
 
-def run(count: int, others: int, profile: str | None) -> dict[str, Any]:
+def run(
+    count: int, others: int, profile: str | None, chunk: int = BATCH, pause: float = 0.0
+) -> dict[str, Any]:
     settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="hot.", app_id="hot")
     matcher = EventMatcher(settings, registry(others), threading.Event())
     matcher.matches_partitions = 1
@@ -93,8 +102,13 @@ def run(count: int, others: int, profile: str | None) -> dict[str, Any]:
     matching = 0.0
     for at in range(0, len(inputs), BATCH):
         out = Turn()  # what the loops hand to `handle`: records kept until a transaction
+        for part in range(at, min(at + BATCH, len(inputs)), chunk):
+            began = time.perf_counter()
+            matcher.handle(inputs[part : min(part + chunk, at + BATCH)], out)
+            matching += time.perf_counter() - began
+            if pause:
+                time.sleep(pause)
         began = time.perf_counter()
-        matcher.handle(inputs[at : at + BATCH], out)
         matcher.checkpoint(out)  # a turn per batch, as in a backlog
         out.send(sink)
         matching += time.perf_counter() - began
@@ -150,6 +164,20 @@ def main() -> int:
     )
     parser.add_argument("--profile", help="write a cProfile of both loops here")
     parser.add_argument(
+        "--chunk",
+        type=int,
+        default=BATCH,
+        help=f"events per matcher `handle` call within each turn of {BATCH} (results are "
+        "then not saved)",
+    )
+    parser.add_argument(
+        "--pause-ms",
+        type=float,
+        default=0.0,
+        help="sleep this long (untimed) after each matcher `handle` call (results are then "
+        "not saved)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -160,7 +188,12 @@ def main() -> int:
     collect_less_often()  # as the worker and the dispatcher process do
     event_path.MIX = args.mix
     mixed, event_path.HIGH_SHARE = event_path.HIGH_SHARE, args.high_share
-    runs = [run(args.events, args.others, args.profile) for _ in range(args.repeat)]
+    if not 1 <= args.chunk <= BATCH:
+        parser.error(f"--chunk must be between 1 and {BATCH}")
+    pause = args.pause_ms / 1000
+    runs = [
+        run(args.events, args.others, args.profile, args.chunk, pause) for _ in range(args.repeat)
+    ]
     found = {key: min(r[key] for r in runs) for key in runs[0]}
     # Later runs reuse what the first one's state freed: its growth is the one to read.
     found["dispatcher_kb_per_fire"] = runs[0]["dispatcher_kb_per_fire"]
@@ -168,8 +201,13 @@ def main() -> int:
         found["repeats"] = args.repeat
     if args.high_share != mixed:
         found["high_share"] = args.high_share
+    if args.chunk != BATCH:
+        found["chunk"] = args.chunk
+    if pause:
+        found["pause_ms"] = args.pause_ms
     print(json.dumps(found))
-    if args.high_share == mixed and not args.profile:
+    as_is = args.chunk == BATCH and not pause
+    if args.high_share == mixed and not args.profile and as_is:
         out = (
             ROOT / "bench" / "results" / f"hot_path{'' if args.mix == 'errors' else '_sparse'}.json"
         )
