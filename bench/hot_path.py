@@ -102,9 +102,10 @@ def run(
     matching = 0.0
     for at in range(0, len(inputs), BATCH):
         out = Turn()  # what the loops hand to `handle`: records kept until a transaction
-        for part in range(at, min(at + BATCH, len(inputs)), chunk):
+        turn = inputs[at : at + BATCH]
+        for part in range(0, len(turn), chunk):
             began = time.perf_counter()
-            matcher.handle(inputs[part : min(part + chunk, at + BATCH)], out)
+            matcher.handle(turn[part : part + chunk], out)
             matching += time.perf_counter() - began
             if pause:
                 time.sleep(pause)
@@ -190,6 +191,8 @@ def main() -> int:
     mixed, event_path.HIGH_SHARE = event_path.HIGH_SHARE, args.high_share
     if not 1 <= args.chunk <= BATCH:
         parser.error(f"--chunk must be between 1 and {BATCH}")
+    if args.pause_ms < 0:
+        parser.error("--pause-ms must be 0 or more")
     pause = args.pause_ms / 1000
     runs = [
         run(args.events, args.others, args.profile, args.chunk, pause) for _ in range(args.repeat)
