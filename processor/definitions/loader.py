@@ -71,6 +71,7 @@ def _hint(error: Any, loc: tuple[Any, ...]) -> str:
     for field in model.model_fields.values():
         alias = field.validation_alias
         names.extend(str(c) for c in getattr(alias, "choices", ()))
+    names = list(dict.fromkeys(names))  # a field whose alias is also its own name once
     close = difflib.get_close_matches(str(loc[-1]), names, n=1)
     return f"; did you mean `{close[0]}`?" if close else f"; known fields: {', '.join(names)}"
 

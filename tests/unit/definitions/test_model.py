@@ -82,6 +82,18 @@ def test_unknown_keys_name_the_line_and_suggest_the_right_one(tmp_path: Path) ->
     ]
 
 
+def test_an_unknown_key_with_no_close_match_lists_each_known_field_once(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        "trigger:\n  name: x\n  type: event\n  event:\n    pattern: 'a.*'\n"
+        "  agent:\n    id: a\n    name: fraud-check\n",
+    )
+    assert problems == [
+        f"{tmp_path}/t.yaml:8: trigger.agent.name: unknown field; "
+        "known fields: id, input, input_mapping, input_template"
+    ]
+
+
 @pytest.mark.parametrize(
     ("schedule", "expected"),
     [
