@@ -96,6 +96,22 @@ def test_cooldown_holds_fires_after_one() -> None:
     assert outcomes[-1] is Outcome.FIRED
 
 
+def test_with_a_cooldown_the_fires_follow_the_arrival_order_as_the_readme_says() -> None:
+    minute = 60.0
+    in_time = [(m * minute, f"m{m}") for m in (0, 1, 2, 3, 4, 5, 8)]
+    three_to_five_first = in_time[3:6] + in_time[:3] + in_time[6:]
+    condition: dict[str, object] = {"count_threshold": 3, "window": "10m", "cooldown": "5m"}
+    fired_in_time = feed(in_time, **condition)
+    fired_out_of_order = feed(three_to_five_first, **condition)
+    assert [t for (t, _), o in zip(in_time, fired_in_time, strict=True) if o is Outcome.FIRED] == [
+        2 * minute,
+        8 * minute,
+    ]
+    assert fired_out_of_order.count(Outcome.FIRED) == 1
+    assert fired_out_of_order[2] is Outcome.FIRED  # minute 5: minutes 0-2 and 8 held
+    assert fired_out_of_order.count(Outcome.COOLDOWN) == 2  # minutes 2 and 8
+
+
 def test_aggregate_over_the_window() -> None:
     state, t = WindowState(), threshold(aggregate="sum(amount) >= 100")
     assert observe(state, t, 1.0, "a", 60.0).outcome is Outcome.COUNTED
