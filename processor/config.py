@@ -142,6 +142,15 @@ class Settings(BaseSettings):
     worker_health_interval_seconds: float = Field(
         10.0, gt=0, description="How often a worker reads its consumer groups' lag."
     )
+    state_idle_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How long the state of a stateful trigger's key (a `group_by` value's "
+        "window, a sequence's or a debounce's key) is kept once no event reaches it, on the "
+        "worker's clock; longer for triggers that look further back (twice the window plus "
+        "the cooldown, twice a sequence's `within`). Its record is then deleted, so ever new "
+        "`group_by` values do not grow the state without end. 0: kept for ever.",
+    )
     worker_stop_timeout_seconds: float = Field(
         30.0,
         gt=0,

@@ -81,6 +81,16 @@ OVERSIZED_STATES = Counter(
     "triggers_window_state_oversized_total",
     "Window states that outgrew the record limit and started afresh (each dead-lettered).",
 )
+STATE_KEYS = Gauge(
+    "triggers_state_keys",
+    "Keys (trigger and group) whose window or pattern state this worker holds.",
+    multiprocess_mode="livesum",
+)
+STATE_KEYS_FORGOTTEN = Counter(
+    "triggers_state_keys_forgotten_total",
+    "Keys whose state was deleted after TRIGGERS_STATE_IDLE_SECONDS (or their trigger's "
+    "longer span) with no event.",
+)
 FIRES = Counter("triggers_fires_total", "Fires written to trigger-fires.", ["cause"])
 DEAD_LETTERS = Counter(
     "triggers_dead_letters_total", "Records sent to trigger-dead-letters.", ["component"]

@@ -60,6 +60,29 @@ def state_for(trigger: TriggerDocument, state: KeyState | None) -> KeyState:
     return state if type(state) is kind else kind()
 
 
+def kept_for(registry: Registry, trigger_id: str, floor: float) -> float:
+    """How long a key of this trigger is kept once no event reaches it: `floor`
+    (TRIGGERS_STATE_IDLE_SECONDS), or longer when the trigger looks further back: twice
+    its window plus its cooldown, twice a sequence's `within`, a debounce's `quiet` plus
+    its `max_wait`. After that long an event of the key, if its time is near the
+    worker's clock, would decide alike with the state or without it."""
+    trigger = registry.get(trigger_id)
+    if trigger is None or trigger.event is None:
+        return floor
+    event = trigger.event
+    span = 0.0
+    threshold = registry.condition(trigger_id).threshold
+    if threshold is not None:
+        span = 2 * threshold.window_seconds + threshold.cooldown_seconds
+    for follow_up in (event.followed_by, event.not_followed_by):
+        if follow_up is not None:
+            span = max(span, 2 * follow_up.within.seconds)
+    if event.debounce is not None:
+        quiet, max_wait = _debounce_times(trigger)
+        span = max(span, quiet + (max_wait or 0.0))
+    return max(floor, span)
+
+
 def _pattern_fire(
     trigger: TriggerDocument,
     kind: str,

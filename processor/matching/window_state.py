@@ -11,6 +11,8 @@ their keys and their encoding are state.py's.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,11 +20,34 @@ from processor.definitions.registry import Registry
 from processor.matching.events import Matched
 from processor.matching.fires import EncodedFire, encoded
 from processor.matching.state import KeyState, StateKey, decode, encode, is_window_record
-from processor.matching.stateful import Evaluation, evaluate_all, on_tick
+from processor.matching.stateful import Evaluation, evaluate_all, kept_for, on_tick
 from processor.messages import Fire
 
 MAX_STATE_BYTES = 512 * 1024
 """A key's state record must stay well under the broker's 1 MiB record limit."""
+FORGET_BUDGET = 1_000
+"""Most keys a partition has looked at per `forget_idle` (once a second): a million keys
+of six partitions that went idle together are forgotten in three minutes, each second
+costing the matcher about 1.5 µs a key (and as much again for its tombstone)."""
+
+
+@dataclass
+class IdleKeys:
+    """When each key of one partition was last reached by an event, oldest first, so
+    that forgetting the idle ones costs what it forgets, not what it keeps. A key its
+    trigger keeps longer than the floor waits in `later`, a heap by when it may go."""
+
+    last: dict[StateKey, float] = field(default_factory=dict)
+    later: list[tuple[float, float, StateKey]] = field(default_factory=list)
+    """(may go at, last reached, key); an entry is current while `waiting` has it."""
+    waiting: dict[StateKey, float] = field(default_factory=dict)
+    """Key -> last reached, for the keys in `later` (not in `last`)."""
+
+    def reached(self, key: StateKey, now: float) -> None:
+        last = self.last
+        if last.pop(key, None) is None and self.waiting:
+            self.waiting.pop(key, None)
+        last[key] = now
 
 
 @dataclass
@@ -43,6 +68,10 @@ class WindowPartitions:
     dirty: dict[int, set[StateKey]] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
     """Window outcomes since the last `take_outcomes` (counted, fired, duplicate, ...)."""
+    idle: dict[int, IdleKeys] = field(default_factory=dict)
+    """Per partition, when each key was last reached (what `forget_idle` reads)."""
+    forgotten: dict[int, set[StateKey]] = field(default_factory=dict)
+    """Keys forgotten since the last `changelog`: their records become tombstones."""
 
     def load(self, partition: int, record_key: bytes, value: bytes | None) -> None:
         """Apply one changelog record (restore)."""
@@ -68,12 +97,20 @@ class WindowPartitions:
         """The key's state (a restored record is read here, once)."""
         return _read(self.states.get(partition, {}), key)
 
+    def restored(self, partitions: list[int], now: float) -> None:
+        """The keys just restored for these partitions count as reached `now`: a new
+        owner gives each a whole idle time, whatever its last owner saw."""
+        for partition in partitions:
+            self.idle[partition] = IdleKeys(dict.fromkeys(self.states.get(partition, {}), now))
+
     def drop(self, partitions: list[int] | None) -> None:
         """Forget partitions this worker no longer owns (None: all)."""
         for partition in list(self.states) if partitions is None else partitions:
             self.states.pop(partition, None)
             self.deadlines.pop(partition, None)
             self.dirty.pop(partition, None)
+            self.idle.pop(partition, None)
+            self.forgotten.pop(partition, None)
 
     def observe(
         self,
@@ -117,6 +154,10 @@ class WindowPartitions:
             return Evaluation(None)
         states[key] = evaluation.state
         self._deadline(partition, key, evaluation.deadline)
+        idle = self.idle.get(partition)
+        if idle is None:
+            idle = self.idle[partition] = IdleKeys()
+        idle.reached(key, now)
         return evaluation
 
     def expire(self, registry: Registry, now: float) -> list[Fire]:
@@ -136,12 +177,92 @@ class WindowPartitions:
                 fires += evaluation.fires
         return fires
 
+    def forget_idle(
+        self, registry: Registry, now: float, floor: float, budget: int = FORGET_BUDGET
+    ) -> int:
+        """Forget the keys no event has reached for as long as their trigger keeps them
+        (`kept_for`: at least `floor` seconds of the worker's clock), unless a deadline
+        (absence, debounce) is still to come; the next `changelog` writes their
+        tombstones. Without it, a `group_by` over ever new values (a user id, a request
+        id) would grow the state without end. How many were forgotten."""
+        if floor <= 0:
+            return 0
+        forgotten = 0
+        cutoff = now - floor
+
+        def idle_long_enough(item: tuple[StateKey, float]) -> bool:
+            return item[1] <= cutoff
+
+        for partition, idle in self.idle.items():
+            states = self.states.get(partition, {})
+            deadlines = self.deadlines.get(partition, {})
+            gone: list[StateKey] = []
+            last, later, waiting = idle.last, idle.later, idle.waiting
+            due = list(
+                itertools.takewhile(idle_long_enough, itertools.islice(last.items(), budget))
+            )
+            looked = len(due)
+            for key, at in due:
+                del last[key]
+                if key in states:
+                    self._forget_or_wait(registry, idle, key, at, now, floor, deadlines, gone)
+            if due and not last:
+                idle.last = {}  # not a table of deleted slots that every sweep steps over
+            while later and later[0][0] <= now and looked < budget:
+                looked += 1
+                _, at, key = heapq.heappop(later)
+                if waiting.get(key) != at:
+                    continue  # reached again since, or waiting under a later entry
+                del waiting[key]
+                if key in states:
+                    self._forget_or_wait(registry, idle, key, at, now, floor, deadlines, gone)
+            if gone:
+                dirty = self.dirty.get(partition, set())
+                for key in gone:
+                    del states[key]
+                    deadlines.pop(key, None)
+                    dirty.discard(key)
+                self.forgotten.setdefault(partition, set()).update(gone)
+                forgotten += len(gone)
+        return forgotten
+
+    @staticmethod
+    def _forget_or_wait(
+        registry: Registry,
+        idle: IdleKeys,
+        key: StateKey,
+        at: float,
+        now: float,
+        floor: float,
+        deadlines: dict[StateKey, float],
+        gone: list[StateKey],
+    ) -> None:
+        kept = kept_for(registry, key.trigger_id, floor)
+        deadline = deadlines.get(key)
+        if deadline is None:
+            if now - at >= kept:
+                gone.append(key)
+                return
+            may_go = at + kept
+        else:  # looked at again a floor after its deadline (it may set another)
+            may_go = max(at + kept, deadline + floor, now + floor)
+        heapq.heappush(idle.later, (may_go, at, key))
+        idle.waiting[key] = at
+
+    def keys(self) -> int:
+        """How many keys this worker holds state for."""
+        return sum(len(states) for states in self.states.values())
+
     def changelog(self) -> tuple[list[tuple[int, bytes, bytes | None]], list[Oversized]]:
         """The record of each key changed since the last call (partition, key, value),
         and the keys whose state had outgrown MAX_STATE_BYTES: those start afresh (their
         record is a tombstone) rather than write what the broker would refuse."""
         records: list[tuple[int, bytes, bytes | None]] = []
         oversized = []
+        for partition, forgotten in self.forgotten.items():
+            states = self.states.get(partition, {})
+            records += [(partition, k.encode(), None) for k in forgotten if k not in states]
+        self.forgotten = {}
         for partition, keys in self.dirty.items():
             states = self.states.get(partition, {})
             deadlines = self.deadlines.get(partition, {})

@@ -69,6 +69,8 @@ from processor.metrics import (
     MATCH_VERDICTS,
     MATCHES_IN_PLACE,
     OVERSIZED_STATES,
+    STATE_KEYS,
+    STATE_KEYS_FORGOTTEN,
     WINDOW_OUTCOMES,
     observe_all,
     trigger_label,
@@ -167,9 +169,16 @@ class EventMatcher(TransactionalLoop):
             self._send(observe(self.registry, partition, state_key, matches, now), producer)
 
     def periodic(self, producer: Turn) -> None:
-        """Absence and debounce fire when time passes, without an event."""
-        fires = self.windows.expire(self.registry, time.time())
+        """Absence and debounce fire when time passes, without an event; keys no event
+        has reached for their idle time are forgotten (their tombstones go with this
+        turn's checkpoint)."""
+        now = time.time()
+        fires = self.windows.expire(self.registry, now)
         self._send([encoded(fire) for fire in fires], producer)
+        forgotten = self.windows.forget_idle(self.registry, now, self.settings.state_idle_seconds)
+        if forgotten:
+            STATE_KEYS_FORGOTTEN.inc(forgotten)
+        STATE_KEYS.set(self.windows.keys())
 
     def _gather(self, message: Message, windowed: Windowed, producer: Turn) -> None:
         """A match read from `trigger-matches` joins its key's matches of the batch."""
@@ -326,6 +335,7 @@ class EventMatcher(TransactionalLoop):
                     self.windows.load(partition, key, message.value())
                     tail.append((partition, key, message.value()))
             self._save_restored([p for p in owned if p not in kept], tail, reached)
+            self.windows.restored(owned, time.time())
         log.info(
             "window state of partitions %s restored: %d keys from the local store and %d "
             "records of %s in %.1f s",

@@ -196,3 +196,78 @@ def test_a_restarted_worker_restores_window_state_from_its_own_disk(pipeline: Pi
     assert [s["id"] for s in fire["input"]["window"]["sample"]] == [
         "before0", "before1", "before2", "after0", "after1"
     ]  # fmt: skip
+
+
+IDLE_TRIGGER = """
+trigger:
+  name: Per User
+  type: event
+  event:
+    pattern: login.failed
+    condition:
+      count_threshold: 2
+      window: 1s
+      group_by: data.user
+  agent:
+    id: lockout
+"""
+
+
+def login_failed(event_id: str, user: str) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "type": "login.failed",
+            "source": "auth",
+            "time": datetime.now(UTC).isoformat(),
+            "data": {"user": user},
+        }
+    )
+
+
+def test_groups_no_event_reaches_are_forgotten_and_a_forgotten_group_starts_afresh(
+    pipeline: Pipeline,
+) -> None:
+    """A `group_by` over ever new values (here 60 users) does not keep their state for
+    ever: past TRIGGERS_STATE_IDLE_SECONDS each key's record is deleted."""
+    port = free_port()
+    definition = pipeline.workdir / "per-user.yaml"
+    definition.write_text(IDLE_TRIGGER)
+    pipeline.cli("apply", "-f", str(definition))
+    trigger_id = pipeline.cli("get", "Per User", "-o", "id").stdout.strip()
+    pipeline.start(
+        "worker",
+        name="worker",
+        extra_env={"TRIGGERS_WORKER_METRICS_PORT": str(port), "TRIGGERS_STATE_IDLE_SECONDS": "3"},
+    )
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    users = [f"user-{i}" for i in range(60)]
+    produce(pipeline, [(u.encode(), login_failed(f"{u}-a", u)) for u in users])
+
+    def metric(name: str) -> float | None:
+        for line in get(f"http://127.0.0.1:{port}/metrics")[1].splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return None
+
+    deadline = time.monotonic() + 60
+    while metric("triggers_state_keys") != 60:
+        assert time.monotonic() < deadline, pipeline.log("worker")[-3000:]
+        time.sleep(0.2)
+    while metric("triggers_state_keys_forgotten_total") != 60:
+        assert time.monotonic() < deadline, pipeline.log("worker")[-3000:]
+        time.sleep(0.2)
+    assert metric("triggers_state_keys") == 0
+    state_topic = pipeline.topic(topics.WINDOW_STATE)
+    written = {}
+    for message in read_to_end(pipeline.settings, state_topic):
+        written[message.key()] = message.value()
+    assert {k for k, v in written.items() if v is None} == {
+        f"{trigger_id}\x1f{u}".encode() for u in users
+    }  # every key written, then deleted; compaction will drop them for good
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        produce(pipeline, [(b"user-7", login_failed(f"user-7-{n}", "user-7")) for n in "bc"])
+        [fire] = fires(lambda seen: len(seen) >= 1, timeout=60)
+        assert settle(fires, 3) == [fire]
+    assert [s["id"] for s in fire["input"]["window"]["sample"]] == ["user-7-b", "user-7-c"]

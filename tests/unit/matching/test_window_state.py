@@ -235,3 +235,94 @@ def test_a_window_fire_made_as_json_is_the_fire_the_models_make(
         object.__setattr__(fire, "__dict__", {**fire.__dict__, "fired_at": at})
     assert made == [encoded(fire) for fire in models]
     assert [Fire.model_validate_json(one.value) for one in made] == models
+
+
+LONG = {
+    "name": "Slow Burn",
+    "type": "event",
+    "event": {
+        "pattern": "error.*",
+        "condition": {"count_threshold": 3, "window": "1h", "group_by": "data.host"},
+    },
+    "agent": {"id": "a"},
+}
+
+
+def test_a_key_no_event_reached_for_the_idle_time_is_forgotten_with_a_tombstone() -> None:
+    registry, [handler] = registry_with(HANDLER)
+    windows = WindowPartitions()
+    windows.observe(registry, 0, match(handler, 0, group="old"), 1000.0)
+    windows.observe(registry, 0, match(handler, 0, group="fresh"), 1000.0)
+    windows.changelog()
+    windows.observe(registry, 0, match(handler, 1, group="fresh"), 3000.0)  # reached again
+    assert windows.forget_idle(registry, 4599.0, floor=3600.0) == 0
+    assert windows.forget_idle(registry, 4600.0, floor=3600.0) == 1
+    assert set(windows.states[0]) == {StateKey(handler, "fresh")}
+    records, _ = windows.changelog()
+    assert (0, StateKey(handler, "old").encode(), None) in records
+    assert windows.keys() == 1
+    # The forgotten group starts afresh: its old event no longer counts.
+    windows.observe(registry, 0, match(handler, 1, group="old"), 4700.0)
+    assert windows.observe(registry, 0, match(handler, 2, group="old"), 4700.0) == []
+    assert windows.forget_idle(registry, 1e9, floor=0) == 0  # 0: kept for ever
+
+
+def test_a_trigger_that_looks_further_back_keeps_its_keys_longer() -> None:
+    registry, [slow, handler] = registry_with(LONG, HANDLER)
+    windows = WindowPartitions()
+    windows.observe(registry, 3, match(slow, 0, group="h1"), 0.0)
+    windows.observe(registry, 3, match(handler, 0, group="h1"), 10.0)
+    # Past the floor (60 s) each key is kept twice its window: 10 min, and 2 h.
+    assert windows.forget_idle(registry, 609.0, floor=60.0) == 0
+    assert windows.forget_idle(registry, 610.0, floor=60.0) == 1
+    assert set(windows.states[3]) == {StateKey(slow, "h1")}
+    assert windows.forget_idle(registry, 7199.0, floor=60.0) == 0
+    assert windows.forget_idle(registry, 7200.0, floor=60.0) == 1
+    assert windows.states[3] == {}
+
+
+def test_a_key_reached_while_it_waited_is_kept_from_its_new_time() -> None:
+    registry, [slow] = registry_with(LONG)
+    windows = WindowPartitions()
+    windows.observe(registry, 0, match(slow, 0, group="h"), 0.0)
+    assert windows.forget_idle(registry, 100.0, floor=60.0) == 0  # waits for 7200
+    windows.observe(registry, 0, match(slow, 1, group="h"), 5000.0)
+    assert windows.forget_idle(registry, 7200.0, floor=60.0) == 0
+    assert windows.forget_idle(registry, 12199.0, floor=60.0) == 0
+    assert windows.forget_idle(registry, 12200.0, floor=60.0) == 1
+
+
+def test_a_key_with_a_deadline_to_come_is_not_forgotten_before_it() -> None:
+    registry, [quiet] = registry_with(QUIET)
+    windows = WindowPartitions()
+    windows.observe(registry, 2, match(quiet, 0, group="k1"), 1000.0)
+    assert windows.forget_idle(registry, 1100.0, floor=5.0) == 0  # quiet: fires at 1010
+    [fire] = windows.expire(registry, 1100.0)
+    assert fire.trigger_id == quiet
+    assert windows.forget_idle(registry, 1200.0, floor=5.0) == 1
+
+
+def test_keys_of_a_deleted_trigger_are_forgotten_after_the_floor() -> None:
+    registry, [slow] = registry_with(LONG)
+    windows = WindowPartitions()
+    windows.observe(registry, 0, match(slow, 0, group="h"), 0.0)
+    registry.apply(slow, None)  # deleted (a tombstone in trigger-definitions)
+    assert windows.forget_idle(registry, 60.0, floor=60.0) == 1
+
+
+def test_restored_keys_count_as_reached_when_restored_and_few_are_looked_at_a_turn() -> None:
+    registry, [handler] = registry_with(HANDLER)
+    first = WindowPartitions()
+    for n in range(5):
+        first.observe(registry, 0, match(handler, 0, group=f"g{n}"), 0.0)
+    records, _ = first.changelog()
+    second = WindowPartitions()
+    for partition, key, value in records:
+        second.load(partition, key, value)
+    second.restored([0], 5000.0)
+    assert second.forget_idle(registry, 5000.0 + 3599, floor=3600.0) == 0
+    assert second.forget_idle(registry, 5000.0 + 3600, floor=3600.0, budget=2) == 2
+    assert second.forget_idle(registry, 5000.0 + 3600, floor=3600.0, budget=2) == 2
+    assert second.forget_idle(registry, 5000.0 + 3600, floor=3600.0, budget=2) == 1
+    assert second.keys() == 0
+    assert len(second.changelog()[0]) == 5
