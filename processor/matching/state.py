@@ -148,14 +148,15 @@ def encode(state: KeyState, deadline: float | None) -> bytes:
     )
 
 
-_WINDOW_RECORD = b'{"kind":"window",'
+WINDOW_RECORD = b'{"kind":"window",'
+"""How every window's record begins (`is_window_record`)."""
 
 
 def is_window_record(value: bytes) -> bool:
     """Whether a record (as `encode` writes it) holds a WindowState, without reading it:
     a window's deadline is always null, so a restore can keep its record as it is until
     the key is next used (most keys of a large state are not, for a while)."""
-    return value.startswith(_WINDOW_RECORD)
+    return value.startswith(WINDOW_RECORD)
 
 
 def decode(value: bytes) -> tuple[KeyState, float | None]:

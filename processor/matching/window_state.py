@@ -14,12 +14,21 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from processor.definitions.registry import Registry
 from processor.matching.events import Matched
 from processor.matching.fires import EncodedFire, encoded
-from processor.matching.state import KeyState, StateKey, decode, encode, is_window_record
+from processor.matching.state import (
+    SEPARATOR,
+    WINDOW_RECORD,
+    KeyState,
+    StateKey,
+    decode,
+    encode,
+    is_window_record,
+)
 from processor.matching.stateful import Evaluation, evaluate_all, kept_for, on_tick
 from processor.messages import Fire
 
@@ -42,6 +51,13 @@ class IdleKeys:
     """(may go at, last reached, key); an entry is current while `waiting` has it."""
     waiting: dict[StateKey, float] = field(default_factory=dict)
     """Key -> last reached, for the keys in `later` (not in `last`)."""
+    restored_at: float | None = None
+    """When the partition's keys were restored: those no event has reached since (in
+    neither `last` nor `waiting`) count as reached then."""
+    restored: list[StateKey] | None = None
+    """Those keys, listed once their idle time may have come and looked at a budget at
+    a time: nothing is made per key at the restore itself (a dict of a million keys'
+    times, made then, kept ~350 MB of the restore's freed memory resident)."""
 
     def reached(self, key: StateKey, now: float) -> None:
         last = self.last
@@ -93,6 +109,22 @@ class WindowPartitions:
         else:
             deadlines[key] = deadline
 
+    def load_all(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """`load` for each of a partition's records in their order: a restore loads a
+        million, and a window's record (most of them) is kept with its key parsed and
+        nothing else (0.6x `load`'s time)."""
+        states = self.states.setdefault(partition, {})
+        deadlines = self.deadlines.setdefault(partition, {})
+        make, separator = StateKey._make, SEPARATOR
+        for record_key, value in records:
+            if value is not None and value.startswith(WINDOW_RECORD):
+                key = make(record_key.decode().partition(separator)[::2])
+                states[key] = value
+                if deadlines:
+                    deadlines.pop(key, None)
+            else:
+                self.load(partition, record_key, value)
+
     def state(self, partition: int, key: StateKey) -> KeyState | None:
         """The key's state (a restored record is read here, once)."""
         return _read(self.states.get(partition, {}), key)
@@ -101,7 +133,7 @@ class WindowPartitions:
         """The keys just restored for these partitions count as reached `now`: a new
         owner gives each a whole idle time, whatever its last owner saw."""
         for partition in partitions:
-            self.idle[partition] = IdleKeys(dict.fromkeys(self.states.get(partition, {}), now))
+            self.idle[partition] = IdleKeys(restored_at=now)
 
     def drop(self, partitions: list[int] | None) -> None:
         """Forget partitions this worker no longer owns (None: all)."""
@@ -198,10 +230,24 @@ class WindowPartitions:
             deadlines = self.deadlines.get(partition, {})
             gone: list[StateKey] = []
             last, later, waiting = idle.last, idle.later, idle.waiting
+            looked = 0
+            if idle.restored_at is not None and idle.restored_at <= cutoff:
+                if idle.restored is None:
+                    idle.restored = list(states)
+                restored, at = idle.restored, idle.restored_at
+                while restored and looked < budget:
+                    key = restored.pop()
+                    looked += 1
+                    if key in states and key not in last and key not in waiting:
+                        self._forget_or_wait(registry, idle, key, at, now, floor, deadlines, gone)
+                if not restored:
+                    idle.restored_at = idle.restored = None
             due = list(
-                itertools.takewhile(idle_long_enough, itertools.islice(last.items(), budget))
+                itertools.takewhile(
+                    idle_long_enough, itertools.islice(last.items(), budget - looked)
+                )
             )
-            looked = len(due)
+            looked += len(due)
             for key, at in due:
                 del last[key]
                 if key in states:

@@ -326,16 +326,21 @@ class EventMatcher(TransactionalLoop):
                 kept.add(partition)
                 return position
 
+            read: dict[int, list[tuple[bytes, bytes | None]]] = {p: [] for p in owned}
             for message in read_to_end(
                 self.settings, self.state_topic, owned, start=start, positions=reached
             ):
                 key = message.key()
                 if key is not None:
-                    partition = message.partition() or 0
-                    self.windows.load(partition, key, message.value())
-                    tail.append((partition, key, message.value()))
-            self._save_restored([p for p in owned if p not in kept], tail, reached)
+                    partition, value = message.partition() or 0, message.value()
+                    read[partition].append((key, value))
+                    tail.append((partition, key, value))
+            for partition, records in read.items():
+                self.windows.load_all(partition, records)
+            # Before the local copy's write, which then frees its buffers at the heap's
+            # top: made after it, these kept ~350 MB of a 1M-key restore resident.
             self.windows.restored(owned, time.time())
+            self._save_restored([p for p in owned if p not in kept], tail, reached)
         log.info(
             "window state of partitions %s restored: %d keys from the local store and %d "
             "records of %s in %.1f s",
@@ -355,11 +360,9 @@ class EventMatcher(TransactionalLoop):
             for partition in owned:
                 if not self.local.has(partition):
                     continue
-                count = 0
-                for key, value in self.local.records(partition):
-                    self.windows.load(partition, key, value)
-                    count += 1
-                loaded[partition] = count
+                records = list(self.local.records(partition))
+                self.windows.load_all(partition, records)
+                loaded[partition] = len(records)
         except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
             self._local_failed(exc)
             self.windows.drop(owned)

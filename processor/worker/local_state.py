@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import cast
 
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -89,11 +90,11 @@ class LocalWindowStore:
 
     def records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """The (key, value) of every state of `partition`."""
-        prefix = _prefix(partition)
+        prefix, end = _prefix(partition), _prefix(partition + 1)
         skip = len(prefix)
-        for key, value in self.db.items(from_key=prefix):
-            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
-            if not key.startswith(prefix):
+        items = cast("Iterator[tuple[bytes, bytes]]", self.db.items(from_key=prefix))  # raw
+        for key, value in items:
+            if key >= end:
                 return
             yield key[skip:], value
 

@@ -326,3 +326,37 @@ def test_restored_keys_count_as_reached_when_restored_and_few_are_looked_at_a_tu
     assert second.forget_idle(registry, 5000.0 + 3600, floor=3600.0, budget=2) == 1
     assert second.keys() == 0
     assert len(second.changelog()[0]) == 5
+
+
+def test_load_all_restores_what_load_does_record_by_record() -> None:
+    registry, [handler, quiet] = registry_with(HANDLER, QUIET)
+    source = WindowPartitions()
+    source.observe(registry, 0, match(handler, 0, group="a"), 0.0)
+    source.observe(registry, 0, match(handler, 0, group="b"), 0.0)
+    source.observe(registry, 0, match(quiet, 0, group="k"), 1000.0)  # with a deadline
+    records = [(key, value) for _, key, value in source.changelog()[0]]
+    records += [(StateKey(handler, "b").encode(), None)]  # then deleted
+    window_a = dict(records)[StateKey(handler, "a").encode()]
+    records += [(StateKey(quiet, "k").encode(), window_a)]  # then a window's record
+    one_by_one, at_once = WindowPartitions(), WindowPartitions()
+    for key, value in records:
+        one_by_one.load(3, key, value)
+    at_once.load_all(3, records)
+    assert at_once.states == one_by_one.states and at_once.deadlines == one_by_one.deadlines
+    assert set(at_once.states[3]) == {StateKey(handler, "a"), StateKey(quiet, "k")}
+    assert at_once.deadlines[3] == {}
+
+
+def test_a_restored_key_an_event_reached_since_is_kept_from_that_event() -> None:
+    registry, [handler] = registry_with(HANDLER)
+    first = WindowPartitions()
+    for group in ("quiet", "busy"):
+        first.observe(registry, 0, match(handler, 0, group=group), 0.0)
+    second = WindowPartitions()
+    second.load_all(0, [(key, value) for _, key, value in first.changelog()[0]])
+    second.restored([0], 5000.0)
+    second.observe(registry, 0, match(handler, 1, group="busy"), 6000.0)
+    assert second.forget_idle(registry, 8600.0, floor=3600.0) == 1
+    assert set(second.states[0]) == {StateKey(handler, "busy")}
+    assert second.forget_idle(registry, 9599.0, floor=3600.0) == 0
+    assert second.forget_idle(registry, 9600.0, floor=3600.0) == 1
