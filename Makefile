@@ -104,6 +104,7 @@ bench: venv $(QUIX)
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/hot_path.py --repeat 3
 	$(BIN)/python bench/transactions.py --backoff 10 1 --spaced
+	$(BIN)/python bench/reads.py
 	$(BIN)/python bench/event_path.py --rounds 3
 	$(BIN)/python bench/event_path.py --mix sparse --rounds 3
 	$(BIN)/python bench/event_path.py --only triggers --rounds 3 --loads 0.1 0.25 0.5 0.75

@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from processor.config import Settings
 from processor.errors import KafkaUnavailable
 from processor.kafka.clients import consumer_config
-from processor.kafka.reader import partitions_of
+from processor.kafka.reader import partitions_of, take
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Follower:
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
             at_end: set[int] = set()
             while not self._stopping.is_set():
-                for message in consumer.consume(500, timeout=0.2):
+                for message in take(consumer, 0.2, 500):
                     error = message.error()
                     if error is None:
                         self.apply(message)

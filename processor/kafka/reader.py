@@ -105,6 +105,22 @@ def partitions_of(reader: Consumer, topic: str, timeout_seconds: float) -> list[
         raise
 
 
+READER_FETCH_WAIT_MS = 20
+"""How long a fetch at a partition's end waits for data before the broker answers, in
+`read_to_end`."""
+
+
+def take(consumer: Consumer, timeout: float, limit: int) -> list[Message]:
+    """Wait up to `timeout` for the first message only, then take what is already
+    fetched, up to `limit` in all. `consume(n, timeout)` waits until n arrive or the
+    timeout passes: a reader near its end paid the whole timeout (a second, for every
+    restore and CLI read) for the last few records and the end-of-partition events."""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)]
+
+
 def read_to_end(
     settings: Settings,
     topic: str,
@@ -122,7 +138,14 @@ def read_to_end(
     `timeout_seconds`; then KafkaUnavailable says what failed.
     """
     reader = Consumer(
-        consumer_config(settings, f"{settings.app_id}-reader", **{"enable.partition.eof": True})
+        consumer_config(
+            settings,
+            f"{settings.app_id}-reader",
+            # A fetch at a partition's end waits this long for data before the broker
+            # answers, and only that answer tells the reader it reached the end (500 ms
+            # by default: half a second on every read).
+            **{"enable.partition.eof": True, "fetch.wait.max.ms": READER_FETCH_WAIT_MS},
+        )
     )
     try:
         if partitions is None:
@@ -146,7 +169,7 @@ def read_to_end(
                 assignment.append(TopicPartition(topic, partition, offset))
         reader.assign(assignment)
         while pending:
-            for message in reader.consume(500, timeout=1.0):
+            for message in take(reader, 1.0, 500):
                 error = message.error()
                 if error is None:
                     if positions is not None:

@@ -64,6 +64,7 @@ from processor.config import Settings
 from processor.errors import KafkaUnavailable
 from processor.kafka.clients import new_consumer, new_producer
 from processor.kafka.deadline import Deadline, DeadlineExceeded
+from processor.kafka.reader import take
 from processor.metrics import TRANSACTION_ABORTS, TRANSACTION_SECONDS
 
 log = logging.getLogger(__name__)
@@ -583,11 +584,7 @@ class TransactionalLoop:
         fetched, up to `limit` in all: a batch when busy, no waiting for one when not
         (consume(n) blocks until n arrive). Errors other than records are logged and
         left out."""
-        first = consumer.poll(timeout)
-        if first is None:
-            return []
-        messages = [first, *consumer.consume(limit - 1, 0)]
-        return [m for m in messages if m.error() is None or self._usable(m)]
+        return [m for m in take(consumer, timeout, limit) if m.error() is None or self._usable(m)]
 
     @staticmethod
     def _positions(consumer: Consumer) -> list[TopicPartition]:

@@ -4,7 +4,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from processor.errors import KafkaUnavailable
-from processor.kafka.reader import retry_transient
+from processor.kafka.reader import retry_transient, take
 
 
 def failing(times: int, code: int) -> object:
@@ -40,3 +40,29 @@ def test_a_transient_error_that_lasts_ends_in_a_message_saying_what_to_check() -
         retry_transient("reading t", call, 0.0, sleep=lambda _: None)  # type: ignore[arg-type]
     assert "LEADER_NOT_AVAILABLE" in str(raised.value)
     assert "triggers topics create" in str(raised.value)
+
+
+class Queue:
+    """A consumer's fetched queue: poll waits for one message, consume takes up to n."""
+
+    def __init__(self, fetched: list[str]) -> None:
+        self.fetched = fetched
+        self.calls: list[tuple[str, float, int]] = []
+
+    def poll(self, timeout: float) -> str | None:
+        self.calls.append(("poll", timeout, 1))
+        return self.fetched.pop(0) if self.fetched else None
+
+    def consume(self, n: int, timeout: float) -> list[str]:
+        self.calls.append(("consume", timeout, n))
+        taken, self.fetched = self.fetched[:n], self.fetched[n:]
+        return taken
+
+
+def test_take_waits_for_the_first_message_only_then_takes_what_is_fetched() -> None:
+    queue = Queue(["a", "b", "c"])
+    assert take(queue, 1.0, 2) == ["a", "b"]  # type: ignore[arg-type]
+    assert take(queue, 1.0, 500) == ["c"]  # type: ignore[arg-type]
+    assert take(queue, 1.0, 500) == []  # type: ignore[arg-type]
+    # consume(n, timeout) waits for n or the timeout: it is never asked to wait.
+    assert [c for c in queue.calls if c[0] == "consume"] == [("consume", 0, 1), ("consume", 0, 499)]
