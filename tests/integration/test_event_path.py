@@ -19,17 +19,21 @@ ERROR_HANDLER = ROOT / "examples" / "error-handler.yaml"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
-def error(event_id: str, at: datetime) -> bytes:
+def event(event_id: str, event_type: str, source: str, at: datetime, data: dict) -> bytes:
     return orjson.dumps(
         {
             "specversion": "1.0",
             "id": event_id,
-            "type": "error.database",
-            "source": "system",
+            "type": event_type,
+            "source": source,
             "time": at.isoformat(),
-            "data": {"severity": "high"},
+            "data": data,
         }
     )
+
+
+def error(event_id: str, at: datetime) -> bytes:
+    return event(event_id, "error.database", "system", at, {"severity": "high"})
 
 
 def produce(pipeline: Pipeline, records: list[tuple[bytes, bytes]]) -> None:
@@ -214,16 +218,7 @@ trigger:
 
 
 def login_failed(event_id: str, user: str) -> bytes:
-    return orjson.dumps(
-        {
-            "specversion": "1.0",
-            "id": event_id,
-            "type": "login.failed",
-            "source": "auth",
-            "time": datetime.now(UTC).isoformat(),
-            "data": {"user": user},
-        }
-    )
+    return event(event_id, "login.failed", "auth", datetime.now(UTC), {"user": user})
 
 
 def test_groups_no_event_reaches_are_forgotten_and_a_forgotten_group_starts_afresh(
