@@ -335,10 +335,8 @@ class EventMatcher(TransactionalLoop):
                     partition, value = message.partition() or 0, message.value()
                     load(partition, key, value)
                     tail.append((partition, key, value))
-            # Before the local copy's write, which then frees its buffers at the heap's
-            # top: made after it, these kept ~350 MB of a 1M-key restore resident.
-            self.windows.restored(owned, time.time())
             self._save_restored([p for p in owned if p not in kept], tail, reached)
+            self.windows.restored(owned, time.time())
         log.info(
             "window state of partitions %s restored: %d keys from the local store and %d "
             "records of %s in %.1f s",
@@ -358,9 +356,7 @@ class EventMatcher(TransactionalLoop):
             for partition in owned:
                 if not self.local.has(partition):
                     continue
-                records = list(self.local.records(partition))
-                self.windows.load_all(partition, records)
-                loaded[partition] = len(records)
+                loaded[partition] = self.windows.load_all(partition, self.local.records(partition))
         except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
             self._local_failed(exc)
             self.windows.drop(owned)
