@@ -113,3 +113,11 @@ def test_consumers_look_again_soon_after_their_fetch_queue_was_full() -> None:
     from processor.kafka.clients import consumer_config
 
     assert consumer_config(Settings(), "g")["fetch.queue.backoff.ms"] <= 50
+
+
+def test_a_negative_state_idle_time_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIGGERS_STATE_IDLE_SECONDS", "-5")
+    with pytest.raises(ValueError, match="state_idle_seconds"):
+        Settings()
+    monkeypatch.setenv("TRIGGERS_STATE_IDLE_SECONDS", "0")
+    assert Settings().state_idle_seconds == 0  # 0: kept for ever
