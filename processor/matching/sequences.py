@@ -14,13 +14,15 @@ every event is deduplicated by its key (source + id), and a replayed event that 
 a fire returns the same fire, so the dispatcher drops the repeat by its deterministic
 execution id. Absence and debounce need time to pass with no event: the caller also
 calls `on_tick` with the clock.
-Debounce measures quiet on the processing clock (when events were seen).
+Debounce measures quiet on the processing clock (when events were seen). Times in a
+fire's details are ISO 8601 in UTC, as a window fire's `window_start`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from processor.matching.decode import iso_time
 from processor.matching.state import DebounceState, PatternEvent, PatternFire, SequenceState
 
 MAX_PENDING = 1000
@@ -67,7 +69,9 @@ def on_second_followed(
             details = {
                 "first": first.summary,
                 "then": summary,
-                "seconds_between": time - first.time,
+                # Event times are seconds since the epoch: their difference is exact to
+                # about 1e-7 s only, so it is given to the microsecond events carry.
+                "seconds_between": round(time - first.time, 6),
             }
             return _remember(state, PatternFire(event_key, details))
     return None
@@ -86,7 +90,7 @@ def on_tick_absence(state: SequenceState, within: float, now: float) -> list[Pat
     keep = []
     for first in state.pending:
         if first.time + within <= now:
-            details = {"first": first.summary, "deadline": first.time + within}
+            details = {"first": first.summary, "deadline": iso_time(first.time + within)}
             fires.append(_remember(state, PatternFire(first.key, details)))
         else:
             keep.append(first)
@@ -132,8 +136,8 @@ def on_tick_debounce(
         "events": events,
         "count": len(events) + state.dropped,
         "dropped": state.dropped,
-        "first_seen": state.first_seen,
-        "last_seen": state.last_seen,
+        "first_seen": iso_time(now if state.first_seen is None else state.first_seen),
+        "last_seen": iso_time(now if state.last_seen is None else state.last_seen),
     }
     fire = PatternFire(state.pending[0].key, details)
     state.pending, state.dropped = [], 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -81,6 +81,13 @@ def test_sequence_absence_and_debounce(pipeline: Pipeline, tmp_path: Path) -> No
     assert thanks["input"]["followed_by"]["first"]["id"] == "c1"
     assert thanks["input"]["followed_by"]["then"]["id"] == "p1"
     [reminder] = by_agent["reminder"]  # o1 was paid; only o2 is reminded
-    assert reminder["input"]["not_followed_by"]["first"]["id"] == "c2"
+    absence = reminder["input"]["not_followed_by"]
+    assert absence["first"]["id"] == "c2"
+    deadline = datetime.fromisoformat(absence["deadline"])  # ISO 8601, as event times
+    assert deadline - datetime.fromisoformat(absence["first"]["time"]) == timedelta(seconds=3)
     [summary] = by_agent["summarizer"]
-    assert [e["id"] for e in summary["input"]["debounce"]["events"]] == ["s0", "s1", "s2"]
+    burst = summary["input"]["debounce"]
+    assert [e["id"] for e in burst["events"]] == ["s0", "s1", "s2"]
+    first_seen, last_seen = (datetime.fromisoformat(burst[k]) for k in ("first_seen", "last_seen"))
+    assert timedelta(0) <= last_seen - first_seen < timedelta(seconds=30)
+    assert 0 < thanks["input"]["followed_by"]["seconds_between"] < 60

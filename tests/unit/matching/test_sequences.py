@@ -70,6 +70,18 @@ def test_a_then_b_within_t_fires_once_per_a_and_only_for_the_same_key() -> None:
     assert [f.execution_id for f in again] == [fires[0].execution_id]
 
 
+def test_seconds_between_is_given_to_the_microsecond_at_todays_epoch_times() -> None:
+    registry = registry_with(FOLLOWED)
+    a, b = 1796613542.179, 1796613545.749  # 3.57 s apart; their float difference is not
+    fires = run(
+        registry,
+        [order("order.created", "o1", a, "c1"), order("order.paid", "o1", b, "p1")],
+        {},
+        b,
+    )
+    assert fires[0].input["followed_by"]["seconds_between"] == 3.57
+
+
 def test_b_too_late_does_not_pair() -> None:
     registry = registry_with(FOLLOWED)
     assert (
@@ -102,6 +114,7 @@ def test_a_not_followed_by_b_fires_when_time_runs_out_and_not_when_b_came() -> N
         registry, trigger_id, "unpaid", states[StateKey(trigger_id, "unpaid")], 1800
     ).fires
     assert fire.input["not_followed_by"]["first"]["id"] == "c2"
+    assert fire.input["not_followed_by"]["deadline"] == "1970-01-01T00:30:00+00:00"
     assert (
         on_tick(registry, trigger_id, "paid", states[StateKey(trigger_id, "paid")], 5000).fires
         == []
@@ -134,6 +147,8 @@ def test_debounce_fires_after_quiet_with_the_burst_and_at_max_wait() -> None:
         [e["id"] for e in burst["events"]] == ["e0", "e1", "e2"]
         and burst["count"] == 4
         and burst["dropped"] == 1
+        and (burst["first_seen"], burst["last_seen"])
+        == ("1970-01-01T00:00:00+00:00", "1970-01-01T00:00:09+00:00")
     )
     for now in range(100, 170, 5):  # never quiet for 10s: max_wait fires it
         run(
