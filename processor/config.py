@@ -151,6 +151,14 @@ class Settings(BaseSettings):
         "the cooldown, twice a sequence's `within`). Its record is then deleted, so ever new "
         "`group_by` values do not grow the state without end. 0: kept for ever.",
     )
+    event_time_max_ahead_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How far ahead of the worker's clock an event's time may be for a "
+        "trigger that counts by event time (thresholds, followed_by, not_followed_by). "
+        "Further ahead, the event is a dead letter: a window would take it as its newest "
+        "event and count every event after it as late until that time.",
+    )
     worker_stop_timeout_seconds: float = Field(
         30.0,
         gt=0,

@@ -329,6 +329,8 @@ def explain(
             )
             if w.get("late"):
                 out.print(f"  late: {w['late_reason']}", highlight=False, markup=False)
+        if item.dead_letter is not None:
+            out.print(f"  dead letter: {item.dead_letter}", highlight=False, markup=False)
 
 
 @app.command()

@@ -17,7 +17,7 @@ import orjson
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import SECOND_ROLE, Registry
 from processor.language.conditions import MISSING, Condition, Outcome, Threshold, field_reader
-from processor.matching.decode import ATTRIBUTES, Event, event_of
+from processor.matching.decode import ATTRIBUTES, Event, event_of, iso_time
 from processor.matching.fires import EncodedFire, encoded_fire, map_paths, new_fire
 from processor.matching.state import StateKey
 from processor.messages import Cause, CauseKind, DomainEvent, Fire, WindowMatch, trusted
@@ -342,6 +342,32 @@ class _Event:
                 return None
             group = str(value)
         return self.window_match(trigger_id, group, role)
+
+
+def too_far_ahead(
+    matches: Sequence[Match], event_time: float | None, now: float, max_ahead: float
+) -> str | None:
+    """Why an event stamped more than `max_ahead` seconds after `now` cannot go to the
+    triggers among `matches` that count by event time (a threshold's window, a sequence),
+    or None. Such an event would be its window's newest, and every event after it a whole
+    window behind: late, not counted, until the clock reached its time. A debounce
+    measures quiet on the worker's clock and takes it."""
+    if event_time is None or event_time <= now + max_ahead:
+        return None
+    counting = [
+        m.trigger.name
+        for m in matches
+        if m.window is not None and m.trigger.event is not None and not m.trigger.event.debounce
+    ]
+    if not counting:
+        return None
+    return (
+        f"event time {iso_time(event_time)} is {event_time - now:,.0f} s ahead of the "
+        f"worker's clock (at most {max_ahead:g} s: TRIGGERS_EVENT_TIME_MAX_AHEAD_SECONDS), "
+        f"and {', '.join(map(repr, counting))} count by event time: the event would be its "
+        "window's newest and the events after it late. Fix the producer's clock or the "
+        "event's `time` and send it again"
+    )
 
 
 def match_event(

@@ -7,6 +7,7 @@ asked).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from processor.config import Settings
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
 from processor.matching.decode import event_of
-from processor.matching.events import Verdict, match_event
+from processor.matching.events import Verdict, match_event, too_far_ahead
 from processor.matching.state import KeyState, StateKey, WindowState, committed_states
 from processor.matching.windows import behind_newest, window_count
 from processor.messages import DomainEvent
@@ -30,6 +31,8 @@ class TriggerExplanation:
     source_ok: bool
     tests: list[dict[str, Any]] = field(default_factory=list)
     window: dict[str, Any] | None = None
+    dead_letter: str | None = None
+    """Why a worker would not take the event for this trigger but dead-letter it."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class TriggerExplanation:
             "source_ok": self.source_ok,
             "tests": self.tests,
             "window": self.window,
+            "dead_letter": self.dead_letter,
         }
 
 
@@ -47,8 +51,12 @@ def explain(
     registry: Registry,
     event: DomainEvent,
     states: Callable[[StateKey], KeyState | None] = lambda key: None,
+    now: float | None = None,
+    max_ahead: float | None = None,
 ) -> list[TriggerExplanation]:
-    """One explanation per candidate trigger (those whose pattern matches the type)."""
+    """One explanation per candidate trigger (those whose pattern matches the type); with
+    `now` and `max_ahead`, an event stamped too far ahead of `now` is told a dead letter
+    for the triggers that count by event time, as a worker would make it."""
     explanations = []
     read = event_of(event)
     for match in match_event(registry, read, explain=True):
@@ -91,6 +99,9 @@ def explain(
                 source_ok=match.verdict is not Verdict.SOURCE_MISMATCH,
                 tests=tests,
                 window=window,
+                dead_letter=None
+                if now is None or max_ahead is None
+                else too_far_ahead([match], read.time, now, max_ahead),
             )
         )
     return explanations
@@ -104,4 +115,10 @@ def explain_with_state(
     registry = Registry()
     for document in documents:
         registry.put(document)
-    return explain(registry, event, committed_states(settings).get)
+    return explain(
+        registry,
+        event,
+        committed_states(settings).get,
+        now=time.time(),
+        max_ahead=settings.event_time_max_ahead_seconds,
+    )

@@ -57,7 +57,13 @@ from processor.matching.decode import (
     read_event,
     structured_body,
 )
-from processor.matching.events import Matched, judged_on_json, match_event, taken_by
+from processor.matching.events import (
+    Matched,
+    judged_on_json,
+    match_event,
+    taken_by,
+    too_far_ahead,
+)
 from processor.matching.fires import EncodedFire, encoded
 from processor.matching.state import StateKey, changelog_topic, local_store
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
@@ -393,6 +399,8 @@ class EventMatcher(TransactionalLoop):
         verdicts: Counter[tuple[str, str]] = Counter()
         passed = dead = fired_events = fires = in_place = 0
         fired_at = time.time()
+        max_ahead = self.settings.event_time_max_ahead_seconds
+        ahead_of = fired_at + max_ahead
         waits: list[float] = []
         registry = self.registry
         candidates = registry.candidates
@@ -444,6 +452,12 @@ class EventMatcher(TransactionalLoop):
                 for refusal in refused:
                     verdicts[refusal] += 1
                 matches = taken_by(taking, event, data_max, encode=True)
+            if event.time is not None and event.time > ahead_of:
+                reason = too_far_ahead(matches, event.time, fired_at, max_ahead)
+                if reason is not None:  # nothing of it is counted or fired
+                    self._dead_letter(message, reason, producer)
+                    dead += 1
+                    continue
             fired = 0
             for match in matches:
                 verdicts[match.trigger_id, match.verdict] += 1

@@ -176,6 +176,34 @@ def test_an_event_past_the_allowed_lateness_is_counted_in_a_metric_and_explained
     assert (counted["window"]["late"], counted["window"]["with_this_event"]) == (False, True)
 
 
+def test_an_event_stamped_years_ahead_is_a_dead_letter_and_does_not_silence_the_window(
+    pipeline: Pipeline,
+) -> None:
+    """Counted, it would be the window's newest event and the five after it late."""
+    start_worker(pipeline)
+    now = datetime.now(UTC)
+    ahead = error("from-2030", now + timedelta(days=4 * 365))
+    with (
+        reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters,
+        reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires,
+    ):
+        produce(pipeline, [(b"h", ahead)])
+        [letter] = letters(lambda seen: len(seen) >= 1, timeout=60)
+        produce(pipeline, [(b"h", error(f"now{i}", now + timedelta(seconds=i))) for i in range(5)])
+        [fire] = fires(lambda seen: len(seen) >= 1, timeout=60)
+    assert letter["component"] == "event-matcher"
+    assert "ahead of the worker's clock" in letter["error"]
+    assert "'Error Handler' count by event time" in letter["error"]
+    assert sorted(e["id"] for e in fire["input"]["window"]["sample"]) == [
+        f"now{i}" for i in range(5)
+    ]
+    sent = pipeline.workdir / "ahead.json"
+    sent.write_bytes(ahead)
+    [explained] = orjson.loads(pipeline.cli("explain", "-f", str(sent), "-o", "json").stdout)
+    assert "ahead of the worker's clock" in explained["dead_letter"]
+    assert "dead letter: event time" in pipeline.cli("explain", "-f", str(sent)).stdout
+
+
 def test_a_restarted_worker_restores_window_state_from_its_own_disk(pipeline: Pipeline) -> None:
     trigger_id = start_worker(pipeline)
     key = f"{trigger_id}\x1f".encode()

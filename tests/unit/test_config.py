@@ -121,3 +121,12 @@ def test_a_negative_state_idle_time_is_refused(monkeypatch: pytest.MonkeyPatch) 
         Settings()
     monkeypatch.setenv("TRIGGERS_STATE_IDLE_SECONDS", "0")
     assert Settings().state_idle_seconds == 0  # 0: kept for ever
+
+
+def test_the_allowance_for_event_times_ahead_of_the_clock_must_be_positive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().event_time_max_ahead_seconds == 300
+    monkeypatch.setenv("TRIGGERS_EVENT_TIME_MAX_AHEAD_SECONDS", "0")
+    with pytest.raises(ValueError, match="event_time_max_ahead_seconds"):
+        Settings()

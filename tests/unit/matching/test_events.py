@@ -15,7 +15,9 @@ from processor.matching.events import (
     judged_on_json,
     match_event,
     taken_by,
+    too_far_ahead,
 )
+from processor.matching.explain import explain
 from processor.matching.fires import encoded
 from processor.messages import DomainEvent
 
@@ -270,3 +272,38 @@ def test_which_paths_read_the_same_from_the_json() -> None:
     assert not _same_in_body("source") and not _same_in_body("subject")
     assert not _same_in_body("data") and not _same_in_body("$.data.severity")
     assert not _same_in_body("time.year") and not _same_in_body("workspace_id")
+
+
+def test_only_triggers_that_count_by_event_time_refuse_an_event_stamped_far_ahead() -> None:
+    registry = registry_with(
+        trigger("direct", "x.*"),
+        trigger("window", "x.*", condition={"count_threshold": 2, "window": "1m"}),
+        trigger("burst", "x.*", debounce={"quiet": "5s", "key": "data.k"}),
+        trigger("pair", "x.*", followed_by={"pattern": "y.*", "within": "1m", "key": "data.k"}),
+    )
+    now = 1_800_000_000.0
+    event = DomainEvent(id="e", type="x.a", source="s", time=now + 301, data={"k": "1"})
+    matches = match_event(registry, event)
+    by_name = {m.trigger.name: m for m in matches}
+    reason = too_far_ahead(matches, now + 301, now, 300)
+    assert reason is not None and "301 s ahead" in reason
+    named = {name for name in by_name if f"'{name}'" in reason}
+    assert named == {"window", "pair"}  # not the direct trigger, not the debounce
+    assert too_far_ahead(matches, now + 300, now, 300) is None  # within the allowance
+    assert too_far_ahead(matches, None, now, 300) is None
+    for alone in ("direct", "burst"):  # no state, or quiet on the worker's clock
+        assert too_far_ahead([by_name[alone]], now + 10**8, now, 300) is None
+
+
+def test_explain_tells_an_event_stamped_far_ahead_a_dead_letter_for_a_window() -> None:
+    registry = registry_with(
+        trigger("window", "x.*", condition={"count_threshold": 2, "window": "1m"}),
+        trigger("direct", "x.*"),
+    )
+    now = 1_800_000_000.0
+    event = DomainEvent(id="e", type="x.a", source="s", time=now + 3600)
+    found = {e.name: e for e in explain(registry, event, now=now, max_ahead=300)}
+    assert "3,600 s ahead" in (found["window"].dead_letter or "")
+    assert found["direct"].dead_letter is None
+    assert found["window"].as_json()["dead_letter"] == found["window"].dead_letter
+    assert all(e.dead_letter is None for e in explain(registry, event))  # no clock given

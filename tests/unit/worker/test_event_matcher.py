@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -171,3 +173,28 @@ def test_a_batch_is_handled_the_same_whether_types_are_read_alone_first_or_not(
     topics = [topic for topic, _, _ in parsed_at_once]
     assert topics.count("u.trigger-dead-letters") == 5
     assert topics.count("u.trigger-fires") == 1
+
+
+def test_an_event_stamped_far_ahead_is_a_dead_letter_and_the_window_goes_on_counting(
+    tmp_path: Path,
+) -> None:
+    """One event stamped years ahead (a producer's clock, a typo) would be its window's
+    newest, and every event after it late: it is a dead letter instead."""
+    matcher, _ = _matcher(tmp_path)
+    now = time.time()
+
+    def event(n: int, at: float) -> Message:
+        stamp = datetime.fromtimestamp(at, UTC).isoformat()
+        body = {"type": "error.db", "source": "s", "id": f"x{n}", "time": stamp}
+        return Message(topic=matcher.topics[0], partition=0, offset=n, value=orjson.dumps(body))
+
+    turn = Turn()
+    ahead = now + 4 * 365 * 86400
+    matcher.handle([event(0, ahead), event(1, now + 250)], turn)  # 250 s: within the 300
+    matcher.handle([event(n, now - 10 + n) for n in range(2, 4)], turn)
+    [letter] = [r for t, r in turn.records if t == matcher.dead_letters_topic]
+    reason = orjson.loads(letter["value"])["error"]
+    assert "ahead of the worker's clock" in reason and "'Error Handler'" in reason
+    assert "TRIGGERS_EVENT_TIME_MAX_AHEAD_SECONDS" in reason
+    [fire] = [r for t, r in turn.records if t == matcher.fires_topic]  # x1, x2, x3 counted
+    assert orjson.loads(fire["value"])["input"]["window"]["count"] == 3
