@@ -54,3 +54,31 @@ def test_timeline_shows_a_retry_waiting_for_its_backoff() -> None:
     steps = timeline(record)
     assert [state for _, state, _ in steps] == ["fired", "pending", "running", "retrying"]
     assert "attempt 2 of 3" in steps[-1][2]
+
+
+def test_the_explain_report_shows_a_late_event_and_one_a_worker_would_dead_letter() -> None:
+    from processor.http.ui.pages import templates
+
+    item = {
+        "trigger_id": "t1",
+        "name": "Error Handler",
+        "verdict": "windowed",
+        "pattern": "error.*",
+        "source_ok": True,
+        "tests": [],
+        "window": {
+            "count": 1,
+            "count_threshold": 5,
+            "window_seconds": 300,
+            "group": "",
+            "late": True,
+            "late_reason": "this event is 360 s older than the newest event of its group",
+        },
+        "dead_letter": "event time 2030-01-01T00:00:00+00:00 is 97,000,000 s ahead",
+    }
+    shown = templates.get_template("_explain_report.html").render(report=[item], error=None)
+    assert "late: this event is 360 s older" in shown
+    assert "dead letter: event time 2030-01-01" in shown
+    calm = {**item, "window": {**item["window"], "late": False}, "dead_letter": None}
+    shown = templates.get_template("_explain_report.html").render(report=[calm], error=None)
+    assert "late:" not in shown and "dead letter" not in shown
