@@ -119,12 +119,15 @@ def evaluate_all(
     now: float,
     outcomes: Counter[str] | None = None,
     encode: bool = False,
+    max_ahead: float | None = None,
 ) -> Evaluation:
     """A key's events in their order (one batch's), as `evaluate` takes them one by one:
     the trigger is looked up once and a window's events go straight to its decision.
     Every fire, the last event's outcome and deadline, and the state; each outcome is
     also counted in `outcomes`. With `encode`, window fires come as `encoded` (what a
-    matcher writes), not as models."""
+    matcher writes), not as models. With `max_ahead`, a window found holding events
+    further than that ahead of `now` (a version before the matcher refused them took
+    them) drops them when they would make an event late, and decides that event again."""
     trigger = registry.get(matches[0].trigger_id)
     if trigger is None or not trigger.enabled or trigger.event is None:
         return Evaluation(None)
@@ -141,6 +144,14 @@ def evaluate_all(
             decision = observe(
                 state, threshold, match.time, match.event_key, match.value, match.event
             )
+            if (
+                decision.outcome is windows.Outcome.LATE
+                and max_ahead is not None
+                and windows.drop_ahead(state, now + max_ahead, trigger.trigger_id)
+            ):
+                decision = observe(
+                    state, threshold, match.time, match.event_key, match.value, match.event
+                )
             outcome = decision.outcome
             if outcomes is not None:
                 outcomes[outcome] += 1

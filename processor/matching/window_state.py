@@ -88,6 +88,9 @@ class WindowPartitions:
     """Per partition, when each key was last reached (what `forget_idle` reads)."""
     forgotten: dict[int, set[StateKey]] = field(default_factory=dict)
     """Keys forgotten since the last `changelog`: their records become tombstones."""
+    max_ahead: float | None = None
+    """TRIGGERS_EVENT_TIME_MAX_AHEAD_SECONDS: a window holding an event further ahead of
+    the clock (taken before the matcher refused such events) lets it go (`evaluate_all`)."""
 
     def load(self, partition: int, record_key: bytes, value: bytes | None) -> None:
         """Apply one changelog record (restore)."""
@@ -184,7 +187,9 @@ class WindowPartitions:
         encode: bool,
     ) -> Evaluation:
         states = self.states.setdefault(partition, {})
-        evaluation = evaluate_all(registry, _read(states, key), matches, now, self.outcomes, encode)
+        evaluation = evaluate_all(
+            registry, _read(states, key), matches, now, self.outcomes, encode, self.max_ahead
+        )
         if evaluation.outcome is None or evaluation.state is None:
             return Evaluation(None)
         states[key] = evaluation.state

@@ -32,12 +32,16 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from processor.language.conditions import Threshold
 from processor.matching.state import PendingEvent, WindowState
+
+log = logging.getLogger(__name__)
 
 MAX_PENDING = 5000
 MAX_CONSUMED = 1000
@@ -161,6 +165,35 @@ def observe(
     last = state.last_fire_end
     state.last_fire_end = end if last is None else max(last, end)
     return decision
+
+
+def drop_ahead(state: WindowState, limit: float, trigger_id: str = "") -> int:
+    """Remove the entries of a key's window stamped after `limit` (events taken before
+    the matcher refused events too far ahead of its clock), and what they set: the newest
+    time, and a fire's end their window reached. How many were removed."""
+    latest = state.latest
+    if latest is None or latest <= limit:
+        return 0
+    kept = [p for p in state.pending if p.time <= limit]
+    ahead = {i for i, t in state.consumed.items() if t > limit}
+    dropped = len(state.pending) - len(kept) + len(ahead)
+    state.pending = kept
+    for event_id in ahead:
+        del state.consumed[event_id]
+    times = [p.time for p in kept] + list(state.consumed.values())
+    state.latest = max(times, default=None)
+    if state.last_fire_end is not None and state.last_fire_end > limit:
+        state.last_fire_end = None
+    log.warning(
+        "window of trigger %s had its newest event at %s, ahead of the clock by more than "
+        "TRIGGERS_EVENT_TIME_MAX_AHEAD_SECONDS; %d entries stamped after %s let go, so the "
+        "events after them count",
+        trigger_id,
+        datetime.fromtimestamp(latest, UTC).isoformat(),
+        dropped,
+        datetime.fromtimestamp(limit, UTC).isoformat(),
+    )
+    return max(dropped, 1)
 
 
 _pending = tuple.__new__

@@ -128,7 +128,7 @@ class EventMatcher(TransactionalLoop):
         self.state_topic = changelog_topic(settings)
         self.dead_letters_topic = topics.topic_name(topics.DEAD_LETTERS, settings)
         self.data_max_bytes = settings.event_data_max_bytes
-        self.windows = WindowPartitions()
+        self.windows = WindowPartitions(max_ahead=settings.event_time_max_ahead_seconds)
         self.owned_matches: set[int] = set()
         """The `trigger-matches` partitions this member owns (their windows are here)."""
         self.matches_partitions = 0

@@ -12,6 +12,8 @@ from confluent_kafka import Producer
 
 from processor import topics
 from processor.kafka.reader import read_to_end
+from processor.matching.state import PendingEvent, StateKey, WindowState, changelog_topic, encode
+from processor.worker.event_matcher import partition_of
 from tests.integration.kafka import ROOT, Pipeline, reading, settle
 from tests.integration.test_cli_and_serve import free_port, get
 
@@ -202,6 +204,41 @@ def test_an_event_stamped_years_ahead_is_a_dead_letter_and_does_not_silence_the_
     [explained] = orjson.loads(pipeline.cli("explain", "-f", str(sent), "-o", "json").stdout)
     assert "ahead of the worker's clock" in explained["dead_letter"]
     assert "dead letter: event time" in pipeline.cli("explain", "-f", str(sent)).stdout
+
+
+def test_a_window_an_earlier_version_gave_an_event_years_ahead_counts_present_events(
+    pipeline: Pipeline,
+) -> None:
+    """State written before the matcher refused such events: the group's newest event is
+    in 2030, so every present one was late. The worker lets it go and counts again."""
+    pipeline.cli("apply", "-f", str(ERROR_HANDLER))
+    trigger_id = pipeline.cli("get", "Error Handler", "-o", "id").stdout.strip()
+    ahead = (datetime.now(UTC) + timedelta(days=4 * 365)).timestamp()
+    summary = {"id": "from-2030", "type": "error.database", "source": "system"}
+    state = WindowState(pending=[PendingEvent(ahead, "system\x1ffrom-2030", None, summary)])
+    state.latest = ahead
+    key = StateKey(trigger_id).encode()
+    settings = pipeline.settings
+    seeder = Producer({"bootstrap.servers": pipeline.bootstrap})
+    seeder.produce(
+        changelog_topic(settings),
+        key=key,
+        value=encode(state, None),
+        partition=partition_of(key, settings.topic_partitions),
+    )
+    assert seeder.flush(30) == 0
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    now = datetime.now(UTC)
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        produce(pipeline, [(b"h", error(f"now{i}", now + timedelta(seconds=i))) for i in range(5)])
+        [fire] = fires(lambda seen: len(seen) >= 1, timeout=60)
+    assert sorted(e["id"] for e in fire["input"]["window"]["sample"]) == [
+        f"now{i}" for i in range(5)
+    ]
+    assert "ahead of the clock by more than TRIGGERS_EVENT_TIME_MAX_AHEAD_SECONDS" in (
+        pipeline.log("worker")
+    )
 
 
 def test_a_restarted_worker_restores_window_state_from_its_own_disk(pipeline: Pipeline) -> None:

@@ -360,3 +360,29 @@ def test_a_restored_key_an_event_reached_since_is_kept_from_that_event() -> None
     assert set(second.states[0]) == {StateKey(handler, "busy")}
     assert second.forget_idle(registry, 9599.0, floor=3600.0) == 0
     assert second.forget_idle(registry, 9600.0, floor=3600.0) == 1
+
+
+def test_a_window_that_took_an_event_far_ahead_before_lets_it_go_and_counts_on() -> None:
+    """State written before the matcher refused events stamped far ahead of its clock:
+    the group's newest time is years away and every present event would be late."""
+    registry, [handler] = registry_with(HANDLER)
+    now = 1_800_000_000.0
+
+    def at(n: int, time: float) -> WindowMatch:
+        return WindowMatch(trigger_id=handler, event_key=f"s\x1fe{n}", time=time)
+
+    before = WindowPartitions()  # no allowance: as the versions before
+    before.observe(registry, 0, at(0, now + 4 * 365 * 86400), now)
+    assert before.observe(registry, 0, at(1, now), now) == []
+    assert before.take_outcomes() == {"counted": 1, "late": 1}
+    records, _ = before.changelog()
+    restored = WindowPartitions(max_ahead=300)
+    for partition, key, value in records:
+        restored.load(partition, key, value)
+    fires = [f for n in range(1, 4) for f in restored.observe(registry, 0, at(n, now + n), now)]
+    assert len(fires) == 1 and fires[0].input["window"]["count"] == 3
+    assert restored.take_outcomes() == {"counted": 2, "fired": 1}
+    within = WindowPartitions(max_ahead=300)  # 200 s ahead is within the allowance
+    within.observe(registry, 0, at(0, now + 200), now)
+    within.observe(registry, 0, at(1, now - 300), now)
+    assert within.take_outcomes() == {"counted": 1, "late": 1}

@@ -11,6 +11,7 @@ from processor.matching.windows import (
     MAX_CONSUMED,
     MAX_PENDING,
     Outcome,
+    drop_ahead,
     observe,
 )
 
@@ -177,3 +178,20 @@ def test_in_order_unique_events_fire_like_a_brute_force_count(times: list[int], 
             expected += 1
             start = i + 1  # a fire consumes the events it counted
     assert outcomes.count(Outcome.FIRED) == expected
+
+
+def test_drop_ahead_lets_go_of_what_events_far_ahead_set_and_keeps_the_rest() -> None:
+    state, t = WindowState(), threshold(count_threshold=2, cooldown="1h")
+    far = 10_000_000.0
+    for time, event_id in [(far, "f1"), (far + 1, "f2"), (50.0, "p1")]:
+        observe(state, t, time, event_id)  # f1 + f2 fire (their ids consumed); p1 late
+    assert state.latest == far + 1 and state.last_fire_end is not None
+    assert observe(state, t, 60.0, "p2").outcome is Outcome.LATE
+    assert drop_ahead(state, 1000.0) == 2  # the two consumed ids
+    assert (state.latest, state.last_fire_end, state.consumed) == (None, None, {})
+    assert [observe(state, t, at, i).outcome for at, i in [(60.0, "p2"), (70.0, "p3")]] == [
+        Outcome.COUNTED,
+        Outcome.FIRED,  # no cooldown held from the window years ahead
+    ]
+    assert drop_ahead(state, 1000.0) == 0  # nothing ahead: untouched
+    assert state.latest == 70.0
