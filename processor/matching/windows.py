@@ -170,7 +170,8 @@ def observe(
 def drop_ahead(state: WindowState, limit: float, trigger_id: str = "") -> int:
     """Remove the entries of a key's window stamped after `limit` (events taken before
     the matcher refused events too far ahead of its clock), and what they set: the newest
-    time, and a fire's end their window reached. How many were removed."""
+    time, and a fire's end their window reached. How many entries were removed (1 when
+    only the newest time was ahead); 0 when nothing was, and the state is untouched."""
     latest = state.latest
     if latest is None or latest <= limit:
         return 0
