@@ -344,21 +344,23 @@ class _Event:
         return self.window_match(trigger_id, group, role)
 
 
+def counts_by_event_time(match: Match) -> bool:
+    """Whether the match goes to state that reads the event's time: a threshold's window
+    or a sequence (a debounce measures quiet on the worker's clock)."""
+    event = match.trigger.event
+    return match.window is not None and event is not None and not event.debounce
+
+
 def too_far_ahead(
     matches: Sequence[Match], event_time: float | None, now: float, max_ahead: float
 ) -> str | None:
     """Why an event stamped more than `max_ahead` seconds after `now` cannot go to the
-    triggers among `matches` that count by event time (a threshold's window, a sequence),
-    or None. Such an event would be its window's newest, and every event after it a whole
-    window behind: late, not counted, until the clock reached its time. A debounce
-    measures quiet on the worker's clock and takes it."""
+    triggers among `matches` that count by event time, or None. Such an event would be
+    its window's newest, and every event after it a whole window behind: late, not
+    counted, until the clock reached its time. The other triggers take it."""
     if event_time is None or event_time <= now + max_ahead:
         return None
-    counting = [
-        m.trigger.name
-        for m in matches
-        if m.window is not None and m.trigger.event is not None and not m.trigger.event.debounce
-    ]
+    counting = [m.trigger.name for m in matches if counts_by_event_time(m)]
     if not counting:
         return None
     return (

@@ -59,6 +59,7 @@ from processor.matching.decode import (
 )
 from processor.matching.events import (
     Matched,
+    counts_by_event_time,
     judged_on_json,
     match_event,
     taken_by,
@@ -454,10 +455,12 @@ class EventMatcher(TransactionalLoop):
                 matches = taken_by(taking, event, data_max, encode=True)
             if event.time is not None and event.time > ahead_of:
                 reason = too_far_ahead(matches, event.time, fired_at, max_ahead)
-                if reason is not None:  # nothing of it is counted or fired
+                if reason is not None:  # the triggers counting by event time do not take it
                     self._dead_letter(message, reason, producer)
-                    dead += 1
-                    continue
+                    matches = [m for m in matches if not counts_by_event_time(m)]
+                    if not any(m.window is not None or m.encoded is not None for m in matches):
+                        dead += 1
+                        continue
             fired = 0
             for match in matches:
                 verdicts[match.trigger_id, match.verdict] += 1

@@ -206,6 +206,32 @@ def test_an_event_stamped_years_ahead_is_a_dead_letter_and_does_not_silence_the_
     assert "dead letter: event time" in pipeline.cli("explain", "-f", str(sent)).stdout
 
 
+def test_an_event_stamped_years_ahead_still_fires_a_trigger_without_state(
+    pipeline: Pipeline,
+) -> None:
+    """Only the triggers that count by event time refuse it; sent again with its right
+    time, the one that took it recognises it (same execution id) and starts nothing."""
+    notifier = pipeline.workdir / "notifier.yaml"
+    notifier.write_text(
+        "trigger: {name: Notifier, type: event, event: {pattern: 'error.*'}, agent: {id: n}}\n"
+    )
+    pipeline.cli("apply", "-f", str(notifier))
+    start_worker(pipeline)
+    now = datetime.now(UTC)
+    with (
+        reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters,
+        reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs,
+    ):
+        produce(pipeline, [(b"h", error("from-2030", now + timedelta(days=4 * 365)))])
+        [letter] = letters(lambda seen: len(seen) >= 1, timeout=60)
+        [first] = runs(lambda seen: len(seen) >= 1, timeout=60)
+        produce(pipeline, [(b"h", error("from-2030", now))])  # its time mended
+        again = settle(runs, 5)
+    assert "'Error Handler' count by event time" in letter["error"]
+    assert first["agent_id"] == "n"
+    assert [r["execution_id"] for r in again] == [first["execution_id"]]
+
+
 def test_a_window_an_earlier_version_gave_an_event_years_ahead_counts_present_events(
     pipeline: Pipeline,
 ) -> None:

@@ -198,3 +198,32 @@ def test_an_event_stamped_far_ahead_is_a_dead_letter_and_the_window_goes_on_coun
     assert "TRIGGERS_EVENT_TIME_MAX_AHEAD_SECONDS" in reason
     [fire] = [r for t, r in turn.records if t == matcher.fires_topic]  # x1, x2, x3 counted
     assert orjson.loads(fire["value"])["input"]["window"]["count"] == 3
+
+
+def test_a_trigger_that_does_not_count_by_event_time_still_takes_an_event_far_ahead(
+    tmp_path: Path,
+) -> None:
+    matcher, _ = _matcher(tmp_path)
+    notifier = parse_document(
+        {
+            "name": "Notifier",
+            "type": "event",
+            "event": {"pattern": "error.*"},
+            "agent": {"id": "n"},
+        },
+        "t",
+    ).resolved("default")
+    matcher.registry.put(notifier)
+    stamp = datetime.fromtimestamp(time.time() + 4 * 365 * 86400, UTC).isoformat()
+    body = {"type": "error.db", "source": "s", "id": "x0", "time": stamp}
+    turn = Turn()
+    matcher.handle(
+        [Message(topic=matcher.topics[0], partition=0, offset=0, value=orjson.dumps(body))], turn
+    )
+    [letter] = [r for t, r in turn.records if t == matcher.dead_letters_topic]
+    assert "'Error Handler'" in orjson.loads(letter["value"])["error"]
+    assert "'Notifier'" not in orjson.loads(letter["value"])["error"]
+    [fire] = [r for t, r in turn.records if t == matcher.fires_topic]
+    assert fire["key"] == notifier.trigger_id.encode()
+    matcher.checkpoint(turn)
+    assert [t for t, _ in turn.records].count(matcher.state_topic) == 0  # no window changed
