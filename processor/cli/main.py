@@ -315,8 +315,9 @@ def explain(
         )
         for test in item.tests:
             mark = "ok  " if test["matched"] else "FAIL"
+            actual = "no such field" if test.get("missing") else f"actual: {test['actual']!r}"
             out.print(
-                f"  {mark} {test['field']} {test['test']} (actual: {test['actual']!r})",
+                f"  {mark} {test['field']} {test['test']} ({actual})",
                 highlight=False,
                 markup=False,
             )
@@ -327,6 +328,8 @@ def explain(
                 f" (group {w['group']!r}; the count is before this event)",
                 highlight=False,
             )
+            if w.get("mended"):
+                out.print(f"  mended: {w['mended']}", highlight=False, markup=False)
             if w.get("late"):
                 out.print(f"  late: {w['late_reason']}", highlight=False, markup=False)
         if item.dead_letter is not None:

@@ -205,7 +205,8 @@ def _never(actual: Any) -> bool:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One leaf's result, for `explain`: the field, the test, the value seen, the verdict."""
+    """One leaf's result, for `explain`: the field, the test, the value seen (MISSING when
+    the event has no such field), the verdict."""
 
     path: str
     test: str
@@ -283,8 +284,7 @@ class Leaf(Node):
         actual = self.read(event)
         matched: bool = self._check(actual)  # type: ignore[attr-defined]
         if trace is not None:
-            shown = "(missing)" if actual is MISSING else actual
-            trace.append(Outcome(self.path, f"{self.op} {self.value!r}", shown, matched))
+            trace.append(Outcome(self.path, f"{self.op} {self.value!r}", actual, matched))
         return matched
 
 

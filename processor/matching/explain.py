@@ -15,10 +15,11 @@ from typing import Any
 from processor.config import Settings
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
+from processor.language.conditions import MISSING
 from processor.matching.decode import event_of
 from processor.matching.events import Verdict, match_event, too_far_ahead
 from processor.matching.state import KeyState, StateKey, WindowState, committed_states
-from processor.matching.windows import behind_newest, window_count
+from processor.matching.windows import behind_newest, drop_ahead, window_count
 from processor.messages import DomainEvent
 
 
@@ -63,7 +64,13 @@ def explain(
         trigger = match.trigger
         assert trigger.event is not None
         tests = [
-            {"field": o.path, "test": o.test, "actual": o.actual, "matched": o.matched}
+            {
+                "field": o.path,
+                "test": o.test,
+                "actual": None if o.actual is MISSING else o.actual,
+                "missing": o.actual is MISSING,
+                "matched": o.matched,
+            }
             for o in match.trace
         ]
         threshold = registry.condition(trigger.trigger_id).threshold
@@ -75,6 +82,18 @@ def explain(
                 state = WindowState()
             behind = None if read.time is None else behind_newest(state, read.time)
             late = behind is not None and behind >= threshold.window_seconds
+            mended = 0
+            if late and now is not None and max_ahead is not None:
+                # as a worker does: entries stamped beyond the allowance (taken by a
+                # version before it was refused) go, and the event is decided again
+                state = WindowState(
+                    list(state.pending), dict(state.consumed), state.latest, state.last_fire_end
+                )
+                mended = drop_ahead(state, now + max_ahead)
+                if mended:
+                    assert read.time is not None
+                    behind = behind_newest(state, read.time)
+                    late = behind >= threshold.window_seconds
             window = {
                 "group": group,
                 "count": window_count(state, threshold),
@@ -84,11 +103,18 @@ def explain(
                 "late": late,
                 "with_this_event": match.verdict is Verdict.WINDOWED and not late,
             }
-            if late:
+            if mended:
+                window["mended"] = (
+                    f"the group's window holds {mended} entries stamped more than "
+                    f"{max_ahead:g} s ahead of the clock (taken before such events were "
+                    "refused); a worker lets go of them at the first event they would make "
+                    "late, so they are left out here"
+                )
+            if late and behind is not None:
                 window["late_reason"] = (
-                    f"this event is {behind:g} s older than the newest event of its group; "
-                    f"events a whole window ({threshold.window_seconds:g} s) or more behind "
-                    'it are not counted (triggers_window_outcomes_total{outcome="late"})'
+                    f"this event is {_seconds(behind)} older than the newest event of its "
+                    f"group; events a whole window ({threshold.window_seconds:g} s) or more "
+                    'behind it are not counted (triggers_window_outcomes_total{outcome="late"})'
                 )
         explanations.append(
             TriggerExplanation(
@@ -122,3 +148,9 @@ def explain_with_state(
         now=time.time(),
         max_ahead=settings.event_time_max_ahead_seconds,
     )
+
+
+def _seconds(seconds: float) -> str:
+    """`301.5 s`, `96,836,400 s (1,120.8 days)`: exact, and readable when long."""
+    text = f"{seconds:,.3f}".rstrip("0").rstrip(".") + " s"
+    return text if seconds < 86400 else f"{text} ({seconds / 86400:,.1f} days)"

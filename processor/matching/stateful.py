@@ -10,8 +10,10 @@ something to do for the key.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from processor.definitions.model import TriggerDocument
@@ -29,6 +31,8 @@ from processor.matching.state import (
     WindowState,
 )
 from processor.messages import Cause, CauseKind, Fire, trusted
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -147,7 +151,7 @@ def evaluate_all(
             if (
                 decision.outcome is windows.Outcome.LATE
                 and max_ahead is not None
-                and windows.drop_ahead(state, now + max_ahead, trigger.trigger_id)
+                and _mend_ahead(state, now + max_ahead, trigger.trigger_id)
             ):
                 decision = observe(
                     state, threshold, match.time, match.event_key, match.value, match.event
@@ -292,3 +296,20 @@ def _window_parts(
     }
     cause_key = f"window\x1f{match.group}\x1f{window.crossing_id}"
     return cause_key, cause, {"event": crossing, "window": details}
+
+
+def _mend_ahead(state: WindowState, limit: float, trigger_id: str) -> bool:
+    """`windows.drop_ahead`, with a warning naming the trigger when it let go of any."""
+    latest = state.latest
+    dropped = windows.drop_ahead(state, limit)
+    if dropped and latest is not None:
+        log.warning(
+            "window of trigger %s had its newest event at %s, ahead of the clock by more "
+            "than TRIGGERS_EVENT_TIME_MAX_AHEAD_SECONDS; %d entries stamped after %s let "
+            "go, so the events after them count",
+            trigger_id,
+            datetime.fromtimestamp(latest, UTC).isoformat(),
+            dropped,
+            datetime.fromtimestamp(limit, UTC).isoformat(),
+        )
+    return bool(dropped)

@@ -32,16 +32,12 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from processor.language.conditions import Threshold
 from processor.matching.state import PendingEvent, WindowState
-
-log = logging.getLogger(__name__)
 
 MAX_PENDING = 5000
 MAX_CONSUMED = 1000
@@ -167,7 +163,7 @@ def observe(
     return decision
 
 
-def drop_ahead(state: WindowState, limit: float, trigger_id: str = "") -> int:
+def drop_ahead(state: WindowState, limit: float) -> int:
     """Remove the entries of a key's window stamped after `limit` (events taken before
     the matcher refused events too far ahead of its clock), and what they set: the newest
     time, and a fire's end their window reached. How many entries were removed (1 when
@@ -185,15 +181,6 @@ def drop_ahead(state: WindowState, limit: float, trigger_id: str = "") -> int:
     state.latest = max(times, default=None)
     if state.last_fire_end is not None and state.last_fire_end > limit:
         state.last_fire_end = None
-    log.warning(
-        "window of trigger %s had its newest event at %s, ahead of the clock by more than "
-        "TRIGGERS_EVENT_TIME_MAX_AHEAD_SECONDS; %d entries stamped after %s let go, so the "
-        "events after them count",
-        trigger_id,
-        datetime.fromtimestamp(latest, UTC).isoformat(),
-        dropped,
-        datetime.fromtimestamp(limit, UTC).isoformat(),
-    )
     return max(dropped, 1)
 
 

@@ -253,12 +253,19 @@ def test_a_window_an_earlier_version_gave_an_event_years_ahead_counts_present_ev
         partition=partition_of(key, settings.topic_partitions),
     )
     assert seeder.flush(30) == 0
+    present = pipeline.workdir / "present.json"
+    present.write_bytes(error("present", datetime.now(UTC)))
+    [told] = orjson.loads(pipeline.cli("explain", "-f", str(present), "-o", "json").stdout)
+    assert (told["window"]["late"], told["window"]["count"]) == (False, 0)  # as a worker counts
+    assert "holds 1 entries stamped more than 300 s ahead" in told["window"]["mended"]
     pipeline.start("worker", name="worker")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
     now = datetime.now(UTC)
     with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
         produce(pipeline, [(b"h", error(f"now{i}", now + timedelta(seconds=i))) for i in range(5)])
         [fire] = fires(lambda seen: len(seen) >= 1, timeout=60)
+    shown = pipeline.cli("explain", "-f", str(present)).stdout
+    assert "mended:" not in shown and "late:" not in shown, shown  # the state let them go
     assert sorted(e["id"] for e in fire["input"]["window"]["sample"]) == [
         f"now{i}" for i in range(5)
     ]

@@ -65,8 +65,17 @@ def test_the_explain_report_shows_a_late_event_and_one_a_worker_would_dead_lette
         "verdict": "windowed",
         "pattern": "error.*",
         "source_ok": True,
-        "tests": [],
+        "tests": [
+            {
+                "field": "data.severity",
+                "test": ">= 'high'",
+                "actual": None,
+                "missing": True,
+                "matched": False,
+            },
+        ],
         "window": {
+            "mended": "the group's window holds 1 entries stamped more than 300 s ahead",
             "count": 1,
             "count_threshold": 5,
             "window_seconds": 300,
@@ -78,6 +87,8 @@ def test_the_explain_report_shows_a_late_event_and_one_a_worker_would_dead_lette
     }
     shown = templates.get_template("_explain_report.html").render(report=[item], error=None)
     assert "late: this event is 360 s older" in shown
+    assert "(no such field)" in shown and "actual:" not in shown
+    assert "mended: the group&#39;s window holds 1 entries" in shown
     assert "dead letter: event time 2030-01-01" in shown
     calm = {**item, "window": {**item["window"], "late": False}, "dead_letter": None}
     shown = templates.get_template("_explain_report.html").render(report=[calm], error=None)

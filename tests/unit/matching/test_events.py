@@ -19,6 +19,7 @@ from processor.matching.events import (
 )
 from processor.matching.explain import explain
 from processor.matching.fires import encoded
+from processor.matching.state import PendingEvent, WindowState
 from processor.messages import DomainEvent
 
 
@@ -307,3 +308,46 @@ def test_explain_tells_an_event_stamped_far_ahead_a_dead_letter_for_a_window() -
     assert found["direct"].dead_letter is None
     assert found["window"].as_json()["dead_letter"] == found["window"].dead_letter
     assert all(e.dead_letter is None for e in explain(registry, event))  # no clock given
+
+
+def test_explain_counts_as_a_worker_would_once_it_mends_a_window_holding_an_event_far_ahead() -> (
+    None
+):
+    registry = registry_with(
+        trigger("window", "x.*", condition={"count_threshold": 3, "window": "1m"})
+    )
+    [window] = registry.documents()
+    now = 1_800_000_000.0
+    years_ahead = now + 10**8  # taken by a version before such events were refused
+    state = WindowState(
+        pending=[
+            PendingEvent(now - 20, "s\x1fa", None, {}),
+            PendingEvent(years_ahead, "s\x1fz", None, {}),
+        ],
+        latest=years_ahead,
+    )
+    event = DomainEvent(id="e", type="x.a", source="s", time=now - 10)
+    states = {(window.trigger_id, ""): state}.get
+
+    [blind] = explain(registry, event, states)  # without the clock: what the state says
+    assert blind.window is not None and blind.window["late"]
+    assert "100,000,010 s (1,157.4 days) older" in blind.window["late_reason"]
+
+    [told] = explain(registry, event, states, now=now, max_ahead=300)
+    assert told.window is not None and not told.window["late"]
+    assert told.window["with_this_event"] and told.window["count"] == 1
+    assert "holds 1 entries stamped more than 300 s ahead" in told.window["mended"]
+    assert state.latest == years_ahead and len(state.pending) == 2  # the read state kept
+
+
+def test_explain_tells_a_missing_field_from_a_value() -> None:
+    registry = registry_with(trigger("high", "x.*", condition={"data.note": "== (missing)"}))
+    missing = DomainEvent(id="e", type="x.a", source="s", data={})
+    [item] = explain(registry, missing)
+    assert item.tests == [
+        {"field": "data.note", "test": "== '(missing)'", "actual": None, "missing": True, "matched": False}
+    ]  # fmt: skip
+    present = DomainEvent(id="e", type="x.a", source="s", data={"note": "(missing)"})
+    [item] = explain(registry, present)
+    assert item.tests[0]["actual"] == "(missing)" and not item.tests[0]["missing"]
+    assert item.tests[0]["matched"]
