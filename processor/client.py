@@ -56,7 +56,13 @@ class TriggersClient:
     def event(
         type_: str, source: str, data: Any = None, id: str | None = None, **attributes: Any
     ) -> bytes:
-        """A CloudEvents 1.0 structured event."""
+        """A CloudEvents 1.0 structured event; ValueError when `type_` or `source` is not a
+        non-empty string (the matcher would dead-letter such an event)."""
+        for name, given, example in (("type_", type_, "order.created"), ("source", source, "shop")):
+            if not isinstance(given, str) or not given:
+                raise ValueError(
+                    f"an event's {name} must be a non-empty string, e.g. {example!r}; got {given!r}"
+                )
         event = {
             "specversion": "1.0",
             "id": id or str(uuid.uuid4()),

@@ -248,6 +248,8 @@ def emit(
         except orjson.JSONDecodeError as exc:
             raise _fail(f"{file}: not valid JSON: {exc}") from None
     elif event_type:
+        if not source:
+            raise _fail("--source is empty; name where the event comes from, e.g. --source shop")
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError as exc:

@@ -1,0 +1,35 @@
+"""Events as the client and `triggers emit` make them: bad ones refused before sending."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from processor.client import TriggersClient
+
+
+def test_an_event_is_cloudevents_json_with_its_type_source_and_data() -> None:
+    event = orjson.loads(TriggersClient.event("order.created", "shop", {"n": 1}, id="o1"))
+    assert {k: event[k] for k in ("specversion", "id", "type", "source", "data")} == {
+        "specversion": "1.0", "id": "o1", "type": "order.created", "source": "shop", "data": {"n": 1}
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("type_", "source", "named"), [("", "shop", "type_"), ("x.y", "", "source")]
+)
+def test_an_event_without_a_type_or_source_is_refused_before_it_is_sent(
+    type_: str, source: str, named: str
+) -> None:
+    with pytest.raises(ValueError, match=f"event's {named} must be a non-empty string"):
+        TriggersClient.event(type_, source)
+
+
+def test_the_cli_refuses_an_empty_source_before_it_sends() -> None:
+    from typer.testing import CliRunner
+
+    from processor.cli.main import app
+
+    result = CliRunner().invoke(app, ["emit", "order.created", "--source", ""])
+    assert result.exit_code == 1
+    assert "--source is empty" in result.output
