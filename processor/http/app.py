@@ -21,10 +21,16 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from processor import __version__, topics
 from processor.config import Settings
@@ -136,6 +142,18 @@ def create_api(settings: Settings) -> FastAPI:
     app.include_router(ui.router)
     app.mount("/ui/static", StaticFiles(directory=ui.HERE / "static"), name="ui-static")
     app.add_exception_handler(ui.SignedOut, ui.signed_out_redirect)
+
+    async def console_or_api_error(request: Request, exc: Exception) -> Response:
+        """A console page's error is a page; everywhere else FastAPI's JSON answer."""
+        if request.url.path.startswith("/ui/") and not request.url.path.startswith("/ui/static/"):
+            return ui.error_page(request, exc)
+        if isinstance(exc, RequestValidationError):
+            return await request_validation_exception_handler(request, exc)
+        assert isinstance(exc, StarletteHTTPException)
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(StarletteHTTPException, console_or_api_error)
+    app.add_exception_handler(RequestValidationError, console_or_api_error)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz() -> dict[str, str]:

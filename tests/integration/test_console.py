@@ -192,6 +192,12 @@ def test_console_shows_a_fire_live_explains_and_keeps_workspaces_apart(
     page.goto(f"{base}/ui/executions")
     expect(page.locator("#execution-rows")).to_contain_text("No executions yet.")
     assert page.goto(f"{base}/ui/triggers/ui-demo").status == 404  # type: ignore[union-attr]
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()  # a page, not JSON
+    expect(page.get_by_role("alert")).to_contain_text("no trigger ui-demo in workspace 'beta'")
+    page.goto(f"{base}/ui/executions?status=bogus")
+    expect(page.get_by_role("alert")).to_contain_text("status: Input should be 'pending'")
+    page.get_by_role("link", name="Back to the triggers").click()
+    expect(page.get_by_role("link", name="Beta billing")).to_be_visible()
     page.goto(f"{base}/ui/dead-letters")
     expect(page.locator("tbody")).to_contain_text("Nothing rejected.")
     page.goto(f"{base}/ui/explain")

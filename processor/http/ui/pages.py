@@ -13,8 +13,10 @@ import httpx
 import orjson
 import yaml
 from fastapi import APIRouter, Form, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 HERE = Path(__file__).parent
 COOKIE = "triggers_ui_key"
@@ -93,6 +95,38 @@ def signed_out_redirect(request: Request, exc: Exception) -> Response:
     response.delete_cookie(COOKIE, path="/ui")
     if _partial(request):  # htmx follows redirects in place; make it load the page instead
         response.headers["HX-Redirect"] = "/ui/login"
+    return response
+
+
+TITLES = {
+    400: "Not accepted",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Refused",
+    422: "Not accepted",
+}
+
+
+def error_page(request: Request, exc: Exception) -> Response:
+    """An error on a console page as a page (the API's own errors stay JSON): what went
+    wrong, in the API's words, and a way back."""
+    if isinstance(exc, RequestValidationError):
+        status, detail = 422, exc.errors()
+    else:
+        assert isinstance(exc, StarletteHTTPException)
+        status, detail = exc.status_code, exc.detail
+    if isinstance(detail, list | tuple):  # validation errors, the console's or the API's
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+            if isinstance(e, dict) and "loc" in e and "msg" in e
+            else str(e)
+            for e in detail
+        )
+    else:
+        message = str(detail)
+    title = TITLES.get(status, "Something went wrong")
+    response = _page(request, "error.html", title=title, message=message, nav="error")
+    response.status_code = status
     return response
 
 

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from processor.http.ui.pages import fires_chart, timeline
+from starlette.requests import Request
+
+from processor.http.ui.pages import error_page, fires_chart, timeline
 
 NOW = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)
 
@@ -93,3 +95,28 @@ def test_the_explain_report_shows_a_late_event_and_one_a_worker_would_dead_lette
     calm = {**item, "window": {**item["window"], "late": False}, "dead_letter": None}
     shown = templates.get_template("_explain_report.html").render(report=[calm], error=None)
     assert "late:" not in shown and "dead letter" not in shown
+
+
+def _request(path: str) -> Request:
+    return Request(
+        {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+    )
+
+
+def test_a_console_error_is_a_page_saying_what_went_wrong_in_the_apis_words() -> None:
+    from fastapi import HTTPException
+
+    page = error_page(_request("/ui/triggers/gone"), HTTPException(404, "no trigger gone here"))
+    assert page.status_code == 404
+    shown = bytes(page.body).decode()
+    assert "<h1>Not found</h1>" in shown and "no trigger gone here" in shown
+    assert 'href="/ui/"' in shown  # a way back
+
+    refused = HTTPException(409, "trigger 'T' is disabled; enable it first")
+    assert error_page(_request("/ui/triggers/t/run"), refused).status_code == 409
+
+    api_said = [{"type": "enum", "loc": ["query", "status"], "msg": "Input should be 'failed'"}]
+    shown = bytes(
+        error_page(_request("/ui/executions"), HTTPException(422, api_said)).body
+    ).decode()
+    assert "status: Input should be &#39;failed&#39;" in shown and "[{" not in shown
