@@ -22,7 +22,12 @@ from processor import topics
 from processor.config import Settings, get_settings
 from processor.definitions import store
 from processor.definitions.endpoints import endpoint_problems
-from processor.definitions.loader import load_paths, parse_document
+from processor.definitions.loader import (
+    Located,
+    load_paths,
+    parse_document,
+    repeated_triggers,
+)
 from processor.definitions.model import TriggerDocument, document_json, warnings_for
 from processor.errors import DefinitionError, TriggersError
 from processor.logs import configure
@@ -752,10 +757,11 @@ def validate(files: FilesOption) -> None:
     except DefinitionError as exc:
         _print_problems(exc.problems)
         raise typer.Exit(1) from None
+    _warn_if_empty(located, files)
     documents = [
         (item.document.resolved(_settings().default_workspace), item.source) for item in located
     ]
-    problems = endpoint_problems(documents, [])
+    problems = repeated_triggers(documents) + endpoint_problems(documents, [])
     if problems:
         _print_problems(problems)
         raise typer.Exit(1)
@@ -783,10 +789,13 @@ def apply(
         raise typer.Exit(1) from None
     except TriggersError as exc:
         raise _fail(str(exc)) from None
+    _warn_if_empty(located, files)
     documents = [
         (item.document.resolved(settings.default_workspace), item.source) for item in located
     ]
-    problems = endpoint_problems(documents, _parsed(current).values())
+    problems = repeated_triggers(documents) + endpoint_problems(
+        documents, _parsed(current).values()
+    )
     if problems:
         _print_problems(problems)
         raise typer.Exit(1)
@@ -817,6 +826,16 @@ def apply(
     suffix = " (dry run)" if dry_run else ""
     for verb, name, trigger_id in report:
         out.print(f"{verb:9} {name}  id={trigger_id}{suffix}", highlight=False)
+
+
+def _warn_if_empty(located: list[Located], files: list[Path]) -> None:
+    if not located:
+        named = ", ".join(str(f) for f in files)
+        err.print(
+            f"warning: no trigger documents in {named} (files ending .yaml, .yml or .json)",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _print_warnings(source: str, document: TriggerDocument) -> None:

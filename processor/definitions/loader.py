@@ -49,6 +49,27 @@ def _line_index(
             _line_index(item, (*path, i), out)
 
 
+def _repeated_keys(node: yaml.Node, where: Path) -> Iterator[str]:
+    """A key given twice in one mapping, which YAML parsers resolve by keeping the last
+    silently: a field set one way and quietly read another."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for key, value in node.value:
+            line = key.start_mark.line + 1
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in first:
+                    yield (
+                        f"{where}:{line}: `{key.value}` is given twice in one mapping (first at "
+                        f"line {first[key.value]}); keep one"
+                    )
+                else:
+                    first[key.value] = line
+            yield from _repeated_keys(value, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _repeated_keys(item, where)
+
+
 def _model_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model that owns the field at `loc` (for "did you mean" hints)."""
     model: type[BaseModel] | None = TriggerDocument
@@ -114,29 +135,40 @@ def parse_document(
         raise DefinitionError(validation_problems(exc, source, lines or {}, prefix)) from None
 
 
-def _documents_in(path: Path) -> Iterator[tuple[Any, str, dict[tuple[Any, ...], int]]]:
+def _documents_in(
+    path: Path,
+) -> Iterator[tuple[Any, str, dict[tuple[Any, ...], int], list[str]]]:
+    """Each document of a file: its value, where it is, its lines, and its problems of
+    form (a key given twice), for which its value is not to be trusted."""
     text = path.read_text(encoding="utf-8")
     try:
-        nodes = list(yaml.compose_all(text, Loader=_LOADER))
+        composed = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise DefinitionError(
             [f"{where}: not valid YAML/JSON: {getattr(exc, 'problem', exc)}"]
         ) from None
+    nodes = [
+        node  # not the empty ones, as after a trailing `---`
+        for node in composed
+        if node is not None and not (isinstance(node, yaml.ScalarNode) and node.value == "")
+    ]
     for index, node in enumerate(nodes):
-        if node is None:
+        source = f"{path}" if len(nodes) == 1 else f"{path} (document {index + 1})"
+        repeated = list(_repeated_keys(node, path))
+        if repeated:
+            yield None, source, {}, repeated
             continue
         lines: dict[tuple[Any, ...], int] = {}
         _line_index(node, (), lines)
         value = SafeConstructor().construct_document(node)
-        source = f"{path}" if len(nodes) == 1 else f"{path} (document {index + 1})"
         if isinstance(value, list):
             for i, item in enumerate(value):
                 item_lines = {k[1:]: v for k, v in lines.items() if k[:1] == (i,)}
-                yield item, f"{path} (item {i + 1})", item_lines
+                yield item, f"{path} (item {i + 1})", item_lines, []
         else:
-            yield value, source, lines
+            yield value, source, lines, []
 
 
 def load_paths(paths: list[Path]) -> list[Located]:
@@ -153,7 +185,10 @@ def load_paths(paths: list[Path]) -> list[Located]:
     problems: list[str] = []
     for file in files:
         try:
-            for raw, source, lines in _documents_in(file):
+            for raw, source, lines, form in _documents_in(file):
+                if form:
+                    problems.extend(form)
+                    continue
                 try:
                     found.append(Located(parse_document(raw, source, lines), source))
                 except DefinitionError as exc:
@@ -163,3 +198,18 @@ def load_paths(paths: list[Path]) -> list[Located]:
     if problems:
         raise DefinitionError(problems)
     return found
+
+
+def repeated_triggers(documents: list[tuple[TriggerDocument, str]]) -> list[str]:
+    """Documents (resolved) that name one trigger twice: the same `id`, or no `id` and the
+    same workspace and name. Applied, the last would silently replace the others."""
+    first: dict[str, str] = {}
+    problems = []
+    for document, source in documents:
+        seen = first.setdefault(document.trigger_id, source)
+        if seen is not source:
+            problems.append(
+                f"{source}: trigger {document.name!r} (id {document.trigger_id}) is also "
+                f"defined by {seen}; define each trigger once: rename one, or give it its own `id`"
+            )
+    return problems

@@ -83,6 +83,27 @@ def test_apply_of_an_invalid_file_fails_and_writes_nothing(
     assert pipeline.cli("list", "-o", "json").stdout.strip() == "[]"
 
 
+def test_apply_takes_a_trailing_separator_and_refuses_one_trigger_twice_or_a_key_twice(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    one = "name: Once\ntype: event\nevent: {pattern: a.b}\nagent: {id: a}\n"
+    tidy = tmp_path / "tidy.yaml"
+    tidy.write_text(one + "---\n")  # as many editors and generators end a stream
+    assert pipeline.cli("apply", "-f", str(tidy)).stdout.startswith("created   Once")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(one + "---\n" + one.replace("a.b", "c.d"))
+    result = pipeline.cli("apply", "-f", str(twice), check=False)
+    assert result.returncode == 1
+    assert f"{twice} (document 2): trigger 'Once' (id " in result.stderr
+    assert "is also defined by" in result.stderr
+    keyed = tmp_path / "keyed.yaml"
+    keyed.write_text(one.replace("{pattern: a.b}", "{pattern: a.b, pattern: e.f}"))
+    result = pipeline.cli("apply", "-f", str(keyed), check=False)
+    assert result.returncode == 1
+    assert f"{keyed}:3: `pattern` is given twice in one mapping" in result.stderr
+    assert '"pattern": "a.b"' in pipeline.cli("get", "Once", "-o", "json").stdout  # untouched
+
+
 def test_delete_enable_disable(pipeline: Pipeline) -> None:
     pipeline.cli("apply", "-f", str(EXAMPLES / "daily-sales-report.yaml"))
     pipeline.cli("disable", "Daily Sales Report")

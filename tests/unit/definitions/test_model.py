@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from processor.definitions.loader import load_paths, parse_document
+from processor.definitions.loader import load_paths, parse_document, repeated_triggers
 from processor.definitions.model import (
     OverlapPolicy,
     TriggerType,
@@ -151,6 +151,48 @@ def test_multi_document_files_and_json_lists(tmp_path: Path) -> None:
         '[{"name": "c", "type": "event", "event": {"pattern": "z"}, "agent": {"id": "c"}}]'
     )
     assert sorted(item.document.name for item in load_paths([tmp_path])) == ["a", "b", "c"]
+
+
+def test_a_trailing_separator_is_an_empty_document_not_a_problem(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("name: a\ntype: event\nevent: {pattern: x}\nagent: {id: a}\n---\n")
+    [only] = load_paths([path])
+    assert (only.document.name, only.source) == ("a", str(path))
+
+
+def test_a_key_given_twice_is_a_problem_with_both_lines(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        "name: a\ntype: event\nevent:\n  pattern: x.a\n  pattern: x.b\nagent: {id: a}\n---\n"
+        "name: b\ntype: event\nevent: {pattern: y}\nagent: {id: b, id: c}\n",
+    )
+    assert problems == [
+        f"{tmp_path}/t.yaml:5: `pattern` is given twice in one mapping (first at line 4); keep one",
+        f"{tmp_path}/t.yaml:11: `id` is given twice in one mapping (first at line 11); keep one",
+    ]
+
+
+def test_one_trigger_defined_twice_in_the_files_applied_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "name: Same\ntype: event\nevent: {pattern: x}\nagent: {id: a}\n"
+    )
+    (tmp_path / "b.yaml").write_text(
+        "name: Same\ntype: event\nevent: {pattern: y}\nagent: {id: b}\n---\n"
+        "name: Other\nid: fixed\ntype: event\nevent: {pattern: z}\nagent: {id: c}\n---\n"
+        "name: Another\nid: fixed\ntype: event\nevent: {pattern: z}\nagent: {id: c}\n"
+    )
+    documents = [(i.document.resolved("default"), i.source) for i in load_paths([tmp_path])]
+    problems = repeated_triggers(documents)
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{tmp_path}/b.yaml (document 1): trigger 'Same' (id ")
+    assert problems[0].endswith(f"is also defined by {tmp_path}/a.yaml; define each trigger "
+                                "once: rename one, or give it its own `id`")  # fmt: skip
+    assert "'Another' (id fixed) is also defined by" in problems[1]
+    elsewhere = [
+        (d.model_copy(update={"workspace": "w2", "id": None}).resolved("x"), s)
+        for d, s in documents[:1]
+    ]
+    assert repeated_triggers(documents[:1] + elsewhere) == []  # one name in two workspaces
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
