@@ -339,6 +339,12 @@ def explain(
                 out.print(f"  mended: {w['mended']}", highlight=False, markup=False)
             if w.get("late"):
                 out.print(f"  late: {w['late_reason']}", highlight=False, markup=False)
+        if item.sequence is not None and "reason" in item.sequence:
+            out.print(
+                f"  {item.sequence['kind']}: {item.sequence['reason']}",
+                highlight=False,
+                markup=False,
+            )
         if item.dead_letter is not None:
             out.print(f"  dead letter: {item.dead_letter}", highlight=False, markup=False)
 

@@ -10,15 +10,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from processor.config import Settings
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
 from processor.language.conditions import MISSING
-from processor.matching.decode import event_of
-from processor.matching.events import Verdict, match_event, too_far_ahead
-from processor.matching.state import KeyState, StateKey, WindowState, committed_states
+from processor.language.patterns import compile_pattern
+from processor.matching import sequences
+from processor.matching.decode import event_of, iso_time
+from processor.matching.events import Match, Verdict, match_event, too_far_ahead
+from processor.matching.state import (
+    DebounceState,
+    KeyState,
+    SequenceState,
+    StateKey,
+    WindowState,
+    committed_states,
+)
 from processor.matching.windows import behind_newest, drop_ahead, window_count
 from processor.messages import DomainEvent
 
@@ -32,6 +42,9 @@ class TriggerExplanation:
     source_ok: bool
     tests: list[dict[str, Any]] = field(default_factory=list)
     window: dict[str, Any] | None = None
+    sequence: dict[str, Any] | None = None
+    """For a sequence, absence or debounce trigger: the event's part in it and what the
+    key's state makes of it (`reason`)."""
     dead_letter: str | None = None
     """Why a worker would not take the event for this trigger but dead-letter it."""
 
@@ -44,6 +57,7 @@ class TriggerExplanation:
             "source_ok": self.source_ok,
             "tests": self.tests,
             "window": self.window,
+            "sequence": self.sequence,
             "dead_letter": self.dead_letter,
         }
 
@@ -59,6 +73,8 @@ def explain(
     `now` and `max_ahead`, an event stamped too far ahead of `now` is told a dead letter
     for the triggers that count by event time, as a worker would make it."""
     explanations = []
+    if event.time is None and now is not None:  # a worker gives it its record's time
+        event = event.model_copy(update={"time": datetime.fromtimestamp(now, UTC)})
     read = event_of(event)
     for match in match_event(registry, read, explain=True):
         trigger = match.trigger
@@ -116,21 +132,135 @@ def explain(
                     f"group; events a whole window ({threshold.window_seconds:g} s) or more "
                     'behind it are not counted (triggers_window_outcomes_total{outcome="late"})'
                 )
+        pattern, sequence = _in_sequence(match, read.type, states, now)
         explanations.append(
             TriggerExplanation(
                 trigger_id=trigger.trigger_id,
                 name=trigger.name,
                 verdict=match.verdict,
-                pattern=trigger.event.pattern,
+                pattern=pattern,
                 source_ok=match.verdict is not Verdict.SOURCE_MISMATCH,
                 tests=tests,
                 window=window,
+                sequence=sequence,
                 dead_letter=None
                 if now is None or max_ahead is None
                 else too_far_ahead([match], read.time, now, max_ahead),
             )
         )
     return explanations
+
+
+def _in_sequence(
+    match: Match,
+    event_type: str,
+    states: Callable[[StateKey], KeyState | None],
+    now: float | None,
+) -> tuple[str, dict[str, Any] | None]:
+    """The pattern the event matched (A's or B's), and for a sequence, absence or debounce
+    trigger what the key's state makes of the event: the worker's own steps, run on a
+    copy of the state."""
+    trigger = match.trigger
+    event = trigger.event
+    assert event is not None
+    follow = event.followed_by or event.not_followed_by
+    if follow is None and event.debounce is None:
+        return event.pattern, None
+    key_field: str | None
+    if follow is not None:
+        kind = "followed_by" if event.followed_by is not None else "not_followed_by"
+        role = (
+            match.window.role
+            if match.window is not None
+            else ("first" if compile_pattern(event.pattern)(event_type) else "second")
+        )
+        pattern, key_field = (event.pattern if role == "first" else follow.pattern), follow.key
+    else:
+        assert event.debounce is not None
+        kind, role, pattern, key_field = "debounce", "event", event.pattern, event.debounce.key
+    info: dict[str, Any] = {"kind": kind, "role": role, "key_field": key_field}
+    if match.verdict is Verdict.KEY_MISSING:
+        info["reason"] = (
+            f"the event has no `{key_field}`, the field that pairs events here: not taken"
+        )
+        return pattern, info
+    taken = match.window
+    if taken is None:  # source, workspace or condition turned it away: no state involved
+        return pattern, info
+    info["key"] = taken.group
+    state = states(StateKey(match.trigger_id, taken.group))
+    keyed = f"{key_field} = {taken.group!r}" if key_field else "this trigger"
+    if follow is not None:
+        copy = (
+            SequenceState(list(state.pending), list(state.seen), list(state.fires))
+            if isinstance(state, SequenceState)
+            else SequenceState()
+        )
+        info["waiting"] = len(copy.pending)
+        within, at = follow.within.seconds, taken.time
+        if role == "first":
+            sequences.on_first(copy, taken.event_key, at, taken.event)
+            if len(copy.pending) == info["waiting"]:
+                info["reason"] = "an A this key has already taken: a repeat, which changes nothing"
+            elif kind == "followed_by":
+                info["reason"] = (
+                    f"an A: fires when a {follow.pattern!r} with {keyed} comes within "
+                    f"{within:g} s after it"
+                )
+            else:
+                info["deadline"] = iso_time(at + within)
+                info["reason"] = (
+                    f"an A: fires at {info['deadline']} unless a {follow.pattern!r} with "
+                    f"{keyed} comes first"
+                )
+        elif kind == "followed_by":
+            fire = sequences.on_second_followed(copy, within, taken.event_key, at, taken.event)
+            if fire is not None:
+                first = fire.details["first"]
+                info["pairs_with"] = first
+                info["reason"] = (
+                    f"a B: pairs with the A {first.get('id')!r} "
+                    f"({fire.details['seconds_between']:g} s before it): fires"
+                )
+            else:
+                info["reason"] = (
+                    f"a B: no A with {keyed} waits within {within:g} s before it "
+                    f"({info['waiting']} waiting for this key): does not fire"
+                )
+        else:
+            sequences.on_second_absence(copy, within, taken.event_key, at)
+            answered = info["waiting"] - len(copy.pending)
+            info["answers"] = answered
+            info["reason"] = (
+                f"a B: answers {answered} waiting A(s) of this key, which then do not fire"
+            )
+        return pattern, info
+    assert event.debounce is not None
+    burst = (
+        DebounceState(list(state.pending), list(state.seen), list(state.fires),
+                      state.first_seen, state.last_seen, state.dropped)
+        if isinstance(state, DebounceState)
+        else DebounceState()
+    )  # fmt: skip
+    before = len(burst.pending) + burst.dropped
+    clock = time.time() if now is None else now
+    sequences.on_debounced_event(
+        burst, taken.event_key, taken.event, clock, event.debounce.max_events
+    )
+    if len(burst.pending) + burst.dropped == before:
+        info["reason"] = "an event this burst has already taken: a repeat, which changes nothing"
+        return pattern, info
+    quiet = event.debounce.quiet.seconds
+    max_wait = event.debounce.max_wait.seconds if event.debounce.max_wait else None
+    deadline = sequences.debounce_deadline(burst, quiet, max_wait)
+    info["burst"] = len(burst.pending) + burst.dropped
+    info["deadline"] = None if deadline is None else iso_time(deadline)
+    info["reason"] = (
+        f"joins a burst of {info['burst']} event(s) of {keyed}: fires at {info['deadline']} "
+        f"if no other comes (quiet {quiet:g} s"
+        + (f", at most {max_wait:g} s after the burst's first)" if max_wait else ")")
+    )
+    return pattern, info
 
 
 def explain_with_state(

@@ -91,3 +91,59 @@ def test_sequence_absence_and_debounce(pipeline: Pipeline, tmp_path: Path) -> No
     first_seen, last_seen = (datetime.fromisoformat(burst[k]) for k in ("first_seen", "last_seen"))
     assert timedelta(0) <= last_seen - first_seen < timedelta(seconds=30)
     assert 0 < thanks["input"]["followed_by"]["seconds_between"] < 60
+
+
+EXPLAINED = """
+trigger: {id: paid, name: Paid, type: event, event: {pattern: order.created,
+  followed_by: {pattern: order.paid, within: 1h, key: data.order_id}}, agent: {id: thanks}}
+---
+trigger: {id: unpaid, name: Unpaid, type: event, event: {pattern: order.created,
+  not_followed_by: {pattern: order.paid, within: 1h, key: data.order_id}}, agent: {id: dun}}
+---
+trigger: {id: saves, name: Saves, type: event, event: {pattern: file.saved,
+  debounce: {quiet: 1h, key: data.user}}, agent: {id: summarizer}}
+"""
+
+
+def test_explain_says_what_a_sequence_makes_of_an_event(pipeline: Pipeline, tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(EXPLAINED)
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.produce(topics.EVENTS, orjson.dumps(event("order.created", "c9", order_id="o9")))
+    pipeline.produce(topics.EVENTS, orjson.dumps(event("file.saved", "s1", user="ann")))
+
+    def explained(sent: dict) -> dict[str, dict]:
+        path = tmp_path / "event.json"
+        path.write_bytes(orjson.dumps(sent))
+        report = orjson.loads(pipeline.cli("explain", "-f", str(path), "-o", "json").stdout)
+        return {item["trigger_id"]: item for item in report}
+
+    paid = {"type": "order.paid", "source": "shop", "id": "p9", "data": {"order_id": "o9"}}
+    deadline = time.monotonic() + 60
+    saved = event("file.saved", "s2", user="ann")
+    while (found := explained(paid))["paid"]["sequence"]["waiting"] < 1 or (
+        explained(saved)["saves"]["sequence"]["burst"] < 2
+    ):  # until the worker committed the A and the first save
+        assert time.monotonic() < deadline, found
+        time.sleep(0.5)
+    assert found["paid"]["pattern"] == "order.paid"  # the B's pattern, not the A's
+    assert found["paid"]["sequence"]["role"] == "second"
+    assert found["paid"]["sequence"]["pairs_with"]["id"] == "c9"
+    assert "a B: pairs with the A 'c9'" in found["paid"]["sequence"]["reason"]
+    assert found["unpaid"]["sequence"]["answers"] == 1
+    (tmp_path / "paid.json").write_bytes(orjson.dumps(paid))
+    shown = pipeline.cli("explain", "-f", str(tmp_path / "paid.json")).stdout
+    assert "followed_by: a B: pairs with the A 'c9'" in shown
+
+    stranger = explained({**paid, "data": {"order_id": "o-none"}})
+    assert "no A with data.order_id = 'o-none'" in stranger["paid"]["sequence"]["reason"]
+    assert stranger["unpaid"]["sequence"]["answers"] == 0
+    keyless = explained({**paid, "data": {}})
+    assert keyless["paid"]["verdict"] == "key_missing"
+    assert "has no `data.order_id`" in keyless["paid"]["sequence"]["reason"]
+    another_a = explained(event("order.created", "c10", order_id="o10"))
+    assert "fires at" in another_a["unpaid"]["sequence"]["reason"]
+    burst = explained(saved)["saves"]["sequence"]
+    assert burst["burst"] == 2
+    assert "joins a burst of 2 event(s) of data.user = 'ann'" in burst["reason"]

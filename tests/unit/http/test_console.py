@@ -85,11 +85,13 @@ def test_the_explain_report_shows_a_late_event_and_one_a_worker_would_dead_lette
             "late": True,
             "late_reason": "this event is 360 s older than the newest event of its group",
         },
+        "sequence": {"kind": "followed_by", "reason": "a B: pairs with the A 'c1': fires"},
         "dead_letter": "event time 2030-01-01T00:00:00+00:00 is 97,000,000 s ahead",
     }
     shown = templates.get_template("_explain_report.html").render(report=[item], error=None)
     assert "late: this event is 360 s older" in shown
     assert "(no such field)" in shown and "actual:" not in shown
+    assert "followed_by: a B: pairs with the A &#39;c1&#39;: fires" in shown
     assert "mended: the group&#39;s window holds 1 entries" in shown
     assert "dead letter: event time 2030-01-01" in shown
     calm = {**item, "window": {**item["window"], "late": False}, "dead_letter": None}

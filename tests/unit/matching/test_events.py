@@ -19,7 +19,7 @@ from processor.matching.events import (
 )
 from processor.matching.explain import explain
 from processor.matching.fires import encoded
-from processor.matching.state import PendingEvent, WindowState
+from processor.matching.state import PatternEvent, PendingEvent, SequenceState, WindowState
 from processor.messages import DomainEvent
 
 
@@ -351,3 +351,43 @@ def test_explain_tells_a_missing_field_from_a_value() -> None:
     [item] = explain(registry, present)
     assert item.tests[0]["actual"] == "(missing)" and not item.tests[0]["missing"]
     assert item.tests[0]["matched"]
+
+
+def test_explain_runs_a_sequences_own_steps_on_a_copy_of_its_state() -> None:
+    registry = registry_with(
+        trigger("paid", "order.created",
+                followed_by={"pattern": "order.paid", "within": "1m", "key": "data.order"}),
+        trigger("unpaid", "order.created",
+                not_followed_by={"pattern": "order.paid", "within": "1m", "key": "data.order"}),
+    )  # fmt: skip
+    ids = {d.name: d.trigger_id for d in registry.documents()}
+    now = 1_800_000_000.0
+    a = PatternEvent(now - 30, "shop\x1fc1", {"id": "c1"})
+    held = SequenceState(pending=[a], seen=["shop\x1fc1"])
+    states = {(ids["paid"], "o1"): held, (ids["unpaid"], "o1"): held}.get
+
+    def told(type_: str, id_: str, data: dict, at: float | None = now) -> dict:
+        event = DomainEvent(id=id_, type=type_, source="shop", time=at, data=data)
+        return {e.name: e for e in explain(registry, event, states, now=now, max_ahead=300)}
+
+    b = told("order.paid", "p1", {"order": "o1"})
+    assert b["paid"].pattern == "order.paid" and b["paid"].sequence is not None
+    assert b["paid"].sequence["pairs_with"] == {"id": "c1"}
+    assert "pairs with the A 'c1' (30 s before it): fires" in b["paid"].sequence["reason"]
+    assert b["unpaid"].sequence is not None and b["unpaid"].sequence["answers"] == 1
+    assert held.pending == [a]  # the state read is not changed
+    late_b = told("order.paid", "p2", {"order": "o1"}, at=now + 60)  # 90 s after the A
+    assert late_b["paid"].sequence is not None
+    assert "no A with data.order = 'o1' waits within 60 s" in late_b["paid"].sequence["reason"]
+    repeat = told("order.created", "c1", {"order": "o1"})
+    assert repeat["unpaid"].sequence is not None
+    assert "already taken: a repeat" in repeat["unpaid"].sequence["reason"]
+    fresh = told("order.created", "c2", {"order": "o2"}, at=None)  # no time: the record's, now
+    assert fresh["unpaid"].sequence is not None
+    assert fresh["unpaid"].sequence["deadline"] == "2027-01-15T08:01:00+00:00"
+    keyless = told("order.paid", "p3", {})
+    assert (
+        keyless["paid"].verdict is Verdict.KEY_MISSING and keyless["paid"].pattern == "order.paid"
+    )
+    assert keyless["paid"].sequence is not None
+    assert "has no `data.order`" in keyless["paid"].sequence["reason"]
