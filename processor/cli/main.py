@@ -21,7 +21,7 @@ from rich.table import Table
 from processor import topics
 from processor.config import Settings, get_settings
 from processor.definitions import store
-from processor.definitions.endpoints import endpoint_problems
+from processor.definitions.endpoints import endpoint_problems, name_problems
 from processor.definitions.loader import (
     Located,
     load_paths,
@@ -767,7 +767,11 @@ def validate(files: FilesOption) -> None:
     documents = [
         (item.document.resolved(_settings().default_workspace), item.source) for item in located
     ]
-    problems = repeated_triggers(documents) + endpoint_problems(documents, [])
+    problems = (
+        repeated_triggers(documents)
+        + name_problems(documents, [])
+        + endpoint_problems(documents, [])
+    )
     if problems:
         _print_problems(problems)
         raise typer.Exit(1)
@@ -799,8 +803,11 @@ def apply(
     documents = [
         (item.document.resolved(settings.default_workspace), item.source) for item in located
     ]
-    problems = repeated_triggers(documents) + endpoint_problems(
-        documents, _parsed(current).values()
+    existing = list(_parsed(current).values())
+    problems = (
+        repeated_triggers(documents)
+        + name_problems(documents, existing)
+        + endpoint_problems(documents, existing)
     )
     if problems:
         _print_problems(problems)

@@ -1,4 +1,5 @@
-"""Webhook endpoints are global paths on the gateway: two triggers cannot share one."""
+"""What two triggers cannot share: a webhook endpoint (a global path on the gateway), and
+a name within a workspace (what the CLI and the console name a trigger by)."""
 
 from __future__ import annotations
 
@@ -48,4 +49,28 @@ def endpoint_problems(
             )
         else:
             owners[endpoint] = document
+    return problems
+
+
+def name_problems(
+    candidates: Iterable[tuple[TriggerDocument, str]], existing: Iterable[TriggerDocument]
+) -> list[str]:
+    """`candidates` (resolved documents, where each came from) whose workspace and name
+    another trigger, of another id, already has or is given in the same batch."""
+    batch = list(candidates)
+    replaced = {document.trigger_id for document, _ in batch}
+    owners = {
+        (document.workspace, document.name): document
+        for document in existing
+        if document.trigger_id not in replaced
+    }
+    problems = []
+    for document, source in batch:
+        owner = owners.setdefault((document.workspace, document.name), document)
+        if owner.trigger_id != document.trigger_id:
+            problems.append(
+                f"{source}: name: {document.name!r} is already the name of trigger "
+                f"{owner.trigger_id} in workspace {document.workspace!r}; names are unique "
+                "within a workspace: choose another"
+            )
     return problems

@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from processor.definitions.endpoints import endpoint_problems
+from processor.definitions.endpoints import endpoint_problems, name_problems
 from processor.definitions.loader import parse_document
 from processor.definitions.model import OverlapPolicy, TriggerDocument, document_json
 from processor.definitions.store import DefinitionWriter
@@ -139,7 +139,10 @@ def owned_trigger(view: DefinitionsView, trigger_id: str, workspace: str) -> Tri
 
 
 async def _save(request: Request, view: DefinitionsView, document: TriggerDocument) -> None:
-    problems = endpoint_problems([(document, "body")], view.documents())
+    existing = view.documents()
+    problems = name_problems([(document, "body")], existing) + endpoint_problems(
+        [(document, "body")], existing
+    )
     if problems:
         raise HTTPException(409, {"problems": problems})
     await _write(request, view, document.trigger_id, document)

@@ -101,6 +101,11 @@ def test_apply_takes_a_trailing_separator_and_refuses_one_trigger_twice_or_a_key
     result = pipeline.cli("apply", "-f", str(keyed), check=False)
     assert result.returncode == 1
     assert f"{keyed}:3: `pattern` is given twice in one mapping" in result.stderr
+    named = tmp_path / "named.yaml"
+    named.write_text("id: once-again\n" + one)  # another trigger, the same name
+    result = pipeline.cli("apply", "-f", str(named), check=False)
+    assert result.returncode == 1
+    assert f"{named}: name: 'Once' is already the name of trigger " in result.stderr
     assert '"pattern": "a.b"' in pipeline.cli("get", "Once", "-o", "json").stdout  # untouched
 
 

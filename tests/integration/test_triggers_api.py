@@ -125,6 +125,13 @@ def test_errors_teach(pipeline: Pipeline) -> None:
         assert (
             "POST /hooks/a is already used by trigger 'h'" in clash.json()["detail"]["problems"][0]
         )
+        twin = http.post("/v1/triggers", json={**event_trigger("h"), "id": "h-two"}, headers=ALPHA)
+        assert twin.status_code == 409
+        assert (
+            "body: name: 'h' is already the name of trigger" in twin.json()["detail"]["problems"][0]
+        )
+        elsewhere = {**event_trigger("h"), "id": "h-beta"}
+        assert http.post("/v1/triggers", json=elsewhere, headers=BETA).status_code == 201
 
 
 def test_openapi_is_served_and_schemathesis_finds_no_server_errors(pipeline: Pipeline) -> None:

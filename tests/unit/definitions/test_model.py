@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -253,6 +254,27 @@ def test_jsonpath_that_does_not_parse_is_a_definition_error(tmp_path: Path) -> N
     assert len(problems) == 1
     assert "trigger.agent.input_mapping: text: '$.body[' is not a JSONPath" in problems[0]
     assert "write one like $.body.text" in problems[0]
+
+
+def test_a_name_is_one_triggers_within_its_workspace() -> None:
+    from processor.definitions.endpoints import name_problems
+
+    def named(name: str, id_: str | None = None, workspace: str = "default") -> Any:
+        raw = {"name": name, "type": "event", "event": {"pattern": "x"}, "agent": {"id": "a"}}
+        return parse_document({**raw, "id": id_, "workspace": workspace}, "t").resolved("default")
+
+    existing = [named("Alerts")]
+    assert name_problems([(named("Alerts"), "f")], existing) == []  # the same trigger, updated
+    assert name_problems([(named("Alerts", workspace="beta"), "f")], existing) == []
+    taken = name_problems([(named("Alerts", id_="alerts-2"), "f")], existing)
+    assert taken == [
+        f"f: name: 'Alerts' is already the name of trigger {existing[0].id} in workspace "
+        "'default'; names are unique within a workspace: choose another"
+    ]
+    batch = name_problems([(named("N", id_="n1"), "1"), (named("N", id_="n2"), "2")], [])
+    assert len(batch) == 1 and batch[0].startswith("2: name: 'N' is already the name of trigger n1")
+    renamed = named("Old", id_=existing[0].id)  # the one named Alerts now renamed: free
+    assert name_problems([(renamed, "1"), (named("Alerts", id_="new"), "2")], existing) == []
 
 
 def test_webhook_endpoints_cannot_clash_or_use_reserved_paths() -> None:
