@@ -16,10 +16,10 @@ from typing import Any
 from processor.config import Settings
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import Registry
-from processor.language.conditions import MISSING
+from processor.language.conditions import MISSING, Threshold
 from processor.language.patterns import compile_pattern
 from processor.matching import sequences
-from processor.matching.decode import event_of, iso_time
+from processor.matching.decode import Event, event_of, iso_time
 from processor.matching.events import Match, Verdict, match_event, too_far_ahead
 from processor.matching.state import (
     DebounceState,
@@ -90,48 +90,11 @@ def explain(
             for o in match.trace
         ]
         threshold = registry.condition(trigger.trigger_id).threshold
-        window = None
-        if threshold is not None:
-            group = threshold.group_of(read.fields)
-            state = states(StateKey(trigger.trigger_id, group))
-            if not isinstance(state, WindowState):  # none yet, or of another kind
-                state = WindowState()
-            behind = None if read.time is None else behind_newest(state, read.time)
-            late = behind is not None and behind >= threshold.window_seconds
-            mended = 0
-            if late and now is not None and max_ahead is not None:
-                # as a worker does: entries stamped beyond the allowance (taken by a
-                # version before it was refused) go, and the event is decided again
-                state = WindowState(
-                    list(state.pending), dict(state.consumed), state.latest, state.last_fire_end
-                )
-                mended = drop_ahead(state, now + max_ahead)
-                if mended:
-                    assert read.time is not None
-                    behind = behind_newest(state, read.time)
-                    late = behind >= threshold.window_seconds
-            window = {
-                "group": group,
-                "count": window_count(state, threshold),
-                "count_threshold": threshold.count,
-                "window_seconds": threshold.window_seconds,
-                "allowed_lateness_seconds": threshold.window_seconds,
-                "late": late,
-                "with_this_event": match.verdict is Verdict.WINDOWED and not late,
-            }
-            if mended:
-                window["mended"] = (
-                    f"the group's window holds {mended} entries stamped more than "
-                    f"{max_ahead:g} s ahead of the clock (taken before such events were "
-                    "refused); a worker lets go of them at the first event they would make "
-                    "late, so they are left out here"
-                )
-            if late and behind is not None:
-                window["late_reason"] = (
-                    f"this event is {_seconds(behind)} older than the newest event of its "
-                    f"group; events a whole window ({threshold.window_seconds:g} s) or more "
-                    'behind it are not counted (triggers_window_outcomes_total{outcome="late"})'
-                )
+        window = (
+            None
+            if threshold is None
+            else _in_window(match, threshold, read, states, now, max_ahead)
+        )
         pattern, sequence = _in_sequence(match, read.type, states, now)
         explanations.append(
             TriggerExplanation(
@@ -149,6 +112,60 @@ def explain(
             )
         )
     return explanations
+
+
+def _in_window(
+    match: Match,
+    threshold: Threshold,
+    read: Event,
+    states: Callable[[StateKey], KeyState | None],
+    now: float | None,
+    max_ahead: float | None,
+) -> dict[str, Any]:
+    """A threshold trigger's window for the event's group: its count, and whether the
+    event is late there, as a worker decides it (a window holding events taken too far
+    ahead mended first, on a copy)."""
+    group = threshold.group_of(read.fields)
+    state = states(StateKey(match.trigger_id, group))
+    if not isinstance(state, WindowState):  # none yet, or of another kind
+        state = WindowState()
+    behind = None if read.time is None else behind_newest(state, read.time)
+    late = behind is not None and behind >= threshold.window_seconds
+    mended = 0
+    if late and now is not None and max_ahead is not None:
+        # as a worker does: entries stamped beyond the allowance (taken by a
+        # version before it was refused) go, and the event is decided again
+        state = WindowState(
+            list(state.pending), dict(state.consumed), state.latest, state.last_fire_end
+        )
+        mended = drop_ahead(state, now + max_ahead)
+        if mended:
+            assert read.time is not None
+            behind = behind_newest(state, read.time)
+            late = behind >= threshold.window_seconds
+    window: dict[str, Any] = {
+        "group": group,
+        "count": window_count(state, threshold),
+        "count_threshold": threshold.count,
+        "window_seconds": threshold.window_seconds,
+        "allowed_lateness_seconds": threshold.window_seconds,
+        "late": late,
+        "with_this_event": match.verdict is Verdict.WINDOWED and not late,
+    }
+    if mended:
+        window["mended"] = (
+            f"the group's window holds {mended} entries stamped more than "
+            f"{max_ahead:g} s ahead of the clock (taken before such events were "
+            "refused); a worker lets go of them at the first event they would make "
+            "late, so they are left out here"
+        )
+    if late and behind is not None:
+        window["late_reason"] = (
+            f"this event is {_seconds(behind)} older than the newest event of its "
+            f"group; events a whole window ({threshold.window_seconds:g} s) or more "
+            'behind it are not counted (triggers_window_outcomes_total{outcome="late"})'
+        )
+    return window
 
 
 def _in_sequence(
