@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -277,6 +277,15 @@ class ScheduleSpec(_Doc):
                 f"{value!r} is not a cron expression; write 5 fields "
                 "(minute hour day month weekday), 6 with seconds first, or @hourly/@daily"
             )
+        return value
+
+    @field_validator("at", "start_date", "end_date")
+    @classmethod
+    def _in_utc_when_no_zone(cls, value: datetime | None) -> datetime | None:
+        """A time written without a zone is UTC, as everywhere else in the product (it
+        was read in the local zone of whichever machine looked at it)."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
         return value
 
     @field_validator("timezone")
@@ -576,9 +585,21 @@ def document_json(document: TriggerDocument) -> dict[str, Any]:
 REGEX_ONLY = re.compile(r"[\^$\\()|+?{}\[\]]|\A\.\*")
 
 
-def warnings_for(document: TriggerDocument) -> list[str]:
+def warnings_for(document: TriggerDocument, now: datetime | None = None) -> list[str]:
     """Things that are valid but probably not what the author meant."""
     found = []
+    schedule, now = document.schedule, now or datetime.now(UTC)
+    if schedule is not None and schedule.at is not None:
+        if schedule.at < now - timedelta(seconds=schedule.grace_seconds):
+            found.append(
+                f"schedule.at: {schedule.at.isoformat()} has passed, so this one-shot never "
+                f"fires; set a time to come, or start its agent now with `triggers run`"
+            )
+    elif schedule is not None and schedule.end_date is not None and schedule.end_date < now:
+        found.append(
+            f"schedule.end_date: {schedule.end_date.isoformat()} has passed, so this "
+            "schedule makes no more fires"
+        )
     auth = document.webhook.authentication if document.webhook else None
     if auth is not None and auth.type is AuthType.HMAC and auth.header == SLACK_HEADER:
         found.append(

@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+import pytest
 
 from processor import topics
 from tests.integration.kafka import ROOT, Pipeline, free_port
@@ -107,6 +108,26 @@ def test_apply_takes_a_trailing_separator_and_refuses_one_trigger_twice_or_a_key
     assert result.returncode == 1
     assert f"{named}: name: 'Once' is already the name of trigger " in result.stderr
     assert '"pattern": "a.b"' in pipeline.cli("get", "Once", "-o", "json").stdout  # untouched
+
+
+def test_apply_reads_a_schedule_time_without_zone_as_utc_and_warns_of_a_past_one_shot(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")  # the CLI's machine is not on UTC
+    later = tmp_path / "later.yaml"
+    later.write_text(
+        "name: Later\ntype: schedule\nschedule: {at: '2099-01-01T09:00:00'}\nagent: {id: a}\n"
+    )
+    applied = pipeline.cli("apply", "-f", str(later))
+    assert "warning" not in applied.stderr
+    status = pipeline.cli("status", "Later").stdout
+    assert "next_fire_at: '2099-01-01T09:00:00Z'" in status, status  # UTC, whatever TZ says
+    past = tmp_path / "past.yaml"
+    past.write_text(later.read_text().replace("2099", "2020").replace("Later", "Past"))
+    warned = pipeline.cli("apply", "-f", str(past))
+    assert "schedule.at: 2020-01-01T09:00:00+00:00 has passed, so this one-shot never" in (
+        warned.stderr
+    )
 
 
 def test_delete_enable_disable(pipeline: Pipeline) -> None:

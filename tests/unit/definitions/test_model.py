@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +362,32 @@ def test_a_glob_that_looks_like_a_regex_warns_and_suggests_re() -> None:
         {"name": "x", "type": "event", "event": {"pattern": "error.*"}, "agent": {"id": "a"}}, "t"
     )
     assert warnings_for(plain) == []
+
+
+def schedule_doc(**schedule: object) -> Any:
+    return parse_document(
+        {"name": "s", "type": "schedule", "schedule": schedule, "agent": {"id": "a"}}, "t"
+    )
+
+
+def test_a_schedule_time_without_a_zone_is_utc_and_compares_with_one_that_has_it() -> None:
+    document = schedule_doc(
+        every="1h", start_date="2027-01-01T00:00:00", end_date="2027-06-01T00:00Z"
+    )
+    assert document.schedule is not None and document.schedule.start_date is not None
+    assert document.schedule.start_date == datetime(2027, 1, 1, tzinfo=UTC)  # not local time
+    with pytest.raises(DefinitionError, match="end_date must be after start_date"):
+        schedule_doc(every="1h", start_date="2027-06-01T00:00:00", end_date="2027-01-01T00:00Z")
+
+
+def test_a_one_shot_whose_time_has_passed_and_an_ended_schedule_warn() -> None:
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    [past] = warnings_for(schedule_doc(at="2026-12-07T11:58:00Z"), now)
+    assert past.startswith("schedule.at: 2026-12-07T11:58:00+00:00 has passed")
+    assert warnings_for(schedule_doc(at="2026-12-07T11:59:30Z"), now) == []  # within grace
+    [ended] = warnings_for(schedule_doc(cron="0 9 * * *", end_date="2026-12-01"), now)
+    assert ended.startswith("schedule.end_date: 2026-12-01T00:00:00+00:00 has passed")
+    assert warnings_for(schedule_doc(cron="0 9 * * *", end_date="2027-01-01"), now) == []
 
 
 def test_input_mapping_on_a_schedule_trigger_is_refused(tmp_path: Path) -> None:
