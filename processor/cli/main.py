@@ -31,6 +31,7 @@ from processor.definitions.loader import (
 from processor.definitions.model import TriggerDocument, document_json, warnings_for
 from processor.errors import DefinitionError, TriggersError
 from processor.logs import configure
+from processor.messages import ExecutionStatus
 
 app = typer.Typer(
     help="Kafka event-trigger processor: start AI agents from schedules, webhooks and events.",
@@ -354,7 +355,7 @@ def executions(
     trigger: Annotated[
         str | None, typer.Argument(help="Trigger id or name (default: all).")
     ] = None,
-    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    status: Annotated[ExecutionStatus | None, typer.Option(help="Only this status.")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Keep printing changes.")] = False,
     output: OutputOption = Output.TABLE,
 ) -> None:
