@@ -160,10 +160,15 @@ def parse_letter_id(text: str) -> tuple[int, int]:
 def read_letter(settings: Settings, text: str) -> tuple[DeadLetter, bool]:
     """The letter with this id, and whether it was redriven already (a marker after it,
     on its partition)."""
-    from processor.kafka.reader import read_to_end
+    from processor.kafka.reader import read_to_end, topic_partitions
 
     partition, offset = parse_letter_id(text)
     topic = topics.topic_name(topics.DEAD_LETTERS, settings)
+    known = topic_partitions(settings, topic)
+    if partition not in known:  # reading it would wait for a partition that never comes
+        raise NotRedrivable(
+            404, f"no dead letter {text}: {topic} has partitions {known[0]} to {known[-1]}"
+        )
     from_it = read_to_end(settings, topic, [partition], start=lambda _, low, high: offset)
     first = next(from_it, None)
     if first is None or first.offset() != offset or is_marker(first):

@@ -105,6 +105,15 @@ def partitions_of(reader: Consumer, topic: str, timeout_seconds: float) -> list[
         raise
 
 
+def topic_partitions(settings: Settings, topic: str, timeout_seconds: float = 30.0) -> list[int]:
+    """`partitions_of` with a reader of its own, for a caller that has none."""
+    reader = Consumer(consumer_config(settings, f"{settings.app_id}-reader"))
+    try:
+        return partitions_of(reader, topic, timeout_seconds)
+    finally:
+        reader.close()
+
+
 READER_FETCH_WAIT_MS = 20
 """How long a fetch at a partition's end waits for data before the broker answers, in
 `read_to_end`."""

@@ -276,8 +276,8 @@ def backfill_fires(
     `scheduled_time`; `overlap` replaces the trigger's policy for these fires."""
     if trigger.schedule is None:
         raise NotBackfillable(
-            f"trigger {trigger.name!r} is a {trigger.type.value} trigger; only schedule "
-            "triggers can be backfilled"
+            f"trigger {trigger.name!r} is of type {trigger.type.value}; only schedule "
+            "triggers can be backfilled (`triggers run` starts any trigger's agent now)"
         )
     ensure_enabled(trigger)
     start, end = as_utc(start), as_utc(end)

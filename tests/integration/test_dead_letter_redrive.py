@@ -90,6 +90,11 @@ def test_a_rejected_record_is_kept_whole_and_redriven_byte_for_byte_once(
     assert letter["id"] in listed and "redriven" in listed
     shown = pipeline.cli("dead-letters", "show", letter["id"]).stdout
     assert '"trace-id": "t-123"' in shown and '"redriven": true' in shown
+    nowhere = pipeline.cli("dead-letters", "redrive", "99:0", check=False)
+    assert nowhere.returncode == 1 and "no dead letter 99:0: " in nowhere.stderr
+    assert "has partitions 0 to" in nowhere.stderr  # not a wait for a partition that never comes
+    missing = httpx.get(f"{base}/v1/dead-letters/99:0", headers=OPS, timeout=30)
+    assert missing.status_code == 404 and "has partitions 0 to" in missing.text
     # Still not JSON: the copy is dead-lettered again, and says where it came from.
     deadline = time.monotonic() + 60
     while True:

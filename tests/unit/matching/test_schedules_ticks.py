@@ -121,7 +121,7 @@ def test_a_backfill_refuses_what_it_cannot_do_and_says_what_to_do() -> None:
     event = parse_document(
         {"name": "E", "type": "event", "event": {"pattern": "a.*"}, "agent": {"id": "a"}}, "t"
     ).resolved("default")
-    with pytest.raises(NotBackfillable, match="only schedule triggers"):
+    with pytest.raises(NotBackfillable, match="is of type event; only schedule triggers"):
         backfill_fires(event, *day, "x")
 
 
