@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -31,7 +32,7 @@ from processor.definitions.loader import (
 from processor.definitions.model import TriggerDocument, document_json, warnings_for
 from processor.errors import DefinitionError, TriggersError
 from processor.logs import configure
-from processor.messages import ExecutionStatus
+from processor.messages import ExecutionRecord, ExecutionStatus
 
 app = typer.Typer(
     help="Kafka event-trigger processor: start AI agents from schedules, webhooks and events.",
@@ -361,11 +362,11 @@ def executions(
 ) -> None:
     """Show execution records (newest first), from trigger-executions."""
     from processor.kafka.follower import Follower
-    from processor.messages import ExecutionRecord
     from processor.serde import from_json
 
     settings = _settings()
-    trigger_id = _find(settings, trigger)[0] if trigger else None
+    latest, _ = _read_executions(settings)
+    trigger_id = _executions_of(settings, trigger, latest.values()) if trigger else None
     name = topics.topic_name(topics.TRIGGER_EXECUTIONS, settings)
 
     def wanted(record: ExecutionRecord) -> bool:
@@ -379,7 +380,6 @@ def executions(
         status_ = record.status.value
         return f"{when}  {status_:9}  {record.execution_id}  {record.trigger_name}  {extra}"
 
-    latest, _ = _read_executions(settings)
     shown = sorted(
         (r for r in latest.values() if wanted(r)), key=lambda r: r.triggered_at, reverse=True
     )
@@ -873,6 +873,28 @@ def _parsed(documents: dict[str, dict[str, Any]]) -> dict[str, TriggerDocument]:
         except DefinitionError:
             continue
     return parsed
+
+
+def _executions_of(settings: Settings, ref: str, records: Iterable[ExecutionRecord]) -> str:
+    """The id of the trigger whose executions to show: a trigger's, by id or name, or a
+    deleted one's, whose executions remain."""
+    try:
+        documents = store.read_all(settings)
+    except TriggersError as exc:
+        raise _fail(str(exc)) from None
+    if ref in documents or sum(doc.get("name") == ref for doc in documents.values()):
+        return _find(settings, ref)[0]
+    records = list(records)
+    if any(record.trigger_id == ref for record in records):
+        return ref
+    deleted = {record.trigger_id for record in records if record.trigger_name == ref}
+    if len(deleted) == 1:
+        return deleted.pop()
+    if deleted:
+        raise _fail(f"{len(deleted)} deleted triggers were named {ref!r}; use the id")
+    raise _fail(
+        f"no trigger with id or name {ref!r}, nor executions of one; `triggers list` shows them"
+    )
 
 
 def _find(settings: Settings, ref: str) -> tuple[str, dict[str, Any]]:

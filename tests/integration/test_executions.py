@@ -302,6 +302,13 @@ def test_results_without_trigger_id_are_joined_unknown_ones_dead_lettered_and_fo
         assert time.monotonic() < deadline, pipeline.log("follow")
         time.sleep(0.3)
     assert f"pending    {execution_id}" in pipeline.log("follow")
+    # A deleted trigger's executions stay on the topic, and `executions` still shows them.
+    pipeline.cli("delete", "joined")
+    for ref in ("Joined", "joined"):
+        listed = pipeline.cli("executions", ref).stdout
+        assert f"completed  {execution_id}  Joined" in listed, listed
+    unknown = pipeline.cli("executions", "Nobody", check=False)
+    assert unknown.returncode == 1 and "nor executions of one" in unknown.stderr
 
 
 def test_rerun_one_execution_or_every_failed_one_with_the_same_input(
