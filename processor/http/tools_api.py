@@ -34,11 +34,27 @@ EVENT_BODY = {
 class Explanation(BaseModel):
     trigger_id: str
     name: str
-    verdict: str = Field(description="fired, counted, condition_failed, source_rejected, ...")
-    pattern: str
+    verdict: str = Field(
+        description="fired, windowed (taken by its window, sequence or debounce), "
+        "condition_failed, source_mismatch, workspace_mismatch or key_missing."
+    )
+    pattern: str = Field(description="The pattern the event matched (a sequence's A or B).")
     source_ok: bool
-    tests: list[dict[str, Any]] = Field(description="Each condition test and whether it held.")
-    window: dict[str, Any] | None = Field(None, description="Live window count, if any.")
+    tests: list[dict[str, Any]] = Field(
+        description="Each condition test: field, test, actual (null and `missing: true` when "
+        "the event has no such field) and whether it held."
+    )
+    window: dict[str, Any] | None = Field(
+        None, description="A threshold's live window for the event's group, if any."
+    )
+    sequence: dict[str, Any] | None = Field(
+        None,
+        description="A sequence, absence or debounce trigger: the event's role and what its "
+        "key's state makes of it (`reason`).",
+    )
+    dead_letter: str | None = Field(
+        None, description="Why a worker would dead-letter the event for this trigger, if so."
+    )
 
 
 @router.post(

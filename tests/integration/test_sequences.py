@@ -6,10 +6,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import orjson
 
 from processor import topics
-from tests.integration.kafka import Pipeline, reading, settle
+from tests.integration.kafka import Pipeline, reading, settle, start_serve
 
 TRIGGERS = """
 trigger:
@@ -144,6 +145,32 @@ def test_explain_says_what_a_sequence_makes_of_an_event(pipeline: Pipeline, tmp_
     assert "has no `data.order_id`" in keyless["paid"]["sequence"]["reason"]
     another_a = explained(event("order.created", "c10", order_id="o10"))
     assert "fires at" in another_a["unpaid"]["sequence"]["reason"]
+    # The same answers over REST and in the console, which reads them from there.
+    base = start_serve(pipeline, extra_env={"TRIGGERS_API_KEYS": '{"k-shop": "default"}'})
+    key = {"Authorization": "Bearer k-shop"}
+    [rest] = [
+        item
+        for item in httpx.post(f"{base}/v1/explain", json=paid, headers=key, timeout=30).json()
+        if item["trigger_id"] == "paid"
+    ]
+    assert rest["pattern"] == "order.paid" and rest["sequence"]["pairs_with"]["id"] == "c9"
+    ahead = {**event("order.created", "c11", order_id="o11"), "time": "2099-01-01T00:00:00Z"}
+    refused = httpx.post(f"{base}/v1/explain", json=ahead, headers=key, timeout=30).json()
+    assert (
+        "ahead of the worker's clock"
+        in {i["trigger_id"]: i for i in refused}["paid"]["dead_letter"]
+    )
+    page = httpx.post(
+        f"{base}/ui/explain", data={"event": orjson.dumps(paid).decode()},
+        cookies={"triggers_ui_key": "k-shop"}, timeout=30,
+    ).text  # fmt: skip
+    assert "followed_by: a B: pairs with the A &#39;c9&#39;" in page
+    page = httpx.post(
+        f"{base}/ui/explain", data={"event": orjson.dumps(ahead).decode()},
+        cookies={"triggers_ui_key": "k-shop"}, timeout=30,
+    ).text  # fmt: skip
+    assert "dead letter: event time 2099-01-01" in page
+
     burst = explained(saved)["saves"]["sequence"]
     assert burst["burst"] == 2
     assert "joins a burst of 2 event(s) of data.user = 'ann'" in burst["reason"]
