@@ -882,8 +882,9 @@ def _executions_of(settings: Settings, ref: str, records: Iterable[ExecutionReco
         documents = store.read_all(settings)
     except TriggersError as exc:
         raise _fail(str(exc)) from None
-    if ref in documents or sum(doc.get("name") == ref for doc in documents.values()):
-        return _find(settings, ref)[0]
+    found = _named(documents, ref)
+    if found is not None:
+        return found[0]
     records = list(records)
     if any(record.trigger_id == ref for record in records):
         return ref
@@ -898,15 +899,20 @@ def _executions_of(settings: Settings, ref: str, records: Iterable[ExecutionReco
 
 
 def _find(settings: Settings, ref: str) -> tuple[str, dict[str, Any]]:
-    documents = store.read_all(settings)
+    found = _named(store.read_all(settings), ref)
+    if found is None:
+        raise _fail(f"no trigger with id or name {ref!r}; `triggers list` shows them")
+    return found
+
+
+def _named(documents: dict[str, dict[str, Any]], ref: str) -> tuple[str, dict[str, Any]] | None:
+    """The trigger with this id, or else the one with this name; None if there is none."""
     if ref in documents:
         return ref, documents[ref]
     by_name = [(tid, doc) for tid, doc in documents.items() if doc.get("name") == ref]
-    if len(by_name) == 1:
-        return by_name[0]
-    if by_name:
+    if len(by_name) > 1:
         raise _fail(f"{len(by_name)} triggers are named {ref!r}; use the id")
-    raise _fail(f"no trigger with id or name {ref!r}; `triggers list` shows them")
+    return by_name[0] if by_name else None
 
 
 @app.command("list")

@@ -206,10 +206,12 @@ def repeated_triggers(documents: list[tuple[TriggerDocument, str]]) -> list[str]
     first: dict[str, str] = {}
     problems = []
     for document, source in documents:
-        seen = first.setdefault(document.trigger_id, source)
-        if seen is not source:
-            problems.append(
-                f"{source}: trigger {document.name!r} (id {document.trigger_id}) is also "
-                f"defined by {seen}; define each trigger once: rename one, or give it its own `id`"
-            )
+        if document.trigger_id not in first:
+            first[document.trigger_id] = source
+            continue
+        problems.append(
+            f"{source}: trigger {document.name!r} (id {document.trigger_id}) is also "
+            f"defined by {first[document.trigger_id]}; define each trigger once: rename one, "
+            "or give it its own `id`"
+        )
     return problems
