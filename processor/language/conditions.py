@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Any
 
 import jsonpath
+import orjson
 import re2
 import yaml
 
@@ -362,13 +363,25 @@ class Threshold:
 
     def group_of(self, event: Mapping[str, Any]) -> str:
         """The group key: the group_by values, or '' for one window per trigger."""
-        if not self.group_readers:
+        readers = self.group_readers
+        if not readers:
             return ""
-        parts = []
-        for reader in self.group_readers:
-            value = reader(event)
-            parts.append("" if value is MISSING else str(value))
-        return "\x1f".join(parts)
+        if len(readers) == 1:
+            return group_text(readers[0](event))
+        return "\x1f".join([group_text(reader(event)) for reader in readers])
+
+
+def group_text(value: Any) -> str:
+    """A field's value as (part of) a group key: a string as it is, a number as written;
+    an absent field and null alike ''; true/false, objects and lists as JSON, never as
+    Python writes them ('None', 'True', "{'a': 1}")."""
+    if type(value) is str:
+        return value
+    if value is MISSING or value is None:
+        return ""
+    if isinstance(value, bool | dict | list):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return str(value)
 
 
 @dataclass(frozen=True)

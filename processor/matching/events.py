@@ -16,7 +16,14 @@ import orjson
 
 from processor.definitions.model import TriggerDocument
 from processor.definitions.registry import SECOND_ROLE, Registry
-from processor.language.conditions import MISSING, Condition, Outcome, Threshold, field_reader
+from processor.language.conditions import (
+    MISSING,
+    Condition,
+    Outcome,
+    Threshold,
+    field_reader,
+    group_text,
+)
 from processor.matching.decode import ATTRIBUTES, Event, event_of, iso_time
 from processor.matching.fires import EncodedFire, encoded_fire, map_paths, new_fire
 from processor.matching.state import StateKey
@@ -340,7 +347,7 @@ class _Event:
             value = field_reader(path)(self.as_dict)
             if value is MISSING or value is None:
                 return None
-            group = str(value)
+            group = group_text(value)
         return self.window_match(trigger_id, group, role)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -317,6 +318,29 @@ trigger:
 
 def login_failed(event_id: str, user: str) -> bytes:
     return event(event_id, "login.failed", "auth", datetime.now(UTC), {"user": user})
+
+
+def test_a_group_by_field_that_is_null_or_an_object_keys_its_group_as_json_writes_it(
+    pipeline: Pipeline,
+) -> None:
+    definition = pipeline.workdir / "per-user.yaml"
+    definition.write_text(IDLE_TRIGGER.replace("window: 1s", "window: 1h"))
+    pipeline.cli("apply", "-f", str(definition))
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    now = datetime.now(UTC)
+    odd: list[Any] = [None, None, {"id": 7}, {"id": 7}, True, True]
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        produce(
+            pipeline,
+            [
+                (b"u", event(f"e{i}", "login.failed", "auth", now, {"user": user}))
+                for i, user in enumerate(odd)
+            ],
+        )
+        found = fires(lambda seen: len(seen) >= 3, timeout=60)
+    groups = sorted(fire["input"]["window"]["group"] for fire in found)
+    assert groups == ["", "true", '{"id":7}'], groups  # not 'None', 'True', "{'id': 7}"
 
 
 def test_groups_no_event_reaches_are_forgotten_and_a_forgotten_group_starts_afresh(

@@ -162,6 +162,24 @@ def test_threshold_settings_are_parsed_out_of_the_mapping() -> None:
     assert parse_condition({"severity": "high"}).threshold is None
 
 
+def test_a_group_key_reads_values_as_json_writes_them_and_null_as_absent() -> None:
+    threshold = parse_condition(
+        {"count_threshold": 2, "window": "1m", "group_by": ["data.host", "data.zone"]}
+    ).threshold
+    assert threshold is not None
+
+    def group(**data: object) -> str:
+        return threshold.group_of({"data": data})
+
+    assert group(host="web-1", zone=3) == "web-1\x1f3"
+    assert group(host=None) == group() == "\x1f"  # null and absent: one group, not 'None'
+    assert group(host=True, zone={"b": 1, "a": [2]}) == 'true\x1f{"a":[2],"b":1}'
+    one = parse_condition({"count_threshold": 2, "window": "1m", "group_by": "data.host"})
+    assert (
+        one.threshold is not None and one.threshold.group_of({"data": {"host": False}}) == "false"
+    )
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
     lambda children: (
