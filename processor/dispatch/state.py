@@ -54,7 +54,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -411,18 +411,27 @@ class Failures:
         return self.last_at + timedelta(seconds=spec.cooldown.seconds)
 
 
-def count_finish(
-    failures: dict[str, Failures], previous: ExecutionRecord | None, record: ExecutionRecord
-) -> None:
-    """Count `record` in its trigger's run of failures if it is the execution's finish
-    (the dispatcher, the API and the CLI all count with this, in topic order)."""
-    count_finish_after(failures, previous is not None and previous.status.finished, record)
+def run_of_failures(latest: Iterable[ExecutionRecord]) -> Failures:
+    """One trigger's current run of failures from the latest record of each of its
+    executions, counted in the order they finished. A reader of `trigger-executions`
+    (keyed by execution, so one trigger's records lie on every partition) meets them in
+    no such order; the dispatcher, whose own state is kept by trigger, counts them as
+    they finish (`count_finish_after`)."""
+    finished = sorted(
+        (r for r in latest if r.status.finished),
+        key=lambda r: (r.completed_at or r.updated_at, r.updated_at),
+    )
+    failures = Failures()
+    for record in finished:
+        failures.count(record)
+    return failures
 
 
 def count_finish_after(
     failures: dict[str, Failures], was_finished: bool, record: ExecutionRecord
 ) -> None:
-    """`count_finish`, knowing only whether the execution had finished before."""
+    """Count `record` in its trigger's run of failures if it is the execution's finish
+    (the dispatcher, as its executions finish)."""
     if record.status.finished and not was_finished:
         failures.setdefault(record.trigger_id, Failures()).count(record)
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from processor import topics
 from processor.config import Settings
-from processor.dispatch.state import Failures, count_finish
+from processor.dispatch.state import Failures, run_of_failures
 from processor.kafka.follower import Follower
 from processor.kafka.reader import read_to_end
 from processor.messages import ExecutionRecord, ExecutionStatus
@@ -28,24 +28,24 @@ MAX_AGE = timedelta(days=30)
 
 def read_latest(settings: Settings) -> tuple[dict[str, ExecutionRecord], dict[str, Failures]]:
     """Every execution's latest record by execution id, and each trigger's current run
-    of failures (counted in topic order, as the dispatcher and the live view count it).
+    of failures (in the order its executions finished, as the dispatcher counts it).
     Raises KafkaUnavailable (a TriggersError) when the topic cannot be read."""
     latest: dict[str, ExecutionRecord] = {}
-    failures: dict[str, Failures] = {}
     for message in read_to_end(settings, topics.topic_name(topics.TRIGGER_EXECUTIONS, settings)):
         value = message.value()
         if value is None:
             continue
         record = from_json(ExecutionRecord, value)
-        count_finish(failures, latest.get(record.execution_id), record)
         latest[record.execution_id] = record
-    return latest, failures
+    by_trigger: dict[str, list[ExecutionRecord]] = {}
+    for record in latest.values():
+        by_trigger.setdefault(record.trigger_id, []).append(record)
+    return latest, {tid: run_of_failures(records) for tid, records in by_trigger.items()}
 
 
 class ExecutionsView:
     def __init__(self, settings: Settings) -> None:
         self._by_trigger: dict[str, dict[str, ExecutionRecord]] = {}
-        self._failures: dict[str, Failures] = {}
         self._lock = threading.Lock()
         self._follower = Follower(
             settings, topics.topic_name(topics.TRIGGER_EXECUTIONS, settings), self._apply
@@ -68,17 +68,17 @@ class ExecutionsView:
             return
         with self._lock:
             executions = self._by_trigger.setdefault(record.trigger_id, {})
-            count_finish(self._failures, executions.get(record.execution_id), record)
             executions[record.execution_id] = record
             if len(executions) > MAX_PER_TRIGGER * 1.1:
                 keep = sorted(executions.values(), key=_newest_first)[:MAX_PER_TRIGGER]
                 self._by_trigger[record.trigger_id] = {r.execution_id: r for r in keep}
 
     def failures(self, trigger_id: str) -> Failures:
-        """The trigger's current run of failures, counted as the dispatcher counts it."""
+        """The trigger's current run of failures, in the order its executions finished
+        (of the newest MAX_PER_TRIGGER), as the dispatcher counts it."""
         with self._lock:
-            found = self._failures.get(trigger_id, Failures())
-            return Failures(found.consecutive, found.last_at)
+            records = list(self._by_trigger.get(trigger_id, {}).values())
+        return run_of_failures(records)
 
     def get(self, trigger_id: str, execution_id: str) -> ExecutionRecord | None:
         with self._lock:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import orjson
+import yaml
 
 from processor import topics
 from tests.integration.kafka import Pipeline, reading, start_serve
@@ -376,3 +377,38 @@ def test_rerun_one_execution_or_every_failed_one_with_the_same_input(
     assert "nothing to re-run" in dry.stdout
     refused = pipeline.cli("rerun", "no-such-execution", check=False)
     assert refused.returncode == 1 and "no execution no-such-execution" in refused.stderr
+
+
+def test_status_counts_a_run_of_failures_in_finishing_order_across_partitions(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """trigger-executions is keyed by execution: these two runs' records lie on
+    partitions 0 and 2, and a reader of all of them may meet the second failure first
+    (the code before counted in reading order and gave the first one's time)."""
+    (tmp_path / "t.yaml").write_text(
+        "trigger: {id: breaker-order, name: Breaker order, type: event, overlap: allow_all,"
+        " event: {pattern: never.sent}, circuit_breaker: {failures: 2, cooldown: 1h},"
+        " agent: {id: failing, input: {runner: {action: fail}}}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    pipeline.start_worker_and_runner()
+    finished = {}
+    for key in ("a1", "a2"):  # one after the other
+        execution_id = pipeline.cli("run", "breaker-order", "--idempotency-key", key).stdout
+        execution_id = execution_id.split("execution_id=")[1].strip()
+        with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
+            records = executions(
+                lambda rs, e=execution_id: any(
+                    r["execution_id"] == e and r["status"] == "failed" for r in rs
+                ),
+                timeout=60,
+            )
+        [failed] = [
+            r for r in records if r["execution_id"] == execution_id and r["status"] == "failed"
+        ]
+        finished[key] = datetime.fromisoformat(failed["completed_at"])
+    assert finished["a1"] < finished["a2"]
+    shown = yaml.safe_load(pipeline.cli("status", "breaker-order").stdout)
+    assert shown["state"] == "paused" and shown["consecutive_failures"] == 2
+    paused_until = datetime.fromisoformat(shown["paused_until"].replace("Z", "+00:00"))
+    assert paused_until == finished["a2"] + timedelta(hours=1), (shown, finished)

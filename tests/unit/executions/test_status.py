@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from processor.definitions.loader import parse_document
-from processor.dispatch.state import Failures
+from processor.dispatch.state import Failures, run_of_failures
 from processor.executions.status import TriggerState, trigger_status
 from processor.matching.fires import key_value
 from processor.messages import Cause, CauseKind, ExecutionRecord, ExecutionStatus
@@ -51,6 +51,25 @@ def test_a_tripped_breaker_pauses_the_trigger_until_its_cooldown_ends() -> None:
     later = trigger_status(doc, failures, history, NOW + timedelta(minutes=10))
     assert later.state is TriggerState.ENABLED and "half-open" in (later.reason or "")
     assert trigger_status(document(), failures, history, NOW).state is TriggerState.ENABLED
+
+
+def test_a_run_of_failures_is_counted_in_finishing_order_whatever_order_it_is_read_in() -> None:
+    minute = timedelta(minutes=1)
+    finished = [
+        record("f1", ExecutionStatus.FAILED, NOW),
+        record("f2", ExecutionStatus.FAILED, NOW + minute),
+        record("ok", ExecutionStatus.COMPLETED, NOW + 2 * minute),
+        record("f3", ExecutionStatus.TIMED_OUT, NOW + 3 * minute),
+        record("skip", ExecutionStatus.SKIPPED, NOW + 4 * minute),
+        record("f4", ExecutionStatus.FAILED, NOW + 5 * minute),
+    ]
+    # as a reader of trigger-executions meets them: one partition after another
+    for order in (finished, finished[::-1], finished[3:] + finished[:3]):
+        run = run_of_failures(order)
+        assert (run.consecutive, run.last_at) == (2, NOW + 5 * minute), [
+            r.execution_id for r in order
+        ]
+    assert run_of_failures(finished[:3]).consecutive == 0 and run_of_failures([]).last_at is None
 
 
 def test_activity_counts_and_disabled_and_next_schedule_fire() -> None:
