@@ -55,10 +55,13 @@ def endpoint_problems(
 def name_problems(
     candidates: Iterable[tuple[TriggerDocument, str]], existing: Iterable[TriggerDocument]
 ) -> list[str]:
-    """`candidates` (resolved documents, where each came from) whose workspace and name
-    another trigger, of another id, already has or is given in the same batch."""
+    """`candidates` (resolved documents, where each came from) that claim a workspace and
+    name another trigger, of another id, already has or is given in the same batch. A
+    trigger keeping the name it has is no new claim: two that shared a name before this
+    check stay writable (enable, disable, edit) until one is renamed."""
     batch = list(candidates)
     replaced = {document.trigger_id for document, _ in batch}
+    stored = {document.trigger_id: (document.workspace, document.name) for document in existing}
     owners = {
         (document.workspace, document.name): document
         for document in existing
@@ -66,7 +69,10 @@ def name_problems(
     }
     problems = []
     for document, source in batch:
-        owner = owners.setdefault((document.workspace, document.name), document)
+        claim = (document.workspace, document.name)
+        if stored.get(document.trigger_id) == claim:
+            continue
+        owner = owners.setdefault(claim, document)
         if owner.trigger_id != document.trigger_id:
             problems.append(
                 f"{source}: name: {document.name!r} is already the name of trigger "

@@ -276,6 +276,8 @@ def test_a_name_is_one_triggers_within_its_workspace() -> None:
     assert len(batch) == 1 and batch[0].startswith("2: name: 'N' is already the name of trigger n1")
     renamed = named("Old", id_=existing[0].id)  # the one named Alerts now renamed: free
     assert name_problems([(renamed, "1"), (named("Alerts", id_="new"), "2")], existing) == []
+    twins = [named("Twin", id_="t1"), named("Twin", id_="t2")]  # from before this check
+    assert name_problems([(twins[1], "disable")], twins) == []  # keeps its name: writable
 
 
 def test_webhook_endpoints_cannot_clash_or_use_reserved_paths() -> None:
