@@ -7,11 +7,12 @@ asked).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from processor.config import Settings
 from processor.definitions.model import TriggerDocument
@@ -114,6 +115,15 @@ def explain(
     return explanations
 
 
+_State = TypeVar("_State", WindowState, SequenceState, DebounceState)
+
+
+def _copy_of(state: KeyState | None, kind: type[_State]) -> _State:
+    """A key's state as a copy the worker's own steps may change (a fresh one when the key
+    has none yet, or one of another kind after an edit)."""
+    return copy.deepcopy(state) if isinstance(state, kind) else kind()
+
+
 def _in_window(
     match: Match,
     threshold: Threshold,
@@ -126,18 +136,13 @@ def _in_window(
     event is late there, as a worker decides it (a window holding events taken too far
     ahead mended first, on a copy)."""
     group = threshold.group_of(read.fields)
-    state = states(StateKey(match.trigger_id, group))
-    if not isinstance(state, WindowState):  # none yet, or of another kind
-        state = WindowState()
+    state = _copy_of(states(StateKey(match.trigger_id, group)), WindowState)
     behind = None if read.time is None else behind_newest(state, read.time)
     late = behind is not None and behind >= threshold.window_seconds
     mended = 0
     if late and now is not None and max_ahead is not None:
         # as a worker does: entries stamped beyond the allowance (taken by a
         # version before it was refused) go, and the event is decided again
-        state = WindowState(
-            list(state.pending), dict(state.consumed), state.latest, state.last_fire_end
-        )
         mended = drop_ahead(state, now + max_ahead)
         if mended:
             assert read.time is not None
@@ -208,16 +213,12 @@ def _in_sequence(
     state = states(StateKey(match.trigger_id, taken.group))
     keyed = f"{key_field} = {taken.group!r}" if key_field else "this trigger"
     if follow is not None:
-        copy = (
-            SequenceState(list(state.pending), list(state.seen), list(state.fires))
-            if isinstance(state, SequenceState)
-            else SequenceState()
-        )
-        info["waiting"] = len(copy.pending)
+        held = _copy_of(state, SequenceState)
+        info["waiting"] = len(held.pending)
         within, at = follow.within.seconds, taken.time
         if role == "first":
-            sequences.on_first(copy, taken.event_key, at, taken.event)
-            if len(copy.pending) == info["waiting"]:
+            sequences.on_first(held, taken.event_key, at, taken.event)
+            if len(held.pending) == info["waiting"]:
                 info["reason"] = "an A this key has already taken: a repeat, which changes nothing"
             elif kind == "followed_by":
                 info["reason"] = (
@@ -231,7 +232,7 @@ def _in_sequence(
                     f"{keyed} comes first"
                 )
         elif kind == "followed_by":
-            fire = sequences.on_second_followed(copy, within, taken.event_key, at, taken.event)
+            fire = sequences.on_second_followed(held, within, taken.event_key, at, taken.event)
             if fire is not None:
                 first = fire.details["first"]
                 info["pairs_with"] = first
@@ -245,20 +246,15 @@ def _in_sequence(
                     f"({info['waiting']} waiting for this key): does not fire"
                 )
         else:
-            sequences.on_second_absence(copy, within, taken.event_key, at)
-            answered = info["waiting"] - len(copy.pending)
+            sequences.on_second_absence(held, within, taken.event_key, at)
+            answered = info["waiting"] - len(held.pending)
             info["answers"] = answered
             info["reason"] = (
                 f"a B: answers {answered} waiting A(s) of this key, which then do not fire"
             )
         return pattern, info
     assert event.debounce is not None
-    burst = (
-        DebounceState(list(state.pending), list(state.seen), list(state.fires),
-                      state.first_seen, state.last_seen, state.dropped)
-        if isinstance(state, DebounceState)
-        else DebounceState()
-    )  # fmt: skip
+    burst = _copy_of(state, DebounceState)
     before = len(burst.pending) + burst.dropped
     clock = time.time() if now is None else now
     sequences.on_debounced_event(
