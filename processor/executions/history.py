@@ -80,6 +80,13 @@ class ExecutionsView:
             records = list(self._by_trigger.get(trigger_id, {}).values())
         return run_of_failures(records)
 
+    def recorded_in(self, trigger_id: str, workspace: str) -> bool:
+        """Whether executions of the trigger (a deleted one's too) are recorded in the
+        workspace."""
+        with self._lock:
+            records = list(self._by_trigger.get(trigger_id, {}).values())
+        return any(record.workspace_id == workspace for record in records)
+
     def get(self, trigger_id: str, execution_id: str) -> ExecutionRecord | None:
         with self._lock:
             return self._by_trigger.get(trigger_id, {}).get(execution_id)
@@ -90,8 +97,9 @@ class ExecutionsView:
         status: ExecutionStatus | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        workspace: str | None = None,
     ) -> list[ExecutionRecord]:
-        """Newest first, within the retention."""
+        """Newest first, within the retention; only the workspace's when one is given."""
         oldest = datetime.now(UTC) - MAX_AGE
         with self._lock:
             records = list(self._by_trigger.get(trigger_id, {}).values())
@@ -103,6 +111,7 @@ class ExecutionsView:
                 and (status is None or r.status is status)
                 and (since is None or r.triggered_at >= since)
                 and (until is None or r.triggered_at < until)
+                and (workspace is None or r.workspace_id == workspace)
             ),
             key=_newest_first,
         )[:MAX_PER_TRIGGER]

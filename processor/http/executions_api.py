@@ -46,6 +46,18 @@ def _history(request: Request) -> ExecutionsView:
     return view
 
 
+def _readable(request: Request, trigger_id: str, workspace: str) -> ExecutionsView:
+    """The history, once the trigger is the workspace's: defined in it, or with executions
+    recorded in it (a deleted trigger's runs stay readable, as on the CLI)."""
+    history = _history(request)
+    document = definitions_view(request).get(trigger_id)
+    if document is not None and document.workspace == workspace:
+        return history
+    if history.recorded_in(trigger_id, workspace):
+        return history
+    raise HTTPException(404, f"no trigger {trigger_id} in workspace {workspace!r}")
+
+
 def _cursor(record: ExecutionRecord) -> str:
     return base64.urlsafe_b64encode(
         orjson.dumps([record.triggered_at.timestamp(), record.execution_id])
@@ -63,8 +75,8 @@ def list_executions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="From the previous page.")] = None,
 ) -> dict[str, Any]:
-    owned_trigger(definitions_view(request), trigger_id, workspace)
-    records = _history(request).list(trigger_id, status, since, until)
+    history = _readable(request, trigger_id, workspace)
+    records = history.list(trigger_id, status, since, until, workspace)
     if cursor is not None:
         try:
             at, execution_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
@@ -99,9 +111,8 @@ def get_status(request: Request, trigger_id: str, workspace: Workspace) -> Trigg
 def get_execution(
     request: Request, trigger_id: str, execution_id: str, workspace: Workspace
 ) -> dict[str, Any]:
-    owned_trigger(definitions_view(request), trigger_id, workspace)
-    record = _history(request).get(trigger_id, execution_id)
-    if record is None:
+    record = _readable(request, trigger_id, workspace).get(trigger_id, execution_id)
+    if record is None or record.workspace_id != workspace:
         raise HTTPException(404, f"no execution {execution_id} of trigger {trigger_id}")
     return record.model_dump(mode="json", exclude_none=True)
 
@@ -196,9 +207,8 @@ async def rerun_execution(
 async def cancel_execution(
     request: Request, trigger_id: str, execution_id: str, workspace: Workspace
 ) -> dict[str, Any]:
-    owned_trigger(definitions_view(request), trigger_id, workspace)
-    record = _history(request).get(trigger_id, execution_id)
-    if record is None:
+    record = _readable(request, trigger_id, workspace).get(trigger_id, execution_id)
+    if record is None or record.workspace_id != workspace:
         raise HTTPException(404, f"no execution {execution_id} of trigger {trigger_id}")
     if record.status.finished:
         raise HTTPException(

@@ -126,6 +126,30 @@ def test_history_api_is_newest_first_filtered_paginated_and_workspace_scoped(
         f"{base}/v1/triggers/echo/executions", params={"status": "running"}, headers=ALPHA
     )
     assert running.json()["items"] == []
+    # A deleted trigger's executions stay readable in its workspace, as on the CLI.
+    assert httpx.delete(f"{base}/v1/triggers/echo", headers=ALPHA).status_code == 204
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{base}/v1/triggers/echo", headers=ALPHA).status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    gone = httpx.get(f"{base}/v1/triggers/echo/executions", headers=ALPHA)
+    assert [r["cause"]["event_id"] for r in gone.json()["items"]] == ["p2", "p1", "p0"], gone.text
+    url = f"{base}/v1/triggers/echo/executions/{one['execution_id']}"
+    assert httpx.get(url, headers=ALPHA).json()["execution_id"] == one["execution_id"]
+    assert httpx.get(url, headers=BETA).status_code == 404
+    assert httpx.get(f"{base}/v1/triggers/echo/executions", headers=BETA).status_code == 404
+    assert httpx.get(f"{base}/v1/triggers/echo/status", headers=ALPHA).status_code == 404
+    # The id taken again in another workspace: each workspace reads its own runs only.
+    again = {"name": "Echo", "type": "event", "event": {"pattern": "pong"}, "agent": {"id": "e"}}
+    put = httpx.put(f"{base}/v1/triggers/echo", json=again, headers=BETA)
+    assert put.status_code == 201, put.text
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{base}/v1/triggers/echo", headers=BETA).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert httpx.get(f"{base}/v1/triggers/echo/executions", headers=BETA).json()["items"] == []
+    assert httpx.get(url, headers=BETA).status_code == 404
+    assert len(httpx.get(f"{base}/v1/triggers/echo/executions", headers=ALPHA).json()["items"]) == 3
 
 
 def test_cancel_over_the_api_stops_a_running_execution_and_finished_ones_answer_409(
