@@ -73,12 +73,15 @@ class ExecutionsView:
                 keep = sorted(executions.values(), key=_newest_first)[:MAX_PER_TRIGGER]
                 self._by_trigger[record.trigger_id] = {r.execution_id: r for r in keep}
 
-    def failures(self, trigger_id: str) -> Failures:
+    def failures(self, trigger_id: str, workspace: str | None = None) -> Failures:
         """The trigger's current run of failures, in the order its executions finished
-        (of the newest MAX_PER_TRIGGER), as the dispatcher counts it."""
+        (of the newest MAX_PER_TRIGGER), as the dispatcher counts it; only the workspace's
+        executions when one is given."""
         with self._lock:
             records = list(self._by_trigger.get(trigger_id, {}).values())
-        return run_of_failures(records)
+        return run_of_failures(
+            [r for r in records if workspace is None or r.workspace_id == workspace]
+        )
 
     def recorded_in(self, trigger_id: str, workspace: str) -> bool:
         """Whether executions of the trigger (a deleted one's too) are recorded in the

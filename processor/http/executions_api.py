@@ -98,7 +98,10 @@ def get_status(request: Request, trigger_id: str, workspace: Workspace) -> Trigg
     document = owned_trigger(definitions_view(request), trigger_id, workspace)
     history = _history(request)
     return trigger_status(
-        document, history.failures(trigger_id), history.list(trigger_id), datetime.now(UTC)
+        document,
+        history.failures(trigger_id, workspace),
+        history.list(trigger_id, workspace=workspace),
+        datetime.now(UTC),
     )
 
 

@@ -149,6 +149,8 @@ def test_history_api_is_newest_first_filtered_paginated_and_workspace_scoped(
         time.sleep(0.2)
     assert httpx.get(f"{base}/v1/triggers/echo/executions", headers=BETA).json()["items"] == []
     assert httpx.get(url, headers=BETA).status_code == 404
+    status = httpx.get(f"{base}/v1/triggers/echo/status", headers=BETA).json()
+    assert status["last_fire_at"] is None and status["fires_last_hour"] == 0, status
     assert len(httpx.get(f"{base}/v1/triggers/echo/executions", headers=ALPHA).json()["items"]) == 3
 
 
