@@ -737,7 +737,7 @@ def status(
 
     settings = _settings()
     trigger_id, raw = _find(settings, trigger)
-    document = TriggerDocument.model_validate(raw)
+    document = parse_document(raw, f"trigger {trigger_id}")
     latest, failures = _read_executions(settings)
     history = sorted(
         (r for r in latest.values() if r.trigger_id == trigger_id),

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonpath
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import (
     AfterValidator,
     AliasChoices,
@@ -270,13 +270,21 @@ class ScheduleSpec(_Doc):
     @field_validator("cron")
     @classmethod
     def _cron_parses(cls, value: str | None) -> str | None:
-        if value is not None and not croniter.is_valid(
-            value, second_at_beginning=len(value.split()) == 6
-        ):
+        if value is None:
+            return value
+        seconds_first = len(value.split()) == 6
+        if not croniter.is_valid(value, second_at_beginning=seconds_first):
             raise ValueError(
                 f"{value!r} is not a cron expression; write 5 fields "
                 "(minute hour day month weekday), 6 with seconds first, or @hourly/@daily"
             )
+        try:  # from a leap year's start: 29 February is a date that comes
+            croniter(value, datetime(2000, 1, 1), second_at_beginning=seconds_first).get_next()
+        except CroniterBadDateError:
+            raise ValueError(
+                f"{value!r} names no date that exists (such as 30 February or 31 April), "
+                "so it would never fire; check its day and month fields"
+            ) from None
         return value
 
     @field_validator("at", "start_date", "end_date")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from processor.definitions.model import CatchUp, OverlapPolicy, ScheduleSpec, TriggerDocument
 from processor.definitions.registry import Registry
@@ -97,17 +97,25 @@ class Schedule:
             second_at_beginning=_seconds_first(self.spec.cron),
         )
         for _ in range(3):  # a wall time in a DST gap maps forward; step back past it
-            found = self._to_utc(it.get_prev(datetime))
+            try:
+                found = self._to_utc(it.get_prev(datetime))
+            except CroniterBadDateError:
+                return None  # a date that never comes (30 February): see _cron_after
             if found <= t:
                 return found if self._bounds_ok(found) else None
         return None
 
-    def _cron_after(self, t: float) -> float:
+    def _cron_after(self, t: float) -> float | None:
+        """None for an expression naming no date that exists (30 February), which
+        validation refuses but a definition stored before that check may hold."""
         assert self.spec.cron is not None
         local = datetime.fromtimestamp(t, UTC).astimezone(self.zone).replace(tzinfo=None)
         it = croniter(self.spec.cron, local, second_at_beginning=_seconds_first(self.spec.cron))
         while True:
-            found = self._to_utc(it.get_next(datetime))
+            try:
+                found = self._to_utc(it.get_next(datetime))
+            except CroniterBadDateError:
+                return None
             if found > t:
                 return found
 

@@ -8,7 +8,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import orjson
+
 from processor import topics
+from processor.definitions.loader import parse_document
+from processor.definitions.model import document_json
 from tests.integration.kafka import Pipeline, reading, settle
 
 EVERY_TWO_SECONDS = """
@@ -184,3 +188,35 @@ def test_a_backfill_fires_each_missed_time_once_through_the_dispatcher(
         "backfill", "On event", "--from", "2020-01-01", "--to", "2021-01-01", check=False
     )
     assert refused.returncode == 1 and "only schedule triggers" in refused.stderr
+
+
+def test_a_stored_schedule_naming_30_february_leaves_the_other_schedules_firing(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A definition stored before validation refused such a cron (or written to the topic
+    by hand): the worker ignores it with the reason, the other schedules fire (every tick
+    was dead-lettered while it existed: no schedule fired), and `status` names it."""
+    stored = parse_document(
+        {
+            "id": "feb-30",
+            "name": "Feb 30",
+            "type": "schedule",
+            "agent": {"id": "never"},
+            "schedule": {"cron": "0 0 28 2 *"},
+        },
+        "test",
+    )
+    value = document_json(stored)
+    value["schedule"]["cron"] = "0 0 30 2 *"
+    pipeline.produce(topics.TRIGGER_DEFINITIONS, orjson.dumps(value), key=b"feb-30")
+    apply(pipeline, tmp_path)
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
+        commands = runs(lambda cs: len(cs) >= 2, timeout=60)
+    assert {c["trigger_id"] for c in commands} == {"tick-tock"}
+    assert "ignoring invalid definition feb-30" in pipeline.log("worker")
+    assert "failed to find next date" not in pipeline.log("worker")
+    status = pipeline.cli("status", "feb-30", check=False)
+    assert status.returncode == 1
+    assert "names no date that exists (such as 30 February" in status.stderr, status.stderr

@@ -100,6 +100,8 @@ def test_an_unknown_key_with_no_close_match_lists_each_known_field_once(tmp_path
     ("schedule", "expected"),
     [
         ("cron: '61 * * * *'", "is not a cron expression"),
+        ("cron: '0 0 30 2 *'", "names no date that exists (such as 30 February"),
+        ("cron: '0 0 0 31 4 *'", "names no date that exists"),
         ("cron: '0 9 * * *'\n    timezone: Mars/Olympus", "is not an IANA timezone"),
         ("every: 5 minutes", "is not a duration"),
         ("cron: '0 9 * * *'\n    every: 5m", "give exactly one of cron, every, at"),

@@ -147,3 +147,22 @@ def test_due_index_pops_only_what_is_due_and_follows_changes() -> None:
     assert sorted(s.trigger_id for s, _ in due) == sorted(
         f"t{i}" for i in range(1000) if i % 60 in (2, 3, 4) and i not in (2, 3)
     )
+
+
+def test_a_stored_cron_naming_no_date_never_fires_and_leaves_the_others_due() -> None:
+    """30 February passes no validation now, but a definition stored before that check
+    may hold it: it has no next fire, and the schedules beside it still fire (the tick
+    was dead-lettered whole, so no schedule fired while it existed)."""
+    stored = ScheduleSpec(cron="0 0 28 2 *").model_dump()
+    never = Schedule("never", ScheduleSpec.model_construct(**{**stored, "cron": "0 0 30 2 *"}))
+    start = at("2026-01-01T00:00:00")
+    assert never.next_after(start) is None
+    assert never.previous_at_or_before(start) is None
+    assert due_fires(never, start - 3600, start) == []
+    index = DueIndex()
+    index.put(never, start)
+    index.put(Schedule("hourly", ScheduleSpec(cron="0 * * * *")), start)
+    due = index.pop_due(start, start + 3600)
+    assert [(s.trigger_id, [iso(t) for t in fires]) for s, fires in due] == [
+        ("hourly", ["2026-01-01T01:00:00Z"])
+    ]
