@@ -307,6 +307,16 @@ class ScheduleSpec(_Doc):
             ) from None
         return value
 
+    @field_validator("every")
+    @classmethod
+    def _whole_ticks(cls, value: PositiveDuration | None) -> PositiveDuration | None:
+        if value is not None and value.seconds < 1:
+            raise ValueError(
+                f"{value!r} is shorter than a second; schedules tick once a second: "
+                "write 1s or longer"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_timing(self) -> ScheduleSpec:
         given = [name for name in ("cron", "every", "at") if getattr(self, name) is not None]

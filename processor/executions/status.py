@@ -63,7 +63,10 @@ def trigger_status(
     hour_ago = now - timedelta(hours=1)
     recent = [r for r in newest_first if r.triggered_at >= hour_ago]
     schedule = schedule_of(document) if document.type is TriggerType.SCHEDULE else None
-    next_fire = first_pending(schedule, now.timestamp()) if schedule is not None else None
+    try:
+        next_fire = first_pending(schedule, now.timestamp()) if schedule is not None else None
+    except (ValueError, OverflowError):  # past the calendar's end: the scheduler leaves it out
+        next_fire = None
     latest = newest_first[0] if newest_first else None
     return TriggerStatus(
         trigger_id=document.trigger_id,

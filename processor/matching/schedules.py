@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,8 @@ from processor.definitions.model import CatchUp, OverlapPolicy, ScheduleSpec, Tr
 from processor.definitions.registry import Registry
 from processor.matching.fires import ensure_enabled, new_fire
 from processor.messages import Cause, CauseKind, Fire, as_utc
+
+log = logging.getLogger(__name__)
 
 
 def _seconds_first(expression: str) -> bool:
@@ -199,6 +202,18 @@ def schedule_of(document: TriggerDocument) -> Schedule | None:
     return Schedule(document.trigger_id, document.schedule)
 
 
+def _uncomputable(schedule: Schedule, exc: Exception) -> None:
+    """One schedule whose times cannot be computed (a bound near the calendar's end,
+    year 9999) is left out, with the reason, instead of stopping every schedule's tick."""
+    log.error(
+        "schedule of trigger %s is left out: its next time cannot be computed (%s: %s); "
+        "check its dates and expression, then apply it again",
+        schedule.trigger_id,
+        type(exc).__name__,
+        exc,
+    )
+
+
 class DueIndex:
     """Schedule triggers ordered by their next fire time (a heap with lazy deletion).
 
@@ -223,7 +238,11 @@ class DueIndex:
         self._current.pop(trigger_id, None)
 
     def _push(self, schedule: Schedule, tick: float, version: int) -> None:
-        found = first_pending(schedule, tick)
+        try:
+            found = first_pending(schedule, tick)
+        except (ValueError, OverflowError) as exc:
+            _uncomputable(schedule, exc)
+            return
         if found is not None:
             heapq.heappush(
                 self._heap, (found + schedule.jitter(found), schedule.trigger_id, version)
@@ -239,7 +258,11 @@ class DueIndex:
             if current is None or current[1] != version:
                 continue  # removed or replaced since it was pushed
             schedule = current[0]
-            fires = due_fires(schedule, previous_tick, tick)
+            try:
+                fires = due_fires(schedule, previous_tick, tick)
+            except (ValueError, OverflowError) as exc:
+                _uncomputable(schedule, exc)
+                continue
             if fires:
                 due.append((schedule, fires))
             self._push(schedule, tick, version)

@@ -104,6 +104,7 @@ def test_an_unknown_key_with_no_close_match_lists_each_known_field_once(tmp_path
         ("cron: '0 0 0 31 4 *'", "names no date that exists"),
         ("cron: '0 9 * * *'\n    timezone: Mars/Olympus", "is not an IANA timezone"),
         ("every: 5 minutes", "is not a duration"),
+        ("every: 0.5s", "is shorter than a second; schedules tick once a second"),
         ("cron: '0 9 * * *'\n    every: 5m", "give exactly one of cron, every, at"),
         (
             "cron: '0 9 * * *'\n    start_date: 2026-02-01T00:00:00Z\n"

@@ -94,6 +94,18 @@ def test_activity_counts_and_disabled_and_next_schedule_fire() -> None:
         "s.yaml",
     )
     assert trigger_status(schedule, Failures(), [], NOW).next_fire_at == NOW + timedelta(hours=1)
+    # 09:00 daily from 10:00 on the calendar's last day: none to show (OverflowError)
+    far = parse_document(
+        {
+            "id": "f",
+            "name": "F",
+            "type": "schedule",
+            "schedule": {"cron": "0 9 * * *", "start_date": "9999-12-31T10:00:00Z"},
+            "agent": {"id": "a"},
+        },
+        "f.yaml",
+    )
+    assert trigger_status(far, Failures(), [], NOW).next_fire_at is None
 
 
 def test_a_key_is_the_first_value_found_as_text() -> None:

@@ -166,3 +166,18 @@ def test_a_stored_cron_naming_no_date_never_fires_and_leaves_the_others_due() ->
     assert [(s.trigger_id, [iso(t) for t in fires]) for s, fires in due] == [
         ("hourly", ["2026-01-01T01:00:00Z"])
     ]
+
+
+def test_a_schedule_whose_time_cannot_be_computed_is_left_out_with_the_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A start at the calendar's end (9999-12-31, 10:00 after a 09:00 cron) overflows:
+    that schedule is left out, logged, and the one beside it still fires."""
+    start = at("2026-01-01T00:00:00")
+    index = DueIndex()
+    index.put(schedule(cron="0 9 * * *", start_date="9999-12-31T10:00:00Z"), start)
+    index.put(Schedule("hourly", ScheduleSpec(cron="0 * * * *")), start)
+    due = index.pop_due(start, start + 3600)
+    assert [s.trigger_id for s, _ in due] == ["hourly"]
+    assert "schedule of trigger t-1 is left out" in caplog.text
+    assert "OverflowError" in caplog.text
