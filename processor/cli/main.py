@@ -341,6 +341,8 @@ def explain(
                 out.print(f"  mended: {w['mended']}", highlight=False, markup=False)
             if w.get("late"):
                 out.print(f"  late: {w['late_reason']}", highlight=False, markup=False)
+            if w.get("decision"):
+                out.print(f"  this event: {w['decision']}", highlight=False, markup=False)
         if item.sequence is not None and "reason" in item.sequence:
             out.print(
                 f"  {item.sequence['kind']}: {item.sequence['reason']}",

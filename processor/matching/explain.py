@@ -21,7 +21,7 @@ from processor.language.conditions import MISSING, Threshold
 from processor.language.patterns import compile_pattern
 from processor.matching import sequences
 from processor.matching.decode import Event, event_of, iso_time
-from processor.matching.events import Match, Verdict, match_event, too_far_ahead
+from processor.matching.events import Match, Matched, Verdict, match_event, too_far_ahead
 from processor.matching.state import (
     DebounceState,
     KeyState,
@@ -30,7 +30,14 @@ from processor.matching.state import (
     WindowState,
     committed_states,
 )
-from processor.matching.windows import behind_newest, drop_ahead, window_count
+from processor.matching.windows import (
+    Outcome,
+    aggregate_over,
+    behind_newest,
+    drop_ahead,
+    observe,
+    window_count,
+)
 from processor.messages import DomainEvent
 
 
@@ -170,7 +177,78 @@ def _in_window(
             f"group; events a whole window ({threshold.window_seconds:g} s) or more "
             'behind it are not counted (triggers_window_outcomes_total{outcome="late"})'
         )
+    taken = match.window
+    if taken is not None and isinstance(taken, Matched):
+        window.update(_window_decision(state, threshold, taken, read))
     return window
+
+
+def _window_decision(
+    state: WindowState, threshold: Threshold, taken: Matched, read: Event
+) -> dict[str, Any]:
+    """What the worker's window step makes of the event on the group's state (a copy,
+    changed here): its outcome, why, and the aggregate where the trigger has one."""
+    decision = observe(state, threshold, taken.time, taken.event_key, taken.value, taken.event)
+    outcome = decision.outcome
+    out: dict[str, Any] = {"outcome": outcome.value}
+    aggregate = threshold.aggregate
+    holds, value = True, None
+    if decision.fire is not None:
+        value = decision.fire.aggregate
+    elif aggregate is not None and state.latest is not None:
+        newest = state.latest
+        inside = [p.value for p in state.pending if p.time > newest - threshold.window_seconds]
+        holds, value = aggregate_over(threshold, inside)
+    if aggregate is not None:
+        expression = f"{aggregate.function}({aggregate.path}) {aggregate.op} "
+        expression += f"{aggregate.value_threshold:g}"
+        out["aggregate"] = {
+            "expression": expression,
+            "event_value": taken.value,
+            "value": value,
+            "holds": decision.fire is not None or holds,
+        }
+    width = f"{threshold.window_seconds:g} s"
+    if decision.fire is not None:
+        fire = decision.fire
+        reason = (
+            f"fires: {fire.count} events within {width} "
+            f"({iso_time(fire.window_start)} to {iso_time(fire.window_end)})"
+        )
+        if aggregate is not None and value is not None:
+            reason += f", {aggregate.function}({aggregate.path}) = {value:g}"
+    elif outcome is Outcome.DUPLICATE:
+        reason = (
+            f"not counted again: an event with this source ({read.source!r}) and id "
+            f"({read.id!r}) is already in the window, or was counted by a fire within "
+            "the last window"
+        )
+    elif outcome is Outcome.LATE:
+        reason = "not counted: late (above)"
+    elif outcome is Outcome.COOLDOWN:
+        assert state.last_fire_end is not None
+        until = state.last_fire_end + threshold.cooldown_seconds
+        reason = (
+            f"counted, and a window reaches {threshold.count}, but the cooldown "
+            f"({threshold.cooldown_seconds:g} s after the last fire's window end) holds "
+            f"it until {iso_time(until)}"
+        )
+    else:
+        count = window_count(state, threshold)
+        reason = f"counted: {count} of {threshold.count} within {width}"
+        if count >= threshold.count and aggregate is not None:
+            shown = "no value" if value is None else f"{value:g}"
+            reason += (
+                f"; {aggregate.function}({aggregate.path}) over them is {shown}, not "
+                f"{aggregate.op} {aggregate.value_threshold:g}"
+            )
+    if aggregate is not None and taken.value is None and outcome is not Outcome.DUPLICATE:
+        reason += (
+            f" ({aggregate.path} is missing or not a number here: the event counts, "
+            "its value does not)"
+        )
+    out["decision"] = reason
+    return out
 
 
 def _in_sequence(

@@ -87,7 +87,8 @@ _DECIDED = {outcome: Decision(outcome) for outcome in Outcome if outcome is not 
 """The decisions without a fire, made once: one per event would cost more than the rest."""
 
 
-def _aggregate(threshold: Threshold, values: list[float | None]) -> tuple[bool, float | None]:
+def aggregate_over(threshold: Threshold, values: list[float | None]) -> tuple[bool, float | None]:
+    """Whether the aggregate holds over these values (None: no number), and its value."""
     aggregate = threshold.aggregate
     if aggregate is None:
         return True, None
@@ -215,7 +216,7 @@ def _first_window_reaching(
         inside = [p for p in pending if end - width < p.time <= end]
         if len(inside) < threshold.count:
             continue
-        holds, aggregate = _aggregate(threshold, [p.value for p in inside])
+        holds, aggregate = aggregate_over(threshold, [p.value for p in inside])
         if not holds:
             continue
         last = state.last_fire_end

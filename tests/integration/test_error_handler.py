@@ -65,6 +65,14 @@ def test_fifth_high_error_within_the_window_fires_once_and_noise_is_ignored(
         assert "condition_failed" in explained.stdout
         assert "FAIL severity >= 'high' (actual: 'low')" in explained.stdout
         assert "window: 4 of 5 in 300s" in explained.stdout
+        crossing = orjson.dumps(error("e4", T0 + timedelta(seconds=40), severity="critical"))
+        told = pipeline.cli("explain", "-f", "-", stdin=crossing).stdout
+        assert "this event: fires: 5 events within 300 s" in told, told
+        resent = orjson.dumps(error("e1", T0 + timedelta(seconds=10), source="agents"))
+        [again] = orjson.loads(
+            pipeline.cli("explain", "-f", "-", "-o", "json", stdin=resent).stdout
+        )
+        assert again["window"]["outcome"] == "duplicate", again
 
         pipeline.emit(error("e4", T0 + timedelta(seconds=40), severity="critical"))
         runs(lambda cs: len(cs) >= 1, timeout=60)

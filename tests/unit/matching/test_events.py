@@ -391,3 +391,75 @@ def test_explain_runs_a_sequences_own_steps_on_a_copy_of_its_state() -> None:
     )
     assert keyless["paid"].sequence is not None
     assert "has no `data.order`" in keyless["paid"].sequence["reason"]
+
+
+def test_explain_says_what_the_window_makes_of_the_event_with_its_aggregate() -> None:
+    registry = registry_with(
+        trigger(
+            "spend",
+            "pay.*",
+            condition={
+                "count_threshold": 2,
+                "window": "1m",
+                "group_by": "data.customer",
+                "aggregate": "sum(data.amount) >= 1000",
+            },
+        ),
+        trigger(
+            "calm",
+            "pay.*",
+            condition={"count_threshold": 2, "window": "1m", "cooldown": "5m"},
+        ),
+    )
+    ids = {d.name: d.trigger_id for d in registry.documents()}
+    now = 1_800_000_000.0
+    spent = WindowState(
+        pending=[
+            PendingEvent(now - 30, "s\x1fa", 300.0, {}),
+            PendingEvent(now - 20, "s\x1fb", 300.0, {}),
+        ],
+        latest=now - 20,
+    )
+    cooled = WindowState(pending=[PendingEvent(now - 20, "s\x1fc", None, {})], latest=now - 20)
+    cooled.last_fire_end = now - 60
+    states = {(ids["spend"], "c1"): spent, (ids["calm"], ""): cooled}.get
+
+    def window(amount: object, event_id: str = "e") -> dict:
+        event = DomainEvent(
+            id=event_id,
+            type="pay.made",
+            source="s",
+            time=datetime.fromtimestamp(now - 10, UTC),
+            data={"customer": "c1", "amount": amount},
+        )
+        found = {e.name: e.window for e in explain(registry, event, states, now=now)}
+        assert found["spend"] is not None and found["calm"] is not None
+        return {"spend": found["spend"], "calm": found["calm"]}
+
+    small = window(300)["spend"]
+    assert small["outcome"] == "counted"
+    assert small["decision"] == (
+        "counted: 3 of 2 within 60 s; sum(data.amount) over them is 900, not >= 1000"
+    )
+    assert small["aggregate"] == {
+        "expression": "sum(data.amount) >= 1000",
+        "event_value": 300.0,
+        "value": 900.0,
+        "holds": False,
+    }
+    big = window(500)
+    assert big["spend"]["outcome"] == "fired" and big["spend"]["aggregate"]["value"] == 1100.0
+    assert big["spend"]["decision"].startswith("fires: 3 events within 60 s (")
+    assert big["spend"]["decision"].endswith(", sum(data.amount) = 1100")
+    text = window("500")["spend"]
+    assert text["outcome"] == "counted" and text["aggregate"]["event_value"] is None
+    assert "(data.amount is missing or not a number here: the event counts" in text["decision"]
+    again = window(500, event_id="b")["spend"]
+    assert again["outcome"] == "duplicate"
+    assert "source ('s') and id ('b') is already in the window" in again["decision"]
+    held = window(1)["calm"]
+    assert held["outcome"] == "cooldown"
+    assert (
+        "the cooldown (300 s after the last fire's window end) holds it until" in held["decision"]
+    )
+    assert len(spent.pending) == 2 and len(cooled.pending) == 1  # the read states kept
