@@ -30,7 +30,7 @@ from processor.config import Settings
 from processor.errors import KafkaUnavailable
 from processor.kafka.clients import new_consumer, new_producer
 from processor.messages import ExecutionCommand, ExecutionRecord, RunResult, RunStatus, utcnow
-from processor.serde import from_json, to_json
+from processor.serde import MAX_NESTING, from_json, nesting, to_json
 
 
 class TriggersClient:
@@ -72,6 +72,11 @@ class TriggersClient:
             "data": data,
             **attributes,
         }
+        if nesting(event) > MAX_NESTING:
+            raise ValueError(
+                f"the event nests deeper than {MAX_NESTING} levels, which workers refuse "
+                "(a fire could not carry it); flatten its data"
+            )
         return orjson.dumps(event)
 
     def emit(

@@ -16,9 +16,54 @@ import orjson
 from pydantic import BaseModel
 
 M = TypeVar("M", bound=BaseModel)
+V = TypeVar("V")
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 _CONFLUENT_MAGIC = 0
+
+
+MAX_NESTING = 128
+"""How deep a JSON value from outside (an event, a webhook's body, a run's input) may
+nest. The messages that carry one wrap it a few levels deeper, and JSON writers stop
+at 255 levels (orjson and pydantic alike), so deeper input is refused where it enters,
+with its reason, instead of failing to be written further on."""
+
+
+def may_nest_too_deep(raw: bytes, limit: int = MAX_NESTING) -> bool:
+    """Whether JSON text could nest deeper than `limit` (every level opens a bracket):
+    false for nearly every record, in two byte counts, so only those left need a walk."""
+    return len(raw) > 2 * limit and raw.count(b"[") + raw.count(b"{") > limit
+
+
+def nesting(value: Any, limit: int = MAX_NESTING) -> int:
+    """How deep a parsed JSON value nests (a scalar 0, `[]` 1, `[[1]]` 2), counted up to
+    `limit + 1` at most: enough to tell it is too deep, without a walk of what is left."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def shallow(value: V) -> V:
+    """`value`, when it nests at most MAX_NESTING levels; ValueError saying so otherwise
+    (a field validator for JSON given from outside)."""
+    if nesting(value) > MAX_NESTING:
+        raise ValueError(
+            f"nests deeper than {MAX_NESTING} levels, more than the messages carrying it "
+            "can be written with; flatten it"
+        )
+    return value
 
 
 def to_json(message: BaseModel) -> bytes:

@@ -33,6 +33,7 @@ from processor.definitions.model import TriggerDocument, document_json, warnings
 from processor.errors import DefinitionError, TriggersError
 from processor.logs import configure
 from processor.messages import ExecutionRecord, ExecutionStatus
+from processor.serde import MAX_NESTING, nesting, shallow
 
 app = typer.Typer(
     help="Kafka event-trigger processor: start AI agents from schedules, webhooks and events.",
@@ -272,6 +273,11 @@ def emit(
             event["workspace_id"] = workspace
     else:
         raise _fail("give an event type, or --file with a whole event")
+    if nesting(event) > MAX_NESTING:
+        raise _fail(
+            f"the event nests deeper than {MAX_NESTING} levels, which workers refuse (a fire "
+            "could not carry it); flatten its data"
+        )
     name = topic or topics.topic_name(topics.EVENTS, settings)
     events = [event] if count == 1 else [_numbered(event, n) for n in range(1, count + 1)]
     try:
@@ -712,7 +718,10 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
         raise _fail(f"{option}: not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise _fail(f'{option}: give a JSON object, like \'{{"region": "eu"}}\'')
-    return value
+    try:
+        return shallow(value)
+    except ValueError as exc:
+        raise _fail(f"{option}: {exc}") from None
 
 
 def _read_executions(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:

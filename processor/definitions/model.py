@@ -31,6 +31,7 @@ from processor.language.conditions import ConditionError, parse_condition
 from processor.language.durations import Duration
 from processor.language.patterns import compile_pattern
 from processor.language.signatures import SLACK_HEADER, AuthType
+from processor.serde import shallow
 
 TRIGGER_NAMESPACE = uuid.UUID("0b7d3c2e-5f47-4f7e-8a51-9c3f2d6e1a70")
 SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -234,6 +235,11 @@ class AgentSpec(_Doc):
         "trigger's event (`{id, type, source, time, data, ...}`; for a threshold, the event "
         "that crossed it). Schedule triggers have nothing to map.",
     )
+
+    @field_validator("input")
+    @classmethod
+    def _not_too_deep(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return shallow(value)
 
     @field_validator("input_mapping")
     @classmethod

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from processor.definitions.endpoints import endpoint_problems, name_problems
 from processor.definitions.loader import parse_document
@@ -27,7 +27,7 @@ from processor.kafka.async_producer import AsyncProducer
 from processor.matching.fires import manual_fire
 from processor.matching.schedules import BACKFILL_MAX, NotBackfillable, backfill_fires
 from processor.messages import Fire
-from processor.serde import to_json
+from processor.serde import shallow, to_json
 
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
 Workspace = Annotated[str, Depends(request_workspace)]
@@ -322,7 +322,7 @@ async def disable_trigger(
 
 
 class RunRequest(BaseModel):
-    input: dict[str, Any] = Field(
+    input: Annotated[dict[str, Any], AfterValidator(shallow)] = Field(
         default_factory=dict, description="Merged over the trigger's own `input`."
     )
 

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from processor.errors import BadRecord
 from processor.messages import DomainEvent
+from processor.serde import MAX_NESTING, may_nest_too_deep, nesting
 
 MAX_EVENT_BYTES = 1024 * 1024
 DATA_GROWTH_MAX = 5
@@ -226,6 +227,8 @@ def read_event(
     BadRecord with the reason otherwise."""
     if body is None:
         body = structured_body(value, headers)
+    if value is not None and may_nest_too_deep(value):
+        _refuse_deep(value if body is None else body)
     if body is not None:
         size = len(value) if value is not None else None
         # The record's place is formatted only for an event that has no id of its own.
@@ -243,6 +246,21 @@ def read_event(
             timestamp_ms=timestamp_ms,
         )
     )
+
+
+def _refuse_deep(value: bytes | dict[str, Any]) -> None:
+    """BadRecord for an event nesting deeper than MAX_NESTING (a fire, window state
+    and a command carry it a few levels deeper, where no JSON writer would go)."""
+    if isinstance(value, bytes):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return  # decode_event refuses it with the parser's reason
+    if nesting(value) > MAX_NESTING:
+        raise BadRecord(
+            f"event nests deeper than {MAX_NESTING} levels, more than a fire can carry; "
+            "flatten its data, or send the deep part by reference"
+        )
 
 
 def parsed_event(

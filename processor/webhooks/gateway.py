@@ -55,6 +55,7 @@ from processor.logs import about
 from processor.messages import CauseKind, execution_id_for
 from processor.metrics import WEBHOOK_AUTH_FAILURES, WEBHOOK_LATENCY, WEBHOOK_REQUESTS
 from processor.metrics import trigger_label as label_of
+from processor.serde import MAX_NESTING, may_nest_too_deep, nesting
 
 log = logging.getLogger(__name__)
 SECRET_NAME = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -138,7 +139,14 @@ def parse_body(content_type: str, body: bytes) -> Any:
         return None
     try:
         if is_json(media):
-            return orjson.loads(body)
+            parsed = orjson.loads(body)
+            if may_nest_too_deep(body) and nesting(parsed) > MAX_NESTING:
+                raise Refused(
+                    400,
+                    f"the body nests deeper than {MAX_NESTING} levels, more than a run's "
+                    "input can carry; flatten it",
+                )
+            return parsed
         if media == "application/x-www-form-urlencoded":
             fields = parse_qs(body.decode(), keep_blank_values=True)
             return {k: v[0] if len(v) == 1 else v for k, v in fields.items()}

@@ -447,12 +447,24 @@ class EventMatcher(TransactionalLoop):
                 self._dead_letter(message, str(exc), producer)
                 dead += 1
                 continue
-            if judged is None:
-                matches = match_event(registry, event, data_max_bytes=data_max, encode=True)
-            else:  # judged on its JSON: the candidates that take it make their matches
-                for refusal in refused:
-                    verdicts[refusal] += 1
-                matches = taken_by(taking, event, data_max, encode=True)
+            try:
+                if judged is None:
+                    matches = match_event(registry, event, data_max_bytes=data_max, encode=True)
+                else:  # judged on its JSON: the candidates that take it make their matches
+                    for refusal in refused:
+                        verdicts[refusal] += 1
+                    matches = taken_by(taking, event, data_max, encode=True)
+            except Exception as exc:  # this event's doing: it must not stop the worker
+                log.exception(
+                    "matching the event at %s[%d]@%d failed",
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                )
+                why = f"its matches could not be made ({type(exc).__name__}: {exc})"
+                self._dead_letter(message, why, producer)
+                dead += 1
+                continue
             if event.time is not None and event.time > ahead_of:
                 reason = too_far_ahead(matches, event.time, fired_at, max_ahead)
                 if reason is not None:  # the triggers counting by event time do not take it

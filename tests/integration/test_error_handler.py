@@ -6,6 +6,7 @@ import base64
 import signal
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import orjson
@@ -146,3 +147,30 @@ def test_a_worker_killed_mid_window_keeps_its_count(pipeline: Pipeline) -> None:
         [command] = settle(runs, 3)
     assert command["input"]["window"]["count"] == 5
     assert command["cause"]["event_id"] == "k4"
+
+
+def test_an_event_nesting_too_deep_is_a_dead_letter_and_the_worker_goes_on(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """JSON writers stop at 255 levels: an event 300 deep was taken, its fire could not be
+    written, and the matcher stopped the worker (again at each restart: the same record
+    came back). Now it is a dead letter with the reason, and the events after it fire."""
+    pipeline.cli("apply", "-f", str(ERROR_HANDLER))
+    (tmp_path / "any.yaml").write_text(
+        "trigger: {id: any-error, name: Any error, type: event, overlap: allow_all,"
+        " event: {pattern: 'error.*'}, agent: {id: logger}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "any.yaml"))
+    start_worker(pipeline)
+    deep = "[" * 300 + "]" * 300
+    head = orjson.dumps(error("deep", T0))[:-2]  # ...,"data":{"severity":"high"}}
+    pipeline.produce(topics.EVENTS, head + b',"trace":' + deep.encode() + b"}}")
+    with reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters:
+        [letter] = letters(lambda found: len(found) >= 1, timeout=60)
+    assert "event nests deeper than 128 levels" in letter["error"], letter
+    with reading(pipeline.bootstrap, pipeline.topic(topics.AGENT_RUNS)) as runs:
+        for i in range(5):
+            pipeline.emit(error(f"e{i}", T0 + timedelta(seconds=i)))
+        commands = runs(lambda cs: len(cs) >= 6, timeout=60)
+    assert sorted(c["trigger_name"] for c in commands) == ["Any error"] * 5 + ["Error Handler"]
+    assert "deep" not in {c["cause"].get("event_id") for c in commands}

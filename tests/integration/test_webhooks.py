@@ -83,7 +83,7 @@ trigger:
     endpoint: /hooks/github
     authentication: {type: github, secret: "${GH_SECRET}"}
     ip_whitelist: ["127.0.0.0/8"]
-    rate_limit: {requests: 6, period: 1m}
+    rate_limit: {requests: 7, period: 1m}
   agent: {id: a, input_mapping: {ref: "$.body.ref", missing: "$.body.nope"}}
 ---
 trigger:
@@ -127,6 +127,8 @@ trigger:
     }
     assert github(b'{"ref": "main"}', **{"X-Hub-Signature-256": "sha256=00"}).status_code == 401
     assert github(b"{nope").status_code == 400
+    deep = github(b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}")  # no run could carry it
+    assert deep.status_code == 400 and "nests deeper than 128 levels" in deep.json()["error"]
     assert github(b"\x00\x01", **{"Content-Type": "application/octet-stream"}).status_code == 415
     assert github(b'{"pad": "' + b"x" * 2000 + b'"}').status_code == 413
     accepted = github(b'{"ref": "main"}')

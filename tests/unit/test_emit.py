@@ -33,3 +33,21 @@ def test_the_cli_refuses_an_empty_source_before_it_sends() -> None:
     result = CliRunner().invoke(app, ["emit", "order.created", "--source", ""])
     assert result.exit_code == 1
     assert "--source is empty" in result.output
+
+
+def test_an_event_nesting_too_deep_is_refused_before_it_is_sent(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from processor.cli.main import app
+
+    deep: list = []
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nests deeper than 128 levels"):
+        TriggersClient.event("x.y", "s", {"deep": deep})
+    (tmp_path / "e.json").write_bytes(
+        b'{"type": "x.y", "source": "s", "data": ' + b"[" * 300 + b"]" * 300 + b"}"
+    )
+    result = CliRunner().invoke(app, ["emit", "-f", str(tmp_path / "e.json")])
+    assert result.exit_code == 1 and "nests deeper than 128 levels" in result.output
+    assert "Traceback" not in result.output

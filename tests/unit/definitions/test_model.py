@@ -426,3 +426,26 @@ def test_durations_are_parsed_once_and_keep_their_text() -> None:
     assert stored["event"]["debounce"]["quiet"] == "1.5m" and stored["throttle"]["period"] == "2h"
     again = type(document).model_validate(stored)
     assert again.event is not None and again.event.debounce.quiet.seconds == 90.0  # type: ignore[union-attr]
+
+
+def test_an_agent_input_nesting_too_deep_is_refused(tmp_path: Path) -> None:
+    deep = "[" * 200 + "]" * 200
+    problems = problems_of(
+        tmp_path,
+        f"trigger:\n  name: x\n  type: event\n  event: {{pattern: a}}\n"
+        f"  agent:\n    id: a\n    input: {{deep: {deep}}}\n",
+    )
+    assert len(problems) == 1 and "trigger.agent.input: nests deeper than 128" in problems[0]
+
+
+def test_a_run_requests_input_nesting_too_deep_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from processor.http.triggers_api import RunRequest
+
+    deep: list = []
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(ValidationError, match="nests deeper than 128 levels"):
+        RunRequest.model_validate({"input": {"deep": deep}})
+    assert RunRequest.model_validate({"input": {"a": [[1]]}}).input == {"a": [[1]]}

@@ -270,3 +270,26 @@ def test_orjson_writes_no_value_in_more_than_the_growth_bound(value: object) -> 
     (escapes in the input only make orjson's JSON shorter)."""
     raw = _written(value).encode()
     assert len(orjson.dumps(orjson.loads(raw))) <= DATA_GROWTH_MAX * len(raw)
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("headers", [[], [("ce_type", b"x.y"), ("ce_source", b"s")]])
+def test_an_event_nesting_deeper_than_a_fire_can_carry_is_refused_with_the_reason(
+    headers: list,
+) -> None:
+    """JSON writers stop at 255 levels and a fire wraps an event's data a few deeper:
+    an event of 300 levels was taken, its fire not written, and the worker stopped."""
+    if headers:  # binary mode: the value is the data
+        value, fits = _nested(300), _nested(120)
+    else:
+        value = b'{"type": "x.y", "source": "s", "data": ' + _nested(300) + b"}"
+        fits = b'{"type": "x.y", "source": "s", "data": ' + _nested(120) + b"}"
+    with pytest.raises(BadRecord, match="event nests deeper than 128 levels"):
+        read_event(value, headers, **WHERE)
+    assert read_event(fits, headers, **WHERE).fields["type"] == "x.y"
+    # many brackets side by side are not depth: a wide event is read as it is
+    wide = b'{"type": "x.y", "source": "s", "data": [' + b",".join([b"[{}]"] * 400) + b"]}"
+    assert len(read_event(wide, [], **WHERE).fields["data"]) == 400

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from processor.definitions.loader import parse_document
 from processor.messages import WebhookDelivery, execution_id_for
-from processor.webhooks.gateway import parse_body
+from processor.webhooks.gateway import Refused, parse_body
 from processor.webhooks.mapping import fire_for_delivery
 
 TRIGGER = parse_document(
@@ -60,6 +62,10 @@ def test_body_parsing() -> None:
     }
     assert parse_body("text/plain", b"hello") == "hello"
     assert parse_body("application/json", b"") is None
+    deep = b"[" * 300 + b"]" * 300  # parsed (up to 1024 levels), but no fire could carry it
+    with pytest.raises(Refused, match="nests deeper than 128 levels") as refused:
+        parse_body("application/json", b'{"a": ' + deep + b"}")
+    assert refused.value.status == 400
 
 
 def test_client_ip_believes_forwarded_for_only_through_trusted_proxies() -> None:
