@@ -98,10 +98,15 @@ def explain(
             for o in match.trace
         ]
         threshold = registry.condition(trigger.trigger_id).threshold
+        dead_letter = (
+            None
+            if now is None or max_ahead is None
+            else too_far_ahead([match], read.time, now, max_ahead)
+        )
         window = (
             None
             if threshold is None
-            else _in_window(match, threshold, read, states, now, max_ahead)
+            else _in_window(match, threshold, read, states, now, max_ahead, dead_letter)
         )
         pattern, sequence = _in_sequence(match, read.type, states, now)
         explanations.append(
@@ -114,9 +119,7 @@ def explain(
                 tests=tests,
                 window=window,
                 sequence=sequence,
-                dead_letter=None
-                if now is None or max_ahead is None
-                else too_far_ahead([match], read.time, now, max_ahead),
+                dead_letter=dead_letter,
             )
         )
     return explanations
@@ -138,10 +141,11 @@ def _in_window(
     states: Callable[[StateKey], KeyState | None],
     now: float | None,
     max_ahead: float | None,
+    dead_letter: str | None = None,
 ) -> dict[str, Any]:
     """A threshold trigger's window for the event's group: its count, and whether the
     event is late there, as a worker decides it (a window holding events taken too far
-    ahead mended first, on a copy)."""
+    ahead mended first, on a copy); an event the trigger dead-letters is not counted."""
     group = threshold.group_of(read.fields)
     state = _copy_of(states(StateKey(match.trigger_id, group)), WindowState)
     behind = None if read.time is None else behind_newest(state, read.time)
@@ -162,7 +166,7 @@ def _in_window(
         "window_seconds": threshold.window_seconds,
         "allowed_lateness_seconds": threshold.window_seconds,
         "late": late,
-        "with_this_event": match.verdict is Verdict.WINDOWED and not late,
+        "with_this_event": match.verdict is Verdict.WINDOWED and not late and not dead_letter,
     }
     if mended:
         window["mended"] = (
@@ -178,7 +182,10 @@ def _in_window(
             'behind it are not counted (triggers_window_outcomes_total{outcome="late"})'
         )
     taken = match.window
-    if taken is not None and isinstance(taken, Matched):
+    if dead_letter is not None:
+        window["outcome"] = "dead_letter"
+        window["decision"] = "not counted: a dead letter (below)"
+    elif taken is not None and isinstance(taken, Matched):
         window.update(_window_decision(state, threshold, taken, read))
     return window
 

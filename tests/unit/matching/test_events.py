@@ -305,6 +305,10 @@ def test_explain_tells_an_event_stamped_far_ahead_a_dead_letter_for_a_window() -
     event = DomainEvent(id="e", type="x.a", source="s", time=now + 3600)
     found = {e.name: e for e in explain(registry, event, now=now, max_ahead=300)}
     assert "3,600 s ahead" in (found["window"].dead_letter or "")
+    window = found["window"].window
+    assert window is not None and window["outcome"] == "dead_letter"
+    assert not window["with_this_event"]
+    assert window["decision"] == "not counted: a dead letter (below)"
     assert found["direct"].dead_letter is None
     assert found["window"].as_json()["dead_letter"] == found["window"].dead_letter
     assert all(e.dead_letter is None for e in explain(registry, event))  # no clock given
