@@ -109,6 +109,8 @@ def explain(
             else _in_window(match, threshold, read, states, now, max_ahead, dead_letter)
         )
         pattern, sequence = _in_sequence(match, read.type, states, now)
+        if sequence is not None and dead_letter is not None and "reason" in sequence:
+            sequence["reason"] = "not taken: a dead letter (below)"
         explanations.append(
             TriggerExplanation(
                 trigger_id=trigger.trigger_id,

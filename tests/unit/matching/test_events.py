@@ -395,6 +395,9 @@ def test_explain_runs_a_sequences_own_steps_on_a_copy_of_its_state() -> None:
     )
     assert keyless["paid"].sequence is not None
     assert "has no `data.order`" in keyless["paid"].sequence["reason"]
+    ahead = told("order.paid", "p4", {"order": "o1"}, at=now + 3600)  # a dead letter
+    assert ahead["paid"].dead_letter is not None and ahead["paid"].sequence is not None
+    assert ahead["paid"].sequence["reason"] == "not taken: a dead letter (below)"
 
 
 def test_explain_says_what_the_window_makes_of_the_event_with_its_aggregate() -> None:
