@@ -8,6 +8,7 @@ and `read_latest` reads all of it.
 
 from __future__ import annotations
 
+import heapq
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -41,6 +42,9 @@ def read_latest(settings: Settings) -> tuple[dict[str, ExecutionRecord], dict[st
     for record in latest.values():
         by_trigger.setdefault(record.trigger_id, []).append(record)
     return latest, {tid: run_of_failures(records) for tid, records in by_trigger.items()}
+
+
+Records = list[ExecutionRecord]
 
 
 class ExecutionsView:
@@ -118,6 +122,36 @@ class ExecutionsView:
             ),
             key=_newest_first,
         )[:MAX_PER_TRIGGER]
+
+    def newest(
+        self,
+        workspace: str,
+        status: ExecutionStatus | None = None,
+        trigger_id: str | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 50,
+    ) -> Records:
+        """The workspace's executions of every trigger (deleted ones' too), or of one,
+        newest first, within the retention; those after `after` (a `_newest_first` key)
+        only. One pass over what is kept, whatever the number of triggers."""
+        oldest = datetime.now(UTC) - MAX_AGE
+        with self._lock:
+            if trigger_id is None:
+                records = [r for kept in self._by_trigger.values() for r in kept.values()]
+            else:
+                records = list(self._by_trigger.get(trigger_id, {}).values())
+        return heapq.nsmallest(
+            limit,
+            (
+                r
+                for r in records
+                if r.workspace_id == workspace
+                and r.triggered_at >= oldest
+                and (status is None or r.status is status)
+                and (after is None or _newest_first(r) > after)
+            ),
+            key=_newest_first,
+        )
 
 
 def _newest_first(record: ExecutionRecord) -> tuple[float, str]:

@@ -38,6 +38,7 @@ from processor.definitions.store import DefinitionWriter
 from processor.definitions.view import DefinitionsView
 from processor.errors import KafkaUnavailable
 from processor.executions.history import ExecutionsView
+from processor.http.executions_api import all_router as workspace_executions_router
 from processor.http.executions_api import router as executions_router
 from processor.http.executions_api import status_router
 from processor.http.tools_api import router as tools_router
@@ -137,6 +138,7 @@ def create_api(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.include_router(triggers_router)
     app.include_router(executions_router)
+    app.include_router(workspace_executions_router)
     app.include_router(status_router)
     app.include_router(tools_router)
     app.include_router(ui.router)

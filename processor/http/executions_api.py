@@ -31,6 +31,7 @@ from processor.serde import to_json
 
 router = APIRouter(prefix="/v1/triggers/{trigger_id}/executions", tags=["executions"])
 status_router = APIRouter(prefix="/v1/triggers/{trigger_id}", tags=["triggers"])
+all_router = APIRouter(prefix="/v1/executions", tags=["executions"])
 Workspace = Annotated[str, Depends(request_workspace)]
 
 
@@ -64,6 +65,38 @@ def _cursor(record: ExecutionRecord) -> str:
     ).decode()
 
 
+def _after(cursor: str | None) -> tuple[float, str] | None:
+    """Where a page given by `_cursor` ended, as the newest-first sort key."""
+    if cursor is None:
+        return None
+    try:
+        at, execution_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return (-float(at), str(execution_id))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
+        raise HTTPException(400, "cursor is not one this API returned") from None
+
+
+@all_router.get("", response_model=ExecutionPage, summary="List the workspace's executions")
+def list_workspace_executions(
+    request: Request,
+    workspace: Workspace,
+    status: Annotated[ExecutionStatus | None, Query(description="Only this status.")] = None,
+    trigger_id: Annotated[
+        str | None, Query(description="Only this trigger's (a deleted one's too).")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="From the previous page.")] = None,
+) -> dict[str, Any]:
+    """Every trigger's executions in the workspace, newest first, in one read of the
+    history, however many triggers there are (the console's Executions page)."""
+    records = _history(request).newest(workspace, status, trigger_id, _after(cursor), limit + 1)
+    page = records[:limit]
+    return {
+        "items": [r.model_dump(mode="json", exclude_none=True) for r in page],
+        "next_cursor": _cursor(page[-1]) if len(records) > limit else None,
+    }
+
+
 @router.get("", response_model=ExecutionPage, summary="List executions")
 def list_executions(
     request: Request,
@@ -77,12 +110,8 @@ def list_executions(
 ) -> dict[str, Any]:
     history = _readable(request, trigger_id, workspace)
     records = history.list(trigger_id, status, since, until, workspace)
-    if cursor is not None:
-        try:
-            at, execution_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-            after = (-float(at), str(execution_id))
-        except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
-            raise HTTPException(400, "cursor is not one this API returned") from None
+    after = _after(cursor)
+    if after is not None:
         records = [r for r in records if (-r.triggered_at.timestamp(), r.execution_id) > after]
     page = records[:limit]
     return {

@@ -126,6 +126,19 @@ def test_history_api_is_newest_first_filtered_paginated_and_workspace_scoped(
         f"{base}/v1/triggers/echo/executions", params={"status": "running"}, headers=ALPHA
     )
     assert running.json()["items"] == []
+    # Every trigger's executions of the workspace at once (the console's Executions page).
+    everything = f"{base}/v1/executions"
+    listed = httpx.get(everything, params={"limit": 2}, headers=ALPHA).json()
+    more = httpx.get(
+        everything, params={"limit": 2, "cursor": listed["next_cursor"]}, headers=ALPHA
+    ).json()
+    assert [r["cause"]["event_id"] for r in listed["items"] + more["items"]] == ["p2", "p1", "p0"]
+    assert more["next_cursor"] is None
+    assert httpx.get(everything, headers=BETA).json()["items"] == []
+    assert httpx.get(everything, params={"status": "running"}, headers=ALPHA).json()["items"] == []
+    one_trigger = httpx.get(everything, params={"trigger_id": "nope"}, headers=ALPHA).json()
+    assert one_trigger["items"] == []
+    assert httpx.get(everything, params={"cursor": "x"}, headers=ALPHA).status_code == 400
     # A deleted trigger's executions stay readable in its workspace, as on the CLI.
     assert httpx.delete(f"{base}/v1/triggers/echo", headers=ALPHA).status_code == 204
     deadline = time.monotonic() + 30

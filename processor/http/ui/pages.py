@@ -251,20 +251,15 @@ def fires_chart(history: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
 @router.get("/executions", response_class=HTMLResponse)
 async def executions_page(request: Request, status: str = "", trigger: str = "") -> Response:
     """Every trigger's executions (or one's), newest first; htmx polls for the rows."""
+    partial = _partial(request)
     async with Api(request) as api:
-        triggers = await api.triggers()
-        rows = []
-        for t in triggers:
-            if trigger and t["id"] != trigger:
-                continue
-            for record in await api.executions(t["id"], status or None):
-                rows.append(record)
-    rows.sort(key=lambda r: r["triggered_at"], reverse=True)
-    template = "_execution_rows.html" if _partial(request) else "executions.html"
+        page = await api.get("/v1/executions", limit=100, status=status, trigger_id=trigger)
+        triggers = [] if partial else await api.triggers()  # the filter's choices
+    template = "_execution_rows.html" if partial else "executions.html"
     return _page(
         request,
         template,
-        rows=rows[:100],
+        rows=page["items"],
         status=status,
         trigger=trigger,
         triggers=triggers,
