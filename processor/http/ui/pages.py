@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 import yaml
-from fastapi import APIRouter, Form, HTTPException, Request, Response
+from fastapi import APIRouter, Form, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
@@ -170,18 +170,36 @@ def logout() -> Response:
 # -- triggers --------------------------------------------------------------------------
 
 
-async def _trigger_rows(api: Api, q: str, type_: str, state: str) -> list[dict[str, Any]]:
-    rows = []
+TRIGGERS_PER_PAGE = 50
+"""Rows of the triggers page: its status, one call per row, is read again every 5 s."""
+
+
+async def _trigger_rows(
+    api: Api, q: str, type_: str, state: str, page: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of the workspace's triggers that match, each with its status, and whether
+    more follow. A status is read only for a row shown, or one the state filter needs
+    (all the triggers' took 0.8 s with a thousand of them, at every refresh)."""
+    rows: list[dict[str, Any]] = []
+    skip = (page - 1) * TRIGGERS_PER_PAGE
     for trigger in await api.triggers():
         if q and q.lower() not in trigger["name"].lower() and q not in trigger["id"]:
             continue
         if type_ and trigger["type"] != type_:
             continue
+        if skip and not state:
+            skip -= 1
+            continue
+        if len(rows) == TRIGGERS_PER_PAGE:
+            return rows, True
         status = await api.get(f"/v1/triggers/{trigger['id']}/status")
         if state and status["state"] != state:
             continue
+        if skip:
+            skip -= 1
+            continue
         rows.append({"trigger": trigger, "status": status})
-    return rows
+    return rows, False
 
 
 @router.get("")
@@ -191,11 +209,27 @@ def console_root() -> RedirectResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def triggers_page(request: Request, q: str = "", type: str = "", state: str = "") -> Response:
+async def triggers_page(
+    request: Request,
+    q: str = "",
+    type: str = "",
+    state: str = "",
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> Response:
     async with Api(request) as api:
-        rows = await _trigger_rows(api, q, type, state)
+        rows, more = await _trigger_rows(api, q, type, state, page)
     template = "_trigger_rows.html" if _partial(request) else "triggers.html"
-    return _page(request, template, rows=rows, q=q, type=type, state=state, nav="triggers")
+    return _page(
+        request,
+        template,
+        rows=rows,
+        more=more,
+        page=page,
+        q=q,
+        type=type,
+        state=state,
+        nav="triggers",
+    )
 
 
 @router.get("/triggers/{trigger_id}", response_class=HTMLResponse)
