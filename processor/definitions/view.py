@@ -28,6 +28,8 @@ class DefinitionsView:
             settings, topics.topic_name(topics.TRIGGER_DEFINITIONS, settings), self._apply
         )
         self.ready = self._follower.ready
+        self._by_name: dict[str, tuple[list[tuple[str, str]], list[TriggerDocument]]] = {}
+        self._by_name_version = -1
 
     def start(self) -> None:
         self._follower.start()
@@ -48,6 +50,24 @@ class DefinitionsView:
     def documents(self) -> list[TriggerDocument]:
         with self._lock:
             return self.registry.documents()
+
+    def by_name(self, workspace: str) -> tuple[list[tuple[str, str]], list[TriggerDocument]]:
+        """The workspace's triggers sorted by (name, id), with those keys, kept until the
+        next change: a listing's pages bisect into it instead of each sorting every
+        trigger (the console lists them all, 200 a page)."""
+        with self._lock:
+            if self._by_name_version != self.registry.version:
+                self._by_name = {}
+                self._by_name_version = self.registry.version
+            found = self._by_name.get(workspace)
+            if found is None:
+                documents = sorted(
+                    (d for d in self.registry.documents() if d.workspace == workspace),
+                    key=lambda d: (d.name, d.trigger_id),
+                )
+                found = [(d.name, d.trigger_id) for d in documents], documents
+                self._by_name[workspace] = found
+            return found
 
     # -- writes ------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
+import itertools
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -184,22 +186,16 @@ def list_triggers(
     type: Annotated[str | None, Query(description="Only this trigger type.")] = None,
     enabled: Annotated[bool | None, Query(description="Only enabled or disabled ones.")] = None,
 ) -> dict[str, Any]:
-    view = definitions_view(request)
-    documents = sorted(
-        (
-            d
-            for d in view.documents()
-            if d.workspace == workspace
-            and (type is None or d.type.value == type)
-            and (enabled is None or d.enabled == enabled)
-        ),
-        key=lambda d: (d.name, d.trigger_id),
+    keys, documents = definitions_view(request).by_name(workspace)
+    start = 0 if cursor is None else bisect.bisect_right(keys, _parse_cursor(cursor))
+    wanted = (
+        d
+        for d in (documents[i] for i in range(start, len(documents)))
+        if (type is None or d.type.value == type) and (enabled is None or d.enabled == enabled)
     )
-    if cursor is not None:
-        after = _parse_cursor(cursor)
-        documents = [d for d in documents if (d.name, d.trigger_id) > after]
-    page = documents[:limit]
-    more = len(documents) > limit
+    found = list(itertools.islice(wanted, limit + 1))
+    page = found[:limit]
+    more = len(found) > limit
     return {"items": [_out(d) for d in page], "next_cursor": _cursor_of(page[-1]) if more else None}
 
 
