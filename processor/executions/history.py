@@ -17,7 +17,9 @@ from pydantic import ValidationError
 
 from processor import topics
 from processor.config import Settings
+from processor.definitions.model import TriggerDocument
 from processor.dispatch.state import Failures, run_of_failures
+from processor.executions.status import TriggerStatus, trigger_status
 from processor.kafka.follower import Follower
 from processor.kafka.reader import read_to_end
 from processor.messages import ExecutionRecord, ExecutionStatus
@@ -93,6 +95,16 @@ class ExecutionsView:
         with self._lock:
             records = list(self._by_trigger.get(trigger_id, {}).values())
         return any(record.workspace_id == workspace for record in records)
+
+    def status(self, document: TriggerDocument, now: datetime | None = None) -> TriggerStatus:
+        """The trigger's status from its workspace's executions (`trigger_status`)."""
+        trigger_id, workspace = document.trigger_id, document.workspace
+        return trigger_status(
+            document,
+            self.failures(trigger_id, workspace),
+            self.list(trigger_id, workspace=workspace),
+            now or datetime.now(UTC),
+        )
 
     def get(self, trigger_id: str, execution_id: str) -> ExecutionRecord | None:
         with self._lock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -15,7 +15,7 @@ from processor import topics
 from processor.dispatch.dispatcher import CANCEL_HEADER
 from processor.errors import KafkaUnavailable, TriggerDisabled
 from processor.executions.history import ExecutionsView
-from processor.executions.status import TriggerStatus, trigger_status
+from processor.executions.status import TriggerStatus
 from processor.http.auth import request_workspace, requested_by
 from processor.http.triggers_api import (
     body_as,
@@ -125,13 +125,7 @@ def get_status(request: Request, trigger_id: str, workspace: Workspace) -> Trigg
     """Enabled, disabled or paused by its circuit breaker (and why), last fire, runs in
     the last hour, next fire of a schedule."""
     document = owned_trigger(definitions_view(request), trigger_id, workspace)
-    history = _history(request)
-    return trigger_status(
-        document,
-        history.failures(trigger_id, workspace),
-        history.list(trigger_id, workspace=workspace),
-        datetime.now(UTC),
-    )
+    return _history(request).status(document)
 
 
 @router.get(

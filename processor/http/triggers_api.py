@@ -11,7 +11,7 @@ import base64
 import binascii
 import bisect
 import itertools
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -24,6 +24,8 @@ from processor.definitions.model import OverlapPolicy, TriggerDocument, document
 from processor.definitions.store import DefinitionWriter
 from processor.definitions.view import DefinitionsView
 from processor.errors import DefinitionError, KafkaUnavailable, TriggerDisabled
+from processor.executions.history import ExecutionsView
+from processor.executions.status import TriggerState
 from processor.http.auth import request_workspace, requested_by
 from processor.kafka.async_producer import AsyncProducer
 from processor.matching.fires import manual_fire
@@ -185,14 +187,30 @@ def list_triggers(
     cursor: Annotated[str | None, Query(description="From the previous page.")] = None,
     type: Annotated[str | None, Query(description="Only this trigger type.")] = None,
     enabled: Annotated[bool | None, Query(description="Only enabled or disabled ones.")] = None,
+    q: Annotated[
+        str | None, Query(description="Only those whose name (any case) or id contains this.")
+    ] = None,
+    state: Annotated[
+        TriggerState | None,
+        Query(description="Only those in this state (each trigger's status is read)."),
+    ] = None,
 ) -> dict[str, Any]:
     keys, documents = definitions_view(request).by_name(workspace)
+    text, exact = (q.lower(), q) if q else (None, "")
     start = 0 if cursor is None else bisect.bisect_right(keys, _parse_cursor(cursor))
     wanted = (
         d
         for d in (documents[i] for i in range(start, len(documents)))
-        if (type is None or d.type.value == type) and (enabled is None or d.enabled == enabled)
+        if (type is None or d.type.value == type)
+        and (enabled is None or d.enabled == enabled)
+        and (text is None or text in d.name.lower() or exact in d.trigger_id)
     )
+    if state is not None:
+        history: ExecutionsView = request.app.state.executions
+        if not history.ready.is_set():
+            raise HTTPException(503, "still loading executions", headers={"Retry-After": "1"})
+        now = datetime.now(UTC)
+        wanted = (d for d in wanted if history.status(d, now).state is state)
     found = list(itertools.islice(wanted, limit + 1))
     page = found[:limit]
     more = len(found) > limit

@@ -299,6 +299,8 @@ def test_throttle_drops_or_queues_and_the_breaker_pauses_after_failures(
     assert trigger_status("per-customer")["state"] == "enabled"
     assert trigger_status("per-customer")["runs_last_hour"] == 3
     assert httpx.get(f"{base}/v1/triggers/flaky/status", headers=BETA).status_code == 404
+    listed = httpx.get(f"{base}/v1/triggers", params={"state": "paused"}, headers=ALPHA).json()
+    assert [t["id"] for t in listed["items"]] == ["flaky"]  # what an operator asks first
     shown = pipeline.cli("status", "flaky").stdout
     assert "state: paused" in shown and "consecutive_failures: 2" in shown
 
