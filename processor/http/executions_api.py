@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
@@ -19,9 +16,11 @@ from processor.executions.status import TriggerStatus
 from processor.http.auth import request_workspace, requested_by
 from processor.http.triggers_api import (
     body_as,
+    cursor_key,
     definitions_view,
     json_body,
     owned_trigger,
+    page_cursor,
     send_fires,
 )
 from processor.kafka.async_producer import AsyncProducer
@@ -60,20 +59,15 @@ def _readable(request: Request, trigger_id: str, workspace: str) -> ExecutionsVi
 
 
 def _cursor(record: ExecutionRecord) -> str:
-    return base64.urlsafe_b64encode(
-        orjson.dumps([record.triggered_at.timestamp(), record.execution_id])
-    ).decode()
+    return page_cursor(record.triggered_at.timestamp(), record.execution_id)
 
 
 def _after(cursor: str | None) -> tuple[float, str] | None:
     """Where a page given by `_cursor` ended, as the newest-first sort key."""
     if cursor is None:
         return None
-    try:
-        at, execution_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return (-float(at), str(execution_id))
-    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
-        raise HTTPException(400, "cursor is not one this API returned") from None
+    at, execution_id = cursor_key(cursor, float)
+    return -at, execution_id
 
 
 @all_router.get("", response_model=ExecutionPage, summary="List the workspace's executions")

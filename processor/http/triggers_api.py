@@ -11,6 +11,7 @@ import base64
 import binascii
 import bisect
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -36,6 +37,7 @@ from processor.serde import shallow, to_json
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
 Workspace = Annotated[str, Depends(request_workspace)]
 M = TypeVar("M", bound=BaseModel)
+_T = TypeVar("_T")
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -167,14 +169,17 @@ def _out(document: TriggerDocument) -> dict[str, Any]:
     return document_json(document)
 
 
-def _cursor_of(document: TriggerDocument) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([document.name, document.trigger_id])).decode()
+def page_cursor(first: str | float, second: str) -> str:
+    """An opaque `next_cursor`: the sort key of the last item of a page."""
+    return base64.urlsafe_b64encode(orjson.dumps([first, second])).decode()
 
 
-def _parse_cursor(cursor: str) -> tuple[str, str]:
+def cursor_key(cursor: str, first: Callable[[Any], _T]) -> tuple[_T, str]:
+    """The sort key a `page_cursor` holds, its first part read by `first`; 400 for a
+    cursor this API did not give."""
     try:
-        name, trigger_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return str(name), str(trigger_id)
+        found, second = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return first(found), str(second)
     except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
         raise HTTPException(400, "cursor is not one this API returned") from None
 
@@ -197,7 +202,7 @@ def list_triggers(
 ) -> dict[str, Any]:
     keys, documents = definitions_view(request).by_name(workspace)
     text, exact = (q.lower(), q) if q else (None, "")
-    start = 0 if cursor is None else bisect.bisect_right(keys, _parse_cursor(cursor))
+    start = 0 if cursor is None else bisect.bisect_right(keys, cursor_key(cursor, str))
     wanted = (
         d
         for d in (documents[i] for i in range(start, len(documents)))
@@ -214,7 +219,10 @@ def list_triggers(
     found = list(itertools.islice(wanted, limit + 1))
     page = found[:limit]
     more = len(found) > limit
-    return {"items": [_out(d) for d in page], "next_cursor": _cursor_of(page[-1]) if more else None}
+    return {
+        "items": [_out(d) for d in page],
+        "next_cursor": page_cursor(page[-1].name, page[-1].trigger_id) if more else None,
+    }
 
 
 @router.post(
