@@ -87,6 +87,10 @@ makes records visible answers a waiting read_committed fetch at once (0.5 ms aft
 commit, with a wait of 100 or 500 ms), so the wait is not in the latency (p50 at 200
 events/s 11.5 ms with 500, 11.3-11.7 with the 10 ms this was); it is what an idle loop
 costs the broker: 10 fetches a second at 100 ms, 96 at 10 ms (docs/benchmarks.md)."""
+METADATA_REFRESH_MS = 10_000
+"""How often a loop's consumer asks which topics and partitions exist: a topic of
+TRIGGERS_EVENT_TOPICS created after the worker started, or partitions added to one, are
+read within this (librdkafka's 5-minute default left a new topic unread for 284 s)."""
 TURN_BATCHES = 5
 """A turn whose batch is full keeps taking records in while the last commit still runs,
 up to this many batches: the loop then waits for a commit only when the commit takes
@@ -428,7 +432,12 @@ class TransactionalLoop:
 
     def _new_consumer(self) -> Consumer:
         consumer = new_consumer(
-            self.settings, self.group_id, **{"fetch.wait.max.ms": FETCH_WAIT_MS}
+            self.settings,
+            self.group_id,
+            **{
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
+                "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+            },
         )
         consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
         return consumer

@@ -114,13 +114,15 @@ def test_binary_mode_cloudevents_on_an_extra_input_topic_fire(pipeline: Pipeline
     from confluent_kafka.admin import AdminClient, NewTopic
 
     extra = f"{pipeline.prefix}more-events"
-    admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
-    admin.create_topics([NewTopic(extra, num_partitions=2, replication_factor=1)])[extra].result()
     trigger_file = tmp_path / "deploy.yaml"
     trigger_file.write_text(ECHO_TRIGGER)
     pipeline.cli("apply", "-f", str(trigger_file))
     pipeline.start("worker", name="worker", extra_env={"TRIGGERS_EVENT_TOPICS": f'["{extra}"]'})
     pipeline.wait_ready("worker", "[^Worker]: Ready")
+    # Created after the worker started: found at its consumer's next metadata refresh
+    # (10 s; librdkafka's default of 5 minutes left it unread for 284 s).
+    admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
+    admin.create_topics([NewTopic(extra, num_partitions=2, replication_factor=1)])[extra].result()
 
     from confluent_kafka import Producer
 
