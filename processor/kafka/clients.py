@@ -73,6 +73,14 @@ def new_producer(settings: Settings, **extra: Any) -> Producer:
     return Producer(producer_config(settings, **extra))
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition a keyed record goes to: murmur2, as librdkafka's `murmur2_random`
+    (our producers), Faust/aiokafka and the Java clients all place it."""
+    from aiokafka.partitioner import murmur2  # imports aiokafka (0.26 s): not in every CLI run
+
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def new_consumer(settings: Settings, group_id: str, **extra: Any) -> Consumer:
     return Consumer(consumer_config(settings, group_id, **extra))
 

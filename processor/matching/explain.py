@@ -28,7 +28,7 @@ from processor.matching.state import (
     SequenceState,
     StateKey,
     WindowState,
-    committed_states,
+    committed_states_of,
 )
 from processor.matching.windows import (
     Outcome,
@@ -371,12 +371,15 @@ def explain_with_state(
     registry = Registry()
     for document in documents:
         registry.put(document)
+    now, max_ahead = time.time(), settings.event_time_max_ahead_seconds
+    asked: list[StateKey] = []  # the keys this event reaches, then only theirs are read
+
+    def ask(key: StateKey) -> None:
+        asked.append(key)
+
+    explain(registry, event, ask, now=now, max_ahead=max_ahead)
     return explain(
-        registry,
-        event,
-        committed_states(settings).get,
-        now=time.time(),
-        max_ahead=settings.event_time_max_ahead_seconds,
+        registry, event, committed_states_of(settings, asked).get, now=now, max_ahead=max_ahead
     )
 
 

@@ -38,7 +38,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
@@ -47,7 +46,7 @@ from processor.config import Settings
 from processor.deadletters import dead_letter, dead_letter_for
 from processor.definitions.registry import Registry
 from processor.errors import BadRecord
-from processor.kafka.clients import new_consumer
+from processor.kafka.clients import new_consumer, partition_of
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop, Turn
 from processor.matching.decode import (
@@ -97,12 +96,6 @@ Windowed = dict[tuple[int, StateKey], list[Matched]]
 """A batch's window matches by (`trigger-matches` partition, key), in their order: each
 key's are then decided together (`WindowPartitions.observe_all`), its trigger looked up
 and its state read and marked changed once."""
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition a keyed record goes to: murmur2, as librdkafka's `murmur2_random`
-    (our producers), Faust/aiokafka and the Java clients all place it."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class EventMatcher(TransactionalLoop):
