@@ -27,6 +27,10 @@ CANDIDATE_TYPES_KEPT = 50_000
 """Event types whose candidates are remembered (a busy topic has far fewer types)."""
 
 
+def _ignoring(trigger_id: str, reason: str) -> None:
+    log.error("ignoring invalid definition %s: %s", trigger_id, reason, extra=about(trigger_id))
+
+
 class Registry:
     def __init__(self) -> None:
         self._documents: dict[str, TriggerDocument] = {}
@@ -39,6 +43,11 @@ class Registry:
         self.plans: dict[str, Any] = {}
         """What the matcher read from each index entry's trigger (matching/events.py
         fills it), dropped with every change like the candidates memo."""
+        self._invalid: dict[str, str] = {}
+        """Why each stored definition that fails validation is ignored, while the topic's
+        first read runs: only those still invalid at its end are logged (`loaded`), not
+        one deleted or replaced later in the topic, at every start."""
+        self._loaded = False
 
     def __len__(self) -> int:
         return len(self._documents)
@@ -87,18 +96,30 @@ class Registry:
         if not trigger_id:
             log.error("ignoring a trigger-definitions record without a UTF-8 key (the trigger id)")
             return
+        self._invalid.pop(trigger_id, None)
         if value is None:
             self._remove(trigger_id)
             return
         try:
             document = parse_document(orjson.loads(value), f"trigger-definitions[{trigger_id}]")
         except (orjson.JSONDecodeError, DefinitionError, RecursionError) as exc:
-            log.error(
-                "ignoring invalid definition %s: %s", trigger_id, exc, extra=about(trigger_id)
-            )
+            if self._loaded:
+                _ignoring(trigger_id, str(exc))
+            else:
+                self._invalid[trigger_id] = str(exc)
             self._remove(trigger_id)
             return
         self.put(document.model_copy(update={"id": trigger_id}))
+
+    def loaded(self) -> None:
+        """The topic's first read reached its end: log each definition ignored as invalid
+        then, and from now on each as it comes."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for trigger_id, reason in self._invalid.items():
+            _ignoring(trigger_id, reason)
+        self._invalid = {}
 
     def put(self, document: TriggerDocument) -> None:
         self.version += 1

@@ -25,7 +25,10 @@ class DefinitionsView:
         # Offsets of our own writes already shown; older records for the key are stale.
         self._shown: dict[str, int] = {}
         self._follower = Follower(
-            settings, topics.topic_name(topics.TRIGGER_DEFINITIONS, settings), self._apply
+            settings,
+            topics.topic_name(topics.TRIGGER_DEFINITIONS, settings),
+            self._apply,
+            self._loaded,
         )
         self.ready = self._follower.ready
         self._by_name: dict[str, tuple[list[tuple[str, str]], list[TriggerDocument]]] = {}
@@ -80,6 +83,10 @@ class DefinitionsView:
                 self.registry.apply(trigger_id, None)
             else:
                 self.registry.put(document)
+
+    def _loaded(self) -> None:
+        with self._lock:
+            self.registry.loaded()
 
     def _apply(self, message: Message) -> None:
         key = (message.key() or b"").decode(errors="replace")  # the registry refuses bad keys

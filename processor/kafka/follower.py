@@ -22,10 +22,18 @@ log = logging.getLogger(__name__)
 
 
 class Follower:
-    def __init__(self, settings: Settings, topic: str, apply: Callable[[Message], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        apply: Callable[[Message], None],
+        on_ready: Callable[[], None] = lambda: None,
+    ) -> None:
         self.settings = settings
         self.topic = topic
         self.apply = apply
+        self.on_ready = on_ready
+        """Called once, in the follower's thread, when the first read reached the end."""
         self.ready = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._follow, name=f"follow-{topic}", daemon=True)
@@ -58,7 +66,8 @@ class Follower:
                         self.apply(message)
                     elif error.code() == KafkaError._PARTITION_EOF:
                         at_end.add(message.partition() or 0)
-                        if at_end >= set(partitions):
+                        if at_end >= set(partitions) and not self.ready.is_set():
+                            self.on_ready()
                             self.ready.set()
                     else:
                         log.warning("following %s: %s", self.topic, error)

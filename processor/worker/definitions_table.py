@@ -124,4 +124,5 @@ async def caught_up(table: DefinitionsTable, settings: Settings) -> None:
             log.warning(
                 "waiting for trigger definitions: applied %d of %d", table.applied_offset, target
             )
+    table.registry.loaded()
     log.info("trigger definitions caught up (offset %d, %d triggers)", target, len(table.registry))
