@@ -215,30 +215,33 @@ def test_the_triggers_page_shows_fifty_a_page_reading_only_their_statuses(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     """A status per trigger was read at each 5 s refresh, and every trigger listed: 0.8 s
-    with a thousand triggers. Now a page of 50, from the API's cursor."""
+    with a thousand triggers. Now a page of 50, from the API's cursor; and past 200
+    triggers the executions page asks for a trigger id instead of listing them all."""
     many = "---\n".join(
-        f"trigger: {{id: many-{i:02d}, name: Many {i:02d}, workspace: alpha, type: event,"
+        f"trigger: {{id: many-{i:03d}, name: Many {i:03d}, workspace: alpha, type: event,"
         f" event: {{pattern: many.{i}}}, agent: {{id: a}}}}\n"
-        for i in range(60)
+        for i in range(210)
     )
     (tmp_path / "many.yaml").write_text(many)
     pipeline.cli("apply", "-f", str(tmp_path / "many.yaml"))
     base = start_serve(pipeline)
     cookies = {"triggers_ui_key": "k-alpha"}
     deadline = time.monotonic() + 30
-    while "Many 59" not in httpx.get(f"{base}/ui/", params={"q": "59"}, cookies=cookies).text:
+    while "Many 209" not in httpx.get(f"{base}/ui/", params={"q": "209"}, cookies=cookies).text:
         assert time.monotonic() < deadline
         time.sleep(0.3)
     first = httpx.get(f"{base}/ui/", cookies=cookies).text
-    assert first.count('href="/ui/triggers/many-') == 50 and "Many 49" in first
+    assert first.count('href="/ui/triggers/many-') == 50 and "Many 049" in first
     assert ">Next page</a>" in first and "First page" not in first
     [next_page] = re.findall(r'href="(/ui/\?[^"]*after=[^"]*)">Next page', first)
     second = httpx.get(base + html.unescape(next_page), cookies=cookies).text
-    assert second.count('href="/ui/triggers/many-') == 10 and "Many 50" in second
-    assert ">First page</a>" in second and "Next page" not in second
-    only = httpx.get(f"{base}/ui/", params={"q": "many 5"}, cookies=cookies).text
+    assert second.count('href="/ui/triggers/many-') == 50 and "Many 050" in second
+    assert ">First page</a>" in second and ">Next page</a>" in second
+    only = httpx.get(f"{base}/ui/", params={"q": "many 20"}, cookies=cookies).text
     assert only.count('href="/ui/triggers/many-') == 10 and "Next page" not in only
     api = httpx.get(
-        f"{base}/v1/triggers", params={"q": "MANY 0"}, headers={"Authorization": "Bearer k-alpha"}
+        f"{base}/v1/triggers", params={"q": "MANY 00"}, headers={"Authorization": "Bearer k-alpha"}
     ).json()
-    assert [t["name"] for t in api["items"]] == [f"Many 0{i}" for i in range(10)]
+    assert [t["name"] for t in api["items"]] == [f"Many 00{i}" for i in range(10)]
+    executions = httpx.get(f"{base}/ui/executions", cookies=cookies).text
+    assert '<input id="trigger" name="trigger" type="search"' in executions
