@@ -338,6 +338,16 @@ class Aggregate:
     value_threshold: float
     read: Callable[[Mapping[str, Any]], Any]
 
+    @property
+    def named(self) -> str:
+        """`sum(data.amount)`: what it computes, as the trigger writes it."""
+        return f"{self.function}({self.path})"
+
+    @property
+    def expression(self) -> str:
+        """`sum(data.amount) >= 1000`: the whole test, as the trigger writes it."""
+        return f"{self.named} {self.op} {self.value_threshold:g}"
+
     def value(self, values: list[float]) -> float:
         """The aggregate of (non-empty) values."""
         if self.function == "sum":

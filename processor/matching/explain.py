@@ -209,10 +209,8 @@ def _window_decision(
         inside = [p.value for p in state.pending if p.time > newest - threshold.window_seconds]
         holds, value = aggregate_over(threshold, inside)
     if aggregate is not None:
-        expression = f"{aggregate.function}({aggregate.path}) {aggregate.op} "
-        expression += f"{aggregate.value_threshold:g}"
         out["aggregate"] = {
-            "expression": expression,
+            "expression": aggregate.expression,
             "event_value": taken.value,
             "value": value,
             "holds": decision.fire is not None or holds,
@@ -225,7 +223,7 @@ def _window_decision(
             f"({iso_time(fire.window_start)} to {iso_time(fire.window_end)})"
         )
         if aggregate is not None and value is not None:
-            reason += f", {aggregate.function}({aggregate.path}) = {value:g}"
+            reason += f", {aggregate.named} = {value:g}"
     elif outcome is Outcome.DUPLICATE:
         reason = (
             f"not counted again: an event with this source ({read.source!r}) and id "
@@ -248,7 +246,7 @@ def _window_decision(
         if count >= threshold.count and aggregate is not None:
             shown = "no value" if value is None else f"{value:g}"
             reason += (
-                f"; {aggregate.function}({aggregate.path}) over them is {shown}, not "
+                f"; {aggregate.named} over them is {shown}, not "
                 f"{aggregate.op} {aggregate.value_threshold:g}"
             )
     if aggregate is not None and taken.value is None and outcome is not Outcome.DUPLICATE:
