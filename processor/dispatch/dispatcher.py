@@ -52,7 +52,14 @@ from processor.metrics import (
     TRANSITIONS,
     observe_all,
 )
-from processor.serde import from_json, from_json_keeping, to_json
+from processor.serde import (
+    MAX_NESTING,
+    from_json,
+    from_json_keeping,
+    may_nest_too_deep,
+    nesting,
+    to_json,
+)
 
 log = logging.getLogger(__name__)
 COMPONENT = "dispatcher"
@@ -215,7 +222,15 @@ class Dispatcher(TransactionalLoop):
     def _forward_result(self, message: Message, producer: Turn) -> None:
         """Re-key a runtime's result by trigger id, to the partition that owns the state;
         a result without `trigger_id` is joined with `trigger-executions` first."""
-        result = from_json(RunResult, _value(message))
+        raw = _value(message)
+        result = from_json(RunResult, raw)
+        if may_nest_too_deep(raw) and nesting(result.output) > MAX_NESTING:
+            raise ValueError(
+                f"the output of execution {result.execution_id} nests deeper than "
+                f"{MAX_NESTING} levels, more than its record can be written with; the "
+                "runtime should flatten it (the execution times out unless a result it can "
+                "record follows)"
+            )
         trigger_id = result.trigger_id or self.owners.trigger_of(result.execution_id)
         if trigger_id is None:
             raise UnknownExecution(

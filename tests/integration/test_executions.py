@@ -336,9 +336,17 @@ def test_results_without_trigger_id_are_joined_unknown_ones_dead_lettered_and_fo
     with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
         records = executions(lambda rs: bool(rs) and rs[-1]["status"] == "completed", timeout=60)
     assert records[-1]["output_data"] == {"answer": 42}
+    deep = b"[" * 300 + b"]" * 300  # no execution record could be written with it
+    pipeline.produce(
+        topics.AGENT_RUN_RESULTS,
+        b'{"execution_id": "deep-1", "status": "completed", "output": ' + deep + b"}",
+        key=b"deep-1",
+    )
     with reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters:
-        [letter] = letters(lambda ls: len(ls) >= 1, timeout=60)
-    assert "unknown execution never-issued" in letter["error"]
+        found = letters(lambda ls: len(ls) >= 2, timeout=60)
+    errors = sorted(letter["error"] for letter in found)
+    assert "unknown execution never-issued" in errors[1]
+    assert "output of execution deep-1 nests deeper than 128 levels" in errors[0], errors
     deadline = time.monotonic() + 30
     while f"completed  {execution_id}" not in pipeline.log("follow"):
         assert time.monotonic() < deadline, pipeline.log("follow")
