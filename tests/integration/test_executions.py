@@ -344,9 +344,9 @@ def test_results_without_trigger_id_are_joined_unknown_ones_dead_lettered_and_fo
     )
     with reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters:
         found = letters(lambda ls: len(ls) >= 2, timeout=60)
-    errors = sorted(letter["error"] for letter in found)
-    assert "unknown execution never-issued" in errors[1]
-    assert "output of execution deep-1 nests deeper than 128 levels" in errors[0], errors
+    errors = [letter["error"] for letter in found]
+    assert any("unknown execution never-issued" in e for e in errors), errors
+    assert any("output of execution deep-1 nests deeper than 128 levels" in e for e in errors)
     deadline = time.monotonic() + 30
     while f"completed  {execution_id}" not in pipeline.log("follow"):
         assert time.monotonic() < deadline, pipeline.log("follow")
