@@ -30,7 +30,7 @@ from processor.config import Settings
 from processor.errors import KafkaUnavailable
 from processor.kafka.clients import new_consumer, new_producer
 from processor.messages import ExecutionCommand, ExecutionRecord, RunResult, RunStatus, utcnow
-from processor.serde import MAX_NESTING, from_json, nesting, to_json
+from processor.serde import MAX_NESTING, from_json, may_nest_too_deep, nesting, to_json
 
 
 class TriggersClient:
@@ -72,12 +72,19 @@ class TriggersClient:
             "data": data,
             **attributes,
         }
-        if nesting(event) > MAX_NESTING:
+        try:
+            raw: bytes | None = orjson.dumps(event)
+        except orjson.JSONEncodeError:  # past orjson's own depth, or not JSON at all
+            raw = None
+        # two byte counts for almost every event; the walk only when they say it may nest
+        if (raw is None or may_nest_too_deep(raw)) and nesting(event) > MAX_NESTING:
             raise ValueError(
                 f"the event nests deeper than {MAX_NESTING} levels, which workers refuse "
                 "(a fire could not carry it); flatten its data"
             )
-        return orjson.dumps(event)
+        if raw is None:
+            raw = orjson.dumps(event)  # raises why it is not JSON
+        return raw
 
     def emit(
         self,

@@ -25,7 +25,7 @@ Records written before `kind` was part of the value are read by their fields.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -213,31 +213,32 @@ def committed_states_of(settings: Settings, keys: Iterable[StateKey]) -> dict[St
     wanted = {key.encode(): key for key in keys}
     if not wanted:
         return {}
-    states: dict[StateKey, KeyState] = {}
     try:
         count = len(topic_partitions(settings, topics.topic_name(topics.TRIGGER_MATCHES, settings)))
-        partitions = sorted({partition_of(raw, count) for raw in wanted})
-        for message in read_to_end(settings, changelog_topic(settings), partitions):
-            key = wanted.get(message.key() or b"")
-            if key is None:
-                continue
-            value = message.value()
-            if value is None:
-                states.pop(key, None)
-            else:
-                states[key] = decode(value)[0]
     except TriggersError:
         return {}
-    return states
+    return _committed(settings, wanted.get, sorted({partition_of(raw, count) for raw in wanted}))
 
 
 def committed_states(settings: Settings) -> dict[StateKey, KeyState]:
     """Every key's state as committed to the changelog (empty when the topic does not
-    exist): what `triggers explain` and the chaos verifier read, so no worker is asked."""
+    exist): what the chaos verifier reads, so no worker is asked."""
+    return _committed(settings, StateKey.parse)
+
+
+def _committed(
+    settings: Settings,
+    key_of: Callable[[bytes], StateKey | None],
+    partitions: list[int] | None = None,
+) -> dict[StateKey, KeyState]:
+    """The latest committed state of each key `key_of` names (None: skipped, not
+    decoded) in these changelog partitions (all when None)."""
     states: dict[StateKey, KeyState] = {}
     try:
-        for message in read_to_end(settings, changelog_topic(settings)):
-            key = StateKey.parse(message.key() or b"")
+        for message in read_to_end(settings, changelog_topic(settings), partitions):
+            key = key_of(message.key() or b"")
+            if key is None:
+                continue
             value = message.value()
             if value is None:
                 states.pop(key, None)
