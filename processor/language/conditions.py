@@ -378,7 +378,17 @@ class Threshold:
             return ""
         if len(readers) == 1:
             return group_text(readers[0](event))
-        return "\x1f".join([group_text(reader(event)) for reader in readers])
+        return "\x1f".join([_joinable(group_text(reader(event))) for reader in readers])
+
+
+def _joinable(part: str) -> str:
+    """One value of a multi-field group key, fit to be joined by U+001F: a value holding
+    U+001F or the escape U+001E has them escaped (U+001E U+001E, U+001E '-'), so
+    ("a\x1fb", "c") and ("a", "b\x1fc") stay two groups. Every other value is as it is,
+    so the keys of the state already kept do not change."""
+    if "\x1f" not in part and "\x1e" not in part:
+        return part
+    return part.replace("\x1e", "\x1e\x1e").replace("\x1f", "\x1e-")
 
 
 def group_text(value: Any) -> str:

@@ -346,6 +346,34 @@ def test_a_group_by_field_that_is_null_or_an_object_keys_its_group_as_json_write
     assert groups == ["", "true", '{"id":7}'], groups  # not 'None', 'True', "{'id': 7}"
 
 
+def test_group_by_values_holding_the_key_separator_do_not_share_a_window(
+    pipeline: Pipeline,
+) -> None:
+    definition = pipeline.workdir / "per-pair.yaml"
+    definition.write_text(
+        IDLE_TRIGGER.replace("window: 1s", "window: 1h").replace(
+            "group_by: data.user", "group_by: [data.user, data.zone]"
+        )
+    )
+    pipeline.cli("apply", "-f", str(definition))
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    now = datetime.now(UTC)
+    pairs = [("x\x1fy", "z"), ("x", "y\x1fz"), ("p", "q"), ("p", "q")]
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        produce(  # one key: in order on one partition, the pair that fires comes last
+            pipeline,
+            [
+                (b"u", event(f"e{i}", "login.failed", "auth", now, {"user": u, "zone": z}))
+                for i, (u, z) in enumerate(pairs)
+            ],
+        )
+        found = fires(
+            lambda seen: any(f["input"]["window"]["group"] == "p\x1fq" for f in seen), timeout=60
+        )
+    assert [fire["input"]["window"]["group"] for fire in found] == ["p\x1fq"]
+
+
 def test_groups_no_event_reaches_are_forgotten_and_a_forgotten_group_starts_afresh(
     pipeline: Pipeline,
 ) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -178,6 +179,34 @@ def test_a_group_key_reads_values_as_json_writes_them_and_null_as_absent() -> No
     assert (
         one.threshold is not None and one.threshold.group_of({"data": {"host": False}}) == "false"
     )
+
+
+def test_values_holding_the_separator_stay_apart_in_a_multi_field_group_key() -> None:
+    threshold = parse_condition(
+        {"count_threshold": 2, "window": "1m", "group_by": ["data.a", "data.b"]}
+    ).threshold
+    assert threshold is not None
+
+    def group(a: object, b: object) -> str:
+        return threshold.group_of({"data": {"a": a, "b": b}})
+
+    assert group("x\x1fy", "z") != group("x", "y\x1fz")
+    assert group("x\x1e", "-") != group("x", "\x1e-")
+    assert group("web-1", "eu") == "web-1\x1feu"  # keys without either are as they were
+
+
+texts = st.text(alphabet="ab\x1e\x1f-", max_size=4)
+
+
+@given(texts, texts)
+def test_a_multi_field_group_key_splits_back_into_its_values(a: str, b: str) -> None:
+    threshold = parse_condition(
+        {"count_threshold": 2, "window": "1m", "group_by": ["data.a", "data.b"]}
+    ).threshold
+    assert threshold is not None
+    parts = threshold.group_of({"data": {"a": a, "b": b}}).split("\x1f")
+    escapes = re.compile("\x1e(.)", re.DOTALL)
+    assert [escapes.sub(lambda m: "\x1f" if m[1] == "-" else m[1], p) for p in parts] == [a, b]
 
 
 json_values = st.recursive(
