@@ -36,16 +36,20 @@ from processor.serde import MAX_NESTING, from_json, may_nest_too_deep, nesting, 
 class TriggersClient:
     def __init__(
         self,
-        bootstrap: str = "localhost:9092",
-        topic_prefix: str = "",
+        bootstrap: str | None = None,
+        topic_prefix: str | None = None,
         settings: Settings | None = None,
         **kafka: Any,
     ) -> None:
-        """`kafka`: any other setting by its field name, e.g. `kafka_security_protocol=
-        "SASL_SSL", kafka_sasl_username=..., kafka_sasl_password=...,
-        kafka_ssl_ca_location=...`; or `settings` whole (its bootstrap and prefix win)."""
+        """`bootstrap` and `topic_prefix` as given, else TRIGGERS_KAFKA_BOOTSTRAP and
+        TRIGGERS_TOPIC_PREFIX as the product's own components read them (else
+        localhost:9092 and no prefix). `kafka`: any other setting by its field name, e.g.
+        `kafka_security_protocol="SASL_SSL", kafka_sasl_username=...,
+        kafka_sasl_password=..., kafka_ssl_ca_location=...`, also read from the
+        environment when not given; or `settings` whole."""
+        given = {"kafka_bootstrap": bootstrap, "topic_prefix": topic_prefix}
         self.settings = settings or Settings(
-            kafka_bootstrap=bootstrap, topic_prefix=topic_prefix, **kafka
+            **{name: value for name, value in given.items() if value is not None}, **kafka
         )
         self._producer = new_producer(self.settings)
 
@@ -164,10 +168,16 @@ class TriggersClient:
             at=utcnow(),
             attempt=command.attempt,
         )
+        value = to_json(result)
+        errors: list[str] = []
         self._producer.produce(
             self._topic(topics.AGENT_RUN_RESULTS),
             key=command.execution_id.encode(),
-            value=to_json(result),
+            value=value,
+            on_delivery=lambda error, _msg: errors.append(str(error)) if error else None,
         )
-        if self._producer.flush(10):
-            raise KafkaUnavailable("the result was not acknowledged")
+        if self._producer.flush(10) or errors:
+            raise KafkaUnavailable(
+                f"the result ({len(value):,} bytes) was not acknowledged: "
+                f"{'; '.join(errors) or 'timed out'}"
+            )

@@ -51,3 +51,14 @@ def test_an_event_nesting_too_deep_is_refused_before_it_is_sent(tmp_path) -> Non
     result = CliRunner().invoke(app, ["emit", "-f", str(tmp_path / "e.json")])
     assert result.exit_code == 1 and "nests deeper than 128 levels" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_client_reads_the_bootstrap_and_prefix_the_components_read_unless_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRIGGERS_KAFKA_BOOTSTRAP", "kafka-1:9092")
+    monkeypatch.setenv("TRIGGERS_TOPIC_PREFIX", "staging.")
+    from_env = TriggersClient().settings
+    assert (from_env.kafka_bootstrap, from_env.topic_prefix) == ("kafka-1:9092", "staging.")
+    given = TriggersClient("kafka-2:9092", topic_prefix="").settings
+    assert (given.kafka_bootstrap, given.topic_prefix) == ("kafka-2:9092", "")
