@@ -206,6 +206,12 @@ class Settings(BaseSettings):
         description="Largest event `data` (JSON bytes) a direct event fire puts in the agent's "
         "input; larger data is left out and the input's event says `data_truncated`.",
     )
+    result_output_max_bytes: int = Field(
+        262_144,
+        ge=0,
+        description="Largest runtime output (JSON bytes) an execution record keeps; a "
+        "larger one is left out and the record says why in `output_left_out`.",
+    )
     log_level: str = Field("INFO", description="Log level of every component.")
     log_format: Literal["text", "json"] = Field(
         "text", description="`text` for a terminal, `json` for one JSON object per line."

@@ -246,6 +246,11 @@ class RunResult(_Message):
         description="Echoed from the command: a result of an earlier attempt than the "
         "execution's current one is ignored.",
     )
+    output_left_out: str | None = Field(
+        None,
+        description="Set by the dispatcher when it leaves an output out that no record "
+        "could keep (too large, or nesting too deep), and why; runtimes leave it out.",
+    )
 
 
 class ExecutionStatus(StrEnum):
@@ -289,6 +294,13 @@ class ExecutionRecord(_Message):
     cause: Cause
     input_data: JsonObject = Field(default_factory=dict)
     output_data: Any = None
+    output_left_out: str | None = Field(
+        None,
+        description="Why `output_data` is null although the runtime reported an output: "
+        "larger than TRIGGERS_RESULT_OUTPUT_MAX_BYTES of JSON, nesting deeper than 128 "
+        "levels, or too large for the record with this input. The runtime's whole result "
+        "stays on `agent-run-results` for its retention.",
+    )
     error_message: str | None = None
     triggered_at: datetime
     started_at: datetime | None = None

@@ -36,6 +36,7 @@ from processor.dispatch.state import (
     DispatchState,
     Effects,
     UnknownExecution,
+    bounded,
     expire,
     on_cancel,
     on_fire,
@@ -53,11 +54,8 @@ from processor.metrics import (
     observe_all,
 )
 from processor.serde import (
-    MAX_NESTING,
     from_json,
     from_json_keeping,
-    may_nest_too_deep,
-    nesting,
     to_json,
 )
 
@@ -99,6 +97,7 @@ class Dispatcher(TransactionalLoop):
         self.control_topic = topics.topic_name(topics.AGENT_RUN_CONTROL, settings)
         self.events_topic = topics.topic_name(topics.EVENTS, settings)
         self.state = DispatchState()
+        self.output_max_bytes = settings.result_output_max_bytes
         self.partitions: dict[str, int] = {}
         """The partition that owns each trigger's state (that of its fires)."""
         self.owners = ExecutionOwners(settings, self.executions_topic)
@@ -223,14 +222,7 @@ class Dispatcher(TransactionalLoop):
         """Re-key a runtime's result by trigger id, to the partition that owns the state;
         a result without `trigger_id` is joined with `trigger-executions` first."""
         raw = _value(message)
-        result = from_json(RunResult, raw)
-        if may_nest_too_deep(raw) and nesting(result.output) > MAX_NESTING:
-            raise ValueError(
-                f"the output of execution {result.execution_id} nests deeper than "
-                f"{MAX_NESTING} levels, more than its record can be written with; the "
-                "runtime should flatten it (the execution times out unless a result it can "
-                "record follows)"
-            )
+        result = self._bounded(from_json(RunResult, raw), raw)
         trigger_id = result.trigger_id or self.owners.trigger_of(result.execution_id)
         if trigger_id is None:
             raise UnknownExecution(
@@ -248,9 +240,20 @@ class Dispatcher(TransactionalLoop):
             )
             self._write(cancel, message.partition() or 0, producer)
             return
-        result = from_json(RunResult, _value(message))
+        raw = _value(message)
+        result = self._bounded(from_json(RunResult, raw), raw)
         effects = on_result(self.state, result, datetime.now(UTC))
         self._write(effects, message.partition() or 0, producer)
+
+    def _bounded(self, result: RunResult, raw: bytes) -> RunResult:
+        kept = bounded(result, raw, self.output_max_bytes)
+        if kept.output_left_out is not None and result.output_left_out is None:
+            log.warning(
+                "execution %s: its runtime's output is left out of the record: %s",
+                result.execution_id,
+                kept.output_left_out,
+            )
+        return kept
 
     def _write(self, effects: Effects, partition: int | None, producer: Turn) -> None:
         """Publish a decision's effects inside the open transaction."""

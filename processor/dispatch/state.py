@@ -82,11 +82,25 @@ from processor.messages import (
     RunStatus,
     trusted,
 )
-from processor.serde import json_object, plain_model, to_json
+from processor.serde import (
+    MAX_NESTING,
+    json_object,
+    may_nest_too_deep,
+    nesting,
+    plain_model,
+    to_json,
+)
 
 BUFFER_LIMIT = 100
 DEDUPE_HORIZON = timedelta(days=7)
 FAILED_EVENT_TYPE = "trigger.execution.failed"
+OUTPUT_MAX_BYTES = 262_144
+"""Default bound on a runtime's output in an execution record (TRIGGERS_RESULT_OUTPUT_MAX_BYTES)."""
+ERROR_MAX_CHARS = 8192
+"""A runtime's error is kept up to this many characters, a note of what was cut included."""
+RECORD_MAX_BYTES = 1_000_000
+"""An execution record's JSON stays under this, below the broker's default limit on a
+record (1 MiB) that `trigger-executions` and `dispatch-state` keep."""
 
 _RESULT_STATUS = {
     RunStatus.RUNNING: ExecutionStatus.RUNNING,
@@ -517,6 +531,24 @@ def _record(state: DispatchState, effects: Effects, record: ExecutionRecord) -> 
     return record
 
 
+def _fitting(record: ExecutionRecord) -> ExecutionRecord:
+    """A finished record whose output, within its own bound, still makes the whole too
+    large with the execution's input (a webhook's body may be up to 1 MiB): the output
+    is left out, and the record says so."""
+    if record.output_data is None:
+        return record
+    size = len(to_json(record))
+    if size <= RECORD_MAX_BYTES:
+        return record
+    return record.model_copy(
+        update={
+            "output_data": None,
+            "output_left_out": f"the record would be {size:,} bytes with it and this "
+            f"execution's input, over the {RECORD_MAX_BYTES:,} a record may take",
+        }
+    )
+
+
 def _issue(state: DispatchState, effects: Effects, record: ExecutionRecord, now: datetime) -> None:
     deadline = now + timedelta(seconds=record.timeout_seconds)
     issued = record.model_copy(
@@ -848,6 +880,33 @@ class UnknownExecution(LookupError):
     """A result names an execution this dispatcher never issued."""
 
 
+def bounded(result: RunResult, raw: bytes, output_max_bytes: int = OUTPUT_MAX_BYTES) -> RunResult:
+    """The result as a record can keep it (`raw`: its JSON as read): an output over
+    `output_max_bytes` of JSON, or nesting deeper than JSON writers go, is left out and
+    `output_left_out` says why; an error is cut at ERROR_MAX_CHARS. Either one as it was
+    would make a record the broker refuses, and the dispatcher's transaction with it, at
+    every try. A result within both bounds (nearly all) costs two byte counts."""
+    update: dict[str, Any] = {}
+    if result.output is not None and (len(raw) > output_max_bytes or may_nest_too_deep(raw)):
+        why = _output_left_out(result.output, output_max_bytes)
+        if why is not None:
+            update["output"], update["output_left_out"] = None, why
+    if result.error is not None and len(result.error) > ERROR_MAX_CHARS:
+        kept = ERROR_MAX_CHARS - 48  # room for the note: a cut error is not cut again
+        more = len(result.error) - kept
+        update["error"] = f"{result.error[:kept]}... ({more:,} more characters)"
+    return result.model_copy(update=update) if update else result
+
+
+def _output_left_out(output: Any, max_bytes: int) -> str | None:
+    if nesting(output) > MAX_NESTING:
+        return f"it nests deeper than {MAX_NESTING} levels, more than a record can be written with"
+    size = len(orjson.dumps(output))
+    if size > max_bytes:
+        return f"{size:,} bytes of JSON, over TRIGGERS_RESULT_OUTPUT_MAX_BYTES ({max_bytes:,})"
+    return None
+
+
 def on_result(state: DispatchState, result: RunResult, now: datetime) -> Effects:
     """The effects of a runtime's report (empty when it changes nothing)."""
     if result.trigger_id is None:
@@ -873,8 +932,9 @@ def on_result(state: DispatchState, result: RunResult, now: datetime) -> Effects
     if status.finished:
         update["completed_at"] = at
         update["output_data"] = result.output
+        update["output_left_out"] = result.output_left_out
         update["error_message"] = result.error
-    finished = _record(state, effects, current.model_copy(update=update))
+    finished = _record(state, effects, _fitting(current.model_copy(update=update)))
     if status.finished:
         _announce_failure(effects, finished, now)
         _release(state, effects, current.trigger_id, now)

@@ -19,8 +19,10 @@ from processor.dispatch.state import (
     BUFFER_LIMIT,
     DEDUPE_HORIZON,
     FAILED_EVENT_TYPE,
+    RECORD_MAX_BYTES,
     DispatchState,
     UnknownExecution,
+    bounded,
     expire,
     on_cancel,
     on_fire,
@@ -28,7 +30,7 @@ from processor.dispatch.state import (
     retry_delay,
 )
 from processor.messages import Cause, CauseKind, ExecutionStatus, Fire, RunResult, RunStatus
-from processor.serde import from_json_keeping, to_json
+from processor.serde import from_json, from_json_keeping, to_json
 
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
@@ -100,6 +102,53 @@ def test_completed_before_running_finishes_and_late_running_is_ignored() -> None
     )
     assert not on_result(state, result(RunStatus.RUNNING), NOW)
     assert not on_result(state, result(RunStatus.COMPLETED), NOW)
+
+
+def read_bounded(raw: bytes, output_max_bytes: int = 1000) -> RunResult:
+    return bounded(from_json(RunResult, raw), raw, output_max_bytes)
+
+
+def test_a_result_within_its_bounds_is_kept_as_it_came() -> None:
+    raw = to_json(result(RunStatus.COMPLETED, output={"a": "x" * 900}, error="e"))
+    assert read_bounded(raw) == from_json(RunResult, raw)
+
+
+def test_an_output_over_its_bound_or_nesting_too_deep_is_left_out_with_the_reason() -> None:
+    large = read_bounded(to_json(result(RunStatus.COMPLETED, output={"a": "x" * 1000})))
+    assert large.output is None
+    assert large.output_left_out == (
+        "1,008 bytes of JSON, over TRIGGERS_RESULT_OUTPUT_MAX_BYTES (1,000)"
+    )
+    deep = b'{"execution_id":"x-1","status":"completed","output":' + b"[" * 200 + b"]" * 200 + b"}"
+    left_out = read_bounded(deep, output_max_bytes=10**6)
+    assert left_out.output is None and "nests deeper than 128 levels" in str(
+        left_out.output_left_out
+    )
+    # a long result whose output is small: the output stays
+    wordy = to_json(result(RunStatus.COMPLETED, output=[1], error="y" * 2000))
+    assert read_bounded(wordy).output == [1]
+
+
+def test_a_long_error_is_cut_once_with_a_note_of_what_was_cut() -> None:
+    cut = read_bounded(to_json(result(RunStatus.FAILED, error="e" * 20_000)))
+    assert cut.error is not None and len(cut.error) <= 8192
+    assert cut.error.endswith("... (11,856 more characters)")
+    assert read_bounded(to_json(cut)) == cut  # read again (dispatch-results): the same
+
+
+def test_a_finished_record_too_large_with_its_input_leaves_the_output_out() -> None:
+    state = DispatchState()
+    on_fire(state, fire(input={"body": "b" * 900_000}), NOW)
+    fits = {"summary": "s" * 50_000}
+    [kept] = on_result(state, result(RunStatus.COMPLETED, output=fits), NOW).records
+    assert kept.output_data == fits
+    on_fire(state, fire("x-2", overlap=OverlapPolicy.ALLOW_ALL, input={"b": "b" * 900_000}), NOW)
+    over = {"summary": "s" * 200_000}
+    effects = on_result(state, result(RunStatus.COMPLETED, "x-2", output=over), NOW)
+    [record], [written] = effects.records, effects.encoded
+    assert record.status is ExecutionStatus.COMPLETED and record.output_data is None
+    assert "over the 1,000,000 a record may take" in str(record.output_left_out)
+    assert len(written) < RECORD_MAX_BYTES
 
 
 def test_results_for_unknown_executions_are_refused() -> None:
