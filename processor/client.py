@@ -47,7 +47,7 @@ class TriggersClient:
         `kafka_security_protocol="SASL_SSL", kafka_sasl_username=...,
         kafka_sasl_password=..., kafka_ssl_ca_location=...`, also read from the
         environment when not given; or `settings` whole."""
-        given = {"kafka_bootstrap": bootstrap, "topic_prefix": topic_prefix}
+        given: dict[str, Any] = {"kafka_bootstrap": bootstrap, "topic_prefix": topic_prefix}
         self.settings = settings or Settings(
             **{name: value for name, value in given.items() if value is not None}, **kafka
         )

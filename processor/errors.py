@@ -27,6 +27,11 @@ class KafkaUnavailable(TriggersError):
     """The broker did not answer in time."""
 
 
+class RecordTooLarge(KafkaUnavailable):
+    """The broker refused a record as larger than its topic takes: retrying the same
+    record cannot help (HTTP 413, not 503)."""
+
+
 class KafkaRefused(TriggersError):
     """The broker refused our credentials, or we refused its certificate: retrying cannot
     help; a setting must change (the message names it)."""

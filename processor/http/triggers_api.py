@@ -24,7 +24,7 @@ from processor.definitions.loader import parse_document
 from processor.definitions.model import OverlapPolicy, TriggerDocument, document_json
 from processor.definitions.store import DefinitionWriter
 from processor.definitions.view import DefinitionsView
-from processor.errors import DefinitionError, KafkaUnavailable, TriggerDisabled
+from processor.errors import DefinitionError, KafkaUnavailable, RecordTooLarge, TriggerDisabled
 from processor.executions.history import ExecutionsView
 from processor.executions.status import TriggerState
 from processor.http.auth import request_workspace, requested_by
@@ -60,6 +60,8 @@ async def send_fires(request: Request, fires: list[Fire]) -> None:
         await asyncio.gather(
             *(producer.send(topic, fire.trigger_id.encode(), to_json(fire)) for fire in fires)
         )
+    except RecordTooLarge as exc:
+        raise HTTPException(413, f"the run's input is too large: {exc}") from None
     except KafkaUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
 

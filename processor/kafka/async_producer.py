@@ -15,7 +15,7 @@ from contextlib import suppress
 from confluent_kafka import KafkaError, Message
 
 from processor.config import Settings
-from processor.errors import KafkaUnavailable
+from processor.errors import KafkaUnavailable, RecordTooLarge
 from processor.kafka.clients import new_producer
 
 Outcome = tuple[asyncio.Future[None], KafkaError | None]
@@ -70,6 +70,11 @@ class AsyncProducer:
         timer = loop.call_later(self.timeout + 1, _give_up, acked)
         try:
             await acked
+        except RecordTooLarge:
+            raise RecordTooLarge(
+                f"the record is {len(value):,} bytes, more than {topic} takes (its "
+                "max.message.bytes, the broker's 1 MiB by default)"
+            ) from None
         finally:
             timer.cancel()
 
@@ -85,6 +90,8 @@ def _settle(outcomes: list[Outcome]) -> None:
             continue
         if error is None:
             acked.set_result(None)
+        elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            acked.set_exception(RecordTooLarge(error.str()))
         else:
             acked.set_exception(KafkaUnavailable(f"Kafka did not take it: {error.str()}"))
 

@@ -37,7 +37,7 @@ from processor import topics
 from processor.config import Settings
 from processor.definitions.model import TriggerDocument, WebhookAuth
 from processor.definitions.view import DefinitionsView
-from processor.errors import KafkaUnavailable
+from processor.errors import KafkaUnavailable, RecordTooLarge
 from processor.kafka.async_producer import AsyncProducer
 from processor.language.signatures import (
     PRESETS,
@@ -366,6 +366,8 @@ class Gateway:
             )
             try:
                 await self.producer.send(self.topic, trigger.trigger_id.encode(), value)
+            except RecordTooLarge as exc:
+                raise Refused(413, f"the delivery is too large to keep: {exc}") from None
             except KafkaUnavailable as exc:
                 raise Refused(503, str(exc), {"Retry-After": "5"}) from None
             execution_id = execution_id_for(trigger.trigger_id, CauseKind.WEBHOOK, delivery_id)

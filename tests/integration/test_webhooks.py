@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -242,3 +244,31 @@ trigger:
 
     metrics = httpx.get(f"{base}/metrics").text
     assert 'triggers_webhook_requests_total{status="202",trigger_id="json-hook"} 40.0' in metrics
+
+
+def test_a_body_or_run_input_larger_than_its_topic_takes_is_413_not_a_retry(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A gateway allowed larger bodies than `webhooks` takes answered 503 with
+    Retry-After: a sender retried the same body for ever. Likewise a run's input."""
+    (tmp_path / "hooks.yaml").write_text(
+        "trigger: {id: big, name: Big, workspace: alpha, type: webhook,"
+        " webhook: {endpoint: /hooks/big}, agent: {id: a}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "hooks.yaml"))
+    base = start_serve(pipeline, extra_env={"TRIGGERS_WEBHOOK_MAX_BODY_BYTES": "4000000"})
+    noise = base64.b85encode(os.urandom(1_000_000)).decode()  # 1.25 MB lz4 cannot shrink
+    hook = httpx.post(f"{base}/hooks/big", json={"report": noise}, timeout=30)
+    assert hook.status_code == 413, hook.text
+    assert "the delivery is too large to keep: the record is" in hook.json()["error"]
+    assert "Retry-After" not in hook.headers
+    run = httpx.post(
+        f"{base}/v1/triggers/big/run",
+        json={"input": {"report": noise}},
+        headers={"Authorization": "Bearer k-alpha"},
+        timeout=30,
+    )
+    assert run.status_code == 413, run.text
+    assert "the run's input is too large: the record is" in run.json()["detail"]
+    small = httpx.post(f"{base}/hooks/big", json={"report": "ok"}, timeout=30)
+    assert small.status_code == 202, small.text
