@@ -23,6 +23,7 @@ matches high and critical. A trigger can define its own scales with `scales:`.
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -377,8 +378,28 @@ class Threshold:
         if not readers:
             return ""
         if len(readers) == 1:
-            return group_text(readers[0](event))
-        return "\x1f".join([_joinable(group_text(reader(event))) for reader in readers])
+            group = group_text(readers[0](event))
+            return group if len(group) <= GROUP_MAX_CHARS else bounded_group(group)
+        return bounded_group(
+            "\x1f".join([_joinable(group_text(reader(event))) for reader in readers])
+        )
+
+
+GROUP_MAX_CHARS = 1024
+"""A group key longer than this is kept as its first 256 characters and a digest of the
+whole: the key travels in the window's records and every fire of it, and a group_by
+field of megabytes (an event may hold up to 1 MiB) made records the broker refused."""
+
+
+def bounded_group(group: str) -> str:
+    """The group key as state and fires carry it: itself up to GROUP_MAX_CHARS, else its
+    first 256 characters, '…' and the SHA-256 of all of it (distinct values stay
+    distinct; every key of a deployment before this rule is at most that long or was
+    refused with its records)."""
+    if len(group) <= GROUP_MAX_CHARS:
+        return group
+    digest = hashlib.sha256(group.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{group[:256]}…sha256:{digest}"
 
 
 def _joinable(part: str) -> str:

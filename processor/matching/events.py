@@ -21,6 +21,7 @@ from processor.language.conditions import (
     Condition,
     Outcome,
     Threshold,
+    bounded_group,
     field_reader,
     group_text,
 )
@@ -347,7 +348,7 @@ class _Event:
             value = field_reader(path)(self.as_dict)
             if value is MISSING or value is None:
                 return None
-            group = group_text(value)
+            group = bounded_group(group_text(value))
         return self.window_match(trigger_id, group, role)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -372,6 +374,36 @@ def test_group_by_values_holding_the_key_separator_do_not_share_a_window(
             lambda seen: any(f["input"]["window"]["group"] == "p\x1fq" for f in seen), timeout=60
         )
     assert [fire["input"]["window"]["group"] for fire in found] == ["p\x1fq"]
+
+
+def test_a_group_by_value_of_megabytes_fires_under_a_bounded_key_and_stops_nothing(
+    pipeline: Pipeline,
+) -> None:
+    """A 600 KB group value went into every record of its window and into its fire; the
+    fire passed the broker's limit and the matcher's transaction failed at every try,
+    holding up every event behind it."""
+    definition = pipeline.workdir / "per-user.yaml"
+    definition.write_text(IDLE_TRIGGER.replace("window: 1s", "window: 1h"))
+    pipeline.cli("apply", "-f", str(definition))
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    now = datetime.now(UTC)
+    huge = base64.b85encode(os.urandom(480_000)).decode()  # 600 KB lz4 cannot shrink
+    users = [huge, huge, "ann", "ann"]
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        produce(  # one key: in order on one partition, the huge group first
+            pipeline,
+            [
+                (b"u", event(f"e{i}", "login.failed", "auth", now, {"user": user}))
+                for i, user in enumerate(users)
+            ],
+        )
+        found = fires(lambda seen: len(seen) >= 2, timeout=90)
+    [bounded] = [
+        f["input"]["window"]["group"] for f in found if f["input"]["window"]["group"] != "ann"
+    ]
+    assert bounded.startswith(huge[:256] + "…sha256:") and len(bounded) < 400
+    assert "transaction failed" not in pipeline.log("worker")
 
 
 def test_groups_no_event_reaches_are_forgotten_and_a_forgotten_group_starts_afresh(

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from processor.language.conditions import (
     DEFAULT_SEVERITY_SCALE,
+    GROUP_MAX_CHARS,
     OPERATORS,
     ConditionError,
     Leaf,
@@ -193,6 +194,21 @@ def test_values_holding_the_separator_stay_apart_in_a_multi_field_group_key() ->
     assert group("x\x1fy", "z") != group("x", "y\x1fz")
     assert group("x\x1e", "-") != group("x", "\x1e-")
     assert group("web-1", "eu") == "web-1\x1feu"  # keys without either are as they were
+
+
+def test_a_group_key_past_its_bound_keeps_its_start_and_a_digest_of_the_whole() -> None:
+    threshold = parse_condition(
+        {"count_threshold": 2, "window": "1m", "group_by": "data.host"}
+    ).threshold
+    assert threshold is not None
+
+    def group(host: str) -> str:
+        return threshold.group_of({"data": {"host": host}})
+
+    assert group("h" * GROUP_MAX_CHARS) == "h" * GROUP_MAX_CHARS  # as it was, up to the bound
+    long, other = "h" * 600_000, "h" * 599_999 + "i"
+    assert len(group(long)) < 400 and group(long).startswith("h" * 256 + "…sha256:")
+    assert group(long) != group(other) and group(long) == group(long)
 
 
 texts = st.text(alphabet="ab\x1e\x1f-", max_size=4)
