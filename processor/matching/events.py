@@ -35,6 +35,9 @@ EVENT_DATA_MAX_BYTES = 65_536
 SAMPLE_DATA_MAX_BYTES = 4096
 """Bound on `data` of each event a stateful trigger keeps (window samples, the crossing
 event, sequence steps): these live in window state, which must stay small."""
+KEPT_ATTRIBUTE_MAX_CHARS = 1024
+"""Bound on each other attribute of an event a stateful trigger keeps (a `subject` or an
+extension of megabytes went whole into every match, state record and fire with it)."""
 
 
 class Verdict(StrEnum):
@@ -269,6 +272,28 @@ def event_summary(event: DomainEvent | Event, data_max_bytes: int) -> dict[str, 
     return summary
 
 
+def _bound_attributes(summary: dict[str, Any]) -> None:
+    """Attributes (all but `data`) longer than KEPT_ATTRIBUTE_MAX_CHARS: a string is cut
+    there and ends with '…', another value (an extension holding an object) is left out;
+    `attributes_truncated` names them."""
+    cut = []
+    for name, value in summary.items():
+        if name == "data":
+            continue
+        if type(value) is str:
+            if len(value) > KEPT_ATTRIBUTE_MAX_CHARS:
+                summary[name] = value[:KEPT_ATTRIBUTE_MAX_CHARS] + "…"
+                cut.append(name)
+        elif isinstance(value, dict | list) and len(orjson.dumps(value)) > KEPT_ATTRIBUTE_MAX_CHARS:
+            summary[name] = None
+            cut.append(name)
+    if cut:
+        for name in cut:
+            if summary[name] is None:
+                del summary[name]
+        summary["attributes_truncated"] = cut
+
+
 def fire_for(
     trigger: TriggerDocument, cause_key: str, cause: Cause, input_: dict[str, Any]
 ) -> Fire:
@@ -316,9 +341,14 @@ class _Event:
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The event as stateful triggers keep it (data bounded for window state)."""
+        """The event as stateful triggers keep it (data and attributes bounded for window
+        state)."""
         if self._summary is None:
-            self._summary = event_summary(self.event, SAMPLE_DATA_MAX_BYTES)
+            summary = event_summary(self.event, SAMPLE_DATA_MAX_BYTES)
+            size = self.event.size
+            if size is None or size > KEPT_ATTRIBUTE_MAX_CHARS:  # one may be that long
+                _bound_attributes(summary)
+            self._summary = summary
         return self._summary
 
     def input_summary(self) -> dict[str, Any]:

@@ -92,6 +92,9 @@ TICK_SECONDS = 1.0
 """How often absence and debounce deadlines are checked."""
 RESTORE_WAIT_SECONDS = 10.0
 PARTITIONS_KEPT = 100_000
+FIRE_MAX_BYTES = 1_000_000
+"""A fire stays under this (the broker's default limit on a record is 1 MiB), so the
+dispatcher's command and record made from it fit too."""
 Windowed = dict[tuple[int, StateKey], list[Matched]]
 """A batch's window matches by (`trigger-matches` partition, key), in their order: each
 key's are then decided together (`WindowPartitions.observe_all`), its trigger looked up
@@ -217,8 +220,33 @@ class EventMatcher(TransactionalLoop):
 
     def _send(self, fires: list[EncodedFire], producer: Turn) -> None:
         for trigger_id, cause_type, value in fires:
+            if len(value) > FIRE_MAX_BYTES:
+                self._oversized(trigger_id, value, producer)
+                continue
             producer.produce(self.fires_topic, key=trigger_id.encode(), value=value)
             self._fires[cause_type] += 1
+
+    def _oversized(self, trigger_id: str, value: bytes, producer: Turn) -> None:
+        """A fire the broker would refuse, and the transaction with it at every try: a
+        dead letter holding the fire whole instead (redrive it to `trigger-fires` once
+        that topic takes records this large)."""
+        reason = (
+            f"the fire of trigger {trigger_id!r} is {len(value):,} bytes, over the "
+            f"{FIRE_MAX_BYTES:,} a fire may take (the broker's limit on a record): not "
+            "sent. Its input holds the trigger's agent.input, its input_mapping's values "
+            "and the event that fired it: make those smaller"
+        )
+        log.warning("%s", reason)
+        letter_key, letter = dead_letter(
+            topic=self.fires_topic,
+            partition=0,
+            offset=-1,
+            key=trigger_id.encode(),
+            value=value,
+            error=reason,
+            component=COMPONENT,
+        )
+        producer.produce(self.dead_letters_topic, key=letter_key, value=letter)
 
     def checkpoint(self, producer: Turn) -> None:
         """One record per key changed in this transaction (write-behind), and the
@@ -473,6 +501,9 @@ class EventMatcher(TransactionalLoop):
                     in_place += self._route(match.window, windowed, producer)
                 if match.encoded is not None:
                     trigger_id, _, value = match.encoded
+                    if len(value) > FIRE_MAX_BYTES:
+                        self._oversized(trigger_id, value, producer)
+                        continue
                     producer.produce(self.fires_topic, key=trigger_id.encode(), value=value)
                     fired += 1
             if fired:

@@ -406,6 +406,59 @@ def test_a_group_by_value_of_megabytes_fires_under_a_bounded_key_and_stops_nothi
     assert "transaction failed" not in pipeline.log("worker")
 
 
+def test_events_with_attributes_of_megabytes_keep_a_window_going_and_a_fire_too_large_is_a_dead_letter(
+    pipeline: Pipeline,
+) -> None:
+    """A `subject` of 375 KB went whole into each match, state record and fire of its
+    window: the fire passed the broker's limit and the matcher's transaction failed at
+    every try. Now kept events carry attributes up to 1,024 characters, and a fire that
+    is still too large (a direct one, its input from the trigger and the event) is a dead
+    letter holding the fire."""
+    definition = pipeline.workdir / "per-user.yaml"
+    definition.write_text(IDLE_TRIGGER.replace("window: 1s", "window: 1h"))
+    pipeline.cli("apply", "-f", str(definition))
+    noise = base64.b85encode(os.urandom(640_000)).decode()  # 800 KB lz4 cannot shrink
+    heavy = pipeline.workdir / "heavy.yaml"
+    heavy.write_text(
+        "trigger: {id: heavy, name: Heavy, type: event, event: {pattern: bulky.*},"
+        f" agent: {{id: a, input: {{manual: '{noise}'}}}}}}\n"
+    )
+    pipeline.cli("apply", "-f", str(heavy))
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    now = datetime.now(UTC)
+
+    def with_subject(event_id: str, event_type: str, user: str, subject: str) -> bytes:
+        raw = orjson.loads(event(event_id, event_type, "auth", now, {"user": user}))
+        return orjson.dumps({**raw, "subject": subject})
+
+    subjects = [base64.b85encode(os.urandom(300_000)).decode() for _ in range(2)]
+    records = [
+        with_subject("b0", "login.failed", "bob", subjects[0]),
+        with_subject("b1", "login.failed", "bob", subjects[1]),
+        with_subject("k0", "bulky.one", "kim", subjects[0]),  # 800 KB input + 375 KB event
+        with_subject("a0", "login.failed", "ann", "s"),
+        with_subject("a1", "login.failed", "ann", "s"),
+    ]
+    with (
+        reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires,
+        reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters,
+    ):
+        produce(pipeline, [(b"u", record) for record in records])
+        found = fires(lambda seen: len(seen) >= 2, timeout=90)
+        [letter] = letters(lambda seen: len(seen) >= 1, timeout=30)
+    by_group = {fire["input"]["window"]["group"]: fire["input"] for fire in found}
+    assert sorted(by_group) == ["ann", "bob"]
+    crossing = by_group["bob"]["event"]
+    assert crossing["attributes_truncated"] == ["subject"]
+    assert crossing["subject"] == subjects[1][:1024] + "…"
+    assert [e["id"] for e in by_group["bob"]["window"]["sample"]] == ["b0", "b1"]
+    assert "the fire of trigger 'heavy' is" in letter["error"]
+    assert "over the 1,000,000 a fire may take" in letter["error"]
+    assert letter["topic"] == pipeline.topic(topics.TRIGGER_FIRES)
+    assert "transaction failed" not in pipeline.log("worker")
+
+
 def test_groups_no_event_reaches_are_forgotten_and_a_forgotten_group_starts_afresh(
     pipeline: Pipeline,
 ) -> None:

@@ -470,3 +470,34 @@ def test_explain_says_what_the_window_makes_of_the_event_with_its_aggregate() ->
         "the cooldown (300 s after the last fire's window end) holds it until" in held["decision"]
     )
     assert len(spent.pending) == 2 and len(cooled.pending) == 1  # the read states kept
+
+
+def test_a_kept_event_carries_its_attributes_up_to_1024_characters() -> None:
+    registry = registry_with(
+        trigger("counted", "error.*", condition={"count_threshold": 2, "window": "1m"})
+    )
+    raw = {
+        "specversion": "1.0",
+        "id": "e",
+        "type": "error.db",
+        "source": "s",
+        "subject": "s" * 5000,
+        "traceparent": "t" * 100,
+        "blob": {"k": "v" * 2000},
+        "data": {"n": 1},
+    }
+    event = read_event(
+        orjson.dumps(raw), [], topic="events", partition=0, offset=0, timestamp_ms=None
+    )
+    [match] = match_event(registry, event)
+    assert match.window is not None
+    kept = match.window.event
+    assert kept["subject"] == "s" * 1024 + "…" and kept["traceparent"] == "t" * 100
+    assert "blob" not in kept and kept["attributes_truncated"] == ["subject", "blob"]
+    assert kept["data"] == {"n": 1} and kept["id"] == "e"
+    small = {k: v for k, v in raw.items() if k != "blob"} | {"subject": "x"}
+    small = read_event(
+        orjson.dumps(small), [], topic="events", partition=0, offset=0, timestamp_ms=None
+    )
+    [plain] = match_event(registry, small)
+    assert plain.window is not None and "attributes_truncated" not in plain.window.event
