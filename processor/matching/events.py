@@ -35,6 +35,8 @@ EVENT_DATA_MAX_BYTES = 65_536
 SAMPLE_DATA_MAX_BYTES = 4096
 """Bound on `data` of each event a stateful trigger keeps (window samples, the crossing
 event, sequence steps): these live in window state, which must stay small."""
+KEPT_ATTRIBUTES_MAX_CHARS = 16_384
+"""Bound on all of them together (extensions past it are left out)."""
 KEPT_ATTRIBUTE_MAX_CHARS = 1024
 """Bound on each other attribute of an event a stateful trigger keeps (a `subject` or an
 extension of megabytes went whole into every match, state record and fire with it)."""
@@ -275,23 +277,39 @@ def event_summary(event: DomainEvent | Event, data_max_bytes: int) -> dict[str, 
 def _bound_attributes(summary: dict[str, Any]) -> None:
     """Attributes (all but `data`) longer than KEPT_ATTRIBUTE_MAX_CHARS: a string is cut
     there and ends with '…', another value (an extension holding an object) is left out;
-    `attributes_truncated` names them."""
-    cut = []
+    and once the attributes kept reach KEPT_ATTRIBUTES_MAX_CHARS in all (an event may
+    have a thousand extensions), the rest are left out. `attributes_truncated` names
+    them (the first 100)."""
+    cut: list[str] = []
+    total = 0
     for name, value in summary.items():
         if name == "data":
             continue
-        if type(value) is str:
-            if len(value) > KEPT_ATTRIBUTE_MAX_CHARS:
+        size = len(value) if type(value) is str else len(orjson.dumps(value))
+        if size > KEPT_ATTRIBUTE_MAX_CHARS:
+            if type(value) is str:
                 summary[name] = value[:KEPT_ATTRIBUTE_MAX_CHARS] + "…"
-                cut.append(name)
-        elif isinstance(value, dict | list) and len(orjson.dumps(value)) > KEPT_ATTRIBUTE_MAX_CHARS:
-            summary[name] = None
+                size = KEPT_ATTRIBUTE_MAX_CHARS
+            else:
+                summary[name], size = _LEFT_OUT, 0
+            cut.append(name)
+        total += size + len(name)
+        left_out = summary[name] is _LEFT_OUT
+        if total > KEPT_ATTRIBUTES_MAX_CHARS and name not in _NAMED_ATTRIBUTES and not left_out:
+            summary[name] = _LEFT_OUT
             cut.append(name)
     if cut:
-        for name in cut:
-            if summary[name] is None:
+        names = list(dict.fromkeys(cut))  # cut to its bound, then left out: named once
+        for name in names:
+            if summary[name] is _LEFT_OUT:
                 del summary[name]
-        summary["attributes_truncated"] = cut
+        more = len(names) - 100
+        summary["attributes_truncated"] = names[:100] + ([f"({more} more)"] if more > 0 else [])
+
+
+_LEFT_OUT = object()
+_NAMED_ATTRIBUTES = frozenset(ATTRIBUTES)
+"""CloudEvents' own attributes are kept (cut to their bound) whatever the extensions."""
 
 
 def fire_for(

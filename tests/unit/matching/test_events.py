@@ -501,3 +501,21 @@ def test_a_kept_event_carries_its_attributes_up_to_1024_characters() -> None:
     )
     [plain] = match_event(registry, small)
     assert plain.window is not None and "attributes_truncated" not in plain.window.event
+
+
+def test_a_kept_event_with_a_thousand_extensions_keeps_16_kib_of_them() -> None:
+    registry = registry_with(
+        trigger("counted", "error.*", condition={"count_threshold": 2, "window": "1m"})
+    )
+    raw = {"specversion": "1.0", "id": "e", "type": "error.db", "source": "s"}
+    raw |= {f"ext{n:04}": "v" * 1000 for n in range(1000)}
+    event = read_event(
+        orjson.dumps(raw), [], topic="events", partition=0, offset=0, timestamp_ms=None
+    )
+    [match] = match_event(registry, event)
+    assert match.window is not None
+    kept = match.window.event
+    assert len(orjson.dumps(kept)) < 24_000
+    assert kept["id"] == "e" and kept["type"] == "error.db" and kept["source"] == "s"
+    assert kept["attributes_truncated"][-1].endswith("more)")
+    assert "ext0000" in kept and "ext0999" not in kept
