@@ -232,6 +232,14 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+FIRE_MAX_BYTES = 1_000_000
+"""A fire's JSON stays under this, whatever the compression: the broker's default limit on
+a record is 1 MiB, and the command and execution record made from a fire are a little
+larger than it. A larger fire is refused where it is made (413 over REST, a dead letter
+in the matcher and the dispatcher), never written as a record the broker would refuse
+inside a transaction, which would then fail at every try."""
+
+
 class RunResult(_Message):
     """A runtime's report on `agent-run-results`, keyed by execution id."""
 

@@ -44,7 +44,14 @@ from processor.dispatch.state import (
 )
 from processor.kafka.reader import read_to_end, wait_until_no_open_transactions
 from processor.kafka.transactional import TransactionalLoop, Turn
-from processor.messages import CancelRequest, ExecutionRecord, ExecutionStatus, Fire, RunResult
+from processor.messages import (
+    FIRE_MAX_BYTES,
+    CancelRequest,
+    ExecutionRecord,
+    ExecutionStatus,
+    Fire,
+    RunResult,
+)
 from processor.metrics import (
     BREAKER_STOPS,
     DISPATCHED,
@@ -206,8 +213,15 @@ class Dispatcher(TransactionalLoop):
             producer.produce(self.dead_letters_topic, key=key, value=value)
 
     def _handle_fire(self, message: Message, producer: Turn) -> None:
+        raw = _value(message)
+        if len(raw) > FIRE_MAX_BYTES:
+            raise ValueError(
+                f"the fire is {len(raw):,} bytes, over the {FIRE_MAX_BYTES:,} a fire may "
+                "take: its command and execution record would pass the broker's limit; "
+                "its input must be smaller"
+            )
         # The input, most of a fire's bytes, is only written out again: kept as JSON.
-        fire, input_json = from_json_keeping(Fire, _value(message), "input")
+        fire, input_json = from_json_keeping(Fire, raw, "input")
         now = datetime.now(UTC)
         self.partitions[fire.trigger_id] = message.partition() or 0
         effects = on_fire(self.state, fire, now, encode=True, input_json=input_json)

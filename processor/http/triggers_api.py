@@ -31,7 +31,7 @@ from processor.http.auth import request_workspace, requested_by
 from processor.kafka.async_producer import AsyncProducer
 from processor.matching.fires import manual_fire
 from processor.matching.schedules import BACKFILL_MAX, NotBackfillable, backfill_fires
-from processor.messages import Fire
+from processor.messages import FIRE_MAX_BYTES, Fire
 from processor.serde import shallow, to_json
 
 router = APIRouter(prefix="/v1/triggers", tags=["triggers"])
@@ -56,10 +56,16 @@ async def send_fires(request: Request, fires: list[Fire]) -> None:
     they share its batches); return once Kafka acknowledged all, else a 503."""
     producer: AsyncProducer = request.app.state.producer
     topic = request.app.state.fires_topic
+    written = [(fire.trigger_id.encode(), to_json(fire)) for fire in fires]
+    for _, value in written:
+        if len(value) > FIRE_MAX_BYTES:
+            raise HTTPException(
+                413,
+                f"the run's input is too large: its fire would be {len(value):,} bytes, "
+                f"over the {FIRE_MAX_BYTES:,} a fire may take",
+            )
     try:
-        await asyncio.gather(
-            *(producer.send(topic, fire.trigger_id.encode(), to_json(fire)) for fire in fires)
-        )
+        await asyncio.gather(*(producer.send(topic, key, value) for key, value in written))
     except RecordTooLarge as exc:
         raise HTTPException(413, f"the run's input is too large: {exc}") from None
     except KafkaUnavailable as exc:

@@ -67,7 +67,7 @@ from processor.matching.events import (
 from processor.matching.fires import EncodedFire, encoded
 from processor.matching.state import StateKey, changelog_topic, local_store
 from processor.matching.window_state import MAX_STATE_BYTES, WindowPartitions
-from processor.messages import WindowMatch
+from processor.messages import FIRE_MAX_BYTES, WindowMatch
 from processor.metrics import (
     EVENT_TO_FIRE,
     EVENTS,
@@ -92,9 +92,6 @@ TICK_SECONDS = 1.0
 """How often absence and debounce deadlines are checked."""
 RESTORE_WAIT_SECONDS = 10.0
 PARTITIONS_KEPT = 100_000
-FIRE_MAX_BYTES = 1_000_000
-"""A fire stays under this (the broker's default limit on a record is 1 MiB), so the
-dispatcher's command and record made from it fit too."""
 Windowed = dict[tuple[int, StateKey], list[Matched]]
 """A batch's window matches by (`trigger-matches` partition, key), in their order: each
 key's are then decided together (`WindowPartitions.observe_all`), its trigger looked up

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import orjson
 import yaml
+from confluent_kafka import Producer
 
 from processor import topics
 from tests.integration.kafka import Pipeline, reading, start_serve
@@ -514,3 +515,41 @@ def test_a_result_no_record_could_keep_finishes_its_execution_and_the_dispatcher
         f"{base}/ui/triggers/chatty/executions/{big}", cookies={"triggers_ui_key": "k-alpha"}
     ).text
     assert "left out: " in page and "over TRIGGERS_RESULT_OUTPUT_MAX_BYTES" in page
+
+
+def test_a_fire_over_its_bound_is_a_dead_letter_and_the_dispatcher_goes_on(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A fire of 2 MB that compresses well passes the broker (1 MiB after compression);
+    its record and command then depend on how well they compress: the dispatcher
+    refuses it by its own size instead, the same for every input."""
+    (tmp_path / "t.yaml").write_text(
+        "trigger: {id: plain, name: Plain, type: event, overlap: allow_all,"
+        " max_concurrent: 10, event: {pattern: go.now}, agent: {id: external}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    fire = {
+        "execution_id": "huge-1",
+        "trigger_id": "plain",
+        "trigger_name": "Plain",
+        "agent_id": "external",
+        "workspace_id": "default",
+        "cause": {"type": "manual"},
+        "input": {"text": "a" * 2_000_000},
+        "fired_at": datetime.now().astimezone().isoformat(),
+    }
+    producer = Producer(
+        {"bootstrap.servers": pipeline.bootstrap, "compression.type": "lz4",
+         "message.max.bytes": 6_000_000}
+    )  # fmt: skip
+    producer.produce(pipeline.topic(topics.TRIGGER_FIRES), key=b"plain", value=orjson.dumps(fire))
+    assert producer.flush(15) == 0
+    pipeline.emit({"type": "go.now", "source": "t", "id": "after"})
+    with reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters:
+        [letter] = letters(lambda ls: len(ls) >= 1, timeout=60)
+    assert "over the 1,000,000 a fire may take" in letter["error"], letter["error"]
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
+        [after] = executions(lambda rs: len(rs) >= 1, timeout=60)
+    assert after["cause"]["event_id"] == "after"

@@ -269,6 +269,6 @@ def test_a_body_or_run_input_larger_than_its_topic_takes_is_413_not_a_retry(
         timeout=30,
     )
     assert run.status_code == 413, run.text
-    assert "the run's input is too large: the record is" in run.json()["detail"]
+    assert "the run's input is too large: its fire would be" in run.json()["detail"]
     small = httpx.post(f"{base}/hooks/big", json={"report": "ok"}, timeout=30)
     assert small.status_code == 202, small.text
