@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -147,6 +148,16 @@ class Pipeline:
     def emit(self, event: dict[str, Any]) -> None:
         self.produce(topics.EVENTS, orjson.dumps(event))
 
+    def start_worker_with(self, *definitions: str, extra_env: dict[str, str] | None = None) -> None:
+        """Apply each definition (YAML text), then start a worker and wait until it is
+        ready."""
+        for n, text in enumerate(definitions):
+            path = self.workdir / f"definition-{n}.yaml"
+            path.write_text(text)
+            self.cli("apply", "-f", str(path))
+        self.start("worker", name="worker", extra_env=extra_env)
+        self.wait_ready("worker", "[^Worker]: Ready")
+
     def start_worker_and_runner(self) -> None:
         """A worker and the reference runner, once both consume."""
         self.start("worker", name="worker")
@@ -257,3 +268,9 @@ def start_serve(
             pass
         time.sleep(0.2)
     raise AssertionError(f"serve not ready:\n{pipeline.log(name)[-3000:]}")
+
+
+def incompressible(size: int) -> str:
+    """`size` characters (rounded down to a multiple of 5) that no record compression
+    shrinks much: base85 of random bytes, to reach the broker's limit on a record."""
+    return base64.b85encode(os.urandom(size // 5 * 4)).decode()

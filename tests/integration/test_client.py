@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 from pathlib import Path
 
 import pytest
 
 from processor.client import TriggersClient
 from processor.errors import KafkaUnavailable
-from tests.integration.kafka import Pipeline
+from tests.integration.kafka import Pipeline, incompressible
 
 
 @pytest.mark.timeout(120)
@@ -54,6 +52,6 @@ def test_an_application_and_a_runtime_written_with_the_client(
     # without a word, and its execution waited for its timeout.
     client.emit("user.signed_up", source="web", data={"name": "Cy"}, id="u3")
     command = next(runtime)
-    noise = base64.b85encode(os.urandom(900_000)).decode()  # 1.1 MB lz4 cannot shrink
+    noise = incompressible(1_125_000)
     with pytest.raises(KafkaUnavailable, match=r"bytes\) was not acknowledged: .*too large"):
         client.report(command, "completed", output={"report": noise})

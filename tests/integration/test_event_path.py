@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,7 +15,7 @@ from processor import topics
 from processor.kafka.reader import read_to_end
 from processor.matching.state import PendingEvent, StateKey, WindowState, changelog_topic, encode
 from processor.worker.event_matcher import partition_of
-from tests.integration.kafka import ROOT, Pipeline, reading, settle
+from tests.integration.kafka import ROOT, Pipeline, incompressible, reading, settle
 from tests.integration.test_cli_and_serve import free_port, get
 
 ERROR_HANDLER = ROOT / "examples" / "error-handler.yaml"
@@ -321,6 +319,9 @@ trigger:
 """
 
 
+PER_USER_HOURLY = IDLE_TRIGGER.replace("window: 1s", "window: 1h")
+
+
 def login_failed(event_id: str, user: str) -> bytes:
     return event(event_id, "login.failed", "auth", datetime.now(UTC), {"user": user})
 
@@ -328,11 +329,7 @@ def login_failed(event_id: str, user: str) -> bytes:
 def test_a_group_by_field_that_is_null_or_an_object_keys_its_group_as_json_writes_it(
     pipeline: Pipeline,
 ) -> None:
-    definition = pipeline.workdir / "per-user.yaml"
-    definition.write_text(IDLE_TRIGGER.replace("window: 1s", "window: 1h"))
-    pipeline.cli("apply", "-f", str(definition))
-    pipeline.start("worker", name="worker")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.start_worker_with(PER_USER_HOURLY)
     now = datetime.now(UTC)
     odd: list[Any] = [None, None, {"id": 7}, {"id": 7}, True, True]
     with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
@@ -351,15 +348,9 @@ def test_a_group_by_field_that_is_null_or_an_object_keys_its_group_as_json_write
 def test_group_by_values_holding_the_key_separator_do_not_share_a_window(
     pipeline: Pipeline,
 ) -> None:
-    definition = pipeline.workdir / "per-pair.yaml"
-    definition.write_text(
-        IDLE_TRIGGER.replace("window: 1s", "window: 1h").replace(
-            "group_by: data.user", "group_by: [data.user, data.zone]"
-        )
+    pipeline.start_worker_with(
+        PER_USER_HOURLY.replace("group_by: data.user", "group_by: [data.user, data.zone]")
     )
-    pipeline.cli("apply", "-f", str(definition))
-    pipeline.start("worker", name="worker")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
     now = datetime.now(UTC)
     pairs = [("x\x1fy", "z"), ("x", "y\x1fz"), ("p", "q"), ("p", "q")]
     with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
@@ -382,13 +373,9 @@ def test_a_group_by_value_of_megabytes_fires_under_a_bounded_key_and_stops_nothi
     """A 600 KB group value went into every record of its window and into its fire; the
     fire passed the broker's limit and the matcher's transaction failed at every try,
     holding up every event behind it."""
-    definition = pipeline.workdir / "per-user.yaml"
-    definition.write_text(IDLE_TRIGGER.replace("window: 1s", "window: 1h"))
-    pipeline.cli("apply", "-f", str(definition))
-    pipeline.start("worker", name="worker")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.start_worker_with(PER_USER_HOURLY)
     now = datetime.now(UTC)
-    huge = base64.b85encode(os.urandom(480_000)).decode()  # 600 KB lz4 cannot shrink
+    huge = incompressible(600_000)
     users = [huge, huge, "ann", "ann"]
     with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
         produce(  # one key: in order on one partition, the huge group first
@@ -414,25 +401,19 @@ def test_events_with_attributes_of_megabytes_keep_a_window_going_and_a_fire_too_
     every try. Now kept events carry attributes up to 1,024 characters, and a fire that
     is still too large (a direct one, its input from the trigger and the event) is a dead
     letter holding the fire."""
-    definition = pipeline.workdir / "per-user.yaml"
-    definition.write_text(IDLE_TRIGGER.replace("window: 1s", "window: 1h"))
-    pipeline.cli("apply", "-f", str(definition))
-    noise = base64.b85encode(os.urandom(640_000)).decode()  # 800 KB lz4 cannot shrink
-    heavy = pipeline.workdir / "heavy.yaml"
-    heavy.write_text(
+    noise = incompressible(800_000)
+    heavy = (
         "trigger: {id: heavy, name: Heavy, type: event, event: {pattern: bulky.*},"
         f" agent: {{id: a, input: {{manual: '{noise}'}}}}}}\n"
     )
-    pipeline.cli("apply", "-f", str(heavy))
-    pipeline.start("worker", name="worker")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    pipeline.start_worker_with(PER_USER_HOURLY, heavy)
     now = datetime.now(UTC)
 
     def with_subject(event_id: str, event_type: str, user: str, subject: str) -> bytes:
         raw = orjson.loads(event(event_id, event_type, "auth", now, {"user": user}))
         return orjson.dumps({**raw, "subject": subject})
 
-    subjects = [base64.b85encode(os.urandom(300_000)).decode() for _ in range(2)]
+    subjects = [incompressible(375_000) for _ in range(2)]
     records = [
         with_subject("b0", "login.failed", "bob", subjects[0]),
         with_subject("b1", "login.failed", "bob", subjects[1]),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import itertools
-import os
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +13,7 @@ import yaml
 from confluent_kafka import Producer
 
 from processor import topics
-from tests.integration.kafka import Pipeline, reading, start_serve
+from tests.integration.kafka import Pipeline, incompressible, reading, start_serve
 
 ALPHA = {"Authorization": "Bearer k-alpha"}
 BETA = {"Authorization": "Bearer k-beta"}
@@ -312,15 +310,12 @@ FINISHED = {"completed", "failed", "skipped", "cancelled", "timed_out"}
 
 
 def test_results_without_trigger_id_are_joined_unknown_ones_dead_lettered_and_follow_tails(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline,
 ) -> None:
-    (tmp_path / "t.yaml").write_text(
+    pipeline.start_worker_with(
         "trigger: {id: joined, name: Joined, type: event, overlap: allow_all,"
         " event: {pattern: join.me}, agent: {id: external}}\n"
     )
-    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    pipeline.start("worker", name="worker")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
     pipeline.start("executions", "joined", "--follow", name="follow")
     # What happens from here on is a change to follow, not part of the listing.
     pipeline.wait_ready("follow", "following changes")
@@ -460,26 +455,22 @@ def test_status_counts_a_run_of_failures_in_finishing_order_across_partitions(
 
 
 def test_a_result_no_record_could_keep_finishes_its_execution_and_the_dispatcher_goes_on(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline,
 ) -> None:
     """Outputs over TRIGGERS_RESULT_OUTPUT_MAX_BYTES or nesting too deep, and errors of
     megabytes, once made records the broker refused: the dispatcher's transaction failed
     at every try and no execution of any trigger moved again."""
-    (tmp_path / "t.yaml").write_text(
+    pipeline.start_worker_with(
         "trigger: {id: chatty, name: Chatty, workspace: alpha, type: event, overlap: allow_all,"
-        " max_concurrent: 10, event: {pattern: talk.much}, agent: {id: external}}\n"
+        " max_concurrent: 10, event: {pattern: talk.much}, agent: {id: external}}\n",
+        extra_env={"TRIGGERS_RESULT_OUTPUT_MAX_BYTES": "100000"},
     )
-    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    pipeline.start(
-        "worker", name="worker", extra_env={"TRIGGERS_RESULT_OUTPUT_MAX_BYTES": "100000"}
-    )
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
     for n in range(4):
         pipeline.emit({"type": "talk.much", "source": "t", "id": f"e{n}"})
     with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_EXECUTIONS)) as executions:
         pending = executions(lambda rs: len(rs) >= 4, timeout=60)
     big, deep, wordy, fine = sorted(r["execution_id"] for r in pending)
-    noise = base64.b85encode(os.urandom(780_000)).decode()  # 975 KB that lz4 cannot shrink
+    noise = incompressible(975_000)
     results = [
         {"execution_id": big, "status": "completed", "output": {"report": noise}},
         {"execution_id": deep, "status": "completed", "output": [[[0]]]},
@@ -518,18 +509,15 @@ def test_a_result_no_record_could_keep_finishes_its_execution_and_the_dispatcher
 
 
 def test_a_fire_over_its_bound_is_a_dead_letter_and_the_dispatcher_goes_on(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline,
 ) -> None:
     """A fire of 2 MB that compresses well passes the broker (1 MiB after compression);
     its record and command then depend on how well they compress: the dispatcher
     refuses it by its own size instead, the same for every input."""
-    (tmp_path / "t.yaml").write_text(
+    pipeline.start_worker_with(
         "trigger: {id: plain, name: Plain, type: event, overlap: allow_all,"
         " max_concurrent: 10, event: {pattern: go.now}, agent: {id: external}}\n"
     )
-    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    pipeline.start("worker", name="worker")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
     fire = {
         "execution_id": "huge-1",
         "trigger_id": "plain",

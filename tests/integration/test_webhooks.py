@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ import orjson
 
 from processor import topics
 from tests.integration.conftest import KAFKA_SH
-from tests.integration.kafka import ROOT, Pipeline, reading, settle, start_serve
+from tests.integration.kafka import ROOT, Pipeline, incompressible, reading, settle, start_serve
 
 SLACK_TRIGGER = ROOT / "examples" / "slack-command-handler.yaml"
 SLACK_SECRET = "slack-signing-secret-for-tests"
@@ -257,7 +255,7 @@ def test_a_body_or_run_input_larger_than_its_topic_takes_is_413_not_a_retry(
     )
     pipeline.cli("apply", "-f", str(tmp_path / "hooks.yaml"))
     base = start_serve(pipeline, extra_env={"TRIGGERS_WEBHOOK_MAX_BODY_BYTES": "4000000"})
-    noise = base64.b85encode(os.urandom(1_000_000)).decode()  # 1.25 MB lz4 cannot shrink
+    noise = incompressible(1_250_000)
     hook = httpx.post(f"{base}/hooks/big", json={"report": noise}, timeout=30)
     assert hook.status_code == 413, hook.text
     assert "the delivery is too large to keep: the record is" in hook.json()["error"]
