@@ -28,7 +28,7 @@ from processor import topics
 from processor.config import Settings
 from processor.errors import KafkaUnavailable, TriggersError
 from processor.matching.decode import Headers, header_pairs
-from processor.messages import DeadLetter, utcnow
+from processor.messages import FIRE_MAX_BYTES, DeadLetter, utcnow
 from processor.metrics import DEAD_LETTERS
 from processor.serde import from_json, to_json
 
@@ -39,6 +39,30 @@ MARKER_HEADER = "triggers-redrive"
 """Marks a record on `trigger-dead-letters` that says a letter was redriven."""
 REDRIVEN_FROM = "triggers-redriven-from"
 """On the redriven copy: the dead letter it came from (`topic/partition:offset`)."""
+
+
+def oversized_fire(
+    fires_topic: str, trigger_id: str, value: bytes, component: str
+) -> tuple[str, bytes | None, bytes]:
+    """A fire over FIRE_MAX_BYTES, which the broker could refuse (and a transaction with
+    it, at every try): the reason, and the letter holding the fire whole, redrivable to
+    `trigger-fires` once that topic takes records this large."""
+    reason = (
+        f"the fire of trigger {trigger_id!r} is {len(value):,} bytes, over the "
+        f"{FIRE_MAX_BYTES:,} a fire may take (the broker's limit on a record): not sent. "
+        "Its input holds the trigger's agent.input, its input_mapping's values and what "
+        "fired it: make those smaller"
+    )
+    key, letter = dead_letter(
+        topic=fires_topic,
+        partition=0,
+        offset=-1,
+        key=trigger_id.encode(),
+        value=value,
+        error=reason,
+        component=component,
+    )
+    return reason, key, letter
 
 
 class NotRedrivable(TriggersError):

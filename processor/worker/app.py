@@ -100,8 +100,9 @@ def create_app(
         extra_topic_configs=replication(settings)[1],
     )
     scheduler = Scheduler(registry)
-    send_fire = flows.counted(_sender(_raw_topic(app, name(topics.TRIGGER_FIRES))))
     send_letter = _sender(_raw_topic(app, name(topics.DEAD_LETTERS)))
+    fires_topic = name(topics.TRIGGER_FIRES)
+    send_fire = flows.counted(_sender(_raw_topic(app, fires_topic)), send_letter, fires_topic)
     send_tick = _sender(ticks_topic)
 
     async def each_record(

@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from processor import topics
 from processor.config import Settings
-from processor.deadletters import dead_letter, dead_letter_for
+from processor.deadletters import dead_letter, dead_letter_for, oversized_fire
 from processor.definitions.registry import Registry
 from processor.errors import BadRecord
 from processor.kafka.clients import new_consumer, partition_of
@@ -224,25 +224,10 @@ class EventMatcher(TransactionalLoop):
             self._fires[cause_type] += 1
 
     def _oversized(self, trigger_id: str, value: bytes, producer: Turn) -> None:
-        """A fire the broker would refuse, and the transaction with it at every try: a
-        dead letter holding the fire whole instead (redrive it to `trigger-fires` once
-        that topic takes records this large)."""
-        reason = (
-            f"the fire of trigger {trigger_id!r} is {len(value):,} bytes, over the "
-            f"{FIRE_MAX_BYTES:,} a fire may take (the broker's limit on a record): not "
-            "sent. Its input holds the trigger's agent.input, its input_mapping's values "
-            "and the event that fired it: make those smaller"
-        )
+        """A fire the broker could refuse, and the transaction with it at every try: a
+        dead letter holding the fire whole instead."""
+        reason, letter_key, letter = oversized_fire(self.fires_topic, trigger_id, value, COMPONENT)
         log.warning("%s", reason)
-        letter_key, letter = dead_letter(
-            topic=self.fires_topic,
-            partition=0,
-            offset=-1,
-            key=trigger_id.encode(),
-            value=value,
-            error=reason,
-            component=COMPONENT,
-        )
         producer.produce(self.dead_letters_topic, key=letter_key, value=letter)
 
     def checkpoint(self, producer: Turn) -> None:

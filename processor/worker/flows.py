@@ -20,12 +20,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from processor.deadletters import dead_letter
+from processor.deadletters import dead_letter, oversized_fire
 from processor.definitions.registry import Registry
 from processor.errors import BadRecord
 from processor.matching.decode import header_pairs
 from processor.matching.schedules import Scheduler, previous_tick
-from processor.messages import CronTick, Fire
+from processor.messages import FIRE_MAX_BYTES, CronTick, Fire
 from processor.metrics import (
     FIRES,
     SCHEDULE_LATENESS,
@@ -132,11 +132,21 @@ async def schedule_tick(
     SCHEDULER_TICK.observe(time.perf_counter() - started)
 
 
-def counted(send: Send) -> SendFire:
-    """A fire's sender over a record sender: keyed by trigger id, counted by cause."""
+def counted(send: Send, send_letter: Send, fires_topic: str) -> SendFire:
+    """A fire's sender over a record sender: keyed by trigger id, counted by cause. A fire
+    over FIRE_MAX_BYTES is a dead letter holding it (the broker refused such a fire after
+    the send, and Faust only logged it: the fire was lost, the webhook's caller holding an
+    execution id that never came to be)."""
 
     async def send_fire(fire: Fire) -> None:
-        await send(fire.trigger_id.encode(), to_json(fire))
+        value = to_json(fire)
+        if len(value) > FIRE_MAX_BYTES:
+            component = f"{fire.cause.type.value}-fires"
+            reason, key, letter = oversized_fire(fires_topic, fire.trigger_id, value, component)
+            log.warning("%s", reason)
+            await send_letter(key, letter)
+            return
+        await send(fire.trigger_id.encode(), value)
         FIRES.labels(fire.cause.type.value).inc()
 
     return send_fire

@@ -270,3 +270,29 @@ def test_a_body_or_run_input_larger_than_its_topic_takes_is_413_not_a_retry(
     assert "the run's input is too large: its fire would be" in run.json()["detail"]
     small = httpx.post(f"{base}/hooks/big", json={"report": "ok"}, timeout=30)
     assert small.status_code == 202, small.text
+
+
+def test_a_delivery_whose_fire_would_pass_its_bound_is_a_dead_letter_not_a_lost_fire(
+    pipeline: Pipeline,
+) -> None:
+    """A 600 KB body mapped twice into the input made a 1.5 MB fire: the broker refused
+    it after Faust's send, which only logged it. The caller held an execution id that
+    never came to be."""
+    pipeline.start_worker_with(
+        "trigger: {id: mapped, name: Mapped, type: webhook, overlap: allow_all,"
+        " max_concurrent: 10, webhook: {endpoint: /hooks/mapped},"
+        " agent: {id: a, input_mapping: {body: $.body, again: $.body.big}}}\n"
+    )
+    base = start_serve(pipeline)
+    with (
+        reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters,
+        reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires,
+    ):
+        large = httpx.post(f"{base}/hooks/mapped", json={"big": incompressible(750_000)})
+        assert large.status_code == 202, large.text
+        small = httpx.post(f"{base}/hooks/mapped", json={"big": "ok"})
+        [letter] = letters(lambda seen: len(seen) >= 1, timeout=60)
+        [fire] = fires(lambda seen: len(seen) >= 1, timeout=60)
+    assert "the fire of trigger 'mapped' is" in letter["error"], letter["error"]
+    assert letter["topic"] == pipeline.topic(topics.TRIGGER_FIRES)
+    assert fire["execution_id"] == small.json()["execution_id"]

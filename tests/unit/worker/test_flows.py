@@ -146,3 +146,20 @@ async def test_a_tick_fires_what_is_due_once_and_remembers_it() -> None:
     await flows.schedule_tick(scheduler, last, tick(minute), sent.fire)
     await flows.schedule_tick(scheduler, last, tick(datetime(2026, 1, 1, tzinfo=UTC)), sent.fire)
     assert len(sent.fires) == 1 and last[flows.LAST_TICK] == minute.timestamp()
+
+
+async def test_a_fire_over_its_bound_is_a_dead_letter_holding_it_and_the_next_one_is_sent() -> None:
+    registry, records, letters = registry_of(HOOK), Sent(), Sent()
+    [trigger] = registry.documents()
+    send_fire = flows.counted(records.record, letters.record, "trigger-fires")
+    fire = flows.map_delivery(registry, delivery(trigger.trigger_id))
+    assert fire is not None
+    large = fire[0].model_copy(update={"input": {"text": "x" * 1_000_000}})
+    await send_fire(large)
+    await send_fire(fire[0])
+    assert [orjson.loads(value)["input"]["text"] for _, value in records.records] == ["hi"]
+    [(_, letter)] = letters.records
+    kept = orjson.loads(letter)
+    assert (
+        kept["topic"] == "trigger-fires" and "over the 1,000,000 a fire may take" in kept["error"]
+    )
