@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError, Producer
 from processor import topics
 from processor.config import Settings
 from processor.definitions.model import TriggerDocument, document_json
-from processor.errors import KafkaUnavailable
+from processor.errors import KafkaUnavailable, RecordTooLarge
 from processor.kafka.admin import wait_for_broker
 from processor.kafka.clients import new_producer
 from processor.kafka.reader import read_to_end
@@ -49,11 +49,19 @@ class DefinitionWriter:
         failures: list[str] = []
         offsets: dict[str, int] = {}
 
+        too_large: list[str] = []
+
         def delivered(error: KafkaError | None, message: Any) -> None:
-            if error is not None:
-                failures.append(f"{message.key().decode()}: {error.str()}")
-            else:
+            if error is None:
                 offsets[message.key().decode()] = message.offset()
+            elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                too_large.append(
+                    f"{message.key().decode()}: the definition is {len(message.value()):,} "
+                    f"bytes, more than {self.topic} takes (its max.message.bytes, the "
+                    "broker's 1 MiB by default); make its agent.input smaller"
+                )
+            else:
+                failures.append(f"{message.key().decode()}: {error.str()}")
 
         for trigger_id, document in changes.items():
             value = orjson.dumps(document_json(document)) if document is not None else None
@@ -61,7 +69,10 @@ class DefinitionWriter:
                 self.topic, key=trigger_id.encode(), value=value, on_delivery=delivered
             )
         remaining = self.producer.flush(15)
-        if remaining or failures:
+        if too_large and not remaining and not failures:
+            raise RecordTooLarge("; ".join(too_large))
+        if remaining or failures or too_large:
+            failures += too_large
             raise KafkaUnavailable(
                 f"Kafka did not acknowledge {remaining + len(failures)} write(s)"
                 + (f": {'; '.join(failures)}" if failures else "")

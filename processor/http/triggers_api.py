@@ -168,6 +168,8 @@ async def _write(
     writer: DefinitionWriter = request.app.state.writer
     try:
         offsets = await asyncio.to_thread(writer.write, {trigger_id: document})
+    except RecordTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
     except KafkaUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
     view.apply_local(trigger_id, document, offsets[trigger_id])

@@ -268,6 +268,13 @@ def test_a_body_or_run_input_larger_than_its_topic_takes_is_413_not_a_retry(
     )
     assert run.status_code == 413, run.text
     assert "the run's input is too large: its fire would be" in run.json()["detail"]
+    heavy = {"name": "Heavy", "type": "event", "event": {"pattern": "x.*"}}
+    heavy["agent"] = {"id": "a", "input": {"manual": noise}}
+    created = httpx.post(
+        f"{base}/v1/triggers", json=heavy, headers={"Authorization": "Bearer k-alpha"}, timeout=30
+    )
+    assert created.status_code == 413, created.text
+    assert "bytes, more than" in created.json()["detail"]
     small = httpx.post(f"{base}/hooks/big", json={"report": "ok"}, timeout=30)
     assert small.status_code == 202, small.text
 
