@@ -525,28 +525,32 @@ class Effects:
         )
 
 
-def _record(state: DispatchState, effects: Effects, record: ExecutionRecord) -> ExecutionRecord:
-    effects.encoded.append(state.put(record))
+def _record(
+    state: DispatchState, effects: Effects, record: ExecutionRecord, encoded: bytes | None = None
+) -> ExecutionRecord:
+    effects.encoded.append(state.put(record, encoded))
     effects.records.append(record)
     return record
 
 
-def _fitting(record: ExecutionRecord) -> ExecutionRecord:
-    """A finished record whose output, within its own bound, still makes the whole too
-    large with the execution's input (a webhook's body may be up to 1 MiB): the output
-    is left out, and the record says so."""
+def _fitting(record: ExecutionRecord) -> tuple[ExecutionRecord, bytes | None]:
+    """A finished record, and its JSON when this wrote it (for the state to keep). One
+    whose output, within its own bound, still makes the whole too large with the
+    execution's input (a webhook's body may be up to 1 MiB) leaves the output out, and
+    says so."""
     if record.output_data is None:
-        return record
-    size = len(to_json(record))
-    if size <= RECORD_MAX_BYTES:
-        return record
-    return record.model_copy(
+        return record, None
+    written = to_json(record)
+    if len(written) <= RECORD_MAX_BYTES:
+        return record, _kept(written)
+    left_out = record.model_copy(
         update={
             "output_data": None,
-            "output_left_out": f"the record would be {size:,} bytes with it and this "
-            f"execution's input, over the {RECORD_MAX_BYTES:,} a record may take",
+            "output_left_out": f"the record would be {len(written):,} bytes with it and "
+            f"this execution's input, over the {RECORD_MAX_BYTES:,} a record may take",
         }
     )
+    return left_out, None
 
 
 def _issue(state: DispatchState, effects: Effects, record: ExecutionRecord, now: datetime) -> None:
@@ -934,7 +938,7 @@ def on_result(state: DispatchState, result: RunResult, now: datetime) -> Effects
         update["output_data"] = result.output
         update["output_left_out"] = result.output_left_out
         update["error_message"] = result.error
-    finished = _record(state, effects, _fitting(current.model_copy(update=update)))
+    finished = _record(state, effects, *_fitting(current.model_copy(update=update)))
     if status.finished:
         _announce_failure(effects, finished, now)
         _release(state, effects, current.trigger_id, now)
