@@ -71,8 +71,8 @@ class DefinitionWriter:
         remaining = self.producer.flush(15)
         if too_large and not remaining and not failures:
             raise RecordTooLarge("; ".join(too_large))
-        if remaining or failures or too_large:
-            failures += too_large
+        failures += too_large
+        if remaining or failures:
             raise KafkaUnavailable(
                 f"Kafka did not acknowledge {remaining + len(failures)} write(s)"
                 + (f": {'; '.join(failures)}" if failures else "")

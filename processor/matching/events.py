@@ -274,40 +274,39 @@ def event_summary(event: DomainEvent | Event, data_max_bytes: int) -> dict[str, 
     return summary
 
 
-def _bound_attributes(summary: dict[str, Any]) -> None:
-    """Attributes (all but `data`) longer than KEPT_ATTRIBUTE_MAX_CHARS: a string is cut
-    there and ends with '…', another value (an extension holding an object) is left out;
-    and once the attributes kept reach KEPT_ATTRIBUTES_MAX_CHARS in all (an event may
-    have a thousand extensions), the rest are left out. `attributes_truncated` names
-    them (the first 100)."""
+def _bounded_attributes(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with attributes (all but `data`) bounded: a string longer than
+    KEPT_ATTRIBUTE_MAX_CHARS cut there, ending with '…'; another value that long (an
+    extension holding an object) left out; and once the attributes reach
+    KEPT_ATTRIBUTES_MAX_CHARS in all (an event may have a thousand extensions), the
+    extensions after that left out. `attributes_truncated` names them (the first 100)."""
+    kept: dict[str, Any] = {}
     cut: list[str] = []
     total = 0
     for name, value in summary.items():
-        if name == "data":
-            continue
-        size = len(value) if type(value) is str else len(orjson.dumps(value))
-        if size > KEPT_ATTRIBUTE_MAX_CHARS:
+        if name != "data":
             if type(value) is str:
-                summary[name] = value[:KEPT_ATTRIBUTE_MAX_CHARS] + "…"
-                size = KEPT_ATTRIBUTE_MAX_CHARS
+                size = len(value)
+                if size > KEPT_ATTRIBUTE_MAX_CHARS:
+                    value, size = value[:KEPT_ATTRIBUTE_MAX_CHARS] + "…", KEPT_ATTRIBUTE_MAX_CHARS
+                    cut.append(name)
             else:
-                summary[name], size = _LEFT_OUT, 0
-            cut.append(name)
-        total += size + len(name)
-        left_out = summary[name] is _LEFT_OUT
-        if total > KEPT_ATTRIBUTES_MAX_CHARS and name not in _NAMED_ATTRIBUTES and not left_out:
-            summary[name] = _LEFT_OUT
-            cut.append(name)
+                size = len(orjson.dumps(value))
+                if size > KEPT_ATTRIBUTE_MAX_CHARS:
+                    cut.append(name)
+                    continue
+            total += size + len(name)
+            if total > KEPT_ATTRIBUTES_MAX_CHARS and name not in _NAMED_ATTRIBUTES:
+                if not cut or cut[-1] != name:
+                    cut.append(name)
+                continue
+        kept[name] = value
     if cut:
-        names = list(dict.fromkeys(cut))  # cut to its bound, then left out: named once
-        for name in names:
-            if summary[name] is _LEFT_OUT:
-                del summary[name]
-        more = len(names) - 100
-        summary["attributes_truncated"] = names[:100] + ([f"({more} more)"] if more > 0 else [])
+        more = len(cut) - 100
+        kept["attributes_truncated"] = cut[:100] + ([f"({more} more)"] if more > 0 else [])
+    return kept
 
 
-_LEFT_OUT = object()
 _NAMED_ATTRIBUTES = frozenset(ATTRIBUTES)
 """CloudEvents' own attributes are kept (cut to their bound) whatever the extensions."""
 
@@ -365,7 +364,7 @@ class _Event:
             summary = event_summary(self.event, SAMPLE_DATA_MAX_BYTES)
             size = self.event.size
             if size is None or size > KEPT_ATTRIBUTE_MAX_CHARS:  # one may be that long
-                _bound_attributes(summary)
+                summary = _bounded_attributes(summary)
             self._summary = summary
         return self._summary
 
