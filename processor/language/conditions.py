@@ -69,6 +69,9 @@ NOTE_OPERATORS = {
     "exists": "exists",
 }
 THRESHOLD_KEYS = ("count_threshold", "window", "group_by", "cooldown", "aggregate")
+COUNT_THRESHOLD_MAX = 5000
+"""The most events a window keeps per group (windows.MAX_PENDING): a larger threshold
+could never be reached."""
 RESERVED_KEYS = (*THRESHOLD_KEYS, "scales", "all", "any", "not")
 AGGREGATE = re.compile(r"^\s*(sum|avg|min|max)\(\s*([^)]+?)\s*\)\s*(==|!=|>=|<=|>|<)\s*(.+?)\s*$")
 _SHORTHAND = re.compile(
@@ -580,6 +583,12 @@ def _threshold(raw: Mapping[str, Any], where: str) -> Threshold | None:
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConditionError(
             f"{_at(where, 'count_threshold')}: write a whole number of events, 1 or more"
+        )
+    if count > COUNT_THRESHOLD_MAX:
+        raise ConditionError(
+            f"{_at(where, 'count_threshold')}: {count} is more than the {COUNT_THRESHOLD_MAX} "
+            "events a window keeps per group, so it could never be reached: use a shorter "
+            "window with a lower count, or split the events with group_by"
         )
     if "window" not in raw:
         raise ConditionError(f"{_at(where, 'window')}: a threshold needs a window, like window: 5m")

@@ -7,6 +7,7 @@ the event to the window evaluator as a `Matched` (on the wire, a `WindowMatch`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -40,6 +41,9 @@ KEPT_ATTRIBUTES_MAX_CHARS = 16_384
 KEPT_ATTRIBUTE_MAX_CHARS = 1024
 """Bound on each other attribute of an event a stateful trigger keeps (a `subject` or an
 extension of megabytes went whole into every match, state record and fire with it)."""
+EVENT_KEY_MAX_CHARS = 48
+"""An event's key (source and id: what dedupes it in window state) longer than this is
+kept as a digest: a window keeps thousands, and a `source` may be a long URI."""
 
 
 class Verdict(StrEnum):
@@ -66,7 +70,7 @@ class Matched:
     group: str
     role: str
     event_key: str
-    """source + id: what dedupes the event in its window."""
+    """source + id: what dedupes the event in its window (`event_key`)."""
     time: float
     """Event time, seconds since the epoch."""
     value: float | None
@@ -382,7 +386,7 @@ class _Event:
             trigger_id,
             group,
             role,
-            f"{event.source}\x1f{event.id}",
+            event_key(event.source, event.id),
             event.time or 0.0,
             value,
             self.summary,
@@ -397,6 +401,15 @@ class _Event:
                 return None
             group = bounded_group(group_text(value))
         return self.window_match(trigger_id, group, role)
+
+
+def event_key(source: str, event_id: str) -> str:
+    """What dedupes an event in a window or sequence: its source and id, or, for a key
+    longer than EVENT_KEY_MAX_CHARS, '#' and a 128-bit digest of it (33 characters)."""
+    key = f"{source}\x1f{event_id}"
+    if len(key) <= EVENT_KEY_MAX_CHARS:
+        return key
+    return "#" + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def counts_by_event_time(match: Match) -> bool:

@@ -68,8 +68,9 @@ class PendingEvent(NamedTuple):
     """source + id: what dedupes it."""
     value: float | None
     """The aggregated field's value, if the trigger aggregates."""
-    summary: dict[str, Any]
-    """The bounded summary a fire's sample shows."""
+    summary: dict[str, Any] | None
+    """The bounded summary a fire's sample shows; None once SAMPLE_KEPT newer events are
+    pending (windows.py)."""
 
 
 class PatternEvent(NamedTuple):

@@ -32,8 +32,11 @@ from processor.matching.state import (
 from processor.matching.stateful import Evaluation, evaluate_all, kept_for, on_tick
 from processor.messages import Fire
 
-MAX_STATE_BYTES = 512 * 1024
-"""A key's state record must stay well under the broker's 1 MiB record limit."""
+MAX_STATE_BYTES = 768 * 1024
+"""A key's state record must stay well under the broker's 1 MiB record limit. A window
+of windows.MAX_PENDING events (each its time, a key of at most 48 characters and an
+aggregated value: about 107 bytes), the ids of MAX_CONSUMED counted ones and the
+summaries of the newest SAMPLE_KEPT (a few KiB each) comes to about 710 KiB."""
 FORGET_BUDGET = 1_000
 """Most keys a partition has looked at per `forget_idle` (once a second): a million keys
 of six partitions that went idle together are forgotten in three minutes, each second

@@ -26,6 +26,10 @@ Rules, in order, for an event e with time t:
    `cooldown` after the last fire's end fires.
 Memory per key is bounded whatever the input: at most MAX_PENDING pending events and the
 ids of the last MAX_CONSUMED consumed ones (a burst of events sharing one time included).
+A pending event is its time, id and aggregated value; only the newest SAMPLE_KEPT also
+keep their summary, since a fire's sample shows the newest SAMPLE_SIZE events it counted
+(kept for every pending event, summaries of 4 KiB of data passed the state's bound at
+about 150 events, and a threshold of 2,000 small events never fired).
 """
 
 from __future__ import annotations
@@ -36,12 +40,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from processor.language.conditions import Threshold
+from processor.language.conditions import COUNT_THRESHOLD_MAX, Threshold
 from processor.matching.state import PendingEvent, WindowState
 
-MAX_PENDING = 5000
+MAX_PENDING = COUNT_THRESHOLD_MAX
 MAX_CONSUMED = 1000
 SAMPLE_SIZE = 10
+SAMPLE_KEPT = 2 * SAMPLE_SIZE
+"""Pending events that keep their summary: the newest, with room for some that arrive out
+of order after a window's end."""
 
 
 class Outcome(StrEnum):
@@ -137,13 +144,21 @@ def observe(
     elif latest - at >= width:
         return _DECIDED[Outcome.LATE]  # rule 2: behind_newest(state, at) >= width
     horizon = latest - width
-    entry = _pending(PendingEvent, (at, event_id, value, {} if summary is None else summary))
+    if summary is None:
+        summary = {}
     if not pending or pending[-1].time <= at:
-        pending.append(entry)  # in order: the common case
+        pending.append(_pending(PendingEvent, (at, event_id, value, summary)))  # in order
     else:
-        pending.insert(bisect.bisect_right(pending, at, key=_time), entry)
-    if pending[0].time <= horizon or len(pending) > MAX_PENDING:
-        state.pending = pending = [p for p in pending if p.time > horizon][-MAX_PENDING:]
+        index = bisect.bisect_right(pending, at, key=_time)
+        if index < len(pending) - SAMPLE_KEPT:  # not among the newest once inserted
+            summary = None
+        pending.insert(index, _pending(PendingEvent, (at, event_id, value, summary)))
+    if len(pending) > SAMPLE_KEPT and pending[-SAMPLE_KEPT - 1].summary is not None:
+        _forget_summaries(pending)
+    if pending[0].time <= horizon:
+        del pending[: bisect.bisect_right(pending, horizon, key=_time)]
+    if len(pending) > MAX_PENDING:
+        del pending[: len(pending) - MAX_PENDING]
     if len(pending) < threshold.count:
         return _DECIDED[Outcome.COUNTED]  # no window can reach the threshold yet
 
@@ -154,14 +169,26 @@ def observe(
         return decision
     fire = decision.fire
     assert fire is not None
-    start, end = fire.window_start, fire.window_end
-    counted = [p for p in pending if start < p.time <= end]
-    state.pending = [p for p in pending if not start < p.time <= end]
-    consumed.update((p.id, p.time) for p in counted)
+    first, after = _inside(pending, fire.window_start, fire.window_end)
+    consumed.update((p.id, p.time) for p in pending[first:after])
+    del pending[first:after]
     _forget_oldest(consumed, horizon)
-    last = state.last_fire_end
+    end, last = fire.window_end, state.last_fire_end
     state.last_fire_end = end if last is None else max(last, end)
     return decision
+
+
+def _sample(inside: list[PendingEvent]) -> list[dict[str, Any]]:
+    """The summaries of the newest SAMPLE_SIZE events of a window that keep one, oldest
+    first."""
+    sample = []
+    for entry in reversed(inside):
+        if entry.summary is not None:
+            sample.append(entry.summary)
+            if len(sample) == SAMPLE_SIZE:
+                break
+    sample.reverse()
+    return sample
 
 
 def drop_ahead(state: WindowState, limit: float) -> int:
@@ -189,6 +216,23 @@ _pending = tuple.__new__
 """PendingEvent made without its Python-level __new__ (one per matching event)."""
 
 
+def _inside(pending: list[PendingEvent], start: float, end: float) -> tuple[int, int]:
+    """Where the events of the window (start, end] are in `pending` (sorted by time)."""
+    return bisect.bisect_right(pending, start, key=_time), bisect.bisect_right(
+        pending, end, key=_time
+    )
+
+
+def _forget_summaries(pending: list[PendingEvent]) -> None:
+    """Keep the summaries of the newest SAMPLE_KEPT pending events only: the entries
+    before them lose theirs, up to the first that had none (all of them, once, in a state
+    written by a version that kept every summary)."""
+    index = len(pending) - SAMPLE_KEPT - 1
+    while index >= 0 and (entry := pending[index]).summary is not None:
+        pending[index] = _pending(PendingEvent, (entry.time, entry.id, entry.value, None))
+        index -= 1
+
+
 def _time(entry: PendingEvent) -> float:
     return entry.time
 
@@ -211,11 +255,17 @@ def _first_window_reaching(
     width = threshold.window_seconds
     pending = state.pending
     held_by_cooldown = False
-    ends = [p.time for p in pending if at <= p.time < at + width]
-    for end in ends:
-        inside = [p for p in pending if end - width < p.time <= end]
-        if len(inside) < threshold.count:
+    previous = None
+    lowest = bisect.bisect_left(pending, at, key=_time)
+    for entry in pending[lowest : bisect.bisect_left(pending, at + width, key=_time)]:
+        end = entry.time
+        if end == previous:
+            continue  # the same window as the last: events sharing one time
+        previous = end
+        first, after = _inside(pending, end - width, end)
+        if after - first < threshold.count:
             continue
+        inside = pending[first:after]
         holds, aggregate = aggregate_over(threshold, [p.value for p in inside])
         if not holds:
             continue
@@ -227,10 +277,9 @@ def _first_window_reaching(
         ):
             held_by_cooldown = True
             continue
-        sample = [p.summary for p in inside[:SAMPLE_SIZE]]
         return Decision(
             Outcome.FIRED,
-            WindowFire(event_id, len(inside), end - width, end, sample, aggregate),
+            WindowFire(event_id, len(inside), end - width, end, _sample(inside), aggregate),
         )
     if held_by_cooldown:
         return _DECIDED[Outcome.COOLDOWN]

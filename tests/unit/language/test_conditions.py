@@ -131,6 +131,10 @@ def test_attributes_come_before_data() -> None:
         ({"any": "x"}, "any: expected a list of conditions"),
         ({"count_threshold": 5}, "window: a threshold needs a window"),
         ({"count_threshold": 0, "window": "1m"}, "count_threshold: write a whole number"),
+        (
+            {"count_threshold": 5001, "window": "1h"},
+            "count_threshold: 5001 is more than the 5000 events a window keeps per group",
+        ),
         ({"count_threshold": 2, "window": "5 minutes"}, "window: '5 minutes' is not a duration"),
         ({"window": "1m", "cooldown": "soon"}, "cooldown: 'soon' is not a duration"),
         ({"window": "1m", "aggregate": "median(x) > 3"}, "aggregate: write it like"),

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import random
+import uuid
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from processor.language.conditions import parse_condition
-from processor.matching.state import WindowState
+from processor.matching.events import event_key
+from processor.matching.state import PendingEvent, WindowState, decode, encode
+from processor.matching.window_state import MAX_STATE_BYTES
 from processor.matching.windows import (
     MAX_CONSUMED,
     MAX_PENDING,
+    SAMPLE_KEPT,
     Outcome,
     drop_ahead,
     observe,
@@ -140,10 +144,66 @@ def test_fire_carries_count_bounds_and_a_bounded_sample() -> None:
 
 
 def test_memory_per_key_is_bounded() -> None:
-    state, t = WindowState(), threshold(count_threshold=MAX_PENDING + 1)
+    """An aggregate that never holds keeps every event of the window pending."""
+    state, t = WindowState(), threshold(count_threshold=1, aggregate="min(v) > 100")
     for i in range(MAX_PENDING + 50):
-        observe(state, t, float(i) / 1000, f"e{i}")
+        observe(state, t, float(i) / 1000, f"e{i}", 1.0, {"id": f"e{i}"})
     assert len(state.pending) == MAX_PENDING
+    assert state.pending[0].id == "e50"
+    assert sum(p.summary is not None for p in state.pending) == SAMPLE_KEPT
+
+
+def test_a_threshold_of_thousands_of_events_fires_and_its_state_stays_small() -> None:
+    """Each pending event kept its summary (4 KiB of data allowed): a state of 2,000
+    small events passed the bound a key's record may take (512 KiB), so it started afresh
+    at every checkpoint and the trigger never fired."""
+    state, t = WindowState(), threshold(count_threshold=2000, window="1h")
+    data = {"service": "checkout", "message": "upstream timeout " * 8}
+    decisions = []
+    for i in range(2000):
+        summary = {"id": f"e{i}", "type": "app.error", "source": "/services/checkout", "data": data}
+        decisions.append(
+            observe(state, t, 1000.0 + i, f"/services/checkout\x1fe{i}", None, summary)
+        )
+        if i == 1998:
+            assert len(encode(state, None)) < 150_000  # was 620 KB with every summary
+    fire = decisions[-1].fire
+    assert [d.outcome for d in decisions].count(Outcome.FIRED) == 1 and fire is not None
+    assert fire.count == 2000
+    assert [s["id"] for s in fire.sample] == [f"e{i}" for i in range(1990, 2000)]
+
+
+def test_only_the_newest_pending_events_keep_their_summary() -> None:
+    state, t = WindowState(), threshold(count_threshold=100)
+    for i in range(30):
+        observe(state, t, 100.0 + i, f"e{i}", summary={"id": f"e{i}"})
+    kept = [p.id for p in state.pending if p.summary is not None]
+    assert kept == [f"e{i}" for i in range(30 - SAMPLE_KEPT, 30)]
+    observe(state, t, 100.5, "late-old", summary={"id": "late-old"})  # far from the newest
+    observe(state, t, 128.5, "late-new", summary={"id": "late-new"})  # among them
+    summaries = {p.id: p.summary for p in state.pending}
+    assert summaries["late-old"] is None and summaries["late-new"] == {"id": "late-new"}
+    assert sum(p.summary is not None for p in state.pending) == SAMPLE_KEPT
+
+
+def test_a_state_that_kept_every_summary_sheds_them_on_its_next_event() -> None:
+    """As a version before this one wrote it: every pending event with its summary."""
+    old = WindowState([PendingEvent(float(i), f"e{i}", None, {"id": f"e{i}"}) for i in range(50)])
+    state, _ = decode(encode(old, None))
+    assert isinstance(state, WindowState)
+    observe(state, threshold(count_threshold=100), 50.0, "e50", summary={"id": "e50"})
+    kept = [p.id for p in state.pending if p.summary is not None]
+    assert kept == [f"e{i}" for i in range(51 - SAMPLE_KEPT, 51)]
+
+
+def test_in_any_arrival_order_the_sample_is_the_newest_ten_counted() -> None:
+    times = list(range(30))
+    random.Random(3).shuffle(times)
+    state, t = WindowState(), threshold(count_threshold=30)
+    decisions = [observe(state, t, float(i), f"e{i}", summary={"id": f"e{i}"}) for i in times]
+    fire = decisions[-1].fire
+    assert fire is not None and fire.count == 30
+    assert [s["id"] for s in fire.sample] == [f"e{i}" for i in range(20, 30)]
 
 
 @given(
@@ -195,3 +255,91 @@ def test_drop_ahead_lets_go_of_what_events_far_ahead_set_and_keeps_the_rest() ->
     ]
     assert drop_ahead(state, 1000.0) == 0  # nothing ahead: untouched
     assert state.latest == 70.0
+
+
+@given(st.permutations(range(40)), st.integers(1, 8))
+def test_events_inside_one_window_span_give_floor_n_over_count_fires_in_any_order(
+    order: list[int], count: int
+) -> None:
+    outcomes = feed([(float(i), f"e{i}") for i in order], count_threshold=count)
+    assert outcomes.count(Outcome.FIRED) == len(order) // count
+
+
+def _as_before(
+    pending: list[tuple[float, str, float | None]],
+    state: dict,
+    t,
+    at: float,
+    event_id: str,
+    value: float | None,
+) -> tuple[str, tuple | None]:
+    """The window's rules as they were written before its lists were searched by time
+    (a scan of every pending event per window), to hold the faster code to."""
+    width = t.window_seconds
+    if event_id in state["consumed"] or any(p[1] == event_id for p in pending):
+        return "duplicate", None
+    latest = state["latest"]
+    if latest is None or at > latest:
+        state["latest"] = latest = at
+    elif latest - at >= width:
+        return "late", None
+    pending.append((at, event_id, value))
+    pending.sort(key=lambda p: p[0])
+    pending[:] = [p for p in pending if p[0] > latest - width]
+    held = False
+    for end in [p[0] for p in pending if at <= p[0] < at + width]:
+        inside = [p for p in pending if end - width < p[0] <= end]
+        if len(inside) < t.count:
+            continue
+        numbers = [p[2] for p in inside if p[2] is not None]
+        if t.aggregate is not None and not (numbers and t.aggregate.holds(numbers)):
+            continue
+        last = state["last_fire_end"]
+        if t.cooldown_seconds and last is not None and end < last + t.cooldown_seconds:
+            held = True
+            continue
+        state["consumed"].update(p[1] for p in inside)
+        pending[:] = [p for p in pending if not end - width < p[0] <= end]
+        state["last_fire_end"] = end if last is None else max(last, end)
+        return "fired", (len(inside), end - width, end)
+    return ("cooldown" if held else "counted"), None
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 60), st.integers(0, 20)), max_size=80),
+    st.integers(1, 6),
+    st.sampled_from([{}, {"cooldown": "2m"}, {"aggregate": "sum(v) >= 30"}]),
+)
+def test_out_of_order_decisions_are_the_rules_as_written(
+    raw: list[tuple[int, int, int]], count: int, extra: dict
+) -> None:
+    t = threshold(count_threshold=count, **extra)
+    first_time: dict[int, int] = {}
+    state = WindowState()
+    pending: list[tuple[float, str, float | None]] = []
+    before = {"consumed": set(), "latest": None, "last_fire_end": None}
+    for time, event_id, value in raw:
+        at = float(first_time.setdefault(event_id, time))  # one id, one time
+        decision = observe(state, t, at, f"e{event_id}", float(value))
+        fire = decision.fire
+        got = (fire.count, fire.window_start, fire.window_end) if fire is not None else None
+        assert (decision.outcome.value, got) == _as_before(
+            pending, before, t, at, f"e{event_id}", float(value)
+        )
+
+
+def test_a_window_of_the_largest_threshold_fits_the_bound_on_a_key_state() -> None:
+    """4,999 pending events with long sources and an aggregated value, the ids of the
+    1,000 a fire counted before, and summaries of a few KiB: under MAX_STATE_BYTES, so a
+    threshold validation allows can be reached."""
+    state, largest = WindowState(), threshold(count_threshold=MAX_PENDING, window="1d")
+    source = "https://api.example.com/regions/eu-west-1/services/checkout"
+    summary = {"id": "x", "source": source, "data": {"trace": "t" * 3000}}
+    at = 1_765_100_000.123456
+    for i in range(MAX_CONSUMED + MAX_PENDING - 1):
+        t = threshold(count_threshold=MAX_CONSUMED, window="1d") if i < MAX_CONSUMED else largest
+        key = event_key(source, str(uuid.UUID(int=i)))
+        outcome = observe(state, t, at + i / 7, key, 1234.567891 + i, summary).outcome
+        assert outcome is (Outcome.FIRED if i == MAX_CONSUMED - 1 else Outcome.COUNTED)
+    assert len(state.pending) == MAX_PENDING - 1 and len(state.consumed) == MAX_CONSUMED
+    assert len(encode(state, None)) < MAX_STATE_BYTES
