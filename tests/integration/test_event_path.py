@@ -106,10 +106,13 @@ def test_a_burst_sharing_one_time_keeps_the_worker_up_and_the_state_small(
     assert states and max(len(value or b"") for value in states[-5:]) < 100_000
 
 
-def test_a_window_state_that_would_pass_the_record_limit_is_a_dead_letter_not_a_crash(
+def test_a_threshold_of_thousands_of_large_events_fires_and_its_state_stays_small(
     pipeline: Pipeline,
 ) -> None:
-    """A group that keeps many large events pending (a threshold it does not reach)."""
+    """Every pending event used to keep its summary (4 KiB of data each): 150 of these
+    passed the bound on a key's record, which then started afresh at each checkpoint, so
+    a threshold of 4,000 never fired. Now the window keeps the summaries of its newest
+    events only, and one record of the key stays small whatever the threshold."""
     trigger = (
         "trigger: {name: Hoarder, type: event, agent: {id: a},"
         " event: {pattern: 'big.*', condition: {count_threshold: 4000, window: 1h}}}\n"
@@ -117,22 +120,54 @@ def test_a_window_state_that_would_pass_the_record_limit_is_a_dead_letter_not_a_
     path = pipeline.workdir / "hoarder.yaml"
     path.write_text(trigger)
     pipeline.cli("apply", "-f", str(path))
+    trigger_id = pipeline.cli("get", "Hoarder", "-o", "id").stdout.strip()
     pipeline.start("worker", name="worker")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
-    blob = "x" * 3500
+    source = "https://checkout.example.com/regions/eu-west-1/pods/checkout-7f9c"
+
+    def big(i: int) -> bytes:
+        at = T0 + timedelta(milliseconds=i)
+        raw = orjson.loads(event(f"b{i}", "big.one", source, at, {"trace": incompressible(3500)}))
+        return orjson.dumps(raw)
+
+    with (
+        reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires,
+        reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters,
+    ):
+        for part in range(4):  # checkpoints between them: the state is written each time
+            produce(pipeline, [(b"k", big(i)) for i in range(part * 1000, part * 1000 + 1000)])
+            time.sleep(1)
+        [fire] = fires(lambda seen: len(seen) >= 1, timeout=120)
+        assert settle(letters, 2) == []
+    window = fire["input"]["window"]
+    assert fire["trigger_id"] == trigger_id and window["count"] == 4000
+    assert [e["id"] for e in window["sample"]] == [f"b{i}" for i in range(3990, 4000)]
+    states = [
+        len(message.value() or b"")
+        for message in read_to_end(pipeline.settings, pipeline.topic(topics.WINDOW_STATE))
+        if message.key() == f"{trigger_id}\x1f".encode()
+    ]
+    assert len(states) >= 3 and max(states) < 400_000, states  # 4,000 x 3.5 KB: 14 MB
+    assert pipeline.processes[0].poll() is None
+
+
+def test_a_sequence_state_that_would_pass_the_record_limit_is_a_dead_letter_not_a_crash(
+    pipeline: Pipeline,
+) -> None:
+    """A sequence keeps each A it waits on whole (data up to 4 KiB): hundreds of them for
+    one key outgrow the bound on a key's record, which starts afresh with a letter."""
+    trigger = (
+        "trigger: {name: Hoarder, type: event, agent: {id: a},"
+        " event: {pattern: 'big.asked', followed_by: {pattern: big.answered, within: 1h,"
+        " key: data.who}}}\n"
+    )
+    path = pipeline.workdir / "hoarder.yaml"
+    path.write_text(trigger)
+    pipeline.cli("apply", "-f", str(path))
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
     records = [
-        (
-            b"k",
-            orjson.dumps(
-                {
-                    "type": "big.one",
-                    "source": "s",
-                    "id": f"b{i}",
-                    "time": T0.isoformat(),
-                    "data": {"blob": blob},
-                }
-            ),
-        )
+        (b"k", event(f"b{i}", "big.asked", "s", T0, {"who": "w", "blob": incompressible(3500)}))
         for i in range(300)
     ]
     with reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters:
