@@ -103,6 +103,9 @@ class WindowState:
     """The newest event time seen for the key."""
     last_fire_end: float | None = None
     """The end of the latest window that fired (what `cooldown` counts from)."""
+    pending_ids: set[str] | None = field(default=None, repr=False, compare=False)
+    """The ids in `pending`, once it holds more than windows.SCAN_MAX (a duplicate check
+    by set instead of a pass over them); made again when needed, never written."""
 
 
 @dataclass(slots=True)
@@ -146,6 +149,16 @@ def _as_array(value: Any) -> Any:
 
 
 def encode(state: KeyState, deadline: float | None) -> bytes:
+    if type(state) is WindowState:  # its fields but the index made from them
+        fields: Any = {
+            "pending": state.pending,
+            "consumed": state.consumed,
+            "latest": state.latest,
+            "last_fire_end": state.last_fire_end,
+        }
+        return orjson.dumps(
+            {"kind": "window", "state": fields, "deadline": deadline}, default=_as_array
+        )
     return orjson.dumps(
         {"kind": _KIND_OF[type(state)], "state": state, "deadline": deadline}, default=_as_array
     )

@@ -47,6 +47,9 @@ MAX_PENDING = COUNT_THRESHOLD_MAX
 MAX_CONSUMED = 1000
 SAMPLE_SIZE = 10
 SAMPLE_KEPT = 2 * SAMPLE_SIZE
+SCAN_MAX = 16
+"""Up to this many pending events a duplicate is looked for by a pass over them; past
+it, in a set of their ids (`WindowState.pending_ids`)."""
 """Pending events that keep their summary: the newest, with room for some that arrive out
 of order after a window's end."""
 
@@ -135,9 +138,16 @@ def observe(
     consumed = state.consumed
     if event_id in consumed:
         return _DECIDED[Outcome.DUPLICATE]
-    for p in pending:
-        if p.id == event_id:
+    ids = state.pending_ids
+    if ids is None and len(pending) > SCAN_MAX:
+        ids = state.pending_ids = {p.id for p in pending}
+    if ids is not None:
+        if event_id in ids:
             return _DECIDED[Outcome.DUPLICATE]
+    else:
+        for p in pending:
+            if p.id == event_id:
+                return _DECIDED[Outcome.DUPLICATE]
     latest = state.latest
     if latest is None or at > latest:
         state.latest = latest = at
@@ -153,12 +163,14 @@ def observe(
         if index < len(pending) - SAMPLE_KEPT:  # not among the newest once inserted
             summary = None
         pending.insert(index, _pending(PendingEvent, (at, event_id, value, summary)))
+    if ids is not None:
+        ids.add(event_id)
     if len(pending) > SAMPLE_KEPT and pending[-SAMPLE_KEPT - 1].summary is not None:
         _forget_summaries(pending)
     if pending[0].time <= horizon:
-        del pending[: bisect.bisect_right(pending, horizon, key=_time)]
+        _remove(state, 0, bisect.bisect_right(pending, horizon, key=_time))
     if len(pending) > MAX_PENDING:
-        del pending[: len(pending) - MAX_PENDING]
+        _remove(state, 0, len(pending) - MAX_PENDING)
     if len(pending) < threshold.count:
         return _DECIDED[Outcome.COUNTED]  # no window can reach the threshold yet
 
@@ -171,7 +183,7 @@ def observe(
     assert fire is not None
     first, after = _inside(pending, fire.window_start, fire.window_end)
     consumed.update((p.id, p.time) for p in pending[first:after])
-    del pending[first:after]
+    _remove(state, first, after)
     _forget_oldest(consumed, horizon)
     end, last = fire.window_end, state.last_fire_end
     state.last_fire_end = end if last is None else max(last, end)
@@ -202,7 +214,7 @@ def drop_ahead(state: WindowState, limit: float) -> int:
     kept = [p for p in state.pending if p.time <= limit]
     ahead = {i for i, t in state.consumed.items() if t > limit}
     dropped = len(state.pending) - len(kept) + len(ahead)
-    state.pending = kept
+    state.pending, state.pending_ids = kept, None
     for event_id in ahead:
         del state.consumed[event_id]
     times = [p.time for p in kept] + list(state.consumed.values())
@@ -221,6 +233,15 @@ def _inside(pending: list[PendingEvent], start: float, end: float) -> tuple[int,
     return bisect.bisect_right(pending, start, key=_time), bisect.bisect_right(
         pending, end, key=_time
     )
+
+
+def _remove(state: WindowState, first: int, after: int) -> None:
+    """Remove pending[first:after], and their ids from the index when there is one."""
+    pending = state.pending
+    ids = state.pending_ids
+    if ids is not None:
+        ids.difference_update([p.id for p in pending[first:after]])
+    del pending[first:after]
 
 
 def _forget_summaries(pending: list[PendingEvent]) -> None:

@@ -307,7 +307,7 @@ def _as_before(
 
 @given(
     st.lists(st.tuples(st.integers(0, 400), st.integers(0, 60), st.integers(0, 20)), max_size=80),
-    st.integers(1, 6),
+    st.integers(1, 30),
     st.sampled_from([{}, {"cooldown": "2m"}, {"aggregate": "sum(v) >= 30"}]),
 )
 def test_out_of_order_decisions_are_the_rules_as_written(
@@ -343,3 +343,19 @@ def test_a_window_of_the_largest_threshold_fits_the_bound_on_a_key_state() -> No
         assert outcome is (Outcome.FIRED if i == MAX_CONSUMED - 1 else Outcome.COUNTED)
     assert len(state.pending) == MAX_PENDING - 1 and len(state.consumed) == MAX_CONSUMED
     assert len(encode(state, None)) < MAX_STATE_BYTES
+
+
+def test_a_large_window_finds_duplicates_by_its_id_index_which_is_never_written() -> None:
+    state, t = WindowState(), threshold(count_threshold=100)
+    for i in range(40):
+        observe(state, t, float(i), f"e{i}")
+    assert state.pending_ids == {f"e{i}" for i in range(40)}
+    assert b"pending_ids" not in encode(state, None)
+    assert observe(state, t, 39.0, "e7").outcome is Outcome.DUPLICATE
+    restored, _ = decode(encode(state, None))
+    assert isinstance(restored, WindowState) and restored.pending_ids is None
+    assert observe(restored, t, 39.0, "e7").outcome is Outcome.DUPLICATE
+    for i in range(40, 100):  # the 100th fires: every id leaves the index for `consumed`
+        observe(restored, t, float(i), f"e{i}")
+    assert restored.pending == [] and restored.pending_ids == set()
+    assert observe(restored, t, 99.0, "e7").outcome is Outcome.DUPLICATE
