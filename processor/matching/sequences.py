@@ -22,11 +22,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from processor.matching.decode import iso_time
 from processor.matching.state import DebounceState, PatternEvent, PatternFire, SequenceState
 
 MAX_PENDING = 1000
 MAX_FIRES_REMEMBERED = 20
+DEBOUNCE_KEPT_MAX_BYTES = 512 * 1024
+"""The most JSON of a burst's events a debounce keeps to hand over: the burst is in its
+key's state record and in its fire's input, both under the broker's bound on a record.
+Events past it are counted in `dropped`, as those past `max_events` are."""
 
 
 def _replayed(state: SequenceState | DebounceState, event_key: str) -> PatternFire | None:
@@ -111,9 +117,15 @@ def on_debounced_event(
         state.first_seen = now
     state.last_seen = now
     if len(state.pending) < max_events:
-        state.pending = [*state.pending, PatternEvent(now, event_key, summary)]
-    else:
-        state.dropped += 1
+        kept = state.kept_bytes
+        if kept is None:  # a state from before this was measured
+            kept = sum(len(orjson.dumps(p.summary)) for p in state.pending)
+        size = len(orjson.dumps(summary))
+        if not state.pending or kept + size <= DEBOUNCE_KEPT_MAX_BYTES:
+            state.pending = [*state.pending, PatternEvent(now, event_key, summary)]
+            state.kept_bytes = kept + size
+            return
+    state.dropped += 1
 
 
 def debounce_deadline(state: DebounceState, quiet: float, max_wait: float | None) -> float | None:
@@ -132,6 +144,7 @@ def on_tick_debounce(
     if deadline is None or now < deadline:
         return None
     events = [p.summary for p in state.pending]
+    events_key = state.pending[0].key
     details = {
         "events": events,
         "count": len(events) + state.dropped,
@@ -139,6 +152,5 @@ def on_tick_debounce(
         "first_seen": iso_time(now if state.first_seen is None else state.first_seen),
         "last_seen": iso_time(now if state.last_seen is None else state.last_seen),
     }
-    fire = PatternFire(state.pending[0].key, details)
-    state.pending, state.dropped = [], 0
-    return _remember(state, fire)
+    state.pending, state.dropped, state.kept_bytes, state.fires = [], 0, 0, []
+    return PatternFire(events_key, details)

@@ -124,12 +124,18 @@ class DebounceState:
     """The burst so far; at most the trigger's `max_events`."""
     seen: list[str] = field(default_factory=list)
     fires: list[PatternFire] = field(default_factory=list)
+    """Always empty now (a debounce's fire comes from a tick, not an event a replay could
+    repeat); versions before kept its last fires here, every event of each."""
     first_seen: float | None = None
     """When the burst's first event was seen (what `max_wait` counts from)."""
     last_seen: float | None = None
     """When its latest event was seen (what `quiet` counts from)."""
     dropped: int = 0
-    """Events of the burst beyond `max_events`: counted, not kept."""
+    """Events of the burst beyond `max_events` or sequences.DEBOUNCE_KEPT_MAX_BYTES:
+    counted, not kept."""
+    kept_bytes: int | None = None
+    """The JSON size of the summaries in `pending` (None: not yet measured, in a state
+    of a version before it)."""
 
 
 KeyState = WindowState | SequenceState | DebounceState
@@ -199,6 +205,7 @@ def decode(value: bytes) -> tuple[KeyState, float | None]:
                 fields.get("first_seen"),
                 fields.get("last_seen"),
                 fields.get("dropped", 0),
+                fields.get("kept_bytes"),
             )
         else:
             state = SequenceState(pending, fields["seen"], fires)

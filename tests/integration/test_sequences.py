@@ -8,9 +8,10 @@ from pathlib import Path
 
 import httpx
 import orjson
+from confluent_kafka import Producer
 
 from processor import topics
-from tests.integration.kafka import Pipeline, reading, settle, start_serve
+from tests.integration.kafka import Pipeline, incompressible, reading, settle, start_serve
 
 TRIGGERS = """
 trigger:
@@ -174,3 +175,33 @@ def test_explain_says_what_a_sequence_makes_of_an_event(pipeline: Pipeline, tmp_
     burst = explained(saved)["saves"]["sequence"]
     assert burst["burst"] == 2
     assert "joins a burst of 2 event(s) of data.user = 'ann'" in burst["reason"]
+
+
+def test_bursts_of_large_events_each_fire_a_debounce_whose_state_stays_small(
+    pipeline: Pipeline,
+) -> None:
+    """A debounce remembered each of its fires in the key's state with every event of its
+    burst: the second burst of 120 events of 3 KB passed the bound on the key's record,
+    which started afresh (a dead letter) and lost that burst. Now a fire is not kept, and
+    a burst keeps at most 512 KiB of its events (the rest counted as dropped)."""
+    pipeline.start_worker_with(
+        "trigger: {name: Saves, type: event, agent: {id: summarizer}, event: {pattern:"
+        " file.saved, debounce: {quiet: 2s, max_events: 1000, key: data.user}}}\n"
+    )
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap, "linger.ms": 20})
+    with (
+        reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires,
+        reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters,
+    ):
+        for burst in range(3):
+            for i in range(120):
+                saved = event("file.saved", f"b{burst}-{i}", user="ann", diff=incompressible(3000))
+                producer.produce(pipeline.topic(topics.EVENTS), orjson.dumps(saved), key=b"ann")
+            assert producer.flush(30) == 0
+            fires(lambda seen, n=burst + 1: len(seen) >= n, timeout=60)
+        assert settle(letters, 3) == []
+        found = fires(lambda seen: len(seen) >= 3, timeout=1)
+    bursts = [fire["input"]["debounce"] for fire in found]  # (the runs queue behind the first)
+    assert [b["count"] for b in bursts] == [120, 120, 120]
+    assert [b["events"][0]["id"] for b in bursts] == ["b0-0", "b1-0", "b2-0"]
+    assert all(b["dropped"] == 0 for b in bursts)

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import orjson
+
 from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
 from processor.matching.events import Verdict, match_event
-from processor.matching.state import StateKey
+from processor.matching.sequences import DEBOUNCE_KEPT_MAX_BYTES, on_debounced_event
+from processor.matching.state import DebounceState, PatternEvent, StateKey, decode, encode
 from processor.matching.stateful import evaluate, on_tick
 from processor.messages import DomainEvent
 
@@ -158,6 +161,52 @@ def test_debounce_fires_after_quiet_with_the_burst_and_at_max_wait() -> None:
             now,
         )
     assert len(on_tick(registry, trigger_id, "ann", state, 160).fires) == 1
+
+
+def test_debounce_bursts_of_large_events_keep_their_state_bounded_and_every_fire() -> None:
+    """Each fire used to be remembered in the key's state with every event of its burst:
+    three bursts of 100 events of 2 KB passed the bound on a key's record, which then
+    started afresh, losing the burst it held. A burst also keeps at most
+    DEBOUNCE_KEPT_MAX_BYTES of its events (the rest are counted as dropped)."""
+    registry = registry_with(
+        {"pattern": "file.*", "debounce": {"quiet": "10s", "key": "user", "max_events": 1000}}
+    )
+    trigger_id = registry.documents()[0].trigger_id
+    states: dict = {}
+    blob = "".join(f"{i:04x}" for i in range(500))  # 2,000 characters
+    now = 0.0
+    for burst in range(5):
+        events = [
+            DomainEvent(
+                id=f"b{burst}-{i}",
+                type="file.saved",
+                source="ed",
+                data={"user": "ann", "diff": blob},
+            )
+            for i in range(400)
+        ]
+        run(registry, events, states, now)
+        state = states[StateKey(trigger_id, "ann")]
+        assert len(encode(state, None)) < 600_000
+        [fire] = on_tick(registry, trigger_id, "ann", state, now + 10).fires
+        details = fire.input["debounce"]
+        kept = len(details["events"])
+        assert 200 < kept < 400 and details["count"] == 400
+        assert details["dropped"] == 400 - kept
+        assert len(orjson.dumps(details["events"])) <= DEBOUNCE_KEPT_MAX_BYTES
+        assert state.fires == [] and len(encode(state, None)) < 50_000
+        now += 100
+
+
+def test_a_debounce_state_from_before_its_bytes_were_kept_measures_them() -> None:
+    events = [PatternEvent(1.0, f"ed\x1fe{i}", {"data": "x" * 100_000}) for i in range(5)]
+    old = DebounceState(events, [], [], 1.0, 1.0, 0)
+    written = encode(old, None).replace(b',"kept_bytes":null', b"")  # as it was written
+    state, _ = decode(written)
+    assert isinstance(state, DebounceState) and state.kept_bytes is None
+    for i in range(5, 10):
+        on_debounced_event(state, f"ed\x1fe{i}", {"data": "x" * 100_000}, 2.0, 100)
+    assert len(state.pending) == 5 and state.dropped == 5  # 5 x 100 KB: the sixth passes
 
 
 def test_sequence_and_threshold_cannot_be_combined() -> None:
