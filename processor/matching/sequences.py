@@ -10,9 +10,11 @@
                                                  burst's events (at most `max_events`).
 
 State is a typed record (state.py: SequenceState, DebounceState), updated in place;
-every event is deduplicated by its key (source + id), and a replayed event that caused
-a fire returns the same fire, so the dispatcher drops the repeat by its deterministic
-execution id. Absence and debounce need time to pass with no event: the caller also
+every event is deduplicated by its key (source + id). Past fires are not remembered: the
+state commits with the fires it made and the input offsets, so a crash's replay meets the
+state as it was before the event and makes the same fire again, with the same execution
+id (earlier versions kept the last 20 fires, every event of each, in the key's record).
+Absence and debounce need time to pass with no event: the caller also
 calls `on_tick` with the clock.
 Debounce measures quiet on the processing clock (when events were seen). Times in a
 fire's details are ISO 8601 in UTC, as a window fire's `window_start`.
@@ -28,23 +30,10 @@ from processor.matching.decode import iso_time
 from processor.matching.state import DebounceState, PatternEvent, PatternFire, SequenceState
 
 MAX_PENDING = 1000
-MAX_FIRES_REMEMBERED = 20
 DEBOUNCE_KEPT_MAX_BYTES = 512 * 1024
 """The most JSON of a burst's events a debounce keeps to hand over: the burst is in its
 key's state record and in its fire's input, both under the broker's bound on a record.
 Events past it are counted in `dropped`, as those past `max_events` are."""
-
-
-def _replayed(state: SequenceState | DebounceState, event_key: str) -> PatternFire | None:
-    for fire in state.fires:
-        if fire.cause_key == event_key:
-            return fire
-    return None
-
-
-def _remember(state: SequenceState | DebounceState, fire: PatternFire) -> PatternFire:
-    state.fires = [*state.fires, fire][-MAX_FIRES_REMEMBERED:]
-    return fire
 
 
 def _seen(state: SequenceState | DebounceState, event_key: str) -> bool:
@@ -65,9 +54,8 @@ def on_second_followed(
     state: SequenceState, within: float, event_key: str, time: float, summary: dict[str, Any]
 ) -> PatternFire | None:
     """A B event for `followed_by`: pairs with the oldest A within `within` before it."""
-    replay = _replayed(state, event_key)
-    if replay is not None or _seen(state, event_key):
-        return replay
+    if _seen(state, event_key):
+        return None
     state.pending = [p for p in state.pending if p.time >= time - within or p.time > time]
     for index, first in enumerate(state.pending):
         if time - within <= first.time <= time:
@@ -79,7 +67,8 @@ def on_second_followed(
                 # about 1e-7 s only, so it is given to the microsecond events carry.
                 "seconds_between": round(time - first.time, 6),
             }
-            return _remember(state, PatternFire(event_key, details))
+            state.fires = []
+            return PatternFire(event_key, details)
     return None
 
 
@@ -97,10 +86,12 @@ def on_tick_absence(state: SequenceState, within: float, now: float) -> list[Pat
     for first in state.pending:
         if first.time + within <= now:
             details = {"first": first.summary, "deadline": iso_time(first.time + within)}
-            fires.append(_remember(state, PatternFire(first.key, details)))
+            fires.append(PatternFire(first.key, details))
         else:
             keep.append(first)
     state.pending = keep
+    if fires:
+        state.fires = []
     return fires
 
 

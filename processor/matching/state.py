@@ -115,7 +115,8 @@ class SequenceState:
     seen: list[str] = field(default_factory=list)
     """Keys of the events already taken, newest last (dedupe)."""
     fires: list[PatternFire] = field(default_factory=list)
-    """The last sequences.MAX_FIRES_REMEMBERED fires."""
+    """Empty once the key fires again: versions before kept its last 20 fires here, the
+    events of each (sequences.py)."""
 
 
 @dataclass(slots=True)
