@@ -47,11 +47,11 @@ MAX_PENDING = COUNT_THRESHOLD_MAX
 MAX_CONSUMED = 1000
 SAMPLE_SIZE = 10
 SAMPLE_KEPT = 2 * SAMPLE_SIZE
+"""Pending events that keep their summary: the newest, with room for some that arrive out
+of order after a window's end."""
 SCAN_MAX = 16
 """Up to this many pending events a duplicate is looked for by a pass over them; past
 it, in a set of their ids (`WindowState.pending_ids`)."""
-"""Pending events that keep their summary: the newest, with room for some that arrive out
-of order after a window's end."""
 
 
 class Outcome(StrEnum):
