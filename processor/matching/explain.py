@@ -130,6 +130,20 @@ def explain(
 _State = TypeVar("_State", WindowState, SequenceState, DebounceState)
 
 
+_KEPT = {
+    "first_without_data": (
+        f"without its data: the As this key waits on hold "
+        f"{sequences.SEQUENCE_WHOLE_MAX_BYTES // 1024} KiB of JSON, so it keeps its "
+        "attributes only (`data_left_out` in its fire)"
+    ),
+    "pushed_out": (
+        f"the oldest A this key waits on is pushed out to make room (at most "
+        f"{sequences.MAX_PENDING} As and {sequences.SEQUENCE_KEPT_MAX_BYTES // 1024} KiB "
+        'per key; triggers_window_outcomes_total{outcome="pushed_out"})'
+    ),
+}
+
+
 def _copy_of(state: KeyState | None, kind: type[_State]) -> _State:
     """A key's state as a copy the worker's own steps may change (a fresh one when the key
     has none yet, or one of another kind after an edit)."""
@@ -302,10 +316,13 @@ def _in_sequence(
         info["waiting"] = len(held.pending)
         within, at = follow.within.seconds, taken.time
         if role == "first":
-            sequences.on_first(held, taken.event_key, at, taken.event)
-            if len(held.pending) == info["waiting"]:
+            taking = sequences.on_first(held, taken.event_key, at, taken.event)
+            if taking == "duplicate":
                 info["reason"] = "an A this key has already taken: a repeat, which changes nothing"
-            elif kind == "followed_by":
+                return pattern, info
+            if taking != "first":
+                info["kept"] = _KEPT[taking]
+            if kind == "followed_by":
                 info["reason"] = (
                     f"an A: fires when a {follow.pattern!r} with {keyed} comes within "
                     f"{within:g} s after it"

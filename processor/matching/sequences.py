@@ -14,6 +14,9 @@ every event is deduplicated by its key (source + id). Past fires are not remembe
 state commits with the fires it made and the input offsets, so a crash's replay meets the
 state as it was before the event and makes the same fire again, with the same execution
 id (earlier versions kept the last 20 fires, every event of each, in the key's record).
+What a key holds is bounded in bytes, so its record stays under the broker's limit: the
+As a sequence waits on (SEQUENCE_WHOLE_MAX_BYTES, SEQUENCE_KEPT_MAX_BYTES) and a
+debounce's burst (DEBOUNCE_KEPT_MAX_BYTES).
 Absence and debounce need time to pass with no event: the caller also
 calls `on_tick` with the clock.
 Debounce measures quiet on the processing clock (when events were seen). Times in a
@@ -22,6 +25,7 @@ fire's details are ISO 8601 in UTC, as a window fire's `window_start`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,6 +34,15 @@ from processor.matching.decode import iso_time
 from processor.matching.state import DebounceState, PatternEvent, PatternFire, SequenceState
 
 MAX_PENDING = 1000
+"""The most As a sequence key waits on: past it, the oldest is pushed out."""
+SEQUENCE_WHOLE_MAX_BYTES = 384 * 1024
+"""The most JSON of waiting As a sequence key keeps whole. An A past it waits with its
+attributes only (`data_left_out`), so its fire still says which event it was."""
+SEQUENCE_KEPT_MAX_BYTES = 512 * 1024
+"""The most JSON of waiting As a sequence key keeps in all: past it (or past MAX_PENDING
+As) the oldest are pushed out. With `seen` (at most 2 x MAX_PENDING keys of at most 48
+characters), a sequence's record stays under window_state.MAX_STATE_BYTES whatever its
+events are (hundreds of As of 4 KiB passed it, and the key started afresh)."""
 DEBOUNCE_KEPT_MAX_BYTES = 512 * 1024
 """The most JSON of a burst's events a debounce keeps to hand over: the burst is in its
 key's state record and in its fire's input, both under the broker's bound on a record.
@@ -43,11 +56,58 @@ def _seen(state: SequenceState | DebounceState, event_key: str) -> bool:
     return False
 
 
-def on_first(state: SequenceState, event_key: str, time: float, summary: dict[str, Any]) -> None:
-    """An A event (followed_by / not_followed_by)."""
+def _size(summary: dict[str, Any]) -> int:
+    return len(orjson.dumps(summary))
+
+
+def _without_data(summary: dict[str, Any]) -> dict[str, Any]:
+    kept = {name: value for name, value in summary.items() if name not in _DATA_FIELDS}
+    kept["data_left_out"] = True
+    return kept
+
+
+_DATA_FIELDS = frozenset(("data", "data_truncated", "data_bytes"))
+
+
+def on_first(state: SequenceState, event_key: str, time: float, summary: dict[str, Any]) -> str:
+    """An A event (followed_by / not_followed_by), and what became of it: `first` (it
+    waits), `first_without_data` (it waits without its data: the key's As hold
+    SEQUENCE_WHOLE_MAX_BYTES), `pushed_out` (it waits, and the oldest As made room for
+    it), or `duplicate` (taken before)."""
     if _seen(state, event_key):
-        return
-    state.pending = [*state.pending, PatternEvent(time, event_key, summary)][-MAX_PENDING:]
+        return "duplicate"
+    kept = state.kept_bytes
+    if kept is None:  # a state from before this was measured
+        kept = sum(_size(p.summary) for p in state.pending)
+    size = _size(summary)
+    outcome = "first"
+    if kept + size > SEQUENCE_WHOLE_MAX_BYTES:
+        summary = _without_data(summary)
+        size, outcome = _size(summary), "first_without_data"
+    pending = [*state.pending, PatternEvent(time, event_key, summary)]
+    kept += size
+    cut = 0
+    while cut < len(pending) - 1 and (
+        len(pending) - cut > MAX_PENDING or kept > SEQUENCE_KEPT_MAX_BYTES
+    ):
+        kept -= _size(pending[cut].summary)
+        cut += 1
+    state.pending, state.kept_bytes = pending[cut:], kept
+    return "pushed_out" if cut else outcome
+
+
+def _take(state: SequenceState, taken: Callable[[PatternEvent], bool]) -> list[PatternEvent]:
+    """The waiting As `taken` selects, out of `pending` (and their bytes out of
+    `kept_bytes`)."""
+    keep: list[PatternEvent] = []
+    out: list[PatternEvent] = []
+    for first in state.pending:
+        (out if taken(first) else keep).append(first)
+    if out:
+        state.pending = keep
+        if state.kept_bytes is not None:
+            state.kept_bytes -= sum(_size(first.summary) for first in out)
+    return out
 
 
 def on_second_followed(
@@ -56,10 +116,12 @@ def on_second_followed(
     """A B event for `followed_by`: pairs with the oldest A within `within` before it."""
     if _seen(state, event_key):
         return None
-    state.pending = [p for p in state.pending if p.time >= time - within or p.time > time]
+    _take(state, lambda first: first.time < time - within)  # too old for any B from now
     for index, first in enumerate(state.pending):
         if time - within <= first.time <= time:
             del state.pending[index]
+            if state.kept_bytes is not None:
+                state.kept_bytes -= _size(first.summary)
             details = {
                 "first": first.summary,
                 "then": summary,
@@ -76,20 +138,15 @@ def on_second_absence(state: SequenceState, within: float, event_key: str, time:
     """A B event for `not_followed_by`: answers every A of the key within `within` before it."""
     if _seen(state, event_key):
         return
-    state.pending = [p for p in state.pending if not (time - within <= p.time <= time)]
+    _take(state, lambda first: time - within <= first.time <= time)
 
 
 def on_tick_absence(state: SequenceState, within: float, now: float) -> list[PatternFire]:
     """As whose time ran out unanswered."""
-    fires = []
-    keep = []
-    for first in state.pending:
-        if first.time + within <= now:
-            details = {"first": first.summary, "deadline": iso_time(first.time + within)}
-            fires.append(PatternFire(first.key, details))
-        else:
-            keep.append(first)
-    state.pending = keep
+    fires = [
+        PatternFire(first.key, {"first": first.summary, "deadline": iso_time(first.time + within)})
+        for first in _take(state, lambda first: first.time + within <= now)
+    ]
     if fires:
         state.fires = []
     return fires

@@ -8,7 +8,7 @@ the trigger's kind:
     WindowState    threshold windows (windows.py): events not yet counted, the ids a
                    fire counted, the newest event time, the last fire's window end
     SequenceState  followed_by / not_followed_by (sequences.py): the As waiting for
-                   their B, the keys seen, the fires remembered for replays
+                   their B and how many bytes they take, the keys seen
     DebounceState  debounce (sequences.py): the burst so far and when it began and was
                    last added to
 
@@ -117,6 +117,9 @@ class SequenceState:
     fires: list[PatternFire] = field(default_factory=list)
     """Empty once the key fires again: versions before kept its last 20 fires here, the
     events of each (sequences.py)."""
+    kept_bytes: int | None = None
+    """The JSON size of the summaries in `pending` (None: not yet measured, in a state
+    of a version before it)."""
 
 
 @dataclass(slots=True)
@@ -209,7 +212,7 @@ def decode(value: bytes) -> tuple[KeyState, float | None]:
                 fields.get("kept_bytes"),
             )
         else:
-            state = SequenceState(pending, fields["seen"], fires)
+            state = SequenceState(pending, fields["seen"], fires, fields.get("kept_bytes"))
     return state, found.get("deadline")
 
 

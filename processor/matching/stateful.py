@@ -199,8 +199,7 @@ def _on_event(
     if event.followed_by is not None:
         within = event.followed_by.within.seconds
         if match.role == "first":
-            sequences.on_first(state, match.event_key, match.time, match.event)
-            return Evaluation("first")
+            return Evaluation(sequences.on_first(state, match.event_key, match.time, match.event))
         found = sequences.on_second_followed(
             state, within, match.event_key, match.time, match.event
         )
@@ -212,10 +211,11 @@ def _on_event(
     if event.not_followed_by is not None:
         within = event.not_followed_by.within.seconds
         if match.role == "first":
-            sequences.on_first(state, match.event_key, match.time, match.event)
+            outcome = sequences.on_first(state, match.event_key, match.time, match.event)
         else:
             sequences.on_second_absence(state, within, match.event_key, match.time)
-        return Evaluation(match.role, deadline=sequences.absence_deadline(state, within))
+            outcome = match.role
+        return Evaluation(outcome, deadline=sequences.absence_deadline(state, within))
     return Evaluation(None)
 
 

@@ -151,11 +151,13 @@ def test_a_threshold_of_thousands_of_large_events_fires_and_its_state_stays_smal
     assert pipeline.processes[0].poll() is None
 
 
-def test_a_sequence_state_that_would_pass_the_record_limit_is_a_dead_letter_not_a_crash(
+def test_a_sequence_waiting_on_hundreds_of_large_as_keeps_them_all_and_fires_for_each(
     pipeline: Pipeline,
 ) -> None:
-    """A sequence keeps each A it waits on whole (data up to 4 KiB): hundreds of them for
-    one key outgrow the bound on a key's record, which starts afresh with a letter."""
+    """A sequence kept each A it waits on whole (data up to 4 KiB): some 170 of them for
+    one key passed the bound on a key's record, which started afresh with a dead letter,
+    forgetting every A it held, so their Bs fired nothing. Now the As past 384 KiB wait
+    without their data (`data_left_out`), and each B still pairs with its A."""
     trigger = (
         "trigger: {name: Hoarder, type: event, agent: {id: a},"
         " event: {pattern: 'big.asked', followed_by: {pattern: big.answered, within: 1h,"
@@ -164,21 +166,38 @@ def test_a_sequence_state_that_would_pass_the_record_limit_is_a_dead_letter_not_
     path = pipeline.workdir / "hoarder.yaml"
     path.write_text(trigger)
     pipeline.cli("apply", "-f", str(path))
+    trigger_id = pipeline.cli("get", "Hoarder", "-o", "id").stdout.strip()
     pipeline.start("worker", name="worker")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
-    records = [
-        (b"k", event(f"b{i}", "big.asked", "s", T0, {"who": "w", "blob": incompressible(3500)}))
+    asked = [
+        (b"k", event(f"a{i}", "big.asked", "s", T0, {"who": "w", "blob": incompressible(3500)}))
         for i in range(300)
     ]
-    with reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters:
-        produce(pipeline, records)
-        found = letters(
-            lambda seen: any(d["component"] == "window-evaluator" for d in seen), timeout=120
-        )
-    # One letter per time the state passed the limit: once or twice for these 300 events,
-    # depending on how the worker's batches split them.
-    grown = [d for d in found if d["component"] == "window-evaluator"]
-    assert grown and all("starts afresh" in d["error"] for d in grown), grown
+    answered = [
+        (b"k", event(f"b{i}", "big.answered", "s", T0 + timedelta(seconds=1), {"who": "w"}))
+        for i in range(300)
+    ]
+    with (
+        reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires,
+        reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters,
+    ):
+        for part in range(3):  # checkpoints between them: the state is written each time
+            produce(pipeline, asked[part * 100 : part * 100 + 100])
+            time.sleep(1)
+        produce(pipeline, answered)
+        found = fires(lambda seen: len(seen) >= 300, timeout=120)
+        assert settle(letters, 2) == []
+    firsts = [fire["input"]["followed_by"]["first"] for fire in found]
+    assert sorted(first["id"] for first in firsts) == sorted(f"a{i}" for i in range(300))
+    whole = [first for first in firsts if "data" in first]
+    assert 80 < len(whole) < 120 and all(first["data"]["blob"] for first in whole)
+    assert all(first["data_left_out"] is True for first in firsts if "data" not in first)
+    states = [
+        len(message.value() or b"")
+        for message in read_to_end(pipeline.settings, pipeline.topic(topics.WINDOW_STATE))
+        if message.key() == f"{trigger_id}\x1fw".encode()
+    ]
+    assert len(states) >= 3 and max(states) < 600_000, states  # 300 x 3.5 KB: 1 MB
     assert pipeline.processes[0].poll() is None
 
 

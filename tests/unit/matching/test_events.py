@@ -19,6 +19,7 @@ from processor.matching.events import (
 )
 from processor.matching.explain import explain
 from processor.matching.fires import encoded
+from processor.matching.sequences import SEQUENCE_WHOLE_MAX_BYTES
 from processor.matching.state import PatternEvent, PendingEvent, SequenceState, WindowState
 from processor.messages import DomainEvent
 
@@ -398,6 +399,11 @@ def test_explain_runs_a_sequences_own_steps_on_a_copy_of_its_state() -> None:
     ahead = told("order.paid", "p4", {"order": "o1"}, at=now + 3600)  # a dead letter
     assert ahead["paid"].dead_letter is not None and ahead["paid"].sequence is not None
     assert ahead["paid"].sequence["reason"] == "not taken: a dead letter (below)"
+    held.kept_bytes = SEQUENCE_WHOLE_MAX_BYTES  # the As of o1 hold all a key keeps whole
+    full = told("order.created", "c3", {"order": "o1"})
+    assert full["unpaid"].sequence is not None
+    assert "without its data" in full["unpaid"].sequence["kept"]
+    assert "unless a 'order.paid'" in full["unpaid"].sequence["reason"]
 
 
 def test_explain_says_what_the_window_makes_of_the_event_with_its_aggregate() -> None:

@@ -5,9 +5,23 @@ import orjson
 from processor.definitions.loader import parse_document
 from processor.definitions.registry import Registry
 from processor.matching.events import Verdict, match_event
-from processor.matching.sequences import DEBOUNCE_KEPT_MAX_BYTES, on_debounced_event
-from processor.matching.state import DebounceState, PatternEvent, StateKey, decode, encode
+from processor.matching.sequences import (
+    DEBOUNCE_KEPT_MAX_BYTES,
+    MAX_PENDING,
+    SEQUENCE_KEPT_MAX_BYTES,
+    on_debounced_event,
+    on_first,
+)
+from processor.matching.state import (
+    DebounceState,
+    PatternEvent,
+    SequenceState,
+    StateKey,
+    decode,
+    encode,
+)
 from processor.matching.stateful import evaluate, on_tick
+from processor.matching.window_state import MAX_STATE_BYTES
 from processor.messages import DomainEvent
 
 
@@ -225,3 +239,81 @@ def test_sequence_and_threshold_cannot_be_combined() -> None:
             },
             "t",
         )
+
+
+def _noise(seed: int, chars: int) -> str:
+    """Text that does not compress (what a 4 KiB payload of ids or hashes is like)."""
+    import hashlib
+
+    out, n = [], 0
+    while len("".join(out)) < chars:
+        out.append(hashlib.sha256(f"{seed}-{n}".encode()).hexdigest())
+        n += 1
+    return "".join(out)[:chars]
+
+
+def test_a_sequence_waiting_on_a_thousand_large_as_stays_under_the_record_bound() -> None:
+    """Each A waited whole (data up to 4 KiB): some 170 As of one key passed the bound on
+    a key's record, which started afresh and forgot them all. Now the As past
+    SEQUENCE_WHOLE_MAX_BYTES wait without their data, and past SEQUENCE_KEPT_MAX_BYTES
+    the oldest are pushed out, each counted."""
+    registry, states = registry_with(ABSENT), {}
+    trigger_id = registry.documents()[0].trigger_id
+    outcomes: list[str] = []
+    for i in range(1200):
+        event = DomainEvent(
+            id=f"c{i}",
+            type="order.created",
+            source="shop",
+            time=1000.0 + i,
+            data={"order_id": "o", "cart": _noise(i, 3900)},
+        )
+        [match] = [m for m in match_event(registry, event) if m.window is not None]
+        key = StateKey(trigger_id, "o")
+        evaluation = evaluate(registry, states.get(key), match.window, 2000.0)
+        states[key] = evaluation.state
+        outcomes.append(evaluation.outcome)
+    state = states[StateKey(trigger_id, "o")]
+    assert len(encode(state, None)) < MAX_STATE_BYTES
+    whole = outcomes.count("first")
+    assert 80 < whole < 100 and outcomes[:whole] == ["first"] * whole
+    assert outcomes[whole] == "first_without_data"
+    assert outcomes.count("pushed_out") == 200  # past the thousandth A
+    assert len(state.pending) == MAX_PENDING
+    assert state.kept_bytes == sum(len(orjson.dumps(p.summary)) for p in state.pending)
+    assert state.kept_bytes <= SEQUENCE_KEPT_MAX_BYTES
+    fires = on_tick(registry, trigger_id, "o", state, 1000.0 + 1200 + 1800).fires
+    assert len(fires) == MAX_PENDING and state.kept_bytes == 0
+    # the oldest 200 were pushed out (they held their data); the rest wait without it
+    firsts = [fire.input["not_followed_by"]["first"] for fire in fires]
+    assert firsts[0]["id"] == "c200"
+    with_data = [f for f in firsts if "data" in f]
+    assert all(f["data"]["cart"] for f in with_data)
+    assert all(f["data_left_out"] is True for f in firsts if "data" not in f)
+
+
+def test_a_sequence_counts_the_bytes_of_its_as_through_pairs_answers_and_deadlines() -> None:
+    registry, states = registry_with(FOLLOWED), {}
+    trigger_id = registry.documents()[0].trigger_id
+    events = [
+        DomainEvent(
+            id=f"e{i}",
+            type="order.created" if i % 3 else "order.paid",
+            source="shop",
+            time=1000.0 + i * 7,
+            data={"order_id": "o", "pad": _noise(i, 50 * (i % 13))},
+        )
+        for i in range(400)
+    ]
+    run(registry, events, states, 5000.0)
+    state = states[StateKey(trigger_id, "o")]
+    assert state.kept_bytes == sum(len(orjson.dumps(p.summary)) for p in state.pending)
+
+
+def test_a_sequence_state_from_before_its_bytes_were_kept_measures_them() -> None:
+    old = SequenceState([PatternEvent(1.0, "shop\x1fa", {"id": "a", "data": "x" * 400_000})])
+    written = encode(old, None).replace(b',"kept_bytes":null', b"")  # as it was written
+    state, _ = decode(written)
+    assert isinstance(state, SequenceState) and state.kept_bytes is None
+    assert on_first(state, "shop\x1fb", 2.0, {"id": "b", "data": "y"}) == "first_without_data"
+    assert state.pending[1].summary == {"id": "b", "data_left_out": True}
