@@ -40,7 +40,7 @@ SEQUENCE_WHOLE_MAX_BYTES = 384 * 1024
 attributes only (`data_left_out`), so its fire still says which event it was."""
 SEQUENCE_KEPT_MAX_BYTES = 512 * 1024
 """The most JSON of waiting As a sequence key keeps in all: past it (or past MAX_PENDING
-As) the oldest are pushed out. With `seen` (at most 2 x MAX_PENDING keys of at most 48
+As) the oldest are pushed out. With `seen` (at most SEEN_KEPT keys of at most 48
 characters), a sequence's record stays under window_state.MAX_STATE_BYTES whatever its
 events are (hundreds of As of 4 KiB passed it, and the key started afresh)."""
 DEBOUNCE_KEPT_MAX_BYTES = 512 * 1024
@@ -49,10 +49,30 @@ key's state record and in its fire's input, both under the broker's bound on a r
 Events past it are counted in `dropped`, as those past `max_events` are."""
 
 
+SEEN_KEPT = MAX_PENDING * 2
+"""How many of a key's newest event keys it remembers, to take each event once."""
+SCAN_MAX = 16
+"""Past this many, a repeat is looked for in a set of them (state.seen_keys)."""
+
+
 def _seen(state: SequenceState | DebounceState, event_key: str) -> bool:
-    if event_key in state.seen:
-        return True
-    state.seen = [*state.seen, event_key][-MAX_PENDING * 2 :]
+    """Whether the key took this event before; remembers it if not."""
+    seen = state.seen
+    if len(seen) <= SCAN_MAX:
+        if event_key in seen:
+            return True
+    else:
+        index = state.seen_keys
+        if index is None:
+            index = state.seen_keys = set(seen)
+        if event_key in index:
+            return True
+        index.add(event_key)
+    seen.append(event_key)
+    if len(seen) > SEEN_KEPT:
+        forgotten = seen.pop(0)
+        if state.seen_keys is not None:
+            state.seen_keys.discard(forgotten)
     return False
 
 
@@ -84,7 +104,8 @@ def on_first(state: SequenceState, event_key: str, time: float, summary: dict[st
     if kept + size > SEQUENCE_WHOLE_MAX_BYTES:
         summary = _without_data(summary)
         size, outcome = _size(summary), "first_without_data"
-    pending = [*state.pending, PatternEvent(time, event_key, summary)]
+    pending = state.pending
+    pending.append(PatternEvent(time, event_key, summary))
     kept += size
     cut = 0
     while cut < len(pending) - 1 and (
@@ -92,7 +113,8 @@ def on_first(state: SequenceState, event_key: str, time: float, summary: dict[st
     ):
         kept -= _size(pending[cut].summary)
         cut += 1
-    state.pending, state.kept_bytes = pending[cut:], kept
+    del pending[:cut]
+    state.kept_bytes = kept
     return "pushed_out" if cut else outcome
 
 
@@ -170,7 +192,7 @@ def on_debounced_event(
             kept = sum(len(orjson.dumps(p.summary)) for p in state.pending)
         size = len(orjson.dumps(summary))
         if not state.pending or kept + size <= DEBOUNCE_KEPT_MAX_BYTES:
-            state.pending = [*state.pending, PatternEvent(now, event_key, summary)]
+            state.pending.append(PatternEvent(now, event_key, summary))
             state.kept_bytes = kept + size
             return
     state.dropped += 1

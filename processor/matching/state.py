@@ -120,6 +120,9 @@ class SequenceState:
     kept_bytes: int | None = None
     """The JSON size of the summaries in `pending` (None: not yet measured, in a state
     of a version before it)."""
+    seen_keys: set[str] | None = field(default=None, repr=False, compare=False)
+    """The keys in `seen`, once it holds more than sequences.SCAN_MAX (a repeat found by
+    set instead of a pass over up to 2,000 keys); made again when needed, never written."""
 
 
 @dataclass(slots=True)
@@ -140,6 +143,8 @@ class DebounceState:
     kept_bytes: int | None = None
     """The JSON size of the summaries in `pending` (None: not yet measured, in a state
     of a version before it)."""
+    seen_keys: set[str] | None = field(default=None, repr=False, compare=False)
+    """As SequenceState's: never written."""
 
 
 KeyState = WindowState | SequenceState | DebounceState
@@ -158,19 +163,20 @@ def _as_array(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
+_WRITTEN = {
+    kind: tuple(
+        name for name in kind.__dataclass_fields__ if name not in ("pending_ids", "seen_keys")
+    )
+    for kind in _KINDS.values()
+}
+"""Each kind's fields as written: all but the indexes made from them."""
+
+
 def encode(state: KeyState, deadline: float | None) -> bytes:
-    if type(state) is WindowState:  # its fields but the index made from them
-        fields: Any = {
-            "pending": state.pending,
-            "consumed": state.consumed,
-            "latest": state.latest,
-            "last_fire_end": state.last_fire_end,
-        }
-        return orjson.dumps(
-            {"kind": "window", "state": fields, "deadline": deadline}, default=_as_array
-        )
+    kind = type(state)
+    fields = {name: getattr(state, name) for name in _WRITTEN[kind]}
     return orjson.dumps(
-        {"kind": _KIND_OF[type(state)], "state": state, "deadline": deadline}, default=_as_array
+        {"kind": _KIND_OF[kind], "state": fields, "deadline": deadline}, default=_as_array
     )
 
 
