@@ -103,6 +103,7 @@ bench: venv $(QUIX)
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/hot_path.py --repeat 3
+	$(BIN)/python bench/patterns.py
 	$(BIN)/python bench/transactions.py --backoff 10 1 --spaced
 	$(BIN)/python bench/reads.py
 	$(BIN)/python bench/event_path.py --rounds 3

@@ -135,13 +135,23 @@ def _take(state: SequenceState, taken: Callable[[PatternEvent], bool]) -> list[P
 def on_second_followed(
     state: SequenceState, within: float, event_key: str, time: float, summary: dict[str, Any]
 ) -> PatternFire | None:
-    """A B event for `followed_by`: pairs with the oldest A within `within` before it."""
+    """A B event for `followed_by`: pairs with the oldest A within `within` before it.
+    The As at the head of the list older than that go (too old for this B, and, as As
+    come in time order, for any B after it): a pass over every A waiting, for every B,
+    cost a key with 1,000 As waiting 80 µs a B."""
     if _seen(state, event_key):
         return None
-    _take(state, lambda first: first.time < time - within)  # too old for any B from now
-    for index, first in enumerate(state.pending):
-        if time - within <= first.time <= time:
-            del state.pending[index]
+    pending, cutoff = state.pending, time - within
+    stale = 0
+    while stale < len(pending) and pending[stale].time < cutoff:
+        stale += 1
+    if stale:
+        if state.kept_bytes is not None:
+            state.kept_bytes -= sum(_size(first.summary) for first in pending[:stale])
+        del pending[:stale]
+    for index, first in enumerate(pending):
+        if cutoff <= first.time <= time:
+            del pending[index]
             if state.kept_bytes is not None:
                 state.kept_bytes -= _size(first.summary)
             details = {

@@ -205,3 +205,44 @@ def test_bursts_of_large_events_each_fire_a_debounce_whose_state_stays_small(
     assert [b["count"] for b in bursts] == [120, 120, 120]
     assert [b["events"][0]["id"] for b in bursts] == ["b0-0", "b1-0", "b2-0"]
     assert all(b["dropped"] == 0 for b in bursts)
+
+
+def test_a_new_owner_fires_every_unanswered_a_once_when_its_deadline_comes(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Absence deadlines are kept in a heap per partition, made again by the worker that
+    restores the keys: 2,000 orders wait when the first worker is killed; the one after
+    it reminds each unpaid order once, when its time is up, and no paid one."""
+    import signal
+
+    (tmp_path / "t.yaml").write_text(
+        "trigger: {id: unpaid, name: Unpaid, type: event, event: {pattern: order.created,"
+        " not_followed_by: {pattern: order.paid, within: 15s, key: data.order_id}},"
+        " agent: {id: dun}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    first = pipeline.start("worker", name="first")
+    pipeline.wait_ready("first", "[^Worker]: Ready")
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap, "linger.ms": 20})
+    orders = [f"o{i}" for i in range(2000)]
+    for order in orders:
+        created = event("order.created", f"c-{order}", order_id=order)
+        producer.produce(pipeline.topic(topics.EVENTS), orjson.dumps(created), key=order)
+    for order in orders[::4]:
+        paid = event("order.paid", f"p-{order}", order_id=order)
+        producer.produce(pipeline.topic(topics.EVENTS), orjson.dumps(paid), key=order)
+    assert producer.flush(30) == 0
+    sent = time.monotonic()
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        time.sleep(3)  # taken and committed, well before any deadline
+        assert settle(fires, 0.5) == []
+        pipeline.stop(first, signal.SIGKILL)
+        pipeline.start("worker", name="second")  # its own data dir: restores from the topic
+        pipeline.wait_ready("second", "[^Worker]: Ready")
+        fires(lambda seen: len(seen) >= 1500, timeout=90)
+        assert time.monotonic() - sent >= 14  # not before their time
+        found = settle(fires, 3)  # all read, and nothing more comes
+    reminded = [fire["input"]["not_followed_by"]["first"]["id"] for fire in found]
+    import collections
+    print("DEBUG", len(found), len({f["execution_id"] for f in found}), collections.Counter(f["fired_at"][:19] for f in found).most_common(8))
+    assert sorted(reminded) == sorted(f"c-{order}" for order in orders if order not in orders[::4])

@@ -11,6 +11,7 @@ from processor.matching.sequences import (
     SEQUENCE_KEPT_MAX_BYTES,
     on_debounced_event,
     on_first,
+    on_second_followed,
 )
 from processor.matching.state import (
     DebounceState,
@@ -342,3 +343,19 @@ def test_a_key_takes_each_of_its_newest_2000_events_once_through_a_restore() -> 
         # the oldest 500 are no longer remembered: one sent again is taken again
         assert on_first(held, "shop\x1fe10", 10.0, {"id": 10}) == "pushed_out"
     assert restored.seen == state.seen and len(restored.seen) == 2000
+
+
+def test_a_b_pairs_by_event_time_and_only_the_head_of_stale_as_goes() -> None:
+    """As that came in time order go from the head once a B is past them (no B after
+    it can pair with them); one that came late is kept until it reaches the head, so a B
+    that also came late can still pair with it, by their event times."""
+    state = SequenceState()
+    for key, at in (("a1", 100.0), ("a0", 0.0), ("a2", 110.0)):
+        on_first(state, f"shop\x1f{key}", at, {"id": key})
+    fire = on_second_followed(state, 60.0, "shop\x1fb1", 130.0, {"id": "b1"})
+    assert fire is not None and fire.details["first"] == {"id": "a1"}
+    assert [p.key for p in state.pending] == ["shop\x1fa0", "shop\x1fa2"]
+    late = on_second_followed(state, 60.0, "shop\x1fb0", 50.0, {"id": "b0"})
+    assert late is not None and late.details["first"] == {"id": "a0"}
+    assert on_second_followed(state, 60.0, "shop\x1fb9", 500.0, {"id": "b9"}) is None
+    assert state.pending == [] and state.kept_bytes == 0

@@ -386,3 +386,45 @@ def test_a_window_that_took_an_event_far_ahead_before_lets_it_go_and_counts_on()
     within.observe(registry, 0, at(0, now + 200), now)
     within.observe(registry, 0, at(1, now - 300), now)
     assert within.take_outcomes() == {"counted": 1, "late": 1}
+
+
+@pytest.mark.parametrize("slack", [0, window_state.DUE_SLACK])
+def test_ticks_fire_each_quiet_key_once_when_due_whatever_moved_its_deadline(
+    monkeypatch, slack: int
+) -> None:
+    """Deadlines are kept in a heap (a tick costs what is due, not a pass over every key
+    with a deadline): each debounced event moves its key's deadline and leaves an entry
+    behind, which must never fire, and a restore halfway makes the heap again."""
+    import random
+
+    monkeypatch.setattr(window_state, "DUE_SLACK", slack)
+    registry, [quiet] = registry_with(QUIET)
+    rng = random.Random(7)
+    arrivals = sorted((rng.uniform(0, 300), f"k{rng.randrange(40)}") for _ in range(1500))
+    windows = WindowPartitions()
+    fired: list[tuple[int, str, int]] = []
+    expected: list[tuple[int, str, int]] = []
+    burst: dict[str, list[float]] = {}
+    n = 0
+    for tick in range(1, 330):
+        while n < len(arrivals) and arrivals[n][0] < tick:
+            at, group = arrivals[n]
+            windows.observe(registry, int(group[1:]) % 3, match(quiet, n, group=group), at)
+            burst.setdefault(group, []).append(at)
+            n += 1
+        for group, times in sorted(burst.items()):
+            if times and times[-1] + 10 <= tick:
+                expected.append((tick, group, len(times)))
+                burst[group] = []
+        fired += sorted(
+            (tick, f.input["debounce"]["key"], f.input["debounce"]["count"])
+            for f in windows.expire(registry, float(tick))
+        )
+        if tick == 150:  # a new owner of every partition
+            records, _ = windows.changelog()
+            windows = WindowPartitions()
+            for partition, key, value in records:
+                windows.load(partition, key, value)
+    assert fired == sorted(expected) and len(fired) > 100
+    assert all(heap == [] for heap in windows.due.values())
+    assert windows.deadlines == {0: {}, 1: {}, 2: {}}
