@@ -4,7 +4,8 @@ Two costs a platform team's sequence triggers meet and the errors mix never show
 
 - `sequence_*_us`: one key of a `followed_by` trigger with 1,000 As waiting (a user who
   fails to log in all day), per A and per B, through the worker's window cache
-  (`WindowPartitions.observe`).
+  (`WindowPartitions.observe`); `absence_a_us`: an A of a `not_followed_by` key with
+  1,000 As waiting (each event sets the key's next deadline).
 - `tick_*_ms`: the worker checks absence and debounce deadlines once a second, inside
   its loop (events wait meanwhile). With `--keys` keys of a `not_followed_by` trigger
   waiting (an order not yet paid, keyed by order id): what a new owner's restore of
@@ -84,6 +85,21 @@ def measure(keys: int) -> dict[str, float]:
     out["sequence_a_us"] = spent["first"] / EVENTS * 1e6
     out["sequence_b_us"] = spent["second"] / EVENTS * 1e6
     out["fires"] = windows.take_outcomes()["fired"]
+
+    registry, trigger_id = registry_of(
+        {
+            "pattern": "login.failed",
+            "not_followed_by": {"pattern": "login.succeeded", "within": "24h", "key": "data.user"},
+        }
+    )
+    windows = WindowPartitions()
+    for i in range(AS_WAITING):
+        windows.observe(registry, 0, matched(trigger_id, "u", "first", f"idp\x1fw{i}", now), now)
+    started = clock()
+    for i in range(EVENTS):  # each pushes the oldest out: 1,000 wait
+        match = matched(trigger_id, "u", "first", f"idp\x1fa{i}", now + 1 + i * 0.01)
+        windows.observe(registry, 0, match, now)
+    out["absence_a_us"] = (clock() - started) / EVENTS * 1e6
 
     registry, trigger_id = registry_of(
         {

@@ -25,6 +25,7 @@ Records written before `kind` was part of the value are read by their fields.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,8 @@ class WindowState:
 @dataclass(slots=True)
 class SequenceState:
     pending: list[PatternEvent] = field(default_factory=list)
-    """The As not yet paired or answered; at most sequences.MAX_PENDING."""
+    """The As not yet paired or answered, in order of event time; at most
+    sequences.MAX_PENDING."""
     seen: list[str] = field(default_factory=list)
     """Keys of the events already taken, newest last (dedupe)."""
     fires: list[PatternFire] = field(default_factory=list)
@@ -218,8 +220,13 @@ def decode(value: bytes) -> tuple[KeyState, float | None]:
                 fields.get("kept_bytes"),
             )
         else:
+            # in order of event time (versions before kept them as they came)
+            pending.sort(key=_time_of)
             state = SequenceState(pending, fields["seen"], fires, fields.get("kept_bytes"))
     return state, found.get("deadline")
+
+
+_time_of = operator.itemgetter(0)
 
 
 def _kind_by_fields(fields: dict[str, Any]) -> str:

@@ -244,5 +244,11 @@ def test_a_new_owner_fires_every_unanswered_a_once_when_its_deadline_comes(
         found = settle(fires, 3)  # all read, and nothing more comes
     reminded = [fire["input"]["not_followed_by"]["first"]["id"] for fire in found]
     import collections
-    print("DEBUG", len(found), len({f["execution_id"] for f in found}), collections.Counter(f["fired_at"][:19] for f in found).most_common(8))
+
+    print(
+        "DEBUG",
+        len(found),
+        len({f["execution_id"] for f in found}),
+        collections.Counter(f["fired_at"][:19] for f in found).most_common(8),
+    )
     assert sorted(reminded) == sorted(f"c-{order}" for order in orders if order not in orders[::4])

@@ -9,9 +9,12 @@ from processor.matching.sequences import (
     DEBOUNCE_KEPT_MAX_BYTES,
     MAX_PENDING,
     SEQUENCE_KEPT_MAX_BYTES,
+    absence_deadline,
     on_debounced_event,
     on_first,
+    on_second_absence,
     on_second_followed,
+    on_tick_absence,
 )
 from processor.matching.state import (
     DebounceState,
@@ -345,17 +348,40 @@ def test_a_key_takes_each_of_its_newest_2000_events_once_through_a_restore() -> 
     assert restored.seen == state.seen and len(restored.seen) == 2000
 
 
-def test_a_b_pairs_by_event_time_and_only_the_head_of_stale_as_goes() -> None:
-    """As that came in time order go from the head once a B is past them (no B after
-    it can pair with them); one that came late is kept until it reaches the head, so a B
-    that also came late can still pair with it, by their event times."""
+def test_a_b_pairs_with_the_oldest_a_by_event_time_whatever_the_order_they_came_in() -> None:
+    """As wait in order of event time (found by bisection: a pass over the As for every
+    B cost 80 µs with 1,000 waiting), so a B pairs with the oldest by event time even
+    when it came last, and the As too old for a B are the head of the list."""
     state = SequenceState()
-    for key, at in (("a1", 100.0), ("a0", 0.0), ("a2", 110.0)):
+    for key, at in (("a1", 100.0), ("a0", 80.0), ("a2", 110.0), ("old", 10.0)):
         on_first(state, f"shop\x1f{key}", at, {"id": key})
     fire = on_second_followed(state, 60.0, "shop\x1fb1", 130.0, {"id": "b1"})
-    assert fire is not None and fire.details["first"] == {"id": "a1"}
-    assert [p.key for p in state.pending] == ["shop\x1fa0", "shop\x1fa2"]
-    late = on_second_followed(state, 60.0, "shop\x1fb0", 50.0, {"id": "b0"})
-    assert late is not None and late.details["first"] == {"id": "a0"}
+    assert fire is not None and fire.details["first"] == {"id": "a0"}
+    assert fire.details["seconds_between"] == 50.0
+    assert [p.key for p in state.pending] == ["shop\x1fa1", "shop\x1fa2"]  # `old` too old
+    assert on_second_followed(state, 60.0, "shop\x1fb2", 90.0, {"id": "b2"}) is None  # before
     assert on_second_followed(state, 60.0, "shop\x1fb9", 500.0, {"id": "b9"}) is None
     assert state.pending == [] and state.kept_bytes == 0
+
+
+def test_not_followed_by_answers_the_as_in_its_span_and_ticks_fire_those_due() -> None:
+    within = 60.0
+    state = SequenceState()
+    for i, at in enumerate((50.0, 10.0, 30.0, 70.0, 30.0, 100.0)):
+        on_first(state, f"shop\x1fa{i}", at, {"id": f"a{i}"})
+    assert absence_deadline(state, within) == 70.0
+    on_second_absence(state, within, "shop\x1fb", 60.0)  # answers 0 <= t <= 60
+    assert sorted(p.summary["id"] for p in state.pending) == ["a3", "a5"]
+    assert absence_deadline(state, within) == 130.0
+    assert on_tick_absence(state, within, 129.9) == []
+    [due] = on_tick_absence(state, within, 130.0)
+    assert due.details["first"] == {"id": "a3"} and absence_deadline(state, within) == 160.0
+    assert state.kept_bytes == len(orjson.dumps({"id": "a5"}))
+
+
+def test_a_sequence_state_written_with_its_as_as_they_came_reads_them_by_event_time() -> None:
+    came = [PatternEvent(t, f"shop\x1fa{t:g}", {"id": f"a{t:g}"}) for t in (50.0, 10.0, 30.0)]
+    written = encode(SequenceState(came, [p.key for p in came]), 70.0)
+    state, deadline = decode(written)
+    assert isinstance(state, SequenceState) and deadline == 70.0
+    assert [p.time for p in state.pending] == [10.0, 30.0, 50.0]
