@@ -13,7 +13,15 @@ from confluent_kafka import Producer
 
 from processor import topics
 from processor.kafka.reader import read_to_end
-from processor.matching.state import PendingEvent, StateKey, WindowState, changelog_topic, encode
+from processor.matching.state import (
+    PatternFire,
+    PendingEvent,
+    SequenceState,
+    StateKey,
+    WindowState,
+    changelog_topic,
+    encode,
+)
 from processor.worker.event_matcher import partition_of
 from tests.integration.kafka import ROOT, Pipeline, incompressible, reading, settle
 from tests.integration.test_cli_and_serve import free_port, get
@@ -198,6 +206,61 @@ def test_a_sequence_waiting_on_hundreds_of_large_as_keeps_them_all_and_fires_for
         if message.key() == f"{trigger_id}\x1fw".encode()
     ]
     assert len(states) >= 3 and max(states) < 600_000, states  # 300 x 3.5 KB: 1 MB
+    assert pipeline.processes[0].poll() is None
+
+
+def test_a_state_an_earlier_version_grew_past_the_bound_starts_afresh_with_a_dead_letter(
+    pipeline: Pipeline,
+) -> None:
+    """Earlier versions kept a sequence's last 20 fires, with the events of each, in the
+    key's record (now dropped at the key's next fire). Such a record and one more A
+    pass the bound on a key's record: the key starts afresh, with a dead letter and a
+    metric, never a crash, and its next A and B fire."""
+    trigger = (
+        "trigger: {name: Upgraded, type: event, agent: {id: a},"
+        " event: {pattern: 'big.asked', followed_by: {pattern: big.answered, within: 1h,"
+        " key: data.who}}}\n"
+    )
+    path = pipeline.workdir / "upgraded.yaml"
+    path.write_text(trigger)
+    pipeline.cli("apply", "-f", str(path))
+    trigger_id = pipeline.cli("get", "Upgraded", "-o", "id").stdout.strip()
+    remembered = [
+        PatternFire(f"s\x1fold{i}", {"first": {"id": f"old{i}", "blob": incompressible(40_000)}})
+        for i in range(20)
+    ]
+    key = StateKey(trigger_id, "w").encode()
+    settings = pipeline.settings
+    seeder = Producer({"bootstrap.servers": pipeline.bootstrap})
+    seeder.produce(
+        changelog_topic(settings),
+        key=key,
+        value=encode(SequenceState(fires=remembered), None),  # about 800 KB
+        partition=partition_of(key, settings.topic_partitions),
+    )
+    assert seeder.flush(30) == 0
+    port = free_port()
+    pipeline.start("worker", name="worker", extra_env={"TRIGGERS_WORKER_METRICS_PORT": str(port)})
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+
+    def asked(event_id: str, event_type: str = "big.asked") -> tuple[bytes, bytes]:
+        return (b"w", event(event_id, event_type, "s", T0, {"who": "w"}))
+
+    with (
+        reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires,
+        reading(pipeline.bootstrap, pipeline.topic(topics.DEAD_LETTERS)) as letters,
+    ):
+        produce(pipeline, [asked("a1")])
+        [letter] = letters(lambda seen: len(seen) >= 1, timeout=60)
+        produce(pipeline, [asked("a2")])
+        time.sleep(1)
+        produce(pipeline, [asked("b2", "big.answered")])
+        [fire] = fires(lambda seen: len(seen) >= 1, timeout=60)
+        assert settle(letters, 2) == [letter]
+    assert letter["component"] == "window-evaluator" and "starts afresh" in letter["error"]
+    assert fire["input"]["followed_by"]["first"]["id"] == "a2"  # a1 went with the old state
+    metrics = get(f"http://127.0.0.1:{port}/metrics")[1]
+    assert "triggers_window_state_oversized_total 1.0" in metrics
     assert pipeline.processes[0].poll() is None
 
 
