@@ -274,7 +274,9 @@ def _as_before(
     value: float | None,
 ) -> tuple[str, tuple | None]:
     """The window's rules as they were written before its lists were searched by time
-    (a scan of every pending event per window), to hold the faster code to."""
+    (a scan of every pending event per window), to hold the faster code to. The ids a
+    fire counted are forgotten, oldest first, once a window behind the newest event at
+    a later fire (an id sent again after that is late, not a duplicate)."""
     width = t.window_seconds
     if event_id in state["consumed"] or any(p[1] == event_id for p in pending):
         return "duplicate", None
@@ -298,7 +300,10 @@ def _as_before(
         if t.cooldown_seconds and last is not None and end < last + t.cooldown_seconds:
             held = True
             continue
-        state["consumed"].update(p[1] for p in inside)
+        consumed = state["consumed"]
+        consumed.update((p[1], p[0]) for p in inside)
+        while consumed and next(iter(consumed.values())) <= latest - width:
+            del consumed[next(iter(consumed))]  # the oldest counted, a window behind
         pending[:] = [p for p in pending if not end - width < p[0] <= end]
         state["last_fire_end"] = end if last is None else max(last, end)
         return "fired", (len(inside), end - width, end)
@@ -317,7 +322,7 @@ def test_out_of_order_decisions_are_the_rules_as_written(
     first_time: dict[int, int] = {}
     state = WindowState()
     pending: list[tuple[float, str, float | None]] = []
-    before = {"consumed": set(), "latest": None, "last_fire_end": None}
+    before = {"consumed": {}, "latest": None, "last_fire_end": None}
     for time, event_id, value in raw:
         at = float(first_time.setdefault(event_id, time))  # one id, one time
         decision = observe(state, t, at, f"e{event_id}", float(value))
