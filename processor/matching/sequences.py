@@ -26,13 +26,18 @@ fire's details are ISO 8601 in UTC, as a window fire's `window_start`.
 from __future__ import annotations
 
 import bisect
-import operator
 from typing import Any
 
 import orjson
 
 from processor.matching.decode import iso_time
-from processor.matching.state import DebounceState, PatternEvent, PatternFire, SequenceState
+from processor.matching.state import (
+    DebounceState,
+    PatternEvent,
+    PatternFire,
+    SequenceState,
+    event_time,
+)
 
 MAX_PENDING = 1000
 """The most As a sequence key waits on: past it, the oldest is pushed out."""
@@ -106,7 +111,7 @@ def on_first(state: SequenceState, event_key: str, time: float, summary: dict[st
         summary = _without_data(summary)
         size, outcome = _size(summary), "first_without_data"
     pending = state.pending
-    bisect.insort(pending, PatternEvent(time, event_key, summary), key=_TIME)
+    bisect.insort(pending, PatternEvent(time, event_key, summary), key=event_time)
     kept += size
     cut = 0
     while cut < len(pending) - 1 and (
@@ -134,7 +139,7 @@ def _take(state: SequenceState, start: int, stop: int) -> list[PatternEvent]:
 def _at(state: SequenceState, time: float, after: bool = False) -> int:
     """Where `time` goes among the waiting As (after those at that very time if `after`)."""
     find = bisect.bisect_right if after else bisect.bisect_left
-    return find(state.pending, time, key=_TIME)
+    return find(state.pending, time, key=event_time)
 
 
 def on_second_followed(
@@ -186,10 +191,6 @@ def absence_deadline(state: SequenceState, within: float) -> float | None:
     return state.pending[0].time + within if state.pending else None
 
 
-_TIME = operator.itemgetter(0)
-"""A PatternEvent's time."""
-
-
 def on_debounced_event(
     state: DebounceState, event_key: str, summary: dict[str, Any], now: float, max_events: int
 ) -> None:
@@ -201,8 +202,8 @@ def on_debounced_event(
     if len(state.pending) < max_events:
         kept = state.kept_bytes
         if kept is None:  # a state from before this was measured
-            kept = sum(len(orjson.dumps(p.summary)) for p in state.pending)
-        size = len(orjson.dumps(summary))
+            kept = sum(_size(p.summary) for p in state.pending)
+        size = _size(summary)
         if not state.pending or kept + size <= DEBOUNCE_KEPT_MAX_BYTES:
             state.pending.append(PatternEvent(now, event_key, summary))
             state.kept_bytes = kept + size

@@ -74,6 +74,10 @@ class PendingEvent(NamedTuple):
     pending (windows.py)."""
 
 
+event_time = operator.itemgetter(0)
+"""A PendingEvent's or PatternEvent's time (a sort or bisection key, in C)."""
+
+
 class PatternEvent(NamedTuple):
     """An event a pattern holds: an A waiting for its B, or one of a debounced burst."""
 
@@ -221,12 +225,9 @@ def decode(value: bytes) -> tuple[KeyState, float | None]:
             )
         else:
             # in order of event time (versions before kept them as they came)
-            pending.sort(key=_time_of)
+            pending.sort(key=event_time)
             state = SequenceState(pending, fields["seen"], fires, fields.get("kept_bytes"))
     return state, found.get("deadline")
-
-
-_time_of = operator.itemgetter(0)
 
 
 def _kind_by_fields(fields: dict[str, Any]) -> str:

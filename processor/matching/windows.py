@@ -41,7 +41,7 @@ from enum import StrEnum
 from typing import Any
 
 from processor.language.conditions import COUNT_THRESHOLD_MAX, Threshold
-from processor.matching.state import PendingEvent, WindowState
+from processor.matching.state import PendingEvent, WindowState, event_time
 
 MAX_PENDING = COUNT_THRESHOLD_MAX
 MAX_CONSUMED = 1000
@@ -159,7 +159,7 @@ def observe(
     if not pending or pending[-1].time <= at:
         pending.append(_pending(PendingEvent, (at, event_id, value, summary)))  # in order
     else:
-        index = bisect.bisect_right(pending, at, key=_time)
+        index = bisect.bisect_right(pending, at, key=event_time)
         if index < len(pending) - SAMPLE_KEPT:  # not among the newest once inserted
             summary = None
         pending.insert(index, _pending(PendingEvent, (at, event_id, value, summary)))
@@ -168,7 +168,7 @@ def observe(
     if len(pending) > SAMPLE_KEPT and pending[-SAMPLE_KEPT - 1].summary is not None:
         _forget_summaries(pending)
     if pending[0].time <= horizon:
-        _remove(state, 0, bisect.bisect_right(pending, horizon, key=_time))
+        _remove(state, 0, bisect.bisect_right(pending, horizon, key=event_time))
     if len(pending) > MAX_PENDING:
         _remove(state, 0, len(pending) - MAX_PENDING)
     if len(pending) < threshold.count:
@@ -230,8 +230,8 @@ _pending = tuple.__new__
 
 def _inside(pending: list[PendingEvent], start: float, end: float) -> tuple[int, int]:
     """Where the events of the window (start, end] are in `pending` (sorted by time)."""
-    return bisect.bisect_right(pending, start, key=_time), bisect.bisect_right(
-        pending, end, key=_time
+    return bisect.bisect_right(pending, start, key=event_time), bisect.bisect_right(
+        pending, end, key=event_time
     )
 
 
@@ -254,10 +254,6 @@ def _forget_summaries(pending: list[PendingEvent]) -> None:
         index -= 1
 
 
-def _time(entry: PendingEvent) -> float:
-    return entry.time
-
-
 def _forget_oldest(consumed: dict[str, float], horizon: float) -> None:
     """Keep the newest MAX_CONSUMED ids, none from before the horizon: the oldest come
     first in the dict, so this costs what it removes, not what it keeps."""
@@ -277,8 +273,8 @@ def _first_window_reaching(
     pending = state.pending
     held_by_cooldown = False
     previous = None
-    lowest = bisect.bisect_left(pending, at, key=_time)
-    for entry in pending[lowest : bisect.bisect_left(pending, at + width, key=_time)]:
+    lowest = bisect.bisect_left(pending, at, key=event_time)
+    for entry in pending[lowest : bisect.bisect_left(pending, at + width, key=event_time)]:
         end = entry.time
         if end == previous:
             continue  # the same window as the last: events sharing one time

@@ -28,6 +28,7 @@ from tests.integration.test_cli_and_serve import free_port, get
 
 ERROR_HANDLER = ROOT / "examples" / "error-handler.yaml"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+FOLLOWED = "{pattern: big.asked, followed_by: {pattern: big.answered, within: 1h, key: data.who}}"
 
 
 def event(event_id: str, event_type: str, source: str, at: datetime, data: dict) -> bytes:
@@ -63,6 +64,25 @@ def start_worker(pipeline: Pipeline) -> str:
     pipeline.start("worker", name="worker")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
     return trigger_id
+
+
+def apply_trigger(pipeline: Pipeline, name: str, event_yaml: str) -> str:
+    """A one-trigger definition applied; its id."""
+    path = pipeline.workdir / f"{name.lower()}.yaml"
+    path.write_text(
+        f"trigger: {{name: {name}, type: event, agent: {{id: a}}, event: {event_yaml}}}\n"
+    )
+    pipeline.cli("apply", "-f", str(path))
+    return pipeline.cli("get", name, "-o", "id").stdout.strip()
+
+
+def record_sizes(pipeline: Pipeline, key: str) -> list[int]:
+    """The size of each record of one key in the window state's changelog."""
+    return [
+        len(message.value() or b"")
+        for message in read_to_end(pipeline.settings, pipeline.topic(topics.WINDOW_STATE))
+        if message.key() == key.encode()
+    ]
 
 
 def test_events_keyed_by_producer_over_every_partition_give_floor_n_over_5_fires(
@@ -121,14 +141,9 @@ def test_a_threshold_of_thousands_of_large_events_fires_and_its_state_stays_smal
     passed the bound on a key's record, which then started afresh at each checkpoint, so
     a threshold of 4,000 never fired. Now the window keeps the summaries of its newest
     events only, and one record of the key stays small whatever the threshold."""
-    trigger = (
-        "trigger: {name: Hoarder, type: event, agent: {id: a},"
-        " event: {pattern: 'big.*', condition: {count_threshold: 4000, window: 1h}}}\n"
+    trigger_id = apply_trigger(
+        pipeline, "Hoarder", "{pattern: 'big.*', condition: {count_threshold: 4000, window: 1h}}"
     )
-    path = pipeline.workdir / "hoarder.yaml"
-    path.write_text(trigger)
-    pipeline.cli("apply", "-f", str(path))
-    trigger_id = pipeline.cli("get", "Hoarder", "-o", "id").stdout.strip()
     pipeline.start("worker", name="worker")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
     source = "https://checkout.example.com/regions/eu-west-1/pods/checkout-7f9c"
@@ -150,11 +165,7 @@ def test_a_threshold_of_thousands_of_large_events_fires_and_its_state_stays_smal
     window = fire["input"]["window"]
     assert fire["trigger_id"] == trigger_id and window["count"] == 4000
     assert [e["id"] for e in window["sample"]] == [f"b{i}" for i in range(3990, 4000)]
-    states = [
-        len(message.value() or b"")
-        for message in read_to_end(pipeline.settings, pipeline.topic(topics.WINDOW_STATE))
-        if message.key() == f"{trigger_id}\x1f".encode()
-    ]
+    states = record_sizes(pipeline, f"{trigger_id}\x1f")
     assert len(states) >= 3 and max(states) < 400_000, states  # 4,000 x 3.5 KB: 14 MB
     assert pipeline.processes[0].poll() is None
 
@@ -166,15 +177,7 @@ def test_a_sequence_waiting_on_hundreds_of_large_as_keeps_them_all_and_fires_for
     one key passed the bound on a key's record, which started afresh with a dead letter,
     forgetting every A it held, so their Bs fired nothing. Now the As past 384 KiB wait
     without their data (`data_left_out`), and each B still pairs with its A."""
-    trigger = (
-        "trigger: {name: Hoarder, type: event, agent: {id: a},"
-        " event: {pattern: 'big.asked', followed_by: {pattern: big.answered, within: 1h,"
-        " key: data.who}}}\n"
-    )
-    path = pipeline.workdir / "hoarder.yaml"
-    path.write_text(trigger)
-    pipeline.cli("apply", "-f", str(path))
-    trigger_id = pipeline.cli("get", "Hoarder", "-o", "id").stdout.strip()
+    trigger_id = apply_trigger(pipeline, "Hoarder", FOLLOWED)
     pipeline.start("worker", name="worker")
     pipeline.wait_ready("worker", "[^Worker]: Ready")
     asked = [
@@ -200,11 +203,7 @@ def test_a_sequence_waiting_on_hundreds_of_large_as_keeps_them_all_and_fires_for
     whole = [first for first in firsts if "data" in first]
     assert 80 < len(whole) < 120 and all(first["data"]["blob"] for first in whole)
     assert all(first["data_left_out"] is True for first in firsts if "data" not in first)
-    states = [
-        len(message.value() or b"")
-        for message in read_to_end(pipeline.settings, pipeline.topic(topics.WINDOW_STATE))
-        if message.key() == f"{trigger_id}\x1fw".encode()
-    ]
+    states = record_sizes(pipeline, f"{trigger_id}\x1fw")
     assert len(states) >= 3 and max(states) < 600_000, states  # 300 x 3.5 KB: 1 MB
     assert pipeline.processes[0].poll() is None
 
@@ -216,15 +215,7 @@ def test_a_state_an_earlier_version_grew_past_the_bound_starts_afresh_with_a_dea
     key's record (now dropped at the key's next fire). Such a record and one more A
     pass the bound on a key's record: the key starts afresh, with a dead letter and a
     metric, never a crash, and its next A and B fire."""
-    trigger = (
-        "trigger: {name: Upgraded, type: event, agent: {id: a},"
-        " event: {pattern: 'big.asked', followed_by: {pattern: big.answered, within: 1h,"
-        " key: data.who}}}\n"
-    )
-    path = pipeline.workdir / "upgraded.yaml"
-    path.write_text(trigger)
-    pipeline.cli("apply", "-f", str(path))
-    trigger_id = pipeline.cli("get", "Upgraded", "-o", "id").stdout.strip()
+    trigger_id = apply_trigger(pipeline, "Upgraded", FOLLOWED)
     remembered = [
         PatternFire(f"s\x1fold{i}", {"first": {"id": f"old{i}", "blob": incompressible(40_000)}})
         for i in range(20)
