@@ -144,6 +144,26 @@ _KEPT = {
 }
 
 
+def _late_a(state: SequenceState, within: float, at: float) -> str:
+    behind = (state.latest or at) - at
+    return (
+        f"late: this A is {_seconds(behind)} older than the newest event of its key, more "
+        f"than `within` ({within:g} s), and the Bs that could answer it are no longer "
+        "kept: not taken, does not fire"
+    )
+
+
+def _kept_b(state: SequenceState, event_key: str, within: float) -> str:
+    """What becomes of a B that leaves no A waiting: kept for an A that comes after it,
+    unless it is late."""
+    if any(answer.key == event_key for answer in state.answers):
+        return f"; kept for an A that comes after it, at most {within:g} s before it"
+    return (
+        f"; late (more than {within:g} s older than the newest event of this key): "
+        "not kept for As that come after it"
+    )
+
+
 def _copy_of(state: KeyState | None, kind: type[_State]) -> _State:
     """A key's state as a copy the worker's own steps may change (a fresh one when the key
     has none yet, or one of another kind after an edit)."""
@@ -316,23 +336,45 @@ def _in_sequence(
         info["waiting"] = len(held.pending)
         within, at = follow.within.seconds, taken.time
         if role == "first":
-            taking = sequences.on_first(held, taken.event_key, at, taken.event)
-            if taking == "duplicate":
-                info["reason"] = "an A this key has already taken: a repeat, which changes nothing"
-                return pattern, info
-            if taking != "first":
-                info["kept"] = _KEPT[taking]
             if kind == "followed_by":
-                info["reason"] = (
-                    f"an A: fires when a {follow.pattern!r} with {keyed} comes within "
-                    f"{within:g} s after it"
+                taking, fire = sequences.on_first_followed(
+                    held, within, taken.event_key, at, taken.event
                 )
             else:
-                info["deadline"] = iso_time(at + within)
+                taking = sequences.on_first_absence(held, within, taken.event_key, at, taken.event)
+            if taking == "duplicate":
+                info["reason"] = "an A this key has already taken: a repeat, which changes nothing"
+            elif taking == "late":
+                info["late"] = True
+                info["reason"] = _late_a(held, within, at)
+            elif taking == "fired":
+                assert fire is not None
+                then = info["pairs_with"] = fire.details["then"]
                 info["reason"] = (
-                    f"an A: fires at {info['deadline']} unless a {follow.pattern!r} with "
-                    f"{keyed} comes first"
+                    f"an A: pairs with the B {then.get('id')!r} that came before it "
+                    f"({fire.details['seconds_between']:g} s after it): fires"
                 )
+            elif taking == "answered":
+                info["reason"] = (
+                    f"an A: a {follow.pattern!r} with {keyed} came before it, at most "
+                    f"{within:g} s after it: answered, does not fire"
+                )
+            else:
+                if taking != "first":
+                    info["kept"] = _KEPT[taking]
+                if kind == "followed_by":
+                    info["reason"] = (
+                        f"an A: fires when a {follow.pattern!r} with {keyed} comes within "
+                        f"{within:g} s after it"
+                    )
+                else:
+                    info["deadline"] = iso_time(at + within)
+                    info["reason"] = (
+                        f"an A: fires at {info['deadline']} unless a {follow.pattern!r} with "
+                        f"{keyed} comes first"
+                    )
+        elif taken.event_key in held.seen:
+            info["reason"] = "a B this key has already taken: a repeat, which changes nothing"
         elif kind == "followed_by":
             fire = sequences.on_second_followed(held, within, taken.event_key, at, taken.event)
             if fire is not None:
@@ -346,6 +388,7 @@ def _in_sequence(
                 info["reason"] = (
                     f"a B: no A with {keyed} waits within {within:g} s before it "
                     f"({info['waiting']} waiting for this key): does not fire"
+                    + _kept_b(held, taken.event_key, within)
                 )
         else:
             sequences.on_second_absence(held, within, taken.event_key, at)
@@ -353,6 +396,7 @@ def _in_sequence(
             info["answers"] = answered
             info["reason"] = (
                 f"a B: answers {answered} waiting A(s) of this key, which then do not fire"
+                + _kept_b(held, taken.event_key, within)
             )
         return pattern, info
     assert event.debounce is not None

@@ -95,91 +95,174 @@ def _without_data(summary: dict[str, Any]) -> dict[str, Any]:
 _DATA_FIELDS = frozenset(("data", "data_truncated", "data_bytes"))
 
 
-def on_first(state: SequenceState, event_key: str, time: float, summary: dict[str, Any]) -> str:
-    """An A event (followed_by / not_followed_by), and what became of it: `first` (it
-    waits), `first_without_data` (it waits without its data: the key's As hold
-    SEQUENCE_WHOLE_MAX_BYTES), `pushed_out` (it waits, and the oldest As made room for
-    it), or `duplicate` (taken before). The As wait in order of event time."""
+def on_first_followed(
+    state: SequenceState, within: float, event_key: str, time: float, summary: dict[str, Any]
+) -> tuple[str, PatternFire | None]:
+    """An A of a `followed_by`: it pairs with the oldest B that came before it, at most
+    `within` after it (`fired`), or waits (`_wait`), or is `duplicate` or `late`."""
+    outcome = _first_taken(state, within, event_key, time, 2 * within)
+    if outcome is not None:
+        return outcome, None
+    answers = state.answers
+    found = _at(answers, time)
+    if found < len(answers) and answers[found].time <= time + within:
+        [then] = _take(state, answers, found, found + 1)
+        return "fired", _paired(PatternEvent(time, event_key, summary), then)
+    return _wait(state, event_key, time, summary), None
+
+
+def on_first_absence(
+    state: SequenceState, within: float, event_key: str, time: float, summary: dict[str, Any]
+) -> str:
+    """An A of a `not_followed_by`: `answered` when a B that came before it is at most
+    `within` after it, else it waits (`_wait`), or is `duplicate` or `late`."""
+    outcome = _first_taken(state, within, event_key, time, None)
+    if outcome is not None:
+        return outcome
+    answers = state.answers
+    found = _at(answers, time)
+    if found < len(answers) and answers[found].time <= time + within:
+        return "answered"
+    return _wait(state, event_key, time, summary)
+
+
+def _first_taken(
+    state: SequenceState, within: float, event_key: str, time: float, keep_as: float | None
+) -> str | None:
+    """`duplicate` (taken before) or `late` (more than `within` older than the key's
+    newest event: the Bs that could answer it are no longer kept) for an A that goes no
+    further; else None, with the key's newest event time moved on and what is now too
+    old for it let go."""
     if _seen(state, event_key):
         return "duplicate"
+    latest = state.latest
+    if latest is not None and time < latest - within:
+        return "late"
+    _newest(state, within, time, keep_as)
+    return None
+
+
+def _newest(state: SequenceState, within: float, time: float, keep_as: float | None) -> None:
+    """The key saw an event at `time`: the newest moves on, and the Bs too old to answer
+    an A that is not late go (and a `followed_by`'s As too old for a B that is not late:
+    `keep_as` behind the newest)."""
+    latest = state.latest
+    if latest is not None and time <= latest:
+        return
+    state.latest = time
+    _take(state, state.answers, 0, _at(state.answers, time - within))
+    if keep_as is not None:
+        _take(state, state.pending, 0, _at(state.pending, time - keep_as))
+
+
+def _wait(state: SequenceState, event_key: str, time: float, summary: dict[str, Any]) -> str:
+    """The A waits for its B, in order of event time: `first`, `first_without_data` (it
+    waits without its data: the key's events hold SEQUENCE_WHOLE_MAX_BYTES) or
+    `pushed_out` (the oldest events made room for it)."""
+    return _keep(state, state.pending, PatternEvent(time, event_key, summary), "first")
+
+
+def _keep(
+    state: SequenceState, entries: list[PatternEvent], entry: PatternEvent, outcome: str
+) -> str:
+    """`entry` kept among the As or Bs waiting (`entries`), whole while the key's events
+    hold SEQUENCE_WHOLE_MAX_BYTES or less, without its data past that
+    (`<outcome>_without_data`); past MAX_PENDING events or SEQUENCE_KEPT_MAX_BYTES the
+    oldest of them by event time are pushed out (`pushed_out`)."""
     kept = state.kept_bytes
     if kept is None:  # a state from before this was measured
-        kept = sum(_size(p.summary) for p in state.pending)
-    size = _size(summary)
-    outcome = "first"
+        kept = sum(_size(p.summary) for p in (*state.pending, *state.answers))
+    size = _size(entry.summary)
     if kept + size > SEQUENCE_WHOLE_MAX_BYTES:
-        summary = _without_data(summary)
-        size, outcome = _size(summary), "first_without_data"
-    pending = state.pending
-    bisect.insort(pending, PatternEvent(time, event_key, summary), key=event_time)
-    kept += size
-    cut = 0
-    while cut < len(pending) - 1 and (
-        len(pending) - cut > MAX_PENDING or kept > SEQUENCE_KEPT_MAX_BYTES
+        entry = entry._replace(summary=_without_data(entry.summary))
+        size, outcome = _size(entry.summary), f"{outcome}_without_data"
+    bisect.insort(entries, entry, key=event_time)
+    state.kept_bytes = kept + size
+    pending, answers = state.pending, state.answers
+    pushed = False
+    while len(pending) + len(answers) > 1 and (
+        len(pending) + len(answers) > MAX_PENDING or state.kept_bytes > SEQUENCE_KEPT_MAX_BYTES
     ):
-        kept -= _size(pending[cut].summary)
-        cut += 1
-    del pending[:cut]
-    state.kept_bytes = kept
-    return "pushed_out" if cut else outcome
+        older = (
+            pending if not answers or (pending and pending[0].time <= answers[0].time) else answers
+        )
+        _take(state, older, 0, 1)
+        pushed = True
+    return "pushed_out" if pushed else outcome
 
 
-def _take(state: SequenceState, start: int, stop: int) -> list[PatternEvent]:
-    """The waiting As pending[start:stop], out of `pending` (and their bytes out of
-    `kept_bytes`)."""
-    pending = state.pending
-    taken = pending[start:stop]
+def _take(
+    state: SequenceState, entries: list[PatternEvent], start: int, stop: int
+) -> list[PatternEvent]:
+    """entries[start:stop] (the waiting As or Bs), out of the list, and their bytes out
+    of `kept_bytes`."""
+    taken = entries[start:stop]
     if taken:
-        del pending[start:stop]
+        del entries[start:stop]
         if state.kept_bytes is not None:
-            state.kept_bytes -= sum(_size(first.summary) for first in taken)
+            state.kept_bytes -= sum(_size(entry.summary) for entry in taken)
     return taken
 
 
-def _at(state: SequenceState, time: float, after: bool = False) -> int:
-    """Where `time` goes among the waiting As (after those at that very time if `after`)."""
+def _at(entries: list[PatternEvent], time: float, after: bool = False) -> int:
+    """Where `time` goes among the waiting As or Bs (after those at that very time if
+    `after`)."""
     find = bisect.bisect_right if after else bisect.bisect_left
-    return find(state.pending, time, key=event_time)
+    return find(entries, time, key=event_time)
+
+
+def _paired(first: PatternEvent, then: PatternEvent) -> PatternFire:
+    """A `followed_by`'s fire: its execution id derives from the B (each B pairs once)."""
+    details = {
+        "first": first.summary,
+        "then": then.summary,
+        # Event times are seconds since the epoch: their difference is exact to
+        # about 1e-7 s only, so it is given to the microsecond events carry.
+        "seconds_between": round(then.time - first.time, 6),
+    }
+    return PatternFire(then.key, details)
 
 
 def on_second_followed(
     state: SequenceState, within: float, event_key: str, time: float, summary: dict[str, Any]
 ) -> PatternFire | None:
-    """A B event for `followed_by`: pairs with the oldest A within `within` before it.
-    The As older than that go: too old for this B, and for any B after it when Bs come
-    in time order (a B that comes late pairs with what is still waiting). As wait in
-    order of event time, so both are at the head of the list (a pass over every A
-    waiting, for every B, cost a key with 1,000 As waiting 80 µs a B)."""
+    """A B event for `followed_by`: pairs with the oldest A at most `within` before it;
+    with none, it waits for an A that comes after it (an A's events may reach the key
+    after its B: from another partition, or another producer), unless it is more than
+    `within` older than the key's newest event (late). As wait in order of event time,
+    so its A is found by bisection (a pass over every A waiting, for every B, cost a key
+    with 1,000 As waiting 80 µs a B)."""
     if _seen(state, event_key):
         return None
-    _take(state, 0, _at(state, time - within))
+    _newest(state, within, time, 2 * within)
     pending = state.pending
-    if not pending or pending[0].time > time:
-        return None
-    [first] = _take(state, 0, 1)
-    details = {
-        "first": first.summary,
-        "then": summary,
-        # Event times are seconds since the epoch: their difference is exact to
-        # about 1e-7 s only, so it is given to the microsecond events carry.
-        "seconds_between": round(time - first.time, 6),
-    }
-    state.fires = []
-    return PatternFire(event_key, details)
+    found = _at(pending, time - within)
+    if found < len(pending) and pending[found].time <= time:
+        [first] = _take(state, pending, found, found + 1)
+        state.fires = []
+        return _paired(first, PatternEvent(time, event_key, summary))
+    if state.latest is None or time >= state.latest - within:
+        _keep(state, state.answers, PatternEvent(time, event_key, summary), "second")
+    return None
 
 
 def on_second_absence(state: SequenceState, within: float, event_key: str, time: float) -> None:
-    """A B event for `not_followed_by`: answers every A of the key within `within` before it."""
+    """A B event for `not_followed_by`: answers every A of the key within `within` before
+    it, and (its time only) any that comes after it, unless it is late."""
     if _seen(state, event_key):
         return
-    _take(state, _at(state, time - within), _at(state, time, after=True))
+    _newest(state, within, time, None)
+    pending = state.pending
+    _take(state, pending, _at(pending, time - within), _at(pending, time, after=True))
+    if state.latest is None or time >= state.latest - within:
+        _keep(state, state.answers, PatternEvent(time, event_key, {}), "second")
 
 
 def on_tick_absence(state: SequenceState, within: float, now: float) -> list[PatternFire]:
     """As whose time ran out unanswered."""
     fires = [
         PatternFire(first.key, {"first": first.summary, "deadline": iso_time(first.time + within)})
-        for first in _take(state, 0, _at(state, now - within, after=True))
+        for first in _take(state, state.pending, 0, _at(state.pending, now - within, after=True))
     ]
     if fires:
         state.fires = []

@@ -8,7 +8,8 @@ the trigger's kind:
     WindowState    threshold windows (windows.py): events not yet counted, the ids a
                    fire counted, the newest event time, the last fire's window end
     SequenceState  followed_by / not_followed_by (sequences.py): the As waiting for
-                   their B and how many bytes they take, the keys seen
+                   their B, the Bs kept for As that come after them, how many bytes
+                   they take, the keys seen, the newest event time
     DebounceState  debounce (sequences.py): the burst so far and when it began and was
                    last added to
 
@@ -124,8 +125,15 @@ class SequenceState:
     """Empty once the key fires again: versions before kept its last 20 fires here, the
     events of each (sequences.py)."""
     kept_bytes: int | None = None
-    """The JSON size of the summaries in `pending` (None: not yet measured, in a state
-    of a version before it)."""
+    """The JSON size of the summaries in `pending` and `answers` (None: not yet measured,
+    in a state of a version before it)."""
+    answers: list[PatternEvent] = field(default_factory=list)
+    """The Bs kept for As that come after them, in order of event time: a `followed_by`'s
+    Bs that paired with no A, every B of a `not_followed_by` (its time and key); none
+    more than the pattern's `within` older than `latest`. With `pending`, at most
+    sequences.MAX_PENDING."""
+    latest: float | None = None
+    """The newest event time seen for the key (what lateness counts from)."""
     seen_keys: set[str] | None = field(default=None, repr=False, compare=False)
     """The keys in `seen`, once it holds more than sequences.SCAN_MAX (a repeat found by
     set instead of a pass over up to 2,000 keys); made again when needed, never written."""
@@ -226,7 +234,14 @@ def decode(value: bytes) -> tuple[KeyState, float | None]:
         else:
             # in order of event time (versions before kept them as they came)
             pending.sort(key=event_time)
-            state = SequenceState(pending, fields["seen"], fires, fields.get("kept_bytes"))
+            state = SequenceState(
+                pending,
+                fields["seen"],
+                fires,
+                fields.get("kept_bytes"),
+                [PatternEvent._make(p) for p in fields.get("answers", ())],
+                fields.get("latest"),
+            )
     return state, found.get("deadline")
 
 

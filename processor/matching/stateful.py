@@ -199,19 +199,27 @@ def _on_event(
     if event.followed_by is not None:
         within = event.followed_by.within.seconds
         if match.role == "first":
-            return Evaluation(sequences.on_first(state, match.event_key, match.time, match.event))
-        found = sequences.on_second_followed(
-            state, within, match.event_key, match.time, match.event
-        )
+            outcome, found = sequences.on_first_followed(
+                state, within, match.event_key, match.time, match.event
+            )
+        else:
+            found = sequences.on_second_followed(
+                state, within, match.event_key, match.time, match.event
+            )
+            outcome = "unmatched"
         if found is None:
-            return Evaluation("unmatched")
+            return Evaluation(outcome)
+        # the B is the fire's event, whichever of the two came last
+        then = found.details["then"]
         return Evaluation(
-            "fired", [_pattern_fire(trigger, "followed_by", match.group, found, match.event)]
+            "fired", [_pattern_fire(trigger, "followed_by", match.group, found, then)]
         )
     if event.not_followed_by is not None:
         within = event.not_followed_by.within.seconds
         if match.role == "first":
-            outcome = sequences.on_first(state, match.event_key, match.time, match.event)
+            outcome = sequences.on_first_absence(
+                state, within, match.event_key, match.time, match.event
+            )
         else:
             sequences.on_second_absence(state, within, match.event_key, match.time)
             outcome = match.role

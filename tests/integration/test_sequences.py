@@ -243,12 +243,51 @@ def test_a_new_owner_fires_every_unanswered_a_once_when_its_deadline_comes(
         assert time.monotonic() - sent >= 14  # not before their time
         found = settle(fires, 3)  # all read, and nothing more comes
     reminded = [fire["input"]["not_followed_by"]["first"]["id"] for fire in found]
-    import collections
-
-    print(
-        "DEBUG",
-        len(found),
-        len({f["execution_id"] for f in found}),
-        collections.Counter(f["fired_at"][:19] for f in found).most_common(8),
-    )
     assert sorted(reminded) == sorted(f"c-{order}" for order in orders if order not in orders[::4])
+
+
+def test_an_a_that_comes_after_its_b_is_paired_or_answered_by_it(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Events of one key can reach the worker out of event-time order (produced by two
+    services, or from two partitions): each payment here comes before its order. Before,
+    the As waited as if no B had come: no `followed_by` fired, and every paid order was
+    reminded as unpaid."""
+    (tmp_path / "t.yaml").write_text(
+        "trigger: {id: paid, name: Paid, type: event, event: {pattern: order.created,"
+        " followed_by: {pattern: order.paid, within: 1m, key: data.order_id}},"
+        " agent: {id: thanks}}\n"
+        "---\n"
+        "trigger: {id: unpaid, name: Unpaid, type: event, event: {pattern: order.created,"
+        " not_followed_by: {pattern: order.paid, within: 3s, key: data.order_id}},"
+        " agent: {id: dun}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    pipeline.start("worker", name="worker")
+    pipeline.wait_ready("worker", "[^Worker]: Ready")
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap, "linger.ms": 20})
+    orders = [f"o{i}" for i in range(300)]
+    unpaid = orders[::10]
+    now = datetime.now(UTC)
+    for order in orders:
+        created = {**event("order.created", f"c-{order}", order_id=order), "time": now.isoformat()}
+        if order not in unpaid:
+            paid_at = (now + timedelta(seconds=1)).isoformat()
+            paid = {**event("order.paid", f"p-{order}", order_id=order), "time": paid_at}
+            producer.produce(pipeline.topic(topics.EVENTS), orjson.dumps(paid), key=order)
+        producer.produce(pipeline.topic(topics.EVENTS), orjson.dumps(created), key=order)
+    assert producer.flush(30) == 0
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        fires(lambda seen: len(seen) >= len(orders), timeout=60)
+        time.sleep(4)  # past every A's deadline
+        found = settle(fires, 3)
+    by_trigger: dict[str, list[dict]] = {"paid": [], "unpaid": []}
+    for fire in found:
+        by_trigger[fire["trigger_id"]].append(fire)
+    pairs = [fire["input"]["followed_by"] for fire in by_trigger["paid"]]
+    assert sorted((p["first"]["id"], p["then"]["id"]) for p in pairs) == sorted(
+        (f"c-{order}", f"p-{order}") for order in orders if order not in unpaid
+    )
+    assert all(p["seconds_between"] == 1 for p in pairs)
+    reminded = [fire["input"]["not_followed_by"]["first"]["id"] for fire in by_trigger["unpaid"]]
+    assert sorted(reminded) == sorted(f"c-{order}" for order in unpaid)

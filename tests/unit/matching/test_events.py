@@ -345,6 +345,45 @@ def test_explain_counts_as_a_worker_would_once_it_mends_a_window_holding_an_even
     assert state.latest == years_ahead and len(state.pending) == 2  # the read state kept
 
 
+def test_explain_says_what_a_b_kept_before_its_a_makes_of_the_a() -> None:
+    registry = registry_with(
+        trigger("paid", "order.created",
+                followed_by={"pattern": "order.paid", "within": "1m", "key": "data.order"}),
+        trigger("unpaid", "order.created",
+                not_followed_by={"pattern": "order.paid", "within": "1m", "key": "data.order"}),
+    )  # fmt: skip
+    ids = {d.name: d.trigger_id for d in registry.documents()}
+    now = 1_800_000_000.0
+    b = PatternEvent(now, "shop\x1fp1", {"id": "p1"})
+    paid = SequenceState(seen=[b.key], answers=[b], latest=now)
+    answered = SequenceState(seen=[b.key], answers=[b._replace(summary={})], latest=now)
+    states = {(ids["paid"], "o1"): paid, (ids["unpaid"], "o1"): answered}.get
+
+    def told(type_: str, id_: str, at: float) -> dict:
+        event = DomainEvent(id=id_, type=type_, source="shop", time=at, data={"order": "o1"})
+        return {e.name: e for e in explain(registry, event, states, now=now, max_ahead=300)}
+
+    a = told("order.created", "c1", now - 20)
+    assert a["paid"].sequence is not None and a["paid"].sequence["pairs_with"] == {"id": "p1"}
+    assert (
+        "pairs with the B 'p1' that came before it (20 s after it): fires"
+        in (a["paid"].sequence["reason"])
+    )
+    assert a["unpaid"].sequence is not None
+    assert "came before it, at most 60 s after it: answered" in a["unpaid"].sequence["reason"]
+    late = told("order.created", "c0", now - 61)
+    assert late["unpaid"].sequence is not None and late["unpaid"].sequence["late"] is True
+    assert (
+        "this A is 61 s older than the newest event of its key"
+        in (late["unpaid"].sequence["reason"])
+    )
+    another_b = told("order.paid", "p2", now + 5)
+    assert another_b["paid"].sequence is not None
+    assert "kept for an A that comes after it" in another_b["paid"].sequence["reason"]
+    assert "already taken" in told("order.paid", "p1", now)["paid"].sequence["reason"]
+    assert paid.answers == [b] and paid.pending == []  # the state read is not changed
+
+
 def test_explain_tells_a_missing_field_from_a_value() -> None:
     registry = registry_with(trigger("high", "x.*", condition={"data.note": "== (missing)"}))
     missing = DomainEvent(id="e", type="x.a", source="s", data={})

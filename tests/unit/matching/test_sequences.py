@@ -11,7 +11,8 @@ from processor.matching.sequences import (
     SEQUENCE_KEPT_MAX_BYTES,
     absence_deadline,
     on_debounced_event,
-    on_first,
+    on_first_absence,
+    on_first_followed,
     on_second_absence,
     on_second_followed,
     on_tick_absence,
@@ -62,6 +63,8 @@ FOLLOWED = {
     "pattern": "order.created",
     "followed_by": {"pattern": "order.paid", "within": "30m", "key": "order_id"},
 }
+FAR = 1e9
+"""A `within` no event here is late for."""
 ABSENT = {
     "pattern": "order.created",
     "not_followed_by": {"pattern": "order.paid", "within": "30m", "key": "order_id"},
@@ -319,7 +322,10 @@ def test_a_sequence_state_from_before_its_bytes_were_kept_measures_them() -> Non
     written = encode(old, None).replace(b',"kept_bytes":null', b"")  # as it was written
     state, _ = decode(written)
     assert isinstance(state, SequenceState) and state.kept_bytes is None
-    assert on_first(state, "shop\x1fb", 2.0, {"id": "b", "data": "y"}) == "first_without_data"
+    assert (
+        on_first_absence(state, FAR, "shop\x1fb", 2.0, {"id": "b", "data": "y"})
+        == "first_without_data"
+    )
     assert state.pending[1].summary == {"id": "b", "data_left_out": True}
 
 
@@ -328,12 +334,12 @@ def test_a_key_takes_each_of_its_newest_2000_events_once_through_a_restore() -> 
     was 27 us of each event's time on a busy key); the set is never written, and is made
     again from `seen` after a restore."""
     state = SequenceState()
-    assert [on_first(state, f"shop\x1fe{i}", float(i), {"id": i}) for i in range(3)] == [
-        "first"
-    ] * 3
-    assert on_first(state, "shop\x1fe1", 1.0, {"id": 1}) == "duplicate"
+    assert [
+        on_first_absence(state, FAR, f"shop\x1fe{i}", float(i), {"id": i}) for i in range(3)
+    ] == ["first"] * 3
+    assert on_first_absence(state, FAR, "shop\x1fe1", 1.0, {"id": 1}) == "duplicate"
     for i in range(3, 2500):
-        on_first(state, f"shop\x1fe{i}", float(i), {"id": i})
+        on_first_absence(state, FAR, f"shop\x1fe{i}", float(i), {"id": i})
     assert state.seen_keys is not None and len(state.seen_keys) == len(state.seen) == 2000
     written = encode(state, None)
     assert b"seen_keys" not in written
@@ -341,34 +347,95 @@ def test_a_key_takes_each_of_its_newest_2000_events_once_through_a_restore() -> 
     assert isinstance(restored, SequenceState) and restored.seen_keys is None
     assert restored == state
     for held in (state, restored):
-        assert on_first(held, "shop\x1fe2499", 2499.0, {"id": 2499}) == "duplicate"
-        assert on_first(held, "shop\x1fe500", 500.0, {"id": 500}) == "duplicate"
+        assert on_first_absence(held, FAR, "shop\x1fe2499", 2499.0, {"id": 2499}) == "duplicate"
+        assert on_first_absence(held, FAR, "shop\x1fe500", 500.0, {"id": 500}) == "duplicate"
         # the oldest 500 are no longer remembered: one sent again is taken again
-        assert on_first(held, "shop\x1fe10", 10.0, {"id": 10}) == "pushed_out"
+        assert on_first_absence(held, FAR, "shop\x1fe10", 10.0, {"id": 10}) == "pushed_out"
     assert restored.seen == state.seen and len(restored.seen) == 2000
 
 
 def test_a_b_pairs_with_the_oldest_a_by_event_time_whatever_the_order_they_came_in() -> None:
     """As wait in order of event time (found by bisection: a pass over the As for every
     B cost 80 µs with 1,000 waiting), so a B pairs with the oldest by event time even
-    when it came last, and the As too old for a B are the head of the list."""
-    state = SequenceState()
-    for key, at in (("a1", 100.0), ("a0", 80.0), ("a2", 110.0), ("old", 10.0)):
-        on_first(state, f"shop\x1f{key}", at, {"id": key})
-    fire = on_second_followed(state, 60.0, "shop\x1fb1", 130.0, {"id": "b1"})
+    when it came last; an A more than `within` behind the key's newest event is late."""
+    state, within = SequenceState(), 60.0
+    taken = [
+        on_first_followed(state, within, f"shop\x1f{key}", at, {"id": key})[0]
+        for key, at in (("a1", 100.0), ("a0", 80.0), ("a2", 110.0), ("old", 10.0))
+    ]
+    assert taken == ["first", "first", "first", "late"]
+    fire = on_second_followed(state, within, "shop\x1fb1", 130.0, {"id": "b1"})
     assert fire is not None and fire.details["first"] == {"id": "a0"}
-    assert fire.details["seconds_between"] == 50.0
-    assert [p.key for p in state.pending] == ["shop\x1fa1", "shop\x1fa2"]  # `old` too old
-    assert on_second_followed(state, 60.0, "shop\x1fb2", 90.0, {"id": "b2"}) is None  # before
-    assert on_second_followed(state, 60.0, "shop\x1fb9", 500.0, {"id": "b9"}) is None
-    assert state.pending == [] and state.kept_bytes == 0
+    assert fire.details["seconds_between"] == 50.0 and fire.cause_key == "shop\x1fb1"
+    assert [p.key for p in state.pending] == ["shop\x1fa1", "shop\x1fa2"]
+    assert on_second_followed(state, within, "shop\x1fb2", 90.0, {"id": "b2"}) is None  # before
+    assert [b.key for b in state.answers] == ["shop\x1fb2"]  # kept for an A that comes later
+    assert on_second_followed(state, within, "shop\x1fb9", 500.0, {"id": "b9"}) is None
+    # As more than twice `within` and Bs more than `within` behind the newest event go
+    assert state.pending == [] and [b.key for b in state.answers] == ["shop\x1fb9"]
+    assert state.kept_bytes == len(orjson.dumps({"id": "b9"}))
+
+
+def test_an_a_that_comes_after_its_b_pairs_with_it_or_is_answered_by_it() -> None:
+    """Events of one key may reach it out of order (from other partitions or producers):
+    a B kept when it found no A pairs with (followed_by) or answers (not_followed_by) an
+    A that comes after it, at most `within` before it."""
+    state, within = SequenceState(), 60.0
+    assert on_second_followed(state, within, "shop\x1fb1", 100.0, {"id": "b1"}) is None
+    assert on_second_followed(state, within, "shop\x1fb2", 105.0, {"id": "b2"}) is None
+    assert on_first_followed(state, within, "shop\x1fa0", 106.0, {"id": "a0"}) == ("first", None)
+    outcome, fire = on_first_followed(state, within, "shop\x1fa1", 50.0, {"id": "a1"})
+    assert outcome == "fired" and fire is not None
+    assert fire.details == {"first": {"id": "a1"}, "then": {"id": "b1"}, "seconds_between": 50.0}
+    assert fire.cause_key == "shop\x1fb1"  # the id of the fire made had the B come last
+    assert on_first_followed(state, within, "shop\x1fa1", 50.0, {"id": "a1"}) == ("duplicate", None)
+    [(outcome, fire)] = [on_first_followed(state, within, "shop\x1fa2", 60.0, {"id": "a2"})]
+    assert outcome == "fired" and fire is not None and fire.details["then"] == {"id": "b2"}
+    assert [a.key for a in state.pending] == ["shop\x1fa0"] and state.answers == []
+
+    absent = SequenceState()
+    on_second_absence(absent, within, "shop\x1fp", 100.0)
+    assert on_first_absence(absent, within, "shop\x1fc1", 50.0, {"id": "c1"}) == "answered"
+    assert on_first_absence(absent, within, "shop\x1fc0", 39.0, {"id": "c0"}) == "late"
+    assert on_first_absence(absent, within, "shop\x1fc2", 101.0, {"id": "c2"}) == "first"
+    assert [a.key for a in absent.pending] == ["shop\x1fc2"]
+    assert absence_deadline(absent, within) == 161.0
+
+
+def test_a_pair_makes_the_same_fire_in_either_order_and_an_answer_comes_before_its_a() -> None:
+    created, paid = order("order.created", "o1", 0, "c1"), order("order.paid", "o1", 60, "p1")
+    made = []
+    for events in ([created, paid], [paid, created]):
+        [fire] = run(registry_with(FOLLOWED), events, {}, 100)
+        made.append((fire.execution_id, fire.cause, fire.input))
+    assert made[0] == made[1]
+    assert made[0][2]["event"]["id"] == "p1"  # the B, whichever came last
+
+    registry, states = registry_with(ABSENT), {}
+    run(registry, [paid, created], states, 100)
+    trigger_id = registry.documents()[0].trigger_id
+    assert on_tick(registry, trigger_id, "o1", states[StateKey(trigger_id, "o1")], 5000).fires == []
+
+
+def test_as_and_bs_of_a_key_share_its_bounds() -> None:
+    """The Bs kept count with the As in MAX_PENDING and SEQUENCE_KEPT_MAX_BYTES: past
+    either, whichever is oldest by event time is pushed out."""
+    state = SequenceState()
+    for i in range(MAX_PENDING):
+        on_second_followed(state, FAR, f"shop\x1fb{i}", 10_000.0 + i, {"id": f"b{i}"})
+    assert len(state.answers) == MAX_PENDING
+    assert on_first_followed(state, FAR, "shop\x1fa", 20_000.0, {"id": "a"}) == ("pushed_out", None)
+    assert len(state.answers) + len(state.pending) == MAX_PENDING
+    assert state.answers[0].key == "shop\x1fb1"
+    sizes = (*state.pending, *state.answers)
+    assert state.kept_bytes == sum(len(orjson.dumps(p.summary)) for p in sizes)
 
 
 def test_not_followed_by_answers_the_as_in_its_span_and_ticks_fire_those_due() -> None:
     within = 60.0
     state = SequenceState()
     for i, at in enumerate((50.0, 10.0, 30.0, 70.0, 30.0, 100.0)):
-        on_first(state, f"shop\x1fa{i}", at, {"id": f"a{i}"})
+        on_first_absence(state, within, f"shop\x1fa{i}", at, {"id": f"a{i}"})
     assert absence_deadline(state, within) == 70.0
     on_second_absence(state, within, "shop\x1fb", 60.0)  # answers 0 <= t <= 60
     assert sorted(p.summary["id"] for p in state.pending) == ["a3", "a5"]
@@ -376,7 +443,8 @@ def test_not_followed_by_answers_the_as_in_its_span_and_ticks_fire_those_due() -
     assert on_tick_absence(state, within, 129.9) == []
     [due] = on_tick_absence(state, within, 130.0)
     assert due.details["first"] == {"id": "a3"} and absence_deadline(state, within) == 160.0
-    assert state.kept_bytes == len(orjson.dumps({"id": "a5"}))
+    assert [b.key for b in state.answers] == ["shop\x1fb"]  # for an A that comes later
+    assert state.kept_bytes == len(orjson.dumps({"id": "a5"})) + len(orjson.dumps({}))
 
 
 def test_a_sequence_state_written_with_its_as_as_they_came_reads_them_by_event_time() -> None:
