@@ -86,6 +86,12 @@ STATE_KEYS = Gauge(
     "Keys (trigger and group) whose window or pattern state this worker holds.",
     multiprocess_mode="livesum",
 )
+READ_BEHIND = Gauge(
+    "triggers_events_read_behind_seconds",
+    "How far the worker's reading of its event topics is behind the clock (0 when each "
+    "partition is read to its end): absence and debounce deadlines wait that long.",
+    multiprocess_mode="livemax",
+)
 STATE_KEYS_FORGOTTEN = Counter(
     "triggers_state_keys_forgotten_total",
     "Keys whose state was deleted after TRIGGERS_STATE_IDLE_SECONDS (or their trigger's "

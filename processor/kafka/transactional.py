@@ -46,12 +46,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -189,6 +190,8 @@ class TransactionalLoop:
     batch_size = 500
     periodic_seconds: float | None = None
     """How often `periodic` runs (None: never)."""
+    paced_by: frozenset[str] = frozenset()
+    """Input topics whose reading paces `read_through` (none: it is the clock)."""
 
     def __init__(self, settings: Settings, group_id: str, topics: list[str]) -> None:
         self.settings = settings
@@ -216,6 +219,12 @@ class TransactionalLoop:
         self._commit_seconds = TRANSACTION_SECONDS.labels(self.name, "commit")
         self._wait_seconds = TRANSACTION_SECONDS.labels(self.name, "wait")
         """How long the loop, done with a turn, waited for the last turn's commit."""
+        self.read_through = 0.0
+        """Set before each `periodic`: how far in time the `paced_by` topics have been
+        read (`_read_through`), in seconds since the epoch."""
+        self._read_at: dict[tuple[str, int], float] = {}
+        """Per `paced_by` partition behind its end, the timestamp of a record read of it
+        lately (`_sample`)."""
 
     # -- what a subclass decides -------------------------------------------------------
 
@@ -313,6 +322,9 @@ class TransactionalLoop:
                     self.handle(messages, turn)
                 if due:
                     last_periodic = time.monotonic()
+                    if self.paced_by:
+                        self._sample(messages)
+                    self.read_through = self._read_through(consumer, time.time())
                     self.periodic(turn)
                 self._handle_seconds.observe(time.perf_counter() - started)
                 if messages and not self._fill(consumer, turn, len(messages)):
@@ -588,12 +600,50 @@ class TransactionalLoop:
         except KafkaException:
             return {}  # the broker does not answer: nothing to conclude
 
+    def _sample(self, messages: Sequence[Message]) -> None:
+        """These records' timestamps, as how far their partitions have been read: each
+        batch's first and last (nothing per record), and once a second, before
+        `periodic`, every record of the batch it follows (a partition behind its end
+        with no recent sample would hold `read_through` back)."""
+        for message in messages:
+            topic, partition = message.topic(), message.partition()
+            if topic in self.paced_by and partition is not None:
+                kind, stamp = message.timestamp()
+                if kind != TIMESTAMP_NOT_AVAILABLE:
+                    self._read_at[(topic, partition)] = stamp / 1000
+
+    def _read_through(self, consumer: Consumer, now: float) -> float:
+        """How far in time the `paced_by` topics have been read: `now` when each of their
+        assigned partitions is read to its end (as the last fetch found it), else the
+        oldest of the timestamps sampled from those still behind. While the loop reads a
+        backlog, what `periodic` decides by time can then wait for the records of that
+        time (a `not_followed_by`'s deadline passed on the clock, its B not yet read)."""
+        through, behind = now, {}
+        if not self.paced_by:
+            return now
+        try:
+            for tp in consumer.position(consumer.assignment()):
+                key = (tp.topic, tp.partition)
+                if tp.topic not in self.paced_by or tp.offset < 0 or key not in self._read_at:
+                    continue
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high > tp.offset + 1:  # not at its end (past a commit marker at most)
+                    behind[key] = self._read_at[key]
+                    through = min(through, behind[key])
+        except KafkaException:
+            return now  # nothing to conclude: the clock, as before
+        self._read_at = behind  # a sample of a partition at its end or gone is stale
+        return through
+
     def _take(self, consumer: Consumer, timeout: float, limit: int) -> list[Message]:
         """Wait up to `timeout` for the first record only, then take what is already
         fetched, up to `limit` in all: a batch when busy, no waiting for one when not
         (consume(n) blocks until n arrive). Errors other than records are logged and
         left out."""
-        return [m for m in take(consumer, timeout, limit) if m.error() is None or self._usable(m)]
+        taken = [m for m in take(consumer, timeout, limit) if m.error() is None or self._usable(m)]
+        if taken and self.paced_by:
+            self._sample((taken[0], taken[-1]))
+        return taken
 
     @staticmethod
     def _positions(consumer: Consumer) -> list[TopicPartition]:

@@ -75,6 +75,7 @@ from processor.metrics import (
     MATCH_VERDICTS,
     MATCHES_IN_PLACE,
     OVERSIZED_STATES,
+    READ_BEHIND,
     STATE_KEYS,
     STATE_KEYS_FORGOTTEN,
     WINDOW_OUTCOMES,
@@ -116,6 +117,7 @@ class EventMatcher(TransactionalLoop):
             self.matches_topic,
         ]
         super().__init__(settings, f"{settings.app_id}-matcher", inputs)
+        self.paced_by = frozenset(inputs) - {self.matches_topic}
         self.registry = registry
         self.definitions_ready = definitions_ready
         self.fires_topic = topics.topic_name(topics.TRIGGER_FIRES, settings)
@@ -169,11 +171,15 @@ class EventMatcher(TransactionalLoop):
             self._send(observe(self.registry, partition, state_key, matches, now), producer)
 
     def periodic(self, producer: Turn) -> None:
-        """Absence and debounce fire when time passes, without an event; keys no event
-        has reached for their idle time are forgotten (their tombstones go with this
-        turn's checkpoint)."""
+        """Absence and debounce fire when time passes, without an event, once the events
+        have been read up to that time (`read_through`: after a restart with a backlog,
+        an order's deadline had passed on the clock while its payment was still to be
+        read, and it was reminded); keys no event has reached for their idle time are
+        forgotten (their tombstones go with this turn's checkpoint)."""
         now = time.time()
-        fires = self.windows.expire(self.registry, now)
+        through = min(now, self.read_through)
+        READ_BEHIND.set(now - through)
+        fires = self.windows.expire(self.registry, through)
         self._send([encoded(fire) for fire in fires], producer)
         forgotten = self.windows.forget_idle(self.registry, now, self.settings.state_idle_seconds)
         if forgotten:

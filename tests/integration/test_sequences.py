@@ -291,3 +291,62 @@ def test_an_a_that_comes_after_its_b_is_paired_or_answered_by_it(
     assert all(p["seconds_between"] == 1 for p in pairs)
     reminded = [fire["input"]["not_followed_by"]["first"]["id"] for fire in by_trigger["unpaid"]]
     assert sorted(reminded) == sorted(f"c-{order}" for order in unpaid)
+
+
+def test_a_deadline_passed_while_the_worker_was_down_waits_for_the_backlog_it_reads(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """The worker was down while payments came, and the orders' deadlines passed on the
+    clock meanwhile. Reading the backlog took seconds, and a deadline check between its
+    batches reminded every order whose payment was still to be read. Deadlines now wait
+    until the events have been read up to them (their records' timestamps)."""
+    import signal
+
+    (tmp_path / "t.yaml").write_text(
+        "trigger: {id: unpaid, name: Unpaid, type: event, event: {pattern: order.created,"
+        " not_followed_by: {pattern: order.paid, within: 15s, key: data.order_id}},"
+        " agent: {id: dun}}\n"
+        "---\n"
+        "trigger: {id: views, name: Views, type: event, event: {pattern: page.viewed,"
+        " condition: {count_threshold: 1000, window: 1m, group_by: data.session}},"
+        " agent: {id: analyst}}\n"
+    )
+    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
+    first = pipeline.start("worker", name="first")
+    pipeline.wait_ready("first", "[^Worker]: Ready")
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap, "linger.ms": 20})
+    events = pipeline.topic(topics.EVENTS)
+    orders = [f"o{i}" for i in range(300)]
+    unpaid = orders[::10]
+    created_at = datetime.now(UTC)
+    for order in orders:
+        created = event("order.created", f"c-{order}", order_id=order)
+        producer.produce(events, orjson.dumps(created), key=order)
+    assert producer.flush(30) == 0
+    with reading(pipeline.bootstrap, pipeline.topic(topics.TRIGGER_FIRES)) as fires:
+        time.sleep(3)  # the As are taken and committed
+        pipeline.stop(first, signal.SIGKILL)
+        for i in range(150_000):  # what else came meanwhile: seconds of reading
+            view = {"type": "page.viewed", "source": "web", "id": f"v{i}"}
+            view["data"] = {"session": f"s{i % 5000}"}
+            producer.produce(events, orjson.dumps(view), key=f"s{i % 5000}")
+            if i % 10_000 == 0:
+                producer.poll(0)
+        paid_at = (created_at + timedelta(seconds=5)).isoformat()
+        for order in orders:
+            if order not in unpaid:
+                paid = {**event("order.paid", f"p-{order}", order_id=order), "time": paid_at}
+                producer.produce(events, orjson.dumps(paid), key=order)
+        assert producer.flush(60) == 0
+        assert datetime.now(UTC) < created_at + timedelta(seconds=14), "produced in time"
+        time.sleep(
+            max(0.0, (created_at + timedelta(seconds=17) - datetime.now(UTC)).total_seconds())
+        )
+        pipeline.start("worker", name="second")  # restores the As; every deadline has passed
+        pipeline.wait_ready("second", "[^Worker]: Ready")
+        fires(lambda seen: len(seen) >= len(unpaid), timeout=90)
+        found = settle(fires, 5)
+    reminded = [
+        f["input"]["not_followed_by"]["first"]["id"] for f in found if f["trigger_id"] == "unpaid"
+    ]
+    assert sorted(reminded) == sorted(f"c-{order}" for order in unpaid)

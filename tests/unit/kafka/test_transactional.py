@@ -1,10 +1,15 @@
 from __future__ import annotations
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 from processor.config import Settings
 from processor.kafka.clients import producer_config
-from processor.kafka.transactional import TRANSACTION_TIMEOUT_MS, Turn, transactional_config
+from processor.kafka.transactional import (
+    TRANSACTION_TIMEOUT_MS,
+    TransactionalLoop,
+    Turn,
+    transactional_config,
+)
 
 
 def test_a_loops_producer_retries_a_busy_coordinator_within_milliseconds() -> None:
@@ -57,3 +62,43 @@ def test_a_turn_keeps_its_records_in_order_and_sends_them_as_given() -> None:
         ("fires", b"t2", b"2", None),
         ("state", b"k", None, 3),
     ]
+
+
+class _Positions:
+    """What `_read_through` asks of a consumer: positions and cached high watermarks."""
+
+    def __init__(self, partitions: dict[tuple[str, int], tuple[int, int]]) -> None:
+        self.partitions = partitions  # (topic, partition) -> (position, high watermark)
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(topic, p) for topic, p in self.partitions]
+
+    def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(tp.topic, tp.partition, self.partitions[tp.topic, tp.partition][0])
+            for tp in tps
+        ]
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        assert cached  # no round trip to the broker once a second
+        return 0, self.partitions[tp.topic, tp.partition][1]
+
+
+def test_time_is_read_through_the_oldest_sample_of_a_paced_partition_behind_its_end() -> None:
+    loop = TransactionalLoop(Settings(), "g", ["events", "matches"])
+    loop.paced_by = frozenset({"events"})
+    loop._read_at = {("events", 0): 100.0, ("events", 1): 90.0, ("events", 2): 50.0}
+    consumer = _Positions(
+        {
+            ("events", 0): (10, 20),  # behind: read up to 100
+            ("events", 1): (10, 20),  # behind: up to 90, the oldest
+            ("events", 2): (20, 21),  # at its end (a commit marker past it): the clock
+            ("events", 3): (10, 20),  # behind, no sample yet: not known, not held
+            ("matches", 0): (0, 99),  # not paced
+        }
+    )
+    assert loop._read_through(consumer, 1000.0) == 90.0  # type: ignore[arg-type]
+    assert loop._read_at == {("events", 0): 100.0, ("events", 1): 90.0}
+    consumer.partitions = {("events", 0): (20, 20), ("events", 1): (20, 20)}
+    assert loop._read_through(consumer, 1000.0) == 1000.0  # type: ignore[arg-type]
+    assert loop._read_at == {}
