@@ -132,14 +132,15 @@ _State = TypeVar("_State", WindowState, SequenceState, DebounceState)
 
 _KEPT = {
     "first_without_data": (
-        f"without its data: the As this key waits on hold "
+        f"without its data: the events this key keeps hold "
         f"{sequences.SEQUENCE_WHOLE_MAX_BYTES // 1024} KiB of JSON, so it keeps its "
         "attributes only (`data_left_out` in its fire)"
     ),
     "pushed_out": (
-        f"the oldest A this key waits on is pushed out to make room (at most "
-        f"{sequences.MAX_PENDING} As and {sequences.SEQUENCE_KEPT_MAX_BYTES // 1024} KiB "
-        'per key; triggers_window_outcomes_total{outcome="pushed_out"})'
+        f"the oldest event this key keeps is pushed out to make room (at most "
+        f"{sequences.MAX_PENDING} As and Bs and "
+        f"{sequences.SEQUENCE_KEPT_MAX_BYTES // 1024} KiB per key; "
+        'triggers_window_outcomes_total{outcome="pushed_out"})'
     ),
 }
 

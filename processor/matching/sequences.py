@@ -1,10 +1,12 @@
 """Sequence, absence and debounce patterns, per (trigger, key): pure state machines.
 
-    followed_by      "A then B within T":        fires when B arrives within T after an
-                                                 A with the same key (one fire per A).
+    followed_by      "A then B within T":        fires when a B is at most T after an
+                                                 A with the same key (one fire per A and
+                                                 per B), whichever of the two came first.
     not_followed_by  "A not followed by B in T": fires when T passes after an A (its
                                                  event time + T, against the clock) with
-                                                 no B of the same key in between.
+                                                 no B of the same key in between, whether
+                                                 that B came before the A or after it.
     debounce         fires once the key has been quiet for `quiet` (or `max_wait` after
                                                  its first event), handing over the
                                                  burst's events (at most `max_events`).
@@ -15,8 +17,9 @@ state commits with the fires it made and the input offsets, so a crash's replay 
 state as it was before the event and makes the same fire again, with the same execution
 id (earlier versions kept the last 20 fires, every event of each, in the key's record).
 What a key holds is bounded in bytes, so its record stays under the broker's limit: the
-As a sequence waits on (SEQUENCE_WHOLE_MAX_BYTES, SEQUENCE_KEPT_MAX_BYTES) and a
-debounce's burst (DEBOUNCE_KEPT_MAX_BYTES).
+As and Bs a sequence keeps (SEQUENCE_WHOLE_MAX_BYTES, SEQUENCE_KEPT_MAX_BYTES) and a
+debounce's burst (DEBOUNCE_KEPT_MAX_BYTES). Allowed lateness is a sequence's `within`:
+a key keeps its newest event time, and an A more than `within` older is `late`.
 Absence and debounce need time to pass with no event: the caller also
 calls `on_tick` with the clock.
 Debounce measures quiet on the processing clock (when events were seen). Times in a
@@ -40,13 +43,14 @@ from processor.matching.state import (
 )
 
 MAX_PENDING = 1000
-"""The most As a sequence key waits on: past it, the oldest is pushed out."""
+"""The most events (As waiting for a B, Bs kept for an A) a sequence key holds: past
+it, the oldest by event time is pushed out."""
 SEQUENCE_WHOLE_MAX_BYTES = 384 * 1024
-"""The most JSON of waiting As a sequence key keeps whole. An A past it waits with its
-attributes only (`data_left_out`), so its fire still says which event it was."""
+"""The most JSON of the events a sequence key keeps whole. An A (or B) past it is kept
+with its attributes only (`data_left_out`), so its fire still says which event it was."""
 SEQUENCE_KEPT_MAX_BYTES = 512 * 1024
-"""The most JSON of waiting As a sequence key keeps in all: past it (or past MAX_PENDING
-As) the oldest are pushed out. With `seen` (at most SEEN_KEPT keys of at most 48
+"""The most JSON of the events a sequence key keeps in all: past it (or past MAX_PENDING
+events) the oldest are pushed out. With `seen` (at most SEEN_KEPT keys of at most 48
 characters), a sequence's record stays under window_state.MAX_STATE_BYTES whatever its
 events are (hundreds of As of 4 KiB passed it, and the key started afresh)."""
 DEBOUNCE_KEPT_MAX_BYTES = 512 * 1024
