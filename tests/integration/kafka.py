@@ -148,15 +148,18 @@ class Pipeline:
     def emit(self, event: dict[str, Any]) -> None:
         self.produce(topics.EVENTS, orjson.dumps(event))
 
-    def start_worker_with(self, *definitions: str, extra_env: dict[str, str] | None = None) -> None:
+    def start_worker_with(
+        self, *definitions: str, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Apply each definition (YAML text), then start a worker and wait until it is
         ready."""
         for n, text in enumerate(definitions):
             path = self.workdir / f"definition-{n}.yaml"
             path.write_text(text)
             self.cli("apply", "-f", str(path))
-        self.start("worker", name="worker", extra_env=extra_env)
+        worker = self.start("worker", name="worker", extra_env=extra_env)
         self.wait_ready("worker", "[^Worker]: Ready")
+        return worker
 
     def start_worker_and_runner(self) -> None:
         """A worker and the reference runner, once both consume."""

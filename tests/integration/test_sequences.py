@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,12 @@ trigger:
     debounce: {quiet: 2s, max_wait: 30s, key: data.user}
   agent: {id: summarizer}
 """
+
+UNPAID_WITHIN_15S = (
+    "trigger: {id: unpaid, name: Unpaid, type: event, event: {pattern: order.created,"
+    " not_followed_by: {pattern: order.paid, within: 15s, key: data.order_id}},"
+    " agent: {id: dun}}\n"
+)
 
 
 def event(type_: str, event_id: str, **data: str) -> dict:
@@ -208,21 +215,12 @@ def test_bursts_of_large_events_each_fire_a_debounce_whose_state_stays_small(
 
 
 def test_a_new_owner_fires_every_unanswered_a_once_when_its_deadline_comes(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline,
 ) -> None:
     """Absence deadlines are kept in a heap per partition, made again by the worker that
     restores the keys: 2,000 orders wait when the first worker is killed; the one after
     it reminds each unpaid order once, when its time is up, and no paid one."""
-    import signal
-
-    (tmp_path / "t.yaml").write_text(
-        "trigger: {id: unpaid, name: Unpaid, type: event, event: {pattern: order.created,"
-        " not_followed_by: {pattern: order.paid, within: 15s, key: data.order_id}},"
-        " agent: {id: dun}}\n"
-    )
-    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    first = pipeline.start("worker", name="first")
-    pipeline.wait_ready("first", "[^Worker]: Ready")
+    first = pipeline.start_worker_with(UNPAID_WITHIN_15S)
     producer = Producer({"bootstrap.servers": pipeline.bootstrap, "linger.ms": 20})
     orders = [f"o{i}" for i in range(2000)]
     for order in orders:
@@ -246,14 +244,12 @@ def test_a_new_owner_fires_every_unanswered_a_once_when_its_deadline_comes(
     assert sorted(reminded) == sorted(f"c-{order}" for order in orders if order not in orders[::4])
 
 
-def test_an_a_that_comes_after_its_b_is_paired_or_answered_by_it(
-    pipeline: Pipeline, tmp_path: Path
-) -> None:
+def test_an_a_that_comes_after_its_b_is_paired_or_answered_by_it(pipeline: Pipeline) -> None:
     """Events of one key can reach the worker out of event-time order (produced by two
     services, or from two partitions): each payment here comes before its order. Before,
     the As waited as if no B had come: no `followed_by` fired, and every paid order was
     reminded as unpaid."""
-    (tmp_path / "t.yaml").write_text(
+    pipeline.start_worker_with(
         "trigger: {id: paid, name: Paid, type: event, event: {pattern: order.created,"
         " followed_by: {pattern: order.paid, within: 1m, key: data.order_id}},"
         " agent: {id: thanks}}\n"
@@ -262,9 +258,6 @@ def test_an_a_that_comes_after_its_b_is_paired_or_answered_by_it(
         " not_followed_by: {pattern: order.paid, within: 3s, key: data.order_id}},"
         " agent: {id: dun}}\n"
     )
-    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    pipeline.start("worker", name="worker")
-    pipeline.wait_ready("worker", "[^Worker]: Ready")
     producer = Producer({"bootstrap.servers": pipeline.bootstrap, "linger.ms": 20})
     orders = [f"o{i}" for i in range(300)]
     unpaid = orders[::10]
@@ -294,26 +287,18 @@ def test_an_a_that_comes_after_its_b_is_paired_or_answered_by_it(
 
 
 def test_a_deadline_passed_while_the_worker_was_down_waits_for_the_backlog_it_reads(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline,
 ) -> None:
     """The worker was down while payments came, and the orders' deadlines passed on the
     clock meanwhile. Reading the backlog took seconds, and a deadline check between its
     batches reminded every order whose payment was still to be read. Deadlines now wait
     until the events have been read up to them (their records' timestamps)."""
-    import signal
-
-    (tmp_path / "t.yaml").write_text(
-        "trigger: {id: unpaid, name: Unpaid, type: event, event: {pattern: order.created,"
-        " not_followed_by: {pattern: order.paid, within: 15s, key: data.order_id}},"
-        " agent: {id: dun}}\n"
-        "---\n"
+    first = pipeline.start_worker_with(
+        UNPAID_WITHIN_15S,
         "trigger: {id: views, name: Views, type: event, event: {pattern: page.viewed,"
         " condition: {count_threshold: 1000, window: 1m, group_by: data.session}},"
-        " agent: {id: analyst}}\n"
+        " agent: {id: analyst}}\n",
     )
-    pipeline.cli("apply", "-f", str(tmp_path / "t.yaml"))
-    first = pipeline.start("worker", name="first")
-    pipeline.wait_ready("first", "[^Worker]: Ready")
     producer = Producer({"bootstrap.servers": pipeline.bootstrap, "linger.ms": 20})
     events = pipeline.topic(topics.EVENTS)
     orders = [f"o{i}" for i in range(300)]

@@ -346,13 +346,7 @@ def test_explain_counts_as_a_worker_would_once_it_mends_a_window_holding_an_even
 
 
 def test_explain_says_what_a_b_kept_before_its_a_makes_of_the_a() -> None:
-    registry = registry_with(
-        trigger("paid", "order.created",
-                followed_by={"pattern": "order.paid", "within": "1m", "key": "data.order"}),
-        trigger("unpaid", "order.created",
-                not_followed_by={"pattern": "order.paid", "within": "1m", "key": "data.order"}),
-    )  # fmt: skip
-    ids = {d.name: d.trigger_id for d in registry.documents()}
+    registry, ids = order_patterns()
     now = 1_800_000_000.0
     b = PatternEvent(now, "shop\x1fp1", {"id": "p1"})
     paid = SequenceState(seen=[b.key], answers=[b], latest=now)
@@ -397,14 +391,20 @@ def test_explain_tells_a_missing_field_from_a_value() -> None:
     assert item.tests[0]["matched"]
 
 
-def test_explain_runs_a_sequences_own_steps_on_a_copy_of_its_state() -> None:
+def order_patterns() -> tuple[Registry, dict[str, str]]:
+    """`paid` (followed_by) and `unpaid` (not_followed_by) over orders, within 1m keyed
+    by data.order, and their ids by name."""
     registry = registry_with(
         trigger("paid", "order.created",
                 followed_by={"pattern": "order.paid", "within": "1m", "key": "data.order"}),
         trigger("unpaid", "order.created",
                 not_followed_by={"pattern": "order.paid", "within": "1m", "key": "data.order"}),
     )  # fmt: skip
-    ids = {d.name: d.trigger_id for d in registry.documents()}
+    return registry, {d.name: d.trigger_id for d in registry.documents()}
+
+
+def test_explain_runs_a_sequences_own_steps_on_a_copy_of_its_state() -> None:
+    registry, ids = order_patterns()
     now = 1_800_000_000.0
     a = PatternEvent(now - 30, "shop\x1fc1", {"id": "c1"})
     held = SequenceState(pending=[a], seen=["shop\x1fc1"])
