@@ -107,10 +107,9 @@ def on_first_followed(
     outcome = _first_taken(state, within, event_key, time, 2 * within)
     if outcome is not None:
         return outcome, None
-    answers = state.answers
-    found = _at(answers, time)
-    if found < len(answers) and answers[found].time <= time + within:
-        [then] = _take(state, answers, found, found + 1)
+    found = _answer(state, within, time)
+    if found is not None:
+        [then] = _take(state, state.answers, found, found + 1)
         return "fired", _paired(PatternEvent(time, event_key, summary), then)
     return _wait(state, event_key, time, summary), None
 
@@ -123,11 +122,16 @@ def on_first_absence(
     outcome = _first_taken(state, within, event_key, time, None)
     if outcome is not None:
         return outcome
-    answers = state.answers
-    found = _at(answers, time)
-    if found < len(answers) and answers[found].time <= time + within:
+    if _answer(state, within, time) is not None:
         return "answered"
     return _wait(state, event_key, time, summary)
+
+
+def _answer(state: SequenceState, within: float, time: float) -> int | None:
+    """Where the oldest B kept for an A at `time` is (at most `within` after it), if any."""
+    answers = state.answers
+    found = _at(answers, time)
+    return found if found < len(answers) and answers[found].time <= time + within else None
 
 
 def _first_taken(
