@@ -618,13 +618,13 @@ class TransactionalLoop:
         oldest of the timestamps sampled from those still behind. While the loop reads a
         backlog, what `periodic` decides by time can then wait for the records of that
         time (a `not_followed_by`'s deadline passed on the clock, its B not yet read)."""
-        through, behind = now, {}
         if not self.paced_by:
             return now
+        through, behind = now, {}
         try:
-            for tp in consumer.position(consumer.assignment()):
+            for tp in self._positions(consumer):
                 key = (tp.topic, tp.partition)
-                if tp.topic not in self.paced_by or tp.offset < 0 or key not in self._read_at:
+                if key not in self._read_at:  # not paced, or no record of it read yet
                     continue
                 _, high = consumer.get_watermark_offsets(tp, cached=True)
                 if high > tp.offset + 1:  # not at its end (past a commit marker at most)

@@ -143,11 +143,15 @@ def _first_taken(
     old for it let go."""
     if _seen(state, event_key):
         return "duplicate"
-    latest = state.latest
-    if latest is not None and time < latest - within:
+    if _late(state, within, time):
         return "late"
     _newest(state, within, time, keep_as)
     return None
+
+
+def _late(state: SequenceState, within: float, time: float) -> bool:
+    """Whether an event at `time` is more than `within` older than the key's newest."""
+    return state.latest is not None and time < state.latest - within
 
 
 def _newest(state: SequenceState, within: float, time: float, keep_as: float | None) -> None:
@@ -249,7 +253,7 @@ def on_second_followed(
         [first] = _take(state, pending, found, found + 1)
         state.fires = []
         return _paired(first, PatternEvent(time, event_key, summary))
-    if state.latest is None or time >= state.latest - within:
+    if not _late(state, within, time):
         _keep(state, state.answers, PatternEvent(time, event_key, summary), "second")
     return None
 
@@ -262,7 +266,7 @@ def on_second_absence(state: SequenceState, within: float, event_key: str, time:
     _newest(state, within, time, None)
     pending = state.pending
     _take(state, pending, _at(pending, time - within), _at(pending, time, after=True))
-    if state.latest is None or time >= state.latest - within:
+    if not _late(state, within, time):
         _keep(state, state.answers, PatternEvent(time, event_key, {}), "second")
 
 

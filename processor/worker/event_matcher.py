@@ -177,9 +177,8 @@ class EventMatcher(TransactionalLoop):
         read, and it was reminded); keys no event has reached for their idle time are
         forgotten (their tombstones go with this turn's checkpoint)."""
         now = time.time()
-        through = min(now, self.read_through)
-        READ_BEHIND.set(now - through)
-        fires = self.windows.expire(self.registry, through)
+        READ_BEHIND.set(now - self.read_through)  # set just before, never past the clock
+        fires = self.windows.expire(self.registry, self.read_through)
         self._send([encoded(fire) for fire in fires], producer)
         forgotten = self.windows.forget_idle(self.registry, now, self.settings.state_idle_seconds)
         if forgotten:
